@@ -1,0 +1,344 @@
+//! The booking request of the seed (`POST /dir/appointments`): its schema and its validation.
+//!
+//! Validation walks the strict [`Node`] tree against [`REQUEST`], a static description of the
+//! seed's model, and collects *every* problem with its JSON path before refusing. Reasons name the
+//! rule, never the value: a value may be patient data. Members the schema does not name are
+//! allowed and reach the MIS untouched (the gateway forwards the bytes it received).
+
+use uuid::Uuid;
+
+use crate::error::{FieldProblem, GatewayError};
+use crate::json::Node;
+
+/// What a field must hold.
+#[derive(Debug, Clone, Copy)]
+pub enum Kind {
+    Str,
+    /// A GUID in its 8-4-4-4-12 form, any letter case.
+    Guid,
+    /// An RFC 3339 date-time with a UTC offset (`2021-04-21T03:00:00+03:00`).
+    DateTimeOffset,
+    /// An ICD-10 code such as `A01.0`.
+    Icd10,
+    Obj(&'static [Field]),
+    /// Anything, including null (e.g. `disability`, which the seed leaves unmodelled).
+    Any,
+}
+
+/// One member of an object in the schema.
+#[derive(Debug, Clone, Copy)]
+pub struct Field {
+    pub name: &'static str,
+    pub kind: Kind,
+    pub required: bool,
+}
+
+const fn req(name: &'static str, kind: Kind) -> Field {
+    Field {
+        name,
+        kind,
+        required: true,
+    }
+}
+const fn opt(name: &'static str, kind: Kind) -> Field {
+    Field {
+        name,
+        kind,
+        required: false,
+    }
+}
+
+/// `{code, name}` pairs of the national classifiers (position, speciality, document type...).
+const CODED: &[Field] = &[req("code", Kind::Str), opt("name", Kind::Str)];
+const POLIS: &[Field] = &[
+    opt("series", Kind::Str),
+    req("number", Kind::Str),
+    opt("type", Kind::Obj(CODED)),
+];
+const IDENTITY_DOCUMENT: &[Field] = &[
+    opt("series", Kind::Str),
+    req("number", Kind::Str),
+    opt("type", Kind::Obj(CODED)),
+];
+const PATIENT: &[Field] = &[
+    req("family", Kind::Str),
+    req("name", Kind::Str),
+    opt("patronymic", Kind::Str),
+    opt("polis", Kind::Obj(POLIS)),
+    opt("phone", Kind::Str),
+    opt("identityDocument", Kind::Obj(IDENTITY_DOCUMENT)),
+    opt("address", Kind::Str),
+    opt("disability", Kind::Any),
+];
+const DOC_SENDER: &[Field] = &[
+    req("guid", Kind::Guid),
+    opt("family", Kind::Str),
+    opt("name", Kind::Str),
+    opt("patronymic", Kind::Str),
+    opt("position", Kind::Obj(CODED)),
+    opt("speciality", Kind::Obj(CODED)),
+];
+const DIAGNOSIS: &[Field] = &[req("code", Kind::Icd10), opt("name", Kind::Str)];
+/// ConsultDirection, the referral.
+pub const DIRECTION: &[Field] = &[
+    req("guid", Kind::Guid),
+    req("number", Kind::Str),
+    opt("reason", Kind::Str),
+    opt("speciality", Kind::Obj(CODED)),
+    req("lpuFromGuid", Kind::Guid),
+    req("lpuToGuid", Kind::Guid),
+    req("dateDirection", Kind::DateTimeOffset),
+    opt("diagnosis", Kind::Obj(DIAGNOSIS)),
+];
+/// The request body of `POST /dir/appointments`.
+pub const REQUEST: &[Field] = &[
+    req("slot", Kind::Guid),
+    req("patient", Kind::Obj(PATIENT)),
+    req("docSender", Kind::Obj(DOC_SENDER)),
+    req("direction", Kind::Obj(DIRECTION)),
+];
+
+/// The facts of a valid booking the gateway acts on; the rest of the body is only forwarded.
+#[derive(Debug)]
+pub struct Booking<'a> {
+    pub slot: Uuid,
+    pub lpu_to: Uuid,
+    pub direction_guid: Uuid,
+    /// The request's `direction` object, used when the MIS answer omits it.
+    pub direction: &'a Node<'a>,
+}
+
+/// Parses a request body strictly; syntax errors name their position, never the input.
+pub fn parse(body: &[u8]) -> Result<Node<'_>, GatewayError> {
+    Node::parse(body).map_err(|detail| GatewayError::MalformedJson { detail })
+}
+
+/// Validates a parsed body against [`REQUEST`] and extracts the [`Booking`].
+pub fn validate<'n, 'a>(root: &'n Node<'a>) -> Result<Booking<'n>, GatewayError> {
+    let mut problems = Vec::new();
+    check_object(root, REQUEST, &Path::Root, &mut problems);
+    if !problems.is_empty() {
+        return Err(GatewayError::Invalid { problems });
+    }
+    // Validation guarantees every `expect`-free lookup below succeeds; stay total anyway.
+    let guid = |node: Option<&Node>| node.and_then(Node::as_str).and_then(parse_guid);
+    let direction = root.get("direction");
+    match (
+        guid(root.get("slot")),
+        guid(direction.and_then(|d| d.get("lpuToGuid"))),
+        guid(direction.and_then(|d| d.get("guid"))),
+        direction,
+    ) {
+        (Some(slot), Some(lpu_to), Some(direction_guid), Some(direction)) => Ok(Booking {
+            slot,
+            lpu_to,
+            direction_guid,
+            direction,
+        }),
+        _ => Err(GatewayError::Internal),
+    }
+}
+
+/// A GUID in the 8-4-4-4-12 form, any letter case; braces, URNs and the 32-digit form are refused
+/// so that what the MIS receives is what the gateway authorized.
+pub fn parse_guid(s: &str) -> Option<Uuid> {
+    if s.len() != 36 {
+        return None;
+    }
+    Uuid::try_parse(s).ok()
+}
+
+/// A JSON path built only when a problem needs it.
+enum Path<'p> {
+    Root,
+    Member(&'p Path<'p>, &'p str),
+}
+
+impl Path<'_> {
+    fn render(&self) -> String {
+        match self {
+            Path::Root => String::new(),
+            Path::Member(Path::Root, name) => (*name).to_owned(),
+            Path::Member(parent, name) => format!("{}.{name}", parent.render()),
+        }
+    }
+    fn problem(&self, reason: &'static str) -> FieldProblem {
+        let path = match self.render() {
+            p if p.is_empty() => "$".to_owned(),
+            p => p,
+        };
+        FieldProblem { path, reason }
+    }
+}
+
+fn check_object(node: &Node, fields: &[Field], path: &Path, out: &mut Vec<FieldProblem>) {
+    let Node::Obj(members) = node else {
+        out.push(path.problem("must be an object"));
+        return;
+    };
+    // Duplicate keys anywhere in a modelled object are refused: the gateway and the MIS must not
+    // read two different values. Objects here have a handful of members, so this is cheap.
+    for (i, (k, _)) in members.iter().enumerate() {
+        if members[..i].iter().any(|(prev, _)| prev == k) {
+            let name = fields.iter().find(|f| f.name == k.as_ref()).map(|f| f.name);
+            match name {
+                Some(name) => out.push(Path::Member(path, name).problem("appears more than once")),
+                None => out.push(path.problem("has a member that appears more than once")),
+            }
+        }
+    }
+    for f in fields {
+        let here = Path::Member(path, f.name);
+        match node.get(f.name) {
+            None | Some(Node::Null) if f.required => out.push(here.problem("is required")),
+            None | Some(Node::Null) => {}
+            Some(v) => check_value(v, f.kind, &here, out),
+        }
+    }
+}
+
+fn check_value(v: &Node, kind: Kind, path: &Path, out: &mut Vec<FieldProblem>) {
+    match kind {
+        Kind::Any => {}
+        Kind::Obj(fields) => check_object(v, fields, path, out),
+        Kind::Str | Kind::Guid | Kind::DateTimeOffset | Kind::Icd10 => {
+            let Some(s) = v.as_str() else {
+                out.push(path.problem("must be a string"));
+                return;
+            };
+            let reason = match kind {
+                Kind::Guid if parse_guid(s).is_none() => {
+                    "must be a GUID (8-4-4-4-12 hexadecimal digits)"
+                }
+                Kind::DateTimeOffset if !is_datetime_with_offset(s) => {
+                    "must be a date-time with a UTC offset (RFC 3339, e.g. 2021-04-21T03:00:00+03:00)"
+                }
+                Kind::Icd10 if !is_icd10(s) => "must be an ICD-10 code (e.g. A01.0)",
+                _ if s.len() > MAX_STRING => "is longer than 1024 bytes",
+                _ => return,
+            };
+            out.push(path.problem(reason));
+        }
+    }
+}
+
+/// Longest string a modelled field may hold; real names, numbers and reasons are far shorter.
+const MAX_STRING: usize = 1024;
+
+fn is_datetime_with_offset(s: &str) -> bool {
+    // jiff's Timestamp parser requires an offset (or Z): a local time alone is refused.
+    s.len() <= 64 && s.parse::<jiff::Timestamp>().is_ok()
+}
+
+/// ICD-10: a letter, two digits, optionally a dot and one or two more digits (A01, A01.0, M54.16).
+fn is_icd10(s: &str) -> bool {
+    let b = s.as_bytes();
+    let head =
+        b.len() >= 3 && b[0].is_ascii_uppercase() && b[1].is_ascii_digit() && b[2].is_ascii_digit();
+    match b.len() {
+        3 => head,
+        5 | 6 => head && b[3] == b'.' && b[4..].iter().all(u8::is_ascii_digit),
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub const SEED: &str = include_str!("../tests/data/seed_request.json");
+
+    fn problems(body: &str) -> Vec<FieldProblem> {
+        let root = Node::parse(body.as_bytes()).unwrap();
+        match validate(&root) {
+            Err(GatewayError::Invalid { problems }) => problems,
+            other => panic!("expected Invalid, got {other:?}"),
+        }
+    }
+
+    fn with(edit: impl FnOnce(&mut serde_json::Value)) -> String {
+        let mut v: serde_json::Value = serde_json::from_str(SEED).unwrap();
+        edit(&mut v);
+        v.to_string()
+    }
+
+    #[test]
+    fn the_seed_example_is_valid() {
+        let root = Node::parse(SEED.as_bytes()).unwrap();
+        let b = validate(&root).unwrap();
+        assert_eq!(b.slot.to_string(), "766998fb-1915-4d54-a3f3-934f60125aac");
+        assert_eq!(b.lpu_to.to_string(), "1dadf64c-f34a-4023-98a6-3e7b7be4f243");
+    }
+
+    #[test]
+    fn every_problem_is_listed_with_its_path() {
+        let body = with(|v| {
+            v["slot"] = "not-a-guid".into();
+            v["patient"].as_object_mut().unwrap().remove("family");
+            v["direction"]["dateDirection"] = "2021-04-21T03:00:00".into();
+            v["direction"]["lpuToGuid"] = 42.into();
+            v["direction"]["diagnosis"]["code"] = "Canary".into();
+            v["docSender"] = serde_json::Value::Null;
+        });
+        let p = problems(&body);
+        let paths: Vec<_> = p.iter().map(|p| p.path.as_str()).collect();
+        assert_eq!(
+            paths,
+            [
+                "slot",
+                "patient.family",
+                "docSender",
+                "direction.lpuToGuid",
+                "direction.dateDirection",
+                "direction.diagnosis.code"
+            ]
+        );
+        assert!(p.iter().all(|p| !p.reason.contains("Canary")));
+    }
+
+    #[test]
+    fn guid_letter_case_is_accepted_but_other_spellings_are_not() {
+        let upper = with(|v| v["slot"] = "766998FB-1915-4D54-A3F3-934F60125AAC".into());
+        let root = Node::parse(upper.as_bytes()).unwrap();
+        assert!(validate(&root).is_ok());
+        for spelling in [
+            "{766998fb-1915-4d54-a3f3-934f60125aac}",
+            "766998fb19154d54a3f3934f60125aac",
+            " 766998fb-1915-4d54-a3f3-934f60125aac",
+            "urn:uuid:766998fb-1915-4d54-a3f3-934f60125aac",
+        ] {
+            let body = with(|v| v["direction"]["lpuToGuid"] = spelling.into());
+            assert_eq!(problems(&body)[0].path, "direction.lpuToGuid", "{spelling}");
+        }
+    }
+
+    #[test]
+    fn duplicate_routing_key_is_refused() {
+        let body = SEED.replacen(
+            r#""lpuToGuid": "1dadf64c-f34a-4023-98a6-3e7b7be4f243","#,
+            r#""lpuToGuid": "1dadf64c-f34a-4023-98a6-3e7b7be4f243", "lpuToGuid": "00000000-0000-0000-0000-000000000001","#,
+            1,
+        );
+        assert_ne!(body, SEED);
+        let p = problems(&body);
+        assert_eq!(p[0].path, "direction.lpuToGuid");
+        assert_eq!(p[0].reason, "appears more than once");
+    }
+
+    #[test]
+    fn wrong_top_level_types() {
+        assert_eq!(problems("[]")[0].path, "$");
+        let p = problems("{}");
+        assert_eq!(p.len(), 4);
+    }
+
+    #[test]
+    fn icd10_shapes() {
+        for ok in ["A01", "A01.0", "M54.16"] {
+            assert!(is_icd10(ok), "{ok}");
+        }
+        for bad in ["a01.0", "A1", "A01.", "A01.123", "AA1.0", ""] {
+            assert!(!is_icd10(bad), "{bad}");
+        }
+    }
+}

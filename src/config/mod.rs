@@ -1,0 +1,689 @@
+//! routes.toml: parsed, fully validated, and turned into an immutable [`Config`].
+//!
+//! Loading never stops at the first mistake: every problem is collected with its location
+//! (`backends[1].url`, `routes."…"`) so ops fix a file in one pass. The same function serves
+//! `serve`, `check` and every reload, so a file that `check` accepts is a file that loads.
+//! Secrets are resolved here (environment or file) and only ever held as ready-made
+//! `Authorization` header values marked sensitive.
+
+mod raw;
+
+use std::collections::{HashMap, HashSet};
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use base64::Engine;
+use http::{HeaderValue, Uri};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::booking::parse_guid;
+
+/// One thing wrong with a file, and where.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Problem {
+    pub location: String,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.location, self.message)
+    }
+}
+
+/// Where backend secrets come from. The process environment and the file system in production;
+/// tests and the demo hand in their own.
+pub trait Secrets: Send + Sync {
+    fn env(&self, name: &str) -> Option<String>;
+    fn file(&self, path: &Path) -> std::io::Result<String>;
+}
+
+/// The real environment and file system.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct SystemSecrets;
+
+impl Secrets for SystemSecrets {
+    fn env(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok()
+    }
+    fn file(&self, path: &Path) -> std::io::Result<String> {
+        std::fs::read_to_string(path)
+    }
+}
+
+/// The validated, immutable configuration: one generation of routes.toml.
+#[derive(Debug)]
+pub struct Config {
+    pub server: ServerSettings,
+    pub admin: AdminSettings,
+    /// By login.
+    pub integrators: HashMap<Arc<str>, Arc<Integrator>>,
+    pub backends: Vec<Arc<Backend>>,
+    /// `lpuToGuid` → index into `backends`.
+    pub routes: HashMap<Uuid, usize>,
+    /// SHA-256 of the file's bytes, hex.
+    pub sha256: String,
+    /// Things that load but look like mistakes (e.g. a backend no route uses).
+    pub warnings: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    pub max_body_bytes: usize,
+    pub header_read_timeout: Duration,
+    pub body_read_timeout: Duration,
+    pub drain_timeout: Duration,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdminSettings {
+    pub listen: SocketAddr,
+    /// When set, admin requests other than health checks need `Authorization: Bearer <token>`.
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Integrator {
+    pub login: Arc<str>,
+    /// The Argon2id PHC string.
+    pub password_hash: Arc<str>,
+    pub lpus: LpuRights,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LpuRights {
+    All,
+    Only(HashSet<Uuid>),
+}
+
+impl LpuRights {
+    pub fn allows(&self, lpu: &Uuid) -> bool {
+        match self {
+            LpuRights::All => true,
+            LpuRights::Only(set) => set.contains(lpu),
+        }
+    }
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct Backend {
+    pub name: Arc<str>,
+    /// The URL as written (no credentials can be in it: validation refuses userinfo).
+    pub url: String,
+    /// `{url}/dir/appointments`.
+    pub appointments_uri: Uri,
+    pub login: String,
+    /// `Basic base64(login:password)`, marked sensitive.
+    pub authorization: HeaderValue,
+    pub timezone_name: String,
+    pub timezone: jiff::tz::TimeZone,
+    pub timeout: Duration,
+    pub connect_timeout: Duration,
+    pub max_response_bytes: usize,
+}
+
+impl fmt::Debug for Backend {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Backend")
+            .field("name", &self.name)
+            .field("url", &self.url)
+            .field("login", &self.login)
+            .field("authorization", &"<redacted>")
+            .field("timezone", &self.timezone_name)
+            .field("timeout", &self.timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Config {
+    /// Reads and validates the file at `path`; relative `password_file`s are read from its folder.
+    pub fn load(path: &Path, secrets: &dyn Secrets) -> Result<Config, Vec<Problem>> {
+        let bytes = std::fs::read(path).map_err(|e| {
+            vec![Problem {
+                location: path.display().to_string(),
+                message: format!("cannot read the file: {}", e.kind()),
+            }]
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        Self::from_bytes(&bytes, &base, secrets)
+    }
+
+    /// Validates a file's bytes; `base` is the folder relative `password_file`s are read from.
+    pub fn from_bytes(
+        bytes: &[u8],
+        base: &Path,
+        secrets: &dyn Secrets,
+    ) -> Result<Config, Vec<Problem>> {
+        let sha256 = hex(&Sha256::digest(bytes));
+        let text = std::str::from_utf8(bytes).map_err(|e| {
+            vec![Problem {
+                location: format!("byte {}", e.valid_up_to()),
+                message: "the file is not UTF-8".into(),
+            }]
+        })?;
+        let table: toml::Table = toml::from_str(text).map_err(|e| vec![toml_problem(text, &e)])?;
+        let mut v = Validator {
+            problems: Vec::new(),
+            warnings: Vec::new(),
+            base: base.to_path_buf(),
+            secrets,
+        };
+        let config = v.config(table, sha256);
+        if v.problems.is_empty() {
+            Ok(config)
+        } else {
+            Err(v.problems)
+        }
+    }
+
+    /// The backend `lpu` routes to, if any.
+    pub fn route(&self, lpu: &Uuid) -> Option<usize> {
+        self.routes.get(lpu).copied()
+    }
+
+    pub fn backend(&self, name: &str) -> Option<&Arc<Backend>> {
+        self.backends.iter().find(|b| &*b.name == name)
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// A TOML syntax error as `line L, column C: message`, without echoing the file's text.
+fn toml_problem(text: &str, e: &toml::de::Error) -> Problem {
+    let location = match e.span() {
+        Some(span) => {
+            let before = &text[..span.start.min(text.len())];
+            let line = before.matches('\n').count() + 1;
+            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+            format!("line {line}, column {column}")
+        }
+        None => "file".into(),
+    };
+    Problem {
+        location,
+        message: e.message().trim().to_owned(),
+    }
+}
+
+struct Validator<'s> {
+    problems: Vec<Problem>,
+    warnings: Vec<String>,
+    base: PathBuf,
+    secrets: &'s dyn Secrets,
+}
+
+const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
+const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
+const DEFAULT_MAX_BODY: u64 = 64 * 1024;
+const DEFAULT_TIMEOUT_MS: u64 = 10_000;
+const DEFAULT_CONNECT_TIMEOUT_MS: u64 = 2_000;
+const DEFAULT_MAX_RESPONSE: u64 = 1024 * 1024;
+
+impl Validator<'_> {
+    fn problem(&mut self, location: impl Into<String>, message: impl Into<String>) {
+        self.problems.push(Problem {
+            location: location.into(),
+            message: message.into(),
+        });
+    }
+
+    fn typed<T: serde::de::DeserializeOwned>(
+        &mut self,
+        location: &str,
+        value: toml::Value,
+    ) -> Option<T> {
+        match value.try_into::<T>() {
+            Ok(t) => Some(t),
+            Err(e) => {
+                self.problem(location, e.message().trim().to_owned());
+                None
+            }
+        }
+    }
+
+    fn config(&mut self, mut table: toml::Table, sha256: String) -> Config {
+        let server = table.remove("server");
+        let admin = table.remove("admin");
+        let integrators = table.remove("integrators");
+        let backends = table.remove("backends");
+        let routes = table.remove("routes");
+        for key in table.keys() {
+            self.problem(
+                key.clone(),
+                "unknown section (expected server, admin, integrators, backends, routes)",
+            );
+        }
+        let server = self.server(server);
+        let admin = self.admin(admin);
+        let integrators = self.integrators(integrators);
+        let (backends, declared) = self.backends(backends);
+        let routes = self.routes(routes, &backends, &declared);
+        for b in &backends {
+            let idx = backends.iter().position(|x| x.name == b.name);
+            if !routes.values().any(|i| Some(*i) == idx) {
+                self.warnings
+                    .push(format!("backends \"{}\": no route uses it", b.name));
+            }
+        }
+        if admin.listen == server.listen {
+            self.problem("admin.listen", "must differ from server.listen");
+        }
+        Config {
+            server,
+            admin,
+            integrators,
+            backends,
+            routes,
+            sha256,
+            warnings: std::mem::take(&mut self.warnings),
+        }
+    }
+
+    fn ms(&mut self, location: &str, v: Option<u64>, default: u64, range: (u64, u64)) -> Duration {
+        let ms = v.unwrap_or(default);
+        if ms < range.0 || ms > range.1 {
+            self.problem(
+                location,
+                format!("must be between {} and {} milliseconds", range.0, range.1),
+            );
+        }
+        Duration::from_millis(ms)
+    }
+
+    fn addr(&mut self, location: &str, v: Option<&str>, default: &str) -> SocketAddr {
+        let text = v.unwrap_or(default);
+        text.parse().unwrap_or_else(|_| {
+            self.problem(
+                location,
+                "must be an IP address and port, e.g. 127.0.0.1:8080",
+            );
+            SocketAddr::from(([127, 0, 0, 1], 0))
+        })
+    }
+
+    fn server(&mut self, v: Option<toml::Value>) -> ServerSettings {
+        let raw: raw::Server = match v {
+            Some(v) => self.typed("server", v).unwrap_or_default(),
+            None => raw::Server::default(),
+        };
+        let listen = self.addr("server.listen", raw.listen.as_deref(), DEFAULT_LISTEN);
+        let body = raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY);
+        if !(1024..=16 * 1024 * 1024).contains(&body) {
+            self.problem("server.max_body_bytes", "must be between 1024 and 16777216");
+        }
+        ServerSettings {
+            listen,
+            max_body_bytes: body as usize,
+            header_read_timeout: self.ms(
+                "server.header_read_timeout_ms",
+                raw.header_read_timeout_ms,
+                10_000,
+                (100, 120_000),
+            ),
+            body_read_timeout: self.ms(
+                "server.body_read_timeout_ms",
+                raw.body_read_timeout_ms,
+                10_000,
+                (100, 120_000),
+            ),
+            drain_timeout: self.ms(
+                "server.drain_timeout_ms",
+                raw.drain_timeout_ms,
+                30_000,
+                (0, 600_000),
+            ),
+        }
+    }
+
+    fn admin(&mut self, v: Option<toml::Value>) -> AdminSettings {
+        #[derive(Default, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Raw {
+            listen: Option<String>,
+            token_env: Option<String>,
+        }
+        let raw: Raw = match v {
+            Some(v) => self.typed("admin", v).unwrap_or_default(),
+            None => Raw::default(),
+        };
+        let listen = self.addr("admin.listen", raw.listen.as_deref(), DEFAULT_ADMIN_LISTEN);
+        let token = raw.token_env.and_then(|name| match self.secrets.env(&name) {
+            Some(t) if t.len() >= 16 => Some(t),
+            _ => {
+                self.problem("admin.token_env", format!("environment variable {name} must be set to a token of at least 16 characters"));
+                None
+            }
+        });
+        if !listen.ip().is_loopback() && token.is_none() {
+            self.warnings.push("admin.listen is not a loopback address and no admin.token_env is set: anyone who reaches it can read the config view and trigger reloads".into());
+        }
+        AdminSettings { listen, token }
+    }
+
+    fn integrators(&mut self, v: Option<toml::Value>) -> HashMap<Arc<str>, Arc<Integrator>> {
+        let mut out = HashMap::new();
+        let items = self.array("integrators", v);
+        for (i, item) in items.into_iter().enumerate() {
+            let loc = format!("integrators[{i}]");
+            let Some(raw) = self.typed::<raw::Integrator>(&loc, item) else {
+                continue;
+            };
+            if raw.login.is_empty()
+                || raw.login.contains(':')
+                || raw.login.chars().any(char::is_control)
+            {
+                self.problem(
+                    format!("{loc}.login"),
+                    "must be non-empty, without ':' or control characters (RFC 7617)",
+                );
+            }
+            if let Err(reason) = check_argon2id(&raw.password_hash) {
+                self.problem(format!("{loc}.password_hash"), reason);
+            }
+            let lpus = if raw.lpus.iter().any(|l| l == "*") {
+                if raw.lpus.len() > 1 {
+                    self.problem(
+                        format!("{loc}.lpus"),
+                        "\"*\" (all LPUs) must be the only entry",
+                    );
+                }
+                LpuRights::All
+            } else {
+                if raw.lpus.is_empty() {
+                    self.problem(
+                        format!("{loc}.lpus"),
+                        "is empty: list LPU GUIDs or \"*\"; remove the integrator to suspend it",
+                    );
+                }
+                let mut set = HashSet::new();
+                for (j, l) in raw.lpus.iter().enumerate() {
+                    match parse_guid(l) {
+                        Some(g) if !set.insert(g) => {
+                            self.problem(format!("{loc}.lpus[{j}]"), "duplicates an earlier entry")
+                        }
+                        Some(_) => {}
+                        None => self.problem(format!("{loc}.lpus[{j}]"), "must be a GUID or \"*\""),
+                    }
+                }
+                LpuRights::Only(set)
+            };
+            let login: Arc<str> = raw.login.into();
+            let integrator = Arc::new(Integrator {
+                login: login.clone(),
+                password_hash: raw.password_hash.into(),
+                lpus,
+            });
+            if out.insert(login, integrator).is_some() {
+                self.problem(
+                    format!("{loc}.login"),
+                    "duplicates an earlier integrator's login",
+                );
+            }
+        }
+        out
+    }
+
+    fn array(&mut self, name: &str, v: Option<toml::Value>) -> Vec<toml::Value> {
+        match v {
+            None => Vec::new(),
+            Some(toml::Value::Array(items)) => items,
+            Some(_) => {
+                self.problem(name, format!("must be an array of tables ([[{name}]])"));
+                Vec::new()
+            }
+        }
+    }
+
+    /// The valid backends, and the names of all declared ones (valid or not), so that a route to
+    /// a backend with its own problem is not reported a second time as dangling.
+    fn backends(&mut self, v: Option<toml::Value>) -> (Vec<Arc<Backend>>, Vec<String>) {
+        let mut out: Vec<Arc<Backend>> = Vec::new();
+        let mut declared = Vec::new();
+        let items = self.array("backends", v);
+        if items.is_empty() {
+            self.problem("backends", "at least one [[backends]] entry is needed");
+        }
+        for (i, item) in items.into_iter().enumerate() {
+            let loc = format!("backends[{i}]");
+            if let Some(name) = item.get("name").and_then(toml::Value::as_str) {
+                declared.push(name.to_owned());
+            }
+            let Some(raw) = self.typed::<raw::Backend>(&loc, item) else {
+                continue;
+            };
+            if let Some(b) = self.backend(&loc, raw) {
+                if out.iter().any(|o| o.name == b.name) {
+                    self.problem(
+                        format!("{loc}.name"),
+                        "duplicates an earlier backend's name",
+                    );
+                }
+                out.push(Arc::new(b));
+            }
+        }
+        (out, declared)
+    }
+
+    fn backend(&mut self, loc: &str, raw: raw::Backend) -> Option<Backend> {
+        let before = self.problems.len();
+        let name_ok = !raw.name.is_empty()
+            && raw.name.len() <= 64
+            && raw
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+        if !name_ok {
+            self.problem(
+                format!("{loc}.name"),
+                "must be 1-64 characters of a-z, 0-9, '-' or '_'",
+            );
+        }
+        let appointments_uri = self.backend_url(loc, &raw.url);
+        if raw.login.is_empty()
+            || raw.login.contains(':')
+            || raw.login.chars().any(char::is_control)
+        {
+            self.problem(
+                format!("{loc}.login"),
+                "must be non-empty, without ':' or control characters (RFC 7617)",
+            );
+        }
+        let password = self.backend_password(loc, &raw);
+        let timezone = jiff::tz::TimeZone::get(&raw.timezone)
+            .map_err(|_| {
+                self.problem(
+                    format!("{loc}.timezone"),
+                    "is not a known IANA time zone (e.g. Europe/Moscow)",
+                )
+            })
+            .ok();
+        let timeout = self.ms(
+            &format!("{loc}.timeout_ms"),
+            raw.timeout_ms,
+            DEFAULT_TIMEOUT_MS,
+            (100, 300_000),
+        );
+        let connect_default = DEFAULT_CONNECT_TIMEOUT_MS.min(timeout.as_millis() as u64 / 2);
+        let connect_timeout = self.ms(
+            &format!("{loc}.connect_timeout_ms"),
+            raw.connect_timeout_ms,
+            connect_default,
+            (10, 60_000),
+        );
+        if connect_timeout >= timeout {
+            self.problem(
+                format!("{loc}.connect_timeout_ms"),
+                "must be shorter than timeout_ms",
+            );
+        }
+        let max_response = raw.max_response_bytes.unwrap_or(DEFAULT_MAX_RESPONSE);
+        if !(1024..=16 * 1024 * 1024).contains(&max_response) {
+            self.problem(
+                format!("{loc}.max_response_bytes"),
+                "must be between 1024 and 16777216",
+            );
+        }
+        if self.problems.len() != before {
+            return None;
+        }
+        let credentials = base64::engine::general_purpose::STANDARD
+            .encode(format!("{}:{}", raw.login, password?));
+        let mut authorization = HeaderValue::from_str(&format!("Basic {credentials}")).ok()?;
+        authorization.set_sensitive(true);
+        Some(Backend {
+            name: raw.name.into(),
+            url: raw.url,
+            appointments_uri: appointments_uri?,
+            login: raw.login,
+            authorization,
+            timezone_name: raw.timezone,
+            timezone: timezone?,
+            timeout,
+            connect_timeout,
+            max_response_bytes: max_response as usize,
+        })
+    }
+
+    fn backend_url(&mut self, loc: &str, url: &str) -> Option<Uri> {
+        let loc = format!("{loc}.url");
+        let Ok(uri) = url.parse::<Uri>() else {
+            self.problem(loc, "is not a valid URL");
+            return None;
+        };
+        let reason = match (uri.scheme_str(), uri.authority()) {
+            (Some("http" | "https"), Some(a)) if a.as_str().contains('@') => {
+                "must not contain credentials: use login with password_env or password_file"
+            }
+            (Some("http" | "https"), Some(a)) if a.host().is_empty() => "has no host",
+            (Some("http" | "https"), Some(_)) if uri.query().is_some() => {
+                "must not have a query string"
+            }
+            (Some("http" | "https"), Some(_)) => {
+                let path = uri.path().trim_end_matches('/');
+                return format!(
+                    "{}://{}{path}/dir/appointments",
+                    uri.scheme_str()?,
+                    uri.authority()?
+                )
+                .parse()
+                .map_err(|_| self.problem(loc, "is not a valid URL"))
+                .ok();
+            }
+            _ => "must be an absolute http:// or https:// URL",
+        };
+        self.problem(loc, reason);
+        None
+    }
+
+    fn backend_password(&mut self, loc: &str, raw: &raw::Backend) -> Option<String> {
+        let password = match (&raw.password_env, &raw.password_file) {
+            (Some(_), Some(_)) | (None, None) => {
+                self.problem(loc, "needs exactly one of password_env or password_file");
+                return None;
+            }
+            (Some(name), None) => match self.secrets.env(name) {
+                Some(p) => p,
+                None => {
+                    self.problem(
+                        format!("{loc}.password_env"),
+                        format!("environment variable {name} is not set"),
+                    );
+                    return None;
+                }
+            },
+            (None, Some(file)) => {
+                let path = self.base.join(file);
+                match self.secrets.file(&path) {
+                    // A secret file conventionally ends with a newline that is not part of it.
+                    Ok(p) => p
+                        .strip_suffix('\n')
+                        .map(|p| p.strip_suffix('\r').unwrap_or(p))
+                        .unwrap_or(&p)
+                        .to_owned(),
+                    Err(e) => {
+                        self.problem(
+                            format!("{loc}.password_file"),
+                            format!("cannot read {}: {}", path.display(), e.kind()),
+                        );
+                        return None;
+                    }
+                }
+            }
+        };
+        if password.is_empty() || password.chars().any(char::is_control) {
+            self.problem(
+                loc,
+                "the backend password is empty or has control characters",
+            );
+            return None;
+        }
+        Some(password)
+    }
+
+    fn routes(
+        &mut self,
+        v: Option<toml::Value>,
+        backends: &[Arc<Backend>],
+        declared: &[String],
+    ) -> HashMap<Uuid, usize> {
+        let table = match v {
+            None => toml::Table::new(),
+            Some(toml::Value::Table(t)) => t,
+            Some(_) => {
+                self.problem(
+                    "routes",
+                    "must be a table of \"LPU GUID\" = \"backend name\"",
+                );
+                return HashMap::new();
+            }
+        };
+        let mut out = HashMap::with_capacity(table.len());
+        for (key, value) in table {
+            let loc = format!("routes.\"{key}\"");
+            let Some(lpu) = parse_guid(&key) else {
+                self.problem(loc, "the key must be an LPU GUID");
+                continue;
+            };
+            let Some(name) = value.as_str() else {
+                self.problem(loc, "the value must be a backend name (a string)");
+                continue;
+            };
+            let Some(idx) = backends.iter().position(|b| &*b.name == name) else {
+                if !declared.iter().any(|d| d == name) {
+                    self.problem(
+                        loc,
+                        format!("names backend \"{name}\", which is not defined in [[backends]]"),
+                    );
+                }
+                continue;
+            };
+            if out.insert(lpu, idx).is_some() {
+                self.problem(loc, "duplicates another route for the same LPU (GUIDs are compared ignoring letter case)");
+            }
+        }
+        out
+    }
+}
+
+/// Accepts Argon2id PHC strings with at least OWASP's minimum cost (m=19456 KiB, t=2, p=1).
+fn check_argon2id(phc: &str) -> Result<(), &'static str> {
+    let hash = argon2::password_hash::phc::PasswordHash::new(phc)
+        .map_err(|_| "must be an Argon2id PHC string from `mis-gateway hash-password`")?;
+    if hash.algorithm.as_str() != "argon2id" {
+        return Err("must use argon2id");
+    }
+    let params = argon2::Params::try_from(&hash).map_err(|_| "has invalid Argon2 parameters")?;
+    if params.m_cost() < 19_456 || params.t_cost() < 2 {
+        return Err(
+            "is weaker than the OWASP minimum (m=19456, t=2, p=1): hash it again with `mis-gateway hash-password`",
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,37 @@
+//! Serde types that mirror routes.toml one to one. They never leave the `config` module:
+//! validation turns them into the plain types of [`super`]. `deny_unknown_fields` makes a typo
+//! an error instead of a silently ignored key.
+
+use serde::Deserialize;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Server {
+    pub listen: Option<String>,
+    pub max_body_bytes: Option<u64>,
+    pub header_read_timeout_ms: Option<u64>,
+    pub body_read_timeout_ms: Option<u64>,
+    pub drain_timeout_ms: Option<u64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Integrator {
+    pub login: String,
+    pub password_hash: String,
+    pub lpus: Vec<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Backend {
+    pub name: String,
+    pub url: String,
+    pub login: String,
+    pub password_env: Option<String>,
+    pub password_file: Option<String>,
+    pub timezone: String,
+    pub timeout_ms: Option<u64>,
+    pub connect_timeout_ms: Option<u64>,
+    pub max_response_bytes: Option<u64>,
+}

@@ -1,0 +1,351 @@
+//! The one place where the gateway decides an error's HTTP status, `Message_code` and text.
+//!
+//! Every error a client can see is a [`GatewayError`]; [`GatewayError::into_response`] renders it
+//! in the ExceptionResponse shape that integrators of this MIS family already parse
+//! (`{"Code", "Message", "Message_code"}`), plus the request id. Texts never carry request or MIS
+//! body values: they may be patient data.
+
+use bytes::Bytes;
+use http::{HeaderValue, Response, StatusCode, header};
+use http_body_util::Full;
+use serde::Serialize;
+
+/// One validation problem: where (a JSON path such as `direction.lpuToGuid`) and why.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldProblem {
+    pub path: String,
+    pub reason: &'static str,
+}
+
+/// An answer from the MIS in its own ExceptionResponse shape, passed on to the integrator.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MisRejection {
+    pub status: StatusCode,
+    pub message: String,
+    pub code: String,
+}
+
+/// Every condition the gateway answers with something other than an Appointment.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GatewayError {
+    #[error("the request body is not valid JSON")]
+    MalformedJson { detail: String },
+    #[error("the booking failed validation")]
+    Invalid { problems: Vec<FieldProblem> },
+    #[error("authentication required")]
+    Unauthenticated,
+    #[error("too many failed authentication attempts")]
+    AuthThrottled { retry_after_secs: u64 },
+    #[error("the integrator may not book into this LPU")]
+    ForbiddenLpu,
+    #[error("no such resource")]
+    NotFound,
+    #[error("no MIS is configured for this LPU")]
+    NoRoute,
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("the request body was not received in time")]
+    BodyTimeout,
+    #[error("the request body is larger than the limit")]
+    PayloadTooLarge { limit: usize },
+    #[error("Content-Type must be application/json")]
+    UnsupportedMediaType,
+    #[error("the MIS could not be reached; the booking was not sent")]
+    MisUnreachable,
+    #[error("the MIS answer could not be understood")]
+    MisBadAnswer,
+    #[error("the MIS refused the gateway's credentials")]
+    MisRejectedGateway,
+    #[error("the connection to the MIS broke after the booking was sent; outcome unknown")]
+    OutcomeUnknown,
+    #[error("the MIS did not answer in time after the booking was sent; outcome unknown")]
+    MisTimeout,
+    #[error("the MIS rejected the booking")]
+    Mis(MisRejection),
+    #[error("internal error")]
+    Internal,
+}
+
+/// Static facts of one error kind: the row of the README's error table.
+#[derive(Debug, Clone, Copy)]
+pub struct ErrorKind {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: &'static str,
+}
+
+/// The error table, as published in README.md. A test keeps the two in step.
+pub const TABLE: &[(&str, ErrorKind)] = &[
+    (
+        "MalformedJson",
+        kind(400, "94001", "The request body is not valid JSON."),
+    ),
+    (
+        "Invalid",
+        kind(400, "94000", "The booking failed validation; see errors."),
+    ),
+    (
+        "Unauthenticated",
+        kind(
+            401,
+            "94010",
+            "Authentication required: HTTP Basic with a valid integrator login and password.",
+        ),
+    ),
+    (
+        "ForbiddenLpu",
+        kind(
+            403,
+            "94030",
+            "This integrator may not book into the LPU named by direction.lpuToGuid.",
+        ),
+    ),
+    (
+        "NotFound",
+        kind(
+            404,
+            "94040",
+            "No such resource: the API is POST /dir/appointments.",
+        ),
+    ),
+    (
+        "NoRoute",
+        kind(
+            404,
+            "94041",
+            "No MIS is configured for the LPU named by direction.lpuToGuid.",
+        ),
+    ),
+    (
+        "MethodNotAllowed",
+        kind(405, "94050", "Method not allowed: use POST."),
+    ),
+    (
+        "BodyTimeout",
+        kind(408, "94080", "The request body was not received in time."),
+    ),
+    (
+        "PayloadTooLarge",
+        kind(413, "94130", "The request body is larger than the limit."),
+    ),
+    (
+        "UnsupportedMediaType",
+        kind(415, "94150", "Content-Type must be application/json."),
+    ),
+    (
+        "AuthThrottled",
+        kind(
+            429,
+            "94290",
+            "Too many failed authentication attempts; retry after the delay in Retry-After.",
+        ),
+    ),
+    (
+        "Internal",
+        kind(
+            500,
+            "95000",
+            "Internal gateway error; the booking was not sent.",
+        ),
+    ),
+    (
+        "MisUnreachable",
+        kind(
+            502,
+            "95020",
+            "The MIS could not be reached; the booking was not sent and may be retried.",
+        ),
+    ),
+    (
+        "MisBadAnswer",
+        kind(
+            502,
+            "95021",
+            "The MIS answered with an error the gateway could not understand; the booking was most likely not made.",
+        ),
+    ),
+    (
+        "OutcomeUnknown",
+        kind(
+            502,
+            "95022",
+            "The booking reached the MIS but its answer was lost or unusable; the booking may exist. Do not resend blindly.",
+        ),
+    ),
+    (
+        "MisRejectedGateway",
+        kind(
+            502,
+            "95024",
+            "The MIS refused the gateway's own credentials; the booking was not made. The hub's operators must fix the backend secret.",
+        ),
+    ),
+    (
+        "MisTimeout",
+        kind(
+            504,
+            "95040",
+            "The MIS did not answer in time after the booking was sent; the booking may exist. Do not resend blindly.",
+        ),
+    ),
+];
+
+const fn kind(status: u16, code: &'static str, message: &'static str) -> ErrorKind {
+    let status = match StatusCode::from_u16(status) {
+        Ok(s) => s,
+        Err(_) => panic!("invalid status in the error table"),
+    };
+    ErrorKind {
+        status,
+        code,
+        message,
+    }
+}
+
+impl GatewayError {
+    /// The table row name of this error (the enum variant's name).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Self::MalformedJson { .. } => "MalformedJson",
+            Self::Invalid { .. } => "Invalid",
+            Self::Unauthenticated => "Unauthenticated",
+            Self::AuthThrottled { .. } => "AuthThrottled",
+            Self::ForbiddenLpu => "ForbiddenLpu",
+            Self::NotFound => "NotFound",
+            Self::NoRoute => "NoRoute",
+            Self::MethodNotAllowed => "MethodNotAllowed",
+            Self::BodyTimeout => "BodyTimeout",
+            Self::PayloadTooLarge { .. } => "PayloadTooLarge",
+            Self::UnsupportedMediaType => "UnsupportedMediaType",
+            Self::MisUnreachable => "MisUnreachable",
+            Self::MisBadAnswer => "MisBadAnswer",
+            Self::MisRejectedGateway => "MisRejectedGateway",
+            Self::OutcomeUnknown => "OutcomeUnknown",
+            Self::MisTimeout => "MisTimeout",
+            Self::Mis(_) => "Mis",
+            Self::Internal => "Internal",
+        }
+    }
+
+    /// Status and `Message_code` of this error, as the client sees them.
+    pub fn status_and_code(&self) -> (StatusCode, &str) {
+        match self {
+            Self::Mis(r) => (r.status, r.code.as_str()),
+            other => {
+                let k = lookup(other.name());
+                (k.status, k.code)
+            }
+        }
+    }
+
+    /// Renders the error body and headers. `request_id` goes into the body and `X-Request-Id`.
+    pub fn into_response(self, request_id: &str) -> Response<Full<Bytes>> {
+        #[derive(Serialize)]
+        struct Body<'a> {
+            #[serde(rename = "Code")]
+            code: u16,
+            #[serde(rename = "Message")]
+            message: &'a str,
+            #[serde(rename = "Message_code")]
+            message_code: &'a str,
+            #[serde(rename = "requestId")]
+            request_id: &'a str,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            errors: Option<&'a [FieldProblem]>,
+        }
+        let (status, code) = self.status_and_code();
+        let (message, errors): (String, Option<&[FieldProblem]>) = match &self {
+            Self::Mis(r) => (r.message.clone(), None),
+            Self::MalformedJson { detail } => (
+                format!("{} {}", lookup("MalformedJson").message, detail),
+                None,
+            ),
+            Self::Invalid { problems } => (lookup("Invalid").message.to_owned(), Some(problems)),
+            Self::PayloadTooLarge { limit } => (
+                format!(
+                    "{} The limit is {limit} bytes.",
+                    lookup("PayloadTooLarge").message
+                ),
+                None,
+            ),
+            other => (lookup(other.name()).message.to_owned(), None),
+        };
+        let body = Body {
+            code: status.as_u16(),
+            message: &message,
+            message_code: code,
+            request_id,
+            errors,
+        };
+        let bytes = serde_json::to_vec(&body).unwrap_or_default();
+        let mut resp = Response::new(Full::new(Bytes::from(bytes)));
+        *resp.status_mut() = status;
+        let h = resp.headers_mut();
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json; charset=utf-8"),
+        );
+        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+        if let Ok(v) = HeaderValue::from_str(request_id) {
+            h.insert("x-request-id", v);
+        }
+        match &self {
+            Self::Unauthenticated => {
+                h.insert(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(r#"Basic realm="mis-gateway", charset="UTF-8""#),
+                );
+            }
+            Self::MethodNotAllowed => {
+                h.insert(header::ALLOW, HeaderValue::from_static("POST"));
+            }
+            Self::AuthThrottled { retry_after_secs } => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
+            }
+            _ => {}
+        }
+        resp
+    }
+}
+
+fn lookup(name: &str) -> ErrorKind {
+    TABLE
+        .iter()
+        .find(|(n, _)| *n == name)
+        .map(|(_, k)| *k)
+        .unwrap_or(ErrorKind {
+            status: StatusCode::INTERNAL_SERVER_ERROR,
+            code: "95000",
+            message: "Internal gateway error; the booking was not sent.",
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn codes_are_unique_and_start_with_nine_and_the_status() {
+        let mut seen = std::collections::HashSet::new();
+        for (name, k) in TABLE {
+            assert!(seen.insert(k.code), "duplicate code {} ({name})", k.code);
+            let prefix = format!("9{}", k.status.as_u16());
+            assert!(
+                k.code.starts_with(&prefix),
+                "{name}: {} vs {prefix}",
+                k.code
+            );
+        }
+    }
+
+    #[test]
+    fn unauthenticated_carries_the_challenge() {
+        let r = GatewayError::Unauthenticated.into_response("rid");
+        assert_eq!(r.status(), 401);
+        assert_eq!(
+            r.headers()[header::WWW_AUTHENTICATE],
+            r#"Basic realm="mis-gateway", charset="UTF-8""#
+        );
+        assert_eq!(r.headers()["x-request-id"], "rid");
+    }
+}

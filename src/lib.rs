@@ -1,0 +1,30 @@
+//! mis-gateway: books patients into clinic MIS schedules on behalf of integrators.
+//!
+//! Module map (see ARCHITECTURE.md for the life of a booking):
+//! - [`config`]: routes.toml → validated, immutable [`config::Config`]; serde types stay inside.
+//! - [`live`]: the current config generation, swapped atomically on reload.
+//! - [`auth`]: integrator Basic auth, Argon2id, positive-result cache.
+//! - [`json`], [`booking`]: the strict request parser and the seed's request schema.
+//! - [`gateway`]: the booking pipeline, request in, response out, never an `Err`.
+//! - [`upstream`]: the only outbound I/O, one pooled client per MIS.
+//! - [`normalize`]: pure functions from a MIS answer to an Appointment or an error.
+//! - [`error`]: the one table of statuses and `Message_code`s.
+//! - [`server`]: TCP listeners, HTTP/1.1 + HTTP/2, drain on shutdown.
+//! - [`app`]: wires the above together for `serve`, tests and the demo.
+//! - [`mock_mis`], [`demo`]: an in-process MIS of this family, for the demo and the tests.
+//! - [`telemetry`]: logging set-up.
+
+pub mod app;
+pub mod auth;
+pub mod booking;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod gateway;
+pub mod json;
+pub mod live;
+pub mod mock_mis;
+pub mod normalize;
+pub mod server;
+pub mod telemetry;
+pub mod upstream;

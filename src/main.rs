@@ -1,0 +1,190 @@
+//! The `mis-gateway` binary: parses the command line and calls into the library.
+
+use std::io::{BufRead, Write};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use mis_gateway::app::App;
+use mis_gateway::config::{Config, SystemSecrets};
+use mis_gateway::telemetry::{LogFormat, init_logging};
+
+#[derive(Parser)]
+#[command(
+    name = "mis-gateway",
+    version,
+    about = "Booking gateway between integrators and clinic MIS"
+)]
+struct Cli {
+    /// Log format.
+    #[arg(
+        long,
+        global = true,
+        env = "MIS_GATEWAY_LOG_FORMAT",
+        value_enum,
+        default_value = "text"
+    )]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway.
+    Serve {
+        #[arg(long, default_value = "routes.toml", env = "MIS_GATEWAY_CONFIG")]
+        config: PathBuf,
+    },
+    /// Validate a routes.toml fully and print a summary; exit non-zero on any problem.
+    Check {
+        #[arg(long, default_value = "routes.toml")]
+        config: PathBuf,
+    },
+    /// Read one password line from stdin and print its Argon2id PHC string.
+    HashPassword,
+    /// Run the gateway with in-process mock MIS servers and print a curl that books.
+    Demo {
+        #[arg(long, default_value = "routes.toml")]
+        config: PathBuf,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format);
+    match cli.command {
+        Command::Check { config } => check(&config),
+        Command::HashPassword => hash_password(),
+        Command::Serve { config } => runtime().block_on(serve(config)),
+        Command::Demo { config } => runtime().block_on(demo(config)),
+    }
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime can be built")
+}
+
+fn check(path: &std::path::Path) -> ExitCode {
+    match Config::load(path, &SystemSecrets) {
+        Ok(c) => {
+            println!(
+                "{}: OK: {} integrators, {} backends, {} routes (sha256 {})",
+                path.display(),
+                c.integrators.len(),
+                c.backends.len(),
+                c.routes.len(),
+                c.sha256
+            );
+            for w in &c.warnings {
+                println!("warning: {w}");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(problems) => {
+            eprintln!("{}: {} problem(s):", path.display(), problems.len());
+            for p in problems {
+                eprintln!("  {p}");
+            }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn hash_password() -> ExitCode {
+    let mut line = String::new();
+    if std::io::stdin().lock().read_line(&mut line).is_err() {
+        eprintln!("cannot read a password from stdin");
+        return ExitCode::FAILURE;
+    }
+    let password = line
+        .strip_suffix('\n')
+        .map(|l| l.strip_suffix('\r').unwrap_or(l))
+        .unwrap_or(&line);
+    if password.is_empty() {
+        eprintln!("the password is empty");
+        return ExitCode::FAILURE;
+    }
+    match mis_gateway::auth::hash_password(password) {
+        Ok(h) => {
+            let _ = writeln!(std::io::stdout(), "{h}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("hashing failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(path: PathBuf) -> ExitCode {
+    let config = match Config::load(&path, &SystemSecrets) {
+        Ok(c) => c,
+        Err(problems) => {
+            for p in problems {
+                tracing::error!(problem = %p, "invalid configuration");
+            }
+            return ExitCode::FAILURE;
+        }
+    };
+    let listen = config.server.listen;
+    let api = match tokio::net::TcpListener::bind(listen).await {
+        Ok(l) => l,
+        Err(e) => {
+            tracing::error!(%listen, error = %e, "cannot bind");
+            return ExitCode::FAILURE;
+        }
+    };
+    let app = App::new(config);
+    tracing::info!(%listen, "serving bookings");
+    app.serve(api, shutdown_signal()).await;
+    tracing::info!("stopped");
+    ExitCode::SUCCESS
+}
+
+async fn demo(path: PathBuf) -> ExitCode {
+    let demo = match mis_gateway::demo::start(&path).await {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    println!(
+        "mis-gateway demo: {} mock MIS running; book the seed's example with:\n",
+        demo.mocks.len()
+    );
+    println!("{}\n", demo.curl());
+    println!(
+        "Run it twice: the second time the MIS answers that the slot is taken. Ctrl-C stops the demo."
+    );
+    let _ = std::io::stdout().flush();
+    demo.app.serve(demo.api, shutdown_signal()).await;
+    ExitCode::SUCCESS
+}
+
+/// Resolves on SIGTERM or SIGINT (Ctrl-C).
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+    tracing::info!("shutdown requested; draining");
+}

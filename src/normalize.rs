@@ -1,0 +1,258 @@
+//! Pure functions that turn whatever a MIS answered into the seed's Appointment or an error.
+//!
+//! MIS answers are untrusted input: parsed strictly, checked field by field, re-serialized in
+//! one fixed shape. Nothing from a MIS body is copied to the client raw, and a 2xx that is not
+//! a valid Appointment is never passed through.
+
+use http::StatusCode;
+use jiff::tz::TimeZone;
+use serde::Serialize;
+
+use crate::booking::parse_guid;
+use crate::error::{GatewayError, MisRejection};
+use crate::json::Node;
+
+/// Booking sources of this MIS family, in their canonical spelling.
+pub const SOURCES: &[&str] = &[
+    "Internet",
+    "Infomat",
+    "CallCenter",
+    "Doctor",
+    "DoctorOtherLPU",
+    "Registry",
+];
+
+/// The Appointment of the seed, as the gateway always renders it.
+#[derive(Debug, Serialize)]
+pub struct Appointment<'a> {
+    pub guid: String,
+    pub number: String,
+    pub slot: String,
+    pub source: &'static str,
+    #[serde(rename = "createTime")]
+    pub create_time: String,
+    pub direction: &'a Node<'a>,
+}
+
+/// What the request contributes to normalizing its answer.
+pub struct Context<'a> {
+    pub slot: uuid::Uuid,
+    /// The request's `direction`, used when the MIS leaves it out.
+    pub direction: &'a Node<'a>,
+    pub timezone: &'a TimeZone,
+}
+
+/// A MIS answer after normalization: the JSON to send and facts for telemetry.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Normalized {
+    pub body: Vec<u8>,
+    pub appointment_guid: uuid::Uuid,
+}
+
+/// Normalizes a complete MIS answer (status and body already capped in size).
+pub fn answer(status: StatusCode, body: &[u8], ctx: &Context) -> Result<Normalized, GatewayError> {
+    if status.is_success() {
+        // The MIS said it booked: an unusable body means the booking may exist.
+        return appointment(body, ctx).ok_or(GatewayError::OutcomeUnknown);
+    }
+    if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+        return Err(GatewayError::MisRejectedGateway);
+    }
+    if status.is_client_error() || status.is_server_error() {
+        return Err(rejection(status, body).map_or(GatewayError::MisBadAnswer, GatewayError::Mis));
+    }
+    Err(GatewayError::MisBadAnswer)
+}
+
+/// Reads an ExceptionResponse `{"Code", "Message", "Message_code"}`; the HTTP status wins over
+/// `Code`. The message is kept (integrators show it) but cleaned and capped.
+pub fn rejection(status: StatusCode, body: &[u8]) -> Option<MisRejection> {
+    let root = Node::parse(body).ok()?;
+    let message = root.get("Message")?.as_str()?;
+    let code = match root.get("Message_code")? {
+        Node::Str(s) => s.to_string(),
+        Node::Num(n) => n.to_string(),
+        _ => return None,
+    };
+    if code.is_empty()
+        || code.len() > 16
+        || !code
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    {
+        return None;
+    }
+    Some(MisRejection {
+        status,
+        message: clean_message(message),
+        code,
+    })
+}
+
+fn clean_message(m: &str) -> String {
+    const MAX_CHARS: usize = 500;
+    m.chars()
+        .filter(|c| !c.is_control())
+        .take(MAX_CHARS)
+        .collect::<String>()
+        .trim()
+        .to_owned()
+}
+
+fn appointment(body: &[u8], ctx: &Context) -> Option<Normalized> {
+    let root = Node::parse(body).ok()?;
+    let Node::Obj(members) = &root else {
+        return None;
+    };
+    if members
+        .iter()
+        .enumerate()
+        .any(|(i, (k, _))| members[..i].iter().any(|(p, _)| p == k))
+    {
+        return None;
+    }
+    let guid = parse_guid(root.get("guid")?.as_str()?)?;
+    let number = match root.get("number")? {
+        Node::Str(s) if !s.is_empty() && s.len() <= 64 => s.to_string(),
+        Node::Num(n) if n.is_u64() || n.is_i64() => n.to_string(),
+        _ => return None,
+    };
+    let slot = match root.get("slot") {
+        None | Some(Node::Null) => ctx.slot,
+        Some(Node::Str(s)) => parse_guid(s)?,
+        Some(_) => return None,
+    };
+    if slot != ctx.slot {
+        // A booking into another slot than asked is not something to hand back as success.
+        return None;
+    }
+    let source = match root.get("source") {
+        None | Some(Node::Null) => "Internet",
+        Some(Node::Str(s)) => SOURCES.iter().find(|c| c.eq_ignore_ascii_case(s))?,
+        Some(_) => return None,
+    };
+    let create_time = rfc3339(root.get("createTime")?.as_str()?, ctx.timezone)?;
+    let direction = match root.get("direction") {
+        None | Some(Node::Null) => ctx.direction,
+        Some(d @ Node::Obj(_)) => d,
+        Some(_) => return None,
+    };
+    let a = Appointment {
+        guid: guid.hyphenated().to_string(),
+        number,
+        slot: slot.hyphenated().to_string(),
+        source,
+        create_time,
+        direction,
+    };
+    Some(Normalized {
+        body: serde_json::to_vec(&a).ok()?,
+        appointment_guid: guid,
+    })
+}
+
+/// A MIS time as RFC 3339 with the offset in force in the clinic's zone at that instant.
+///
+/// Times with an offset (or `Z`) name an instant already; local times without one
+/// (`2023-04-05 14:00:00.000`, `2023-04-05T14:00:00`) are read in the backend's zone, taking the
+/// earlier reading of a repeated hour and moving forward over a skipped one.
+pub fn rfc3339(text: &str, tz: &TimeZone) -> Option<String> {
+    if text.len() > 64 {
+        return None;
+    }
+    let ts = match text.parse::<jiff::Timestamp>() {
+        Ok(ts) => ts,
+        Err(_) => {
+            let local: jiff::civil::DateTime = text.parse().ok()?;
+            tz.to_ambiguous_timestamp(local).compatible().ok()?
+        }
+    };
+    let offset = tz.to_offset(ts);
+    let mut out = String::with_capacity(32);
+    jiff::fmt::temporal::DateTimePrinter::new()
+        .print_timestamp_with_offset(&ts, offset, &mut out)
+        .ok()?;
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tz(name: &str) -> TimeZone {
+        TimeZone::get(name).unwrap()
+    }
+
+    #[test]
+    fn naive_times_are_read_in_the_backend_zone() {
+        let cases = [
+            (
+                "2023-04-05 14:00:00.000",
+                "Asia/Novosibirsk",
+                "2023-04-05T14:00:00+07:00",
+            ),
+            (
+                "2023-04-05T14:00:00",
+                "Europe/Moscow",
+                "2023-04-05T14:00:00+03:00",
+            ),
+            (
+                "2023-04-05T14:00:00",
+                "Europe/Kaliningrad",
+                "2023-04-05T14:00:00+02:00",
+            ),
+            (
+                "2023-04-05T14:00:00",
+                "Asia/Kamchatka",
+                "2023-04-05T14:00:00+12:00",
+            ),
+            (
+                "2023-04-05T14:00:00.250",
+                "Europe/Samara",
+                "2023-04-05T14:00:00.25+04:00",
+            ),
+            // Moscow was UTC+4 in 2012 (permanent "summer" time).
+            (
+                "2012-01-10T09:00:00",
+                "Europe/Moscow",
+                "2012-01-10T09:00:00+04:00",
+            ),
+        ];
+        for (input, zone, want) in cases {
+            assert_eq!(
+                rfc3339(input, &tz(zone)).as_deref(),
+                Some(want),
+                "{input} in {zone}"
+            );
+        }
+    }
+
+    #[test]
+    fn times_with_offsets_keep_their_instant() {
+        let z = tz("Asia/Novosibirsk");
+        assert_eq!(
+            rfc3339("2019-07-23T12:50:00+03:00", &z).as_deref(),
+            Some("2019-07-23T16:50:00+07:00")
+        );
+        assert_eq!(
+            rfc3339("2019-07-23T09:50:00Z", &z).as_deref(),
+            Some("2019-07-23T16:50:00+07:00")
+        );
+        assert_eq!(rfc3339("yesterday", &z), None);
+        assert_eq!(rfc3339("2019-13-23T09:50:00", &z), None);
+    }
+
+    #[test]
+    fn rejections_keep_status_and_code() {
+        let r = rejection(
+            StatusCode::BAD_REQUEST,
+            br#"{"Code":400,"Message":"Slot\u0007 is taken","Message_code":4001}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            (r.status, r.code.as_str(), r.message.as_str()),
+            (StatusCode::BAD_REQUEST, "4001", "Slot is taken")
+        );
+        assert!(rejection(StatusCode::BAD_REQUEST, b"<html>").is_none());
+    }
+}

@@ -1,0 +1,144 @@
+//! The only outbound I/O: one pooled HTTP(S) client per MIS backend.
+//!
+//! Failures are classified by what the MIS may have seen, because that decides whether a booking
+//! can be retried: a connect error means nothing was sent ([`GatewayError::MisUnreachable`]);
+//! anything after the request was handed to a connection means the booking may exist
+//! ([`GatewayError::OutcomeUnknown`], [`GatewayError::MisTimeout`]). The only retry is hyper's own
+//! resend of a request whose pooled connection turned out dead before a byte was written.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, StatusCode, header};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper_rustls::HttpsConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
+
+use crate::config::Backend;
+use crate::error::GatewayError;
+
+/// A MIS answer read in full, within the backend's size cap.
+#[derive(Debug)]
+pub struct MisAnswer {
+    pub status: StatusCode,
+    pub body: Bytes,
+}
+
+/// A backend and its connection pool. Pools live as long as the `Upstream`; a reload that keeps a
+/// backend's URL keeps its `Upstream` (see [`Upstream::reusable_for`]).
+pub struct Upstream {
+    pub backend: Arc<Backend>,
+    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+}
+
+impl Upstream {
+    pub fn new(backend: Arc<Backend>) -> Self {
+        let mut http = HttpConnector::new();
+        http.enforce_http(false);
+        http.set_nodelay(true);
+        http.set_connect_timeout(Some(backend.connect_timeout));
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let tls = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_provider_and_native_roots(provider.clone())
+            .or_else(|_| {
+                hyper_rustls::HttpsConnectorBuilder::new().with_provider_and_webpki_roots(provider)
+            })
+            .expect("ring supports rustls' default protocol versions");
+        let connector = tls
+            .https_or_http()
+            .enable_http1()
+            .enable_http2()
+            .wrap_connector(http);
+        let client = Client::builder(TokioExecutor::new())
+            .timer(TokioTimer::new())
+            .pool_timer(TokioTimer::new())
+            .pool_idle_timeout(Duration::from_secs(30))
+            .pool_max_idle_per_host(256)
+            .retry_canceled_requests(true)
+            .build(connector);
+        Upstream { backend, client }
+    }
+
+    /// Whether this pool can serve `next` (same address and transport settings).
+    pub fn reusable_for(&self, next: &Backend) -> bool {
+        self.backend.appointments_uri == next.appointments_uri
+            && self.backend.connect_timeout == next.connect_timeout
+    }
+
+    /// A copy of this upstream that keeps its pool but uses `next`'s settings (credentials,
+    /// zone, timeouts): what a reload does when a backend's URL did not change.
+    pub fn with_backend(&self, next: Arc<Backend>) -> Self {
+        Upstream {
+            backend: next,
+            client: self.client.clone(),
+        }
+    }
+
+    /// POSTs a booking body to `{url}/dir/appointments` and reads the whole answer.
+    pub async fn book(&self, body: Bytes, request_id: &str) -> Result<MisAnswer, GatewayError> {
+        let b = &self.backend;
+        let mut req = Request::builder()
+            .method(Method::POST)
+            .uri(b.appointments_uri.clone())
+            .header(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )
+            .header(header::ACCEPT, HeaderValue::from_static("application/json"))
+            .header(header::AUTHORIZATION, b.authorization.clone())
+            .body(Full::new(body))
+            .map_err(|_| GatewayError::Internal)?;
+        if let Ok(v) = HeaderValue::from_str(request_id) {
+            req.headers_mut().insert("x-request-id", v);
+        }
+        let limit = b.max_response_bytes;
+        let exchange = async {
+            let resp = self.client.request(req).await.map_err(|e| {
+                if e.is_connect() {
+                    GatewayError::MisUnreachable
+                } else {
+                    GatewayError::OutcomeUnknown
+                }
+            })?;
+            let status = resp.status();
+            if resp
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+                .is_some_and(|n| n > limit as u64)
+            {
+                return Err(too_large(status));
+            }
+            let body = Limited::new(resp.into_body(), limit)
+                .collect()
+                .await
+                .map_err(|e| {
+                    if e.is::<http_body_util::LengthLimitError>() {
+                        too_large(status)
+                    } else if status.is_success() {
+                        GatewayError::OutcomeUnknown
+                    } else {
+                        GatewayError::MisBadAnswer
+                    }
+                })?
+                .to_bytes();
+            Ok(MisAnswer { status, body })
+        };
+        match tokio::time::timeout(b.timeout, exchange).await {
+            Ok(result) => result,
+            Err(_) => Err(GatewayError::MisTimeout),
+        }
+    }
+}
+
+/// An oversized answer: a success we cannot read may still be a booking.
+fn too_large(status: StatusCode) -> GatewayError {
+    if status.is_success() {
+        GatewayError::OutcomeUnknown
+    } else {
+        GatewayError::MisBadAnswer
+    }
+}
