@@ -12,11 +12,11 @@ use crate::live::Live;
 use crate::server::{self, ConnLimits, Handler};
 
 impl Handler for Gateway {
-    fn call(
+    async fn call(
         self: Arc<Self>,
         req: http::Request<hyper::body::Incoming>,
-    ) -> impl Future<Output = http::Response<http_body_util::Full<bytes::Bytes>>> + Send {
-        async move { self.handle(req).await }
+    ) -> http::Response<http_body_util::Full<bytes::Bytes>> {
+        self.handle(req).await
     }
 }
 

@@ -79,12 +79,11 @@ impl Authenticator {
             return Err(AuthFailure::Malformed);
         }
         let cache_key = self.fingerprint(header);
-        if let Some(v) = self.cache.get(&cache_key).await {
-            if let Some(i) = config.integrators.get(&v.login) {
-                if i.password_hash == v.password_hash {
-                    return Ok(i.clone());
-                }
-            }
+        if let Some(v) = self.cache.get(&cache_key).await
+            && let Some(i) = config.integrators.get(&v.login)
+            && i.password_hash == v.password_hash
+        {
+            return Ok(i.clone());
         }
         let (login, password) = decode_basic(header).ok_or(AuthFailure::Malformed)?;
         let integrator = config.integrators.get(login.as_str()).cloned();

@@ -6,7 +6,6 @@
 //! (local time without offset, numeric ticket number, no `source` or `direction`).
 
 use std::collections::HashSet;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -69,11 +68,8 @@ struct MockHandler {
 }
 
 impl Handler for MockHandler {
-    fn call(
-        self: Arc<Self>,
-        req: Request<Incoming>,
-    ) -> impl Future<Output = Response<Full<Bytes>>> + Send {
-        async move {
+    async fn call(self: Arc<Self>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        {
             let (parts, body) = req.into_parts();
             let body = body
                 .collect()

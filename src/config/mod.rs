@@ -272,7 +272,7 @@ impl Validator<'_> {
                     .push(format!("backends \"{}\": no route uses it", b.name));
             }
         }
-        if admin.listen == server.listen {
+        if admin.listen == server.listen && server.listen.port() != 0 {
             self.problem("admin.listen", "must differ from server.listen");
         }
         Config {

@@ -1,0 +1,337 @@
+#!/usr/bin/env bash
+# Side-by-side benchmark of mis-gateway against HAProxy at the same job and against the MIS
+# directly, on loopback only. One command:   bench/run.sh
+# Method and caveats: bench/README.md (follows shared/PERF.md).
+#
+# Environment knobs (defaults in brackets):
+#   ROUNDS [3]          interleaved rounds (direct, haproxy, gateway) per phase
+#   DURATION [10]       seconds per measured run (also the 1,000-connection phase)
+#   RATE [8000]         total requests/s of the fixed-rate (open loop) phase
+#   CONNS [64]          connections for the throughput and fixed-rate phases
+#   BIG_CONNS [1000]    connections held in the memory phase
+#   BIN                 an already-built mis-gateway binary (skips cargo build)
+#   GATEWAY_RUST_LOG [info]  the gateway's RUST_LOG; its stderr (access log) goes to GATEWAY_LOG
+#   GATEWAY_LOG [/dev/null]  where the gateway's log goes (a file fills fast: ~300 B/request)
+#   OUT [bench/results/latest.json]
+#   KEEP_TMP [0]        1 keeps the temp dir (configs, raw wrk/h2load output) for inspection
+set -euo pipefail
+
+ROUNDS=${ROUNDS:-3}
+DURATION=${DURATION:-10}
+RATE=${RATE:-8000}
+CONNS=${CONNS:-64}
+BIG_CONNS=${BIG_CONNS:-1000}
+GATEWAY_RUST_LOG=${GATEWAY_RUST_LOG:-info}
+GATEWAY_LOG=${GATEWAY_LOG:-/dev/null}
+KEEP_TMP=${KEEP_TMP:-0}
+
+HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+ROOT=$(cd "$HERE/.." && pwd)
+OUT=${OUT:-$HERE/results/latest.json}
+SEED=$ROOT/tests/data/seed_request.json
+
+MIS_PORT=19101
+HAPROXY_PORT=18081
+GATEWAY_PORT=18080
+ADMIN_PORT=19090
+PATH_=/dir/appointments
+# portal:portal-demo (the integrator) and gateway:bench-secret (the gateway's login at the MIS)
+PORTAL_BASIC="Basic $(printf 'portal:portal-demo' | base64)"
+MIS_BASIC="Basic $(printf 'gateway:bench-secret' | base64)"
+TARGETS=(direct haproxy gateway)
+
+say() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
+die() { say "FAILED: $*"; exit 1; }
+port_of() { case $1 in direct) echo $MIS_PORT ;; haproxy) echo $HAPROXY_PORT ;; gateway) echo $GATEWAY_PORT ;; esac; }
+url_of() { echo "http://127.0.0.1:$(port_of "$1")$PATH_"; }
+
+T0=$(date +%s)
+[ -f "$SEED" ] || die "no seed request at $SEED"
+
+# ---------------------------------------------------------------- tools from Debian
+need=()
+for t in haproxy:haproxy nginx:nginx wrk:wrk h2load:nghttp2-client curl:curl python3:python3; do
+  command -v "${t%%:*}" >/dev/null 2>&1 || need+=("${t#*:}")
+done
+if [ ${#need[@]} -gt 0 ]; then
+  SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
+  say "installing from Debian: ${need[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+fi
+
+# ---------------------------------------------------------------- the gateway binary
+if [ -z "${BIN:-}" ]; then
+  say "cargo build --release --locked --bin mis-gateway"
+  (cd "$ROOT" && cargo build --release --locked --bin mis-gateway)
+  BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/mis-gateway
+  case $BIN in /*) ;; *) BIN=$ROOT/$BIN ;; esac
+fi
+[ -x "$BIN" ] || die "BIN=$BIN is not an executable"
+
+# ---------------------------------------------------------------- temp dir, cleanup
+T=$(mktemp -d /tmp/mis-gateway-bench.XXXXXX)
+PIDS=()
+LOADPID=
+cleanup() {
+  local rc=$?
+  trap - EXIT INT TERM
+  [ -n "$LOADPID" ] && kill -TERM "$LOADPID" 2>/dev/null || true
+  for p in "${PIDS[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for _ in 1 2 3 4 5 6 7 8 9 10; do
+    local alive=0
+    for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null && alive=1; done
+    [ $alive = 0 ] && break
+    sleep 0.2
+  done
+  for p in "${PIDS[@]}"; do kill -KILL "$p" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  if [ "$KEEP_TMP" = 1 ]; then say "kept $T"; else rm -rf "$T"; fi
+  exit $rc
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# Runs a load generator in the background and waits, so a signal reaches the trap at once.
+load() { "$@" & LOADPID=$!; local rc=0; wait "$LOADPID" || rc=$?; LOADPID=; return $rc; }
+
+# wrk with 1,000 connections and the servers need more than 1,024 descriptors; children inherit.
+ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
+[ "$(ulimit -n)" = unlimited ] || [ "$(ulimit -n)" -gt $((BIG_CONNS * 3)) ] ||
+  die "ulimit -n is $(ulimit -n); need > $((BIG_CONNS * 3)) for the $BIG_CONNS-connection phase"
+
+for p in $MIS_PORT $HAPROXY_PORT $GATEWAY_PORT $ADMIN_PORT; do
+  if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then die "127.0.0.1:$p is already in use"; fi
+done
+
+mkdir -p "$T/runs" "$T/nginx-tmp"
+cp "$SEED" "$T/body.json"
+SLOT=$(jq -r .slot "$SEED")
+LPU=$(jq -r .direction.lpuToGuid "$SEED")
+
+# The seed's Appointment: what the MIS answers to the seed's request (slot must match).
+jq -c '{guid: "ee5ae221-ddc8-40cf-a61b-4e7926a2501c", number: "01", slot: .slot,
+        source: "Internet", createTime: "2019-07-23T12:50:00+03:00", direction: .direction}' \
+  "$SEED" > "$T/appointment.json"
+grep -q "[\$']" "$T/appointment.json" && die "appointment JSON has \$ or ' (cannot go in nginx's return)"
+
+# ---------------------------------------------------------------- nginx = the MIS
+cat > "$T/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $T/nginx.pid;
+error_log $T/nginx-error.log warn;
+worker_rlimit_nofile 16384;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  client_body_temp_path $T/nginx-tmp/body;
+  proxy_temp_path $T/nginx-tmp/proxy;
+  fastcgi_temp_path $T/nginx-tmp/fastcgi;
+  uwsgi_temp_path $T/nginx-tmp/uwsgi;
+  scgi_temp_path $T/nginx-tmp/scgi;
+  # nginx 1.22 closes a keep-alive connection after 1,000 requests by default; a real MIS
+  # behind a pool would not, so keep connections for the whole run for every target.
+  keepalive_requests 100000000;
+  keepalive_timeout 120s;
+  server {
+    listen 127.0.0.1:$MIS_PORT backlog=4096;
+    location / {
+      default_type application/json;
+      return 200 '$(cat "$T/appointment.json")';
+    }
+  }
+}
+EOF
+
+# ---------------------------------------------------------------- HAProxy at the same job
+printf '%s backend_mis_bench\n' "$LPU" > "$T/lpu.map"
+cat > "$T/haproxy.cfg" <<EOF
+global
+  # default threads: HAProxy 2.6 starts one per available CPU. maxconn 4096 (> BIG_CONNS)
+  # keeps its FD need (~2 per connection) under a hard descriptor limit of 20,000 (as on the 2-core machines).
+  maxconn 4096
+
+defaults
+  mode http
+  maxconn 4096
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  timeout http-keep-alive 30s
+
+# insecure-password: a plain-text comparison, the closest match to the gateway's cached check of
+# an already-verified Authorization header. HAProxy caches nothing, so a crypt(3) hash
+# (e.g. \$6\$ sha512crypt) would cost thousands of SHA-512 rounds on every request.
+userlist integrators
+  user portal insecure-password portal-demo
+
+frontend api
+  bind 127.0.0.1:$HAPROXY_PORT
+  option http-buffer-request
+  http-request auth realm mis-gateway unless { http_auth(integrators) }
+  http-request set-var(txn.lpu) req.body,json_query('\$.direction.lpuToGuid')
+  use_backend %[var(txn.lpu),map($T/lpu.map)]
+  default_backend no_route
+
+backend backend_mis_bench
+  http-reuse always
+  http-request set-header Authorization "$MIS_BASIC"
+  server mis 127.0.0.1:$MIS_PORT
+
+backend no_route
+  http-request return status 404 content-type application/json string '{"error":"no route"}'
+EOF
+
+# ---------------------------------------------------------------- the gateway
+HASH=$("$BIN" hash-password <<< portal-demo) || die "mis-gateway hash-password failed"
+cat > "$T/routes.toml" <<EOF
+[server]
+listen = "127.0.0.1:$GATEWAY_PORT"
+max_body_bytes = 65536
+
+[admin]
+listen = "127.0.0.1:$ADMIN_PORT"
+
+[[integrators]]
+login = "portal"
+password_hash = "$HASH"
+lpus = ["*"]
+
+[[backends]]
+name = "mis-bench"
+url = "http://127.0.0.1:$MIS_PORT"
+login = "gateway"
+password_env = "MIS_BENCH_PASSWORD"
+timezone = "Europe/Moscow"
+timeout_ms = 10000
+
+[routes]
+"$LPU" = "mis-bench"
+EOF
+export MIS_BENCH_PASSWORD=bench-secret
+"$BIN" check --config "$T/routes.toml" >/dev/null || die "the generated routes.toml does not pass mis-gateway check"
+
+# ---------------------------------------------------------------- start everything
+nginx -t -q -c "$T/nginx.conf" -p "$T" 2>/dev/null || nginx -t -c "$T/nginx.conf" -p "$T" || die "nginx config"
+haproxy -c -q -f "$T/haproxy.cfg" || die "haproxy config"
+nginx -c "$T/nginx.conf" -p "$T" & PIDS+=($!)
+haproxy -db -f "$T/haproxy.cfg" & PIDS+=($!); HAPROXY_PID=$!
+env RUST_LOG="$GATEWAY_RUST_LOG" "$BIN" serve --config "$T/routes.toml" 2>>"$GATEWAY_LOG" >&2 &
+PIDS+=($!); GATEWAY_PID=$!
+
+book() { # target [authorization [body file]] -> prints the HTTP status; the body goes to $T/check-<target>
+  curl -sS -o "$T/check-$1" -w '%{http_code}' --max-time 5 -H 'Content-Type: application/json' \
+    -H "Authorization: ${2:-$PORTAL_BASIC}" --data-binary @"${3:-$T/body.json}" "$(url_of "$1")" 2>/dev/null || true
+}
+
+say "waiting for readiness (a booking that answers 200, at most 30 s per target)"
+for t in "${TARGETS[@]}"; do
+  ok=0
+  for _ in $(seq 300); do
+    for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null || die "a server exited early (pid $p); see above"; done
+    [ "$(book "$t")" = 200 ] && { ok=1; break; }
+    sleep 0.1
+  done
+  [ $ok = 1 ] || die "$t did not answer a booking with 200 within 30 s: $(book "$t") $(head -c 300 "$T/check-$t")"
+done
+
+say "checking each target once"
+for t in "${TARGETS[@]}"; do
+  code=$(book "$t")
+  [ "$code" = 200 ] || die "$t: booking answered $code: $(head -c 300 "$T/check-$t")"
+  got=$(jq -r .slot "$T/check-$t" 2>/dev/null) || got=
+  [ "$got" = "$SLOT" ] || die "$t: 200 but the answer is not the Appointment for slot $SLOT: $(head -c 300 "$T/check-$t")"
+  printf '  %-8s 200  %s\n' "$t" "$(head -c 110 "$T/check-$t")..." >&2
+done
+# The proxies must really do the job: authenticate and route on the body.
+for t in haproxy gateway; do
+  code=$(book "$t" "Basic $(printf portal:wrong | base64)")
+  [ "$code" = 401 ] || die "$t: a wrong password answered $code, not 401"
+  jq '.direction.lpuToGuid = "00000000-0000-4000-8000-000000000000"' "$T/body.json" > "$T/unrouted.json"
+  code=$(book "$t" "$PORTAL_BASIC" "$T/unrouted.json")
+  case $code in 4??) ;; *) die "$t: an unrouted clinic answered $code, not 4xx: $(head -c 200 "$T/check-$t")" ;; esac
+done
+say "  haproxy and gateway refuse a wrong password (401) and an unrouted clinic (4xx)"
+
+# ---------------------------------------------------------------- load scripts
+cat > "$T/post.lua" <<EOF
+local f = assert(io.open("$T/body.json", "rb"))
+wrk.method = "POST"
+wrk.body = f:read("*a")
+f:close()
+wrk.headers["Content-Type"] = "application/json"
+wrk.headers["Authorization"] = "$PORTAL_BASIC"
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    "BENCH requests=%d duration_us=%d p50_us=%d p90_us=%d p99_us=%d p999_us=%d max_us=%d " ..
+    "err_connect=%d err_read=%d err_write=%d err_status=%d err_timeout=%d\n",
+    summary.requests, summary.duration, latency:percentile(50), latency:percentile(90),
+    latency:percentile(99), latency:percentile(99.9), latency.max,
+    e.connect, e.read, e.write, e.status, e.timeout))
+end
+EOF
+RPS_PER_CLIENT=$(awk -v r="$RATE" -v c="$CONNS" 'BEGIN { printf "%.4g", r / c }')
+
+est=$(( ROUNDS * 3 * (DURATION + 1) + ROUNDS * 3 * (DURATION + 2) + 2 * (DURATION + 1) ))
+say "measuring: ${ROUNDS} rounds x 3 targets x 2 phases of ${DURATION}s + ${BIG_CONNS}-connection phase (about ${est}s)"
+
+# ---------------------------------------------------------------- phase 1: throughput (closed loop)
+for r in $(seq "$ROUNDS"); do
+  for t in "${TARGETS[@]}"; do
+    f=$T/runs/tp-$r-$t.wrk
+    load wrk -t 1 -c "$CONNS" -d "${DURATION}s" --latency -s "$T/post.lua" "$(url_of "$t")" > "$f" 2>&1 ||
+      die "wrk against $t: $(tail -5 "$f")"
+    say "throughput round $r $t: $(awk '/^Requests\/sec/ {print $2 " rps"}' "$f"), $(grep -E '^ +99%' "$f" | awk '{print "p99 " $2}')"
+  done
+done
+
+# ---------------------------------------------------------------- phase 2: fixed rate (open loop)
+for r in $(seq "$ROUNDS"); do
+  for t in "${TARGETS[@]}"; do
+    f=$T/runs/rate-$r-$t
+    load h2load --h1 -c "$CONNS" -t 1 --rps "$RPS_PER_CLIENT" -D "$DURATION" --warm-up-time 1 \
+      -d "$T/body.json" -H 'Content-Type: application/json' -H "Authorization: $PORTAL_BASIC" \
+      --log-file "$f.log" "$(url_of "$t")" > "$f.out" 2>&1 || die "h2load against $t: $(tail -5 "$f.out")"
+    say "fixed-rate round $r $t: $(grep -E '^requests:' "$f.out")"
+  done
+done
+
+rss() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
+{
+  echo "gateway_vmhwm_after_runs_kib=$(rss "$GATEWAY_PID" VmHWM)"
+  echo "gateway_vmrss_after_runs_kib=$(rss "$GATEWAY_PID" VmRSS)"
+  echo "haproxy_vmhwm_after_runs_kib=$(rss "$HAPROXY_PID" VmHWM)"
+} > "$T/runs/rss.env"
+
+# ---------------------------------------------------------------- phase 3: 1,000 keep-alive connections
+for t in haproxy gateway; do
+  f=$T/runs/big-$t.wrk
+  load wrk -t 2 -c "$BIG_CONNS" -d "${DURATION}s" --timeout 10s --latency -s "$T/post.lua" "$(url_of "$t")" > "$f" 2>&1 ||
+    die "wrk -c $BIG_CONNS against $t: $(tail -5 "$f")"
+  pid=$GATEWAY_PID; [ $t = haproxy ] && pid=$HAPROXY_PID
+  echo "${t}_vmhwm_after_big_kib=$(rss "$pid" VmHWM)" >> "$T/runs/rss.env"
+  say "$BIG_CONNS connections $t: $(awk '/^Requests\/sec/ {print $2 " rps"}' "$f"), VmHWM $(rss "$pid" VmHWM) KiB"
+done
+for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null || die "a server died during the runs (pid $p)"; done
+
+# ---------------------------------------------------------------- summary
+{
+  echo "rounds=$ROUNDS"; echo "duration_s=$DURATION"; echo "rate_total=$RATE"; echo "rps_per_client=$RPS_PER_CLIENT"
+  echo "conns=$CONNS"; echo "big_conns=$BIG_CONNS"; echo "gateway_rust_log=$GATEWAY_RUST_LOG"
+  echo "gateway_bin=$BIN"; echo "gateway_version=$("$BIN" --version 2>/dev/null | head -1)"
+  echo "git_head=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo '+dirty')"
+  echo "haproxy_version=$(haproxy -v | head -1 | awk '{print $3}')"
+  echo "nginx_version=$(nginx -v 2>&1 | sed 's/.*nginx\///')"
+  echo "wrk_version=$(wrk -v 2>&1 | head -1 | awk '{print $2}')"
+  echo "h2load_version=$(h2load --version | awk '{print $2}')"
+  echo "nproc=$(nproc)"; echo "kernel=$(uname -r)"
+  echo "loadavg_at_end=$(cut -d' ' -f1-3 /proc/loadavg)"
+  echo "body_bytes=$(wc -c < "$T/body.json")"
+  echo "elapsed_s=$(( $(date +%s) - T0 ))"
+} > "$T/runs/meta.env"
+mkdir -p "$(dirname "$OUT")"
+python3 "$HERE/summarize.py" "$T/runs" "$OUT"
+say "wrote $OUT; whole run $(( $(date +%s) - T0 )) s"

@@ -1,0 +1,310 @@
+//! Test support: the real gateway built from a TOML string on 127.0.0.1:0, mock MIS servers that
+//! record what they receive, and a small HTTP client. Loopback only; no fixed ports.
+#![allow(dead_code, unused_imports)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+
+use base64::Engine;
+use bytes::Bytes;
+use http::{HeaderMap, Request, StatusCode, header};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use mis_gateway::app::App;
+use mis_gateway::config::{Config, Secrets};
+use mis_gateway::live::Live;
+use tokio::net::TcpListener;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub use mis_gateway::mock_mis::{MockMis, Received, Reply, Script, clinic};
+
+pub const SEED: &str = include_str!("../data/seed_request.json");
+pub const SEED_LPU: &str = "1dadf64c-f34a-4023-98a6-3e7b7be4f243";
+pub const SEED_SLOT: &str = "766998fb-1915-4d54-a3f3-934f60125aac";
+/// A second clinic, routed to another MIS in multi-backend tests.
+pub const OTHER_LPU: &str = "b3e0d5a7-8c21-4f6e-9d3a-5e7c1a2b4f60";
+/// A clinic no route names.
+pub const UNROUTED_LPU: &str = "0e8a4f3c-5d6b-4a7e-8f90-1a2b3c4d5e6f";
+
+/// Argon2id (OWASP parameters) of "portal-pw" and "callcentre-pw".
+pub const PORTAL_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$B4KIKqS05OPYgQ3Y/WLCjw$23o8pBpSH3TCCYqVfRkzmvN5y2xi6TMtD7dFDw5W1UI";
+pub const CALLCENTRE_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$QLb/eQsfSJb0A4bbfHQoCg$hUOzMOCtRQN360O5UUoY8OVzQBfdnqcj46IPahU6KZk";
+pub const PORTAL: (&str, &str) = ("portal", "portal-pw");
+pub const CALLCENTRE: (&str, &str) = ("callcentre", "callcentre-pw");
+
+/// Every `password_env` NAME resolves to `pw-NAME`; files are read from disk.
+pub struct TestSecrets;
+
+impl Secrets for TestSecrets {
+    fn env(&self, name: &str) -> Option<String> {
+        (!name.starts_with("UNSET")).then(|| format!("pw-{name}"))
+    }
+    fn file(&self, path: &Path) -> std::io::Result<String> {
+        std::fs::read_to_string(path)
+    }
+}
+
+/// `Basic base64(login:password)`.
+pub fn basic(login: &str, password: &str) -> String {
+    format!(
+        "Basic {}",
+        base64::engine::general_purpose::STANDARD.encode(format!("{login}:{password}"))
+    )
+}
+
+/// What the gateway sends to a backend whose login is `gateway` and password env is `env`.
+pub fn backend_auth(env: &str) -> String {
+    basic("gateway", &format!("pw-{env}"))
+}
+
+/// One `[[backends]]` entry; `extra` is appended verbatim (e.g. `timeout_ms = 300`).
+pub struct BackendSpec<'a> {
+    pub name: &'a str,
+    pub url: String,
+    pub tz: &'a str,
+    pub extra: &'a str,
+}
+
+impl<'a> BackendSpec<'a> {
+    pub fn new(name: &'a str, url: String) -> Self {
+        BackendSpec {
+            name,
+            url,
+            tz: "Europe/Moscow",
+            extra: "",
+        }
+    }
+    pub fn tz(mut self, tz: &'a str) -> Self {
+        self.tz = tz;
+        self
+    }
+    pub fn extra(mut self, extra: &'a str) -> Self {
+        self.extra = extra;
+        self
+    }
+    /// The password env name this spec uses.
+    pub fn env(&self) -> String {
+        format!(
+            "{}_PASSWORD",
+            self.name.to_ascii_uppercase().replace('-', "_")
+        )
+    }
+}
+
+/// A routes.toml with the two test integrators (portal: all LPUs; callcentre: SEED_LPU only).
+pub fn config_toml(backends: &[BackendSpec], routes: &[(&str, &str)]) -> String {
+    let mut s = format!(
+        r#"[server]
+listen = "127.0.0.1:0"
+
+[admin]
+listen = "127.0.0.1:0"
+
+[[integrators]]
+login = "portal"
+password_hash = "{PORTAL_HASH}"
+lpus = ["*"]
+
+[[integrators]]
+login = "callcentre"
+password_hash = "{CALLCENTRE_HASH}"
+lpus = ["{SEED_LPU}"]
+"#
+    );
+    for b in backends {
+        s.push_str(&format!(
+            "\n[[backends]]\nname = \"{}\"\nurl = \"{}\"\nlogin = \"gateway\"\npassword_env = \"{}\"\ntimezone = \"{}\"\n{}\n",
+            b.name,
+            b.url,
+            b.env(),
+            b.tz,
+            b.extra
+        ));
+    }
+    s.push_str("\n[routes]\n");
+    for (lpu, name) in routes {
+        s.push_str(&format!("\"{lpu}\" = \"{name}\"\n"));
+    }
+    s
+}
+
+pub fn parse_config(toml: &str) -> Config {
+    match Config::from_bytes(toml.as_bytes(), Path::new("."), &TestSecrets) {
+        Ok(c) => c,
+        Err(p) => panic!("test config is invalid: {p:?}\n{toml}"),
+    }
+}
+
+/// The real gateway on 127.0.0.1:0.
+pub struct TestGateway {
+    pub addr: SocketAddr,
+    pub live: Arc<Live>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<()>>,
+    client: Client<HttpConnector, Full<Bytes>>,
+}
+
+impl TestGateway {
+    pub async fn start(toml: &str) -> TestGateway {
+        Self::start_config(parse_config(toml)).await
+    }
+
+    pub async fn start_config(config: Config) -> TestGateway {
+        let app = App::new(config);
+        let live = app.live.clone();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(async move {
+            app.serve(listener, async move {
+                let _ = stopped.await;
+            })
+            .await;
+        });
+        TestGateway {
+            addr,
+            live,
+            stop: Some(stop),
+            task: Some(task),
+            client: Client::builder(TokioExecutor::new()).build_http(),
+        }
+    }
+
+    /// A single-backend gateway in front of `mis`, routing SEED_LPU and OTHER_LPU to it.
+    pub async fn in_front_of(mis: &MockMis, extra: &str) -> TestGateway {
+        let spec = BackendSpec::new("mis-a", mis.url()).extra(extra);
+        Self::start(&config_toml(
+            &[spec],
+            &[(SEED_LPU, "mis-a"), (OTHER_LPU, "mis-a")],
+        ))
+        .await
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    /// POSTs `body` as JSON to /dir/appointments with Basic credentials.
+    pub async fn book(&self, body: &str, who: (&str, &str)) -> TestResponse {
+        let req = Request::post(self.url("/dir/appointments"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::AUTHORIZATION, basic(who.0, who.1))
+            .body(Full::new(Bytes::from(body.to_owned())))
+            .unwrap();
+        self.send(req).await
+    }
+
+    pub async fn send(&self, req: Request<Full<Bytes>>) -> TestResponse {
+        let resp = self.client.request(req).await.expect("the gateway answers");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        TestResponse {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// Sends a request whose body is streamed in `chunks` (chunked transfer encoding).
+    pub async fn send_streaming<S>(&self, req: http::request::Builder, chunks: S) -> TestResponse
+    where
+        S: futures_util::Stream<Item = Result<http_body::Frame<Bytes>, std::io::Error>>
+            + Send
+            + Unpin
+            + 'static,
+    {
+        let client =
+            Client::builder(TokioExecutor::new()).build_http::<http_body_util::StreamBody<S>>();
+        let resp = client
+            .request(req.body(http_body_util::StreamBody::new(chunks)).unwrap())
+            .await
+            .expect("the gateway answers");
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        TestResponse {
+            status,
+            headers,
+            body,
+        }
+    }
+
+    /// Stops accepting, drains, and waits for the server task to end.
+    pub async fn shutdown(mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
+        if let Some(t) = self.task.take() {
+            t.await.unwrap();
+        }
+    }
+}
+
+pub struct TestResponse {
+    pub status: StatusCode,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl TestResponse {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    /// `Message_code` of an error body.
+    pub fn code(&self) -> String {
+        self.json()["Message_code"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+}
+
+/// The seed's booking with `edit` applied.
+pub fn seed_with(edit: impl FnOnce(&mut serde_json::Value)) -> String {
+    let mut v: serde_json::Value = serde_json::from_str(SEED).unwrap();
+    edit(&mut v);
+    v.to_string()
+}
+
+/// A MIS that answers every request with `reply`.
+pub fn always(reply: Reply) -> Script {
+    Arc::new(move |_| reply.clone())
+}
+
+/// A mock MIS that books like a real clinic in `tz` and expects `backend_auth(env)`.
+pub async fn clinic_mis(env: &str, tz: &str) -> MockMis {
+    MockMis::spawn(clinic(
+        backend_auth(env),
+        jiff::tz::TimeZone::get(tz).unwrap(),
+    ))
+    .await
+}
+
+/// A loopback address nothing listens on (bound, then released).
+pub async fn closed_port() -> SocketAddr {
+    let l = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    l.local_addr().unwrap()
+}
+
+pub fn headers_map(h: &HeaderMap) -> HashMap<String, String> {
+    h.iter()
+        .map(|(k, v)| {
+            (
+                k.as_str().to_owned(),
+                v.to_str().unwrap_or("<bin>").to_owned(),
+            )
+        })
+        .collect()
+}
