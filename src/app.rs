@@ -2,13 +2,18 @@
 //! `main` and the tests both come through here, so tests run the real stack on port 0.
 
 use std::future::Future;
+use std::path::PathBuf;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use crate::config::Config;
+use crate::admin::Admin;
+use crate::config::{Config, Problem, Secrets};
 use crate::gateway::Gateway;
 use crate::live::Live;
+use crate::reload::Reloader;
 use crate::server::{self, ConnLimits, Handler};
 
 impl Handler for Gateway {
@@ -24,23 +29,82 @@ impl Handler for Gateway {
 pub struct App {
     pub live: Arc<Live>,
     pub gateway: Arc<Gateway>,
+    pub admin: Arc<Admin>,
+    pub reloader: Option<Arc<Reloader>>,
+    pub draining: Arc<AtomicBool>,
 }
 
 impl App {
+    /// An app whose config does not come from a file (tests, embedding): no reloads.
     pub fn new(config: Config) -> App {
+        Self::build(config, None)
+    }
+
+    /// Loads `path` with `secrets`; the app reloads from the same path and secrets.
+    pub fn from_file(path: PathBuf, secrets: Arc<dyn Secrets>) -> Result<App, Vec<Problem>> {
+        let config = Config::load(&path, &*secrets)?;
+        Ok(Self::build(config, Some((path, secrets))))
+    }
+
+    fn build(config: Config, source: Option<(PathBuf, Arc<dyn Secrets>)>) -> App {
         let live = Arc::new(Live::new(config));
+        let reloader =
+            source.map(|(path, secrets)| Arc::new(Reloader::new(path, live.clone(), secrets)));
+        let draining = Arc::new(AtomicBool::new(false));
         App {
             gateway: Arc::new(Gateway::new(live.clone())),
+            admin: Arc::new(Admin {
+                live: live.clone(),
+                reloader: reloader.clone(),
+                draining: draining.clone(),
+            }),
             live,
+            reloader,
+            draining,
         }
     }
 
-    /// Serves bookings on `api` until `shutdown` resolves, then drains for the configured time.
+    /// Serves bookings on `api` until `shutdown` resolves, then drains (see [`App::run`]).
     pub async fn serve(&self, api: TcpListener, shutdown: impl Future<Output = ()>) {
+        self.run(api, None, shutdown, false).await
+    }
+
+    /// Serves bookings on `api` and the admin API on `admin`, reloading on file changes and
+    /// SIGHUP when `watch` is set. On `shutdown`: readiness turns false at once, `api` stops
+    /// accepting, in-flight bookings get the configured drain time, then the admin listener
+    /// stops too.
+    pub async fn run(
+        &self,
+        api: TcpListener,
+        admin: Option<TcpListener>,
+        shutdown: impl Future<Output = ()>,
+        watch: bool,
+    ) {
+        let watchers = match (&self.reloader, watch) {
+            (Some(r), true) => r.spawn_watchers(),
+            _ => Vec::new(),
+        };
+        let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+        let admin_task = admin.map(|listener| {
+            tokio::spawn(server::serve(
+                listener,
+                self.admin.clone(),
+                ConnLimits::default(),
+                async move {
+                    let _ = admin_stopped.await;
+                },
+                Duration::from_secs(1),
+            ))
+        });
         let config = self.live.load().config.clone();
         let limits = ConnLimits {
             header_read_timeout: config.server.header_read_timeout,
             ..ConnLimits::default()
+        };
+        let draining = self.draining.clone();
+        let shutdown = async move {
+            shutdown.await;
+            draining.store(true, Ordering::SeqCst);
         };
         server::serve(
             api,
@@ -50,5 +114,12 @@ impl App {
             config.server.drain_timeout,
         )
         .await;
+        let _ = stop_admin.send(());
+        if let Some(t) = admin_task {
+            let _ = t.await;
+        }
+        for w in watchers {
+            w.abort();
+        }
     }
 }

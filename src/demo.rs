@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use tokio::net::TcpListener;
 
 use crate::app::App;
-use crate::config::{Config, Secrets, SystemSecrets};
+use crate::config::{Secrets, SystemSecrets};
 use crate::mock_mis::{MockMis, clinic};
 
 /// The seed's example booking.
@@ -34,20 +34,24 @@ impl Secrets for DemoSecrets {
 pub struct Demo {
     pub app: App,
     pub api: TcpListener,
+    pub admin: TcpListener,
     pub mocks: Vec<MockMis>,
     pub booking_file: PathBuf,
 }
 
 /// Loads `config_path`, starts the mock MIS servers and binds the gateway's listener.
 pub async fn start(config_path: &Path) -> Result<Demo, String> {
-    let config = Config::load(config_path, &DemoSecrets).map_err(|problems| {
-        let lines: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
-        format!(
-            "{} is not valid:\n{}",
-            config_path.display(),
-            lines.join("\n")
-        )
-    })?;
+    let app = App::from_file(config_path.to_path_buf(), std::sync::Arc::new(DemoSecrets)).map_err(
+        |problems| {
+            let lines: Vec<String> = problems.iter().map(|p| format!("  {p}")).collect();
+            format!(
+                "{} is not valid:\n{}",
+                config_path.display(),
+                lines.join("\n")
+            )
+        },
+    )?;
+    let config = app.live.load().config.clone();
     let mut mocks = Vec::new();
     for b in &config.backends {
         let authority = b
@@ -79,12 +83,19 @@ pub async fn start(config_path: &Path) -> Result<Demo, String> {
     let api = TcpListener::bind(listen)
         .await
         .map_err(|e| format!("cannot bind the gateway on {listen}: {e}"))?;
+    let admin = TcpListener::bind(config.admin.listen).await.map_err(|e| {
+        format!(
+            "cannot bind the admin listener on {}: {e}",
+            config.admin.listen
+        )
+    })?;
     let booking_file = std::env::temp_dir().join("mis-gateway-demo-booking.json");
     std::fs::write(&booking_file, SEED_BOOKING)
         .map_err(|e| format!("cannot write {}: {e}", booking_file.display()))?;
     Ok(Demo {
-        app: App::new(config),
+        app,
         api,
+        admin,
         mocks,
         booking_file,
     })

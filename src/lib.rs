@@ -10,10 +10,12 @@
 //! - [`normalize`]: pure functions from a MIS answer to an Appointment or an error.
 //! - [`error`]: the one table of statuses and `Message_code`s.
 //! - [`server`]: TCP listeners, HTTP/1.1 + HTTP/2, drain on shutdown.
+//! - [`reload`], [`admin`]: live reload of routes.toml; the admin listener (health, config, reload).
 //! - [`app`]: wires the above together for `serve`, tests and the demo.
 //! - [`mock_mis`], [`demo`]: an in-process MIS of this family, for the demo and the tests.
 //! - [`telemetry`]: logging set-up.
 
+pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod booking;
@@ -25,6 +27,7 @@ pub mod json;
 pub mod live;
 pub mod mock_mis;
 pub mod normalize;
+pub mod reload;
 pub mod server;
 pub mod telemetry;
 pub mod upstream;

@@ -3,11 +3,14 @@
 use std::io::{BufRead, Write};
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
 use mis_gateway::app::App;
+use mis_gateway::config::diff::Diff;
 use mis_gateway::config::{Config, SystemSecrets};
 use mis_gateway::telemetry::{LogFormat, init_logging};
+use tokio::net::TcpListener;
 
 #[derive(Parser)]
 #[command(
@@ -40,6 +43,9 @@ enum Command {
     Check {
         #[arg(long, default_value = "routes.toml")]
         config: PathBuf,
+        /// Also print what would change against this (live) file.
+        #[arg(long)]
+        against: Option<PathBuf>,
     },
     /// Read one password line from stdin and print its Argon2id PHC string.
     HashPassword,
@@ -54,7 +60,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logging(cli.log_format);
     match cli.command {
-        Command::Check { config } => check(&config),
+        Command::Check { config, against } => check(&config, against.as_deref()),
         Command::HashPassword => hash_password(),
         Command::Serve { config } => runtime().block_on(serve(config)),
         Command::Demo { config } => runtime().block_on(demo(config)),
@@ -68,7 +74,7 @@ fn runtime() -> tokio::runtime::Runtime {
         .expect("a tokio runtime can be built")
 }
 
-fn check(path: &std::path::Path) -> ExitCode {
+fn check(path: &std::path::Path, against: Option<&std::path::Path>) -> ExitCode {
     match Config::load(path, &SystemSecrets) {
         Ok(c) => {
             println!(
@@ -81,6 +87,22 @@ fn check(path: &std::path::Path) -> ExitCode {
             );
             for w in &c.warnings {
                 println!("warning: {w}");
+            }
+            if let Some(old_path) = against {
+                match Config::load(old_path, &SystemSecrets) {
+                    Ok(old) => print!(
+                        "changes against {}:\n{}",
+                        old_path.display(),
+                        Diff::between(&old, &c)
+                    ),
+                    Err(problems) => {
+                        eprintln!("{} (--against) is not valid itself:", old_path.display());
+                        for p in problems {
+                            eprintln!("  {p}");
+                        }
+                        return ExitCode::FAILURE;
+                    }
+                }
             }
             ExitCode::SUCCESS
         }
@@ -121,8 +143,8 @@ fn hash_password() -> ExitCode {
 }
 
 async fn serve(path: PathBuf) -> ExitCode {
-    let config = match Config::load(&path, &SystemSecrets) {
-        Ok(c) => c,
+    let app = match App::from_file(path, Arc::new(SystemSecrets)) {
+        Ok(app) => app,
         Err(problems) => {
             for p in problems {
                 tracing::error!(problem = %p, "invalid configuration");
@@ -130,19 +152,25 @@ async fn serve(path: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let listen = config.server.listen;
-    let api = match tokio::net::TcpListener::bind(listen).await {
-        Ok(l) => l,
+    let (api, admin) = match bind(&app).await {
+        Ok(pair) => pair,
         Err(e) => {
-            tracing::error!(%listen, error = %e, "cannot bind");
+            tracing::error!(error = %e, "cannot bind");
             return ExitCode::FAILURE;
         }
     };
-    let app = App::new(config);
-    tracing::info!(%listen, "serving bookings");
-    app.serve(api, shutdown_signal()).await;
+    app.run(api, Some(admin), shutdown_signal(), true).await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
+}
+
+/// Binds the booking and admin listeners named by the live config.
+async fn bind(app: &App) -> std::io::Result<(TcpListener, TcpListener)> {
+    let config = app.live.load().config.clone();
+    let api = TcpListener::bind(config.server.listen).await?;
+    let admin = TcpListener::bind(config.admin.listen).await?;
+    tracing::info!(listen = %api.local_addr()?, admin = %admin.local_addr()?, "serving bookings");
+    Ok((api, admin))
 }
 
 async fn demo(path: PathBuf) -> ExitCode {
@@ -162,7 +190,9 @@ async fn demo(path: PathBuf) -> ExitCode {
         "Run it twice: the second time the MIS answers that the slot is taken. Ctrl-C stops the demo."
     );
     let _ = std::io::stdout().flush();
-    demo.app.serve(demo.api, shutdown_signal()).await;
+    demo.app
+        .run(demo.api, Some(demo.admin), shutdown_signal(), true)
+        .await;
     ExitCode::SUCCESS
 }
 

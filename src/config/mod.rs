@@ -6,6 +6,7 @@
 //! Secrets are resolved here (environment or file) and only ever held as ready-made
 //! `Authorization` header values marked sensitive.
 
+pub mod diff;
 mod raw;
 
 use std::collections::{HashMap, HashSet};
@@ -125,6 +126,18 @@ pub struct Backend {
     pub timeout: Duration,
     pub connect_timeout: Duration,
     pub max_response_bytes: usize,
+    pub limits: BackendLimits,
+}
+
+/// Isolation settings of one backend (see `upstream::guard`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BackendLimits {
+    /// Bookings in flight to this MIS at once; more are shed with 503 at once.
+    pub max_in_flight: usize,
+    /// Consecutive failures (connect errors, timeouts, 5xx) that open the breaker.
+    pub breaker_failures: u32,
+    /// How long an open breaker fails fast before letting one probe through.
+    pub breaker_cooldown: Duration,
 }
 
 impl fmt::Debug for Backend {
@@ -159,7 +172,7 @@ impl Config {
         base: &Path,
         secrets: &dyn Secrets,
     ) -> Result<Config, Vec<Problem>> {
-        let sha256 = hex(&Sha256::digest(bytes));
+        let sha256 = sha256_hex(bytes);
         let text = std::str::from_utf8(bytes).map_err(|e| {
             vec![Problem {
                 location: format!("byte {}", e.valid_up_to()),
@@ -191,8 +204,12 @@ impl Config {
     }
 }
 
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+/// SHA-256 of `bytes` in lowercase hex: how the admin view and logs name a file's version.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
 }
 
 /// A TOML syntax error as `line L, column C: message`, without echoing the file's text.
@@ -530,6 +547,26 @@ impl Validator<'_> {
                 "must be between 1024 and 16777216",
             );
         }
+        let max_in_flight = raw.max_in_flight.unwrap_or(64);
+        if !(1..=100_000).contains(&max_in_flight) {
+            self.problem(
+                format!("{loc}.max_in_flight"),
+                "must be between 1 and 100000",
+            );
+        }
+        let breaker_failures = raw.breaker_failures.unwrap_or(5);
+        if !(1..=1000).contains(&breaker_failures) {
+            self.problem(
+                format!("{loc}.breaker_failures"),
+                "must be between 1 and 1000",
+            );
+        }
+        let breaker_cooldown = self.ms(
+            &format!("{loc}.breaker_cooldown_ms"),
+            raw.breaker_cooldown_ms,
+            10_000,
+            (100, 600_000),
+        );
         if self.problems.len() != before {
             return None;
         }
@@ -548,6 +585,11 @@ impl Validator<'_> {
             timeout,
             connect_timeout,
             max_response_bytes: max_response as usize,
+            limits: BackendLimits {
+                max_in_flight: max_in_flight as usize,
+                breaker_failures: breaker_failures as u32,
+                breaker_cooldown,
+            },
         })
     }
 

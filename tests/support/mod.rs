@@ -143,6 +143,8 @@ pub fn parse_config(toml: &str) -> Config {
 /// The real gateway on 127.0.0.1:0.
 pub struct TestGateway {
     pub addr: SocketAddr,
+    pub admin_addr: SocketAddr,
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
     pub live: Arc<Live>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
@@ -155,19 +157,34 @@ impl TestGateway {
     }
 
     pub async fn start_config(config: Config) -> TestGateway {
-        let app = App::new(config);
+        Self::start_app(App::new(config), false).await
+    }
+
+    /// A gateway that loads, watches and reloads the file at `path`.
+    pub async fn start_file(path: &Path) -> TestGateway {
+        let app = App::from_file(path.to_path_buf(), Arc::new(TestSecrets))
+            .expect("the test file is valid");
+        Self::start_app(app, true).await
+    }
+
+    pub async fn start_app(app: App, watch: bool) -> TestGateway {
         let live = app.live.clone();
+        let draining = app.draining.clone();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let admin_addr = admin.local_addr().unwrap();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(async move {
-            app.serve(listener, async move {
+            let shutdown = async move {
                 let _ = stopped.await;
-            })
-            .await;
+            };
+            app.run(listener, Some(admin), shutdown, watch).await;
         });
         TestGateway {
             addr,
+            admin_addr,
+            draining,
             live,
             stop: Some(stop),
             task: Some(task),
@@ -183,6 +200,23 @@ impl TestGateway {
             &[(SEED_LPU, "mis-a"), (OTHER_LPU, "mis-a")],
         ))
         .await
+    }
+
+    /// GET or POST on the admin listener.
+    pub async fn admin(&self, method: http::Method, path: &str) -> TestResponse {
+        let req = Request::builder()
+            .method(method)
+            .uri(format!("http://{}{path}", self.admin_addr))
+            .body(Full::default())
+            .unwrap();
+        self.send(req).await
+    }
+
+    /// Sends the stop signal without waiting (the drain runs in the background).
+    pub fn begin_shutdown(&mut self) {
+        if let Some(s) = self.stop.take() {
+            let _ = s.send(());
+        }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -307,4 +341,48 @@ pub fn headers_map(h: &HeaderMap) -> HashMap<String, String> {
             )
         })
         .collect()
+}
+
+/// A MIS that books every request into the slot it names (credentials not checked).
+pub fn echo_mis() -> Script {
+    Arc::new(|r: &Received| {
+        let v: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+        let answer = serde_json::json!({
+            "guid": uuid::Uuid::new_v4().to_string(),
+            "number": "1",
+            "slot": v["slot"],
+            "createTime": "2023-04-05T14:00:00",
+        });
+        Reply::json(200, answer.to_string())
+    })
+}
+
+/// The seed's booking into a fresh random slot.
+pub fn fresh_booking() -> String {
+    seed_with(|v| v["slot"] = uuid::Uuid::new_v4().to_string().into())
+}
+
+/// Polls `probe` every 20 ms until it returns true or `within` passes; returns whether it did.
+pub async fn eventually<F, Fut>(within: std::time::Duration, mut probe: F) -> bool
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        if probe().await {
+            return true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// Replaces `path` the way editors do: write a temporary file, then rename it over.
+pub fn rename_save(path: &Path, content: &str) {
+    let tmp = path.with_extension("toml.tmp");
+    std::fs::write(&tmp, content).unwrap();
+    std::fs::rename(&tmp, path).unwrap();
 }

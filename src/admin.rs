@@ -1,0 +1,210 @@
+//! The admin listener: health, readiness, the live configuration, reloads. Separate from the
+//! booking listener, outside integrator auth and routing, loopback by default.
+//!
+//! Nothing here shows a secret: no password hashes, no backend credentials, no token.
+//! When `[admin] token_env` is set, everything but `/healthz` and `/readyz` needs
+//! `Authorization: Bearer <token>`.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::Bytes;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use serde_json::json;
+use subtle::ConstantTimeEq;
+
+use crate::booking::parse_guid;
+use crate::config::LpuRights;
+use crate::live::Live;
+use crate::reload::{Outcome, Reloader};
+use crate::server::Handler;
+
+pub struct Admin {
+    pub live: Arc<Live>,
+    pub reloader: Option<Arc<Reloader>>,
+    /// Set when shutdown starts: readiness turns false at once.
+    pub draining: Arc<AtomicBool>,
+}
+
+impl Handler for Admin {
+    async fn call(self: Arc<Self>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+        self.route(req.method(), req.uri().path(), req.headers())
+            .await
+    }
+}
+
+impl Admin {
+    pub async fn route(
+        &self,
+        method: &Method,
+        path: &str,
+        headers: &http::HeaderMap,
+    ) -> Response<Full<Bytes>> {
+        match (method, path) {
+            (&Method::GET, "/healthz") => {
+                return json_response(StatusCode::OK, json!({"status": "alive"}));
+            }
+            (&Method::GET, "/readyz") => return self.readyz(),
+            _ => {}
+        }
+        if !self.authorized(headers) {
+            let mut r = json_response(
+                StatusCode::UNAUTHORIZED,
+                json!({"error": "admin token required"}),
+            );
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"mis-gateway-admin\""),
+            );
+            return r;
+        }
+        match (method, path) {
+            (&Method::GET, "/admin/config") => json_response(StatusCode::OK, self.config_view()),
+            (&Method::GET, p) if p.starts_with("/admin/routes/") => {
+                self.route_view(&p["/admin/routes/".len()..])
+            }
+            (&Method::POST, "/admin/reload") => self.reload().await,
+            (_, "/healthz" | "/readyz" | "/admin/config" | "/admin/reload") => json_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                json!({"error": "method not allowed"}),
+            ),
+            _ => json_response(StatusCode::NOT_FOUND, json!({"error": "not found"})),
+        }
+    }
+
+    fn authorized(&self, headers: &http::HeaderMap) -> bool {
+        let config = self.live.load().config.clone();
+        let Some(token) = &config.admin.token else {
+            return true;
+        };
+        let given = headers
+            .get(header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        bool::from(given.as_bytes().ct_eq(token.as_bytes()))
+    }
+
+    fn readyz(&self) -> Response<Full<Bytes>> {
+        let generation = self.live.load().number;
+        if self.draining.load(Ordering::SeqCst) {
+            json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"ready": false, "reason": "draining", "generation": generation}),
+            )
+        } else {
+            json_response(
+                StatusCode::OK,
+                json!({"ready": true, "generation": generation}),
+            )
+        }
+    }
+
+    fn config_view(&self) -> serde_json::Value {
+        let g = self.live.load();
+        let c = &g.config;
+        let mut routes_per_backend = vec![0usize; c.backends.len()];
+        for &i in c.routes.values() {
+            routes_per_backend[i] += 1;
+        }
+        let mut integrators: Vec<_> = c
+            .integrators
+            .values()
+            .map(|i| {
+                let lpus = match &i.lpus {
+                    LpuRights::All => json!("*"),
+                    LpuRights::Only(set) => json!(set.len()),
+                };
+                json!({"login": &*i.login, "lpus": lpus})
+            })
+            .collect();
+        integrators.sort_by(|a, b| a["login"].as_str().cmp(&b["login"].as_str()));
+        let backends: Vec<_> = c
+            .backends
+            .iter()
+            .zip(routes_per_backend)
+            .map(|(b, routes)| {
+                json!({
+                    "name": &*b.name,
+                    "url": b.url,
+                    "login": b.login,
+                    "timezone": b.timezone_name,
+                    "timeout_ms": b.timeout.as_millis() as u64,
+                    "connect_timeout_ms": b.connect_timeout.as_millis() as u64,
+                    "max_response_bytes": b.max_response_bytes,
+                    "max_in_flight": b.limits.max_in_flight,
+                    "breaker_failures": b.limits.breaker_failures,
+                    "breaker_cooldown_ms": b.limits.breaker_cooldown.as_millis() as u64,
+                    "routes": routes,
+                })
+            })
+            .collect();
+        json!({
+            "generation": g.number,
+            "sha256": c.sha256,
+            "loaded_at": g.loaded_at.to_string(),
+            "file": self.reloader.as_ref().map(|r| r.path().display().to_string()),
+            "counts": {
+                "integrators": c.integrators.len(),
+                "backends": c.backends.len(),
+                "routes": c.routes.len(),
+            },
+            "integrators": integrators,
+            "backends": backends,
+            "warnings": c.warnings,
+            "last_rejected": self.live.last_rejected(),
+        })
+    }
+
+    fn route_view(&self, lpu: &str) -> Response<Full<Bytes>> {
+        let Some(guid) = parse_guid(lpu) else {
+            return json_response(
+                StatusCode::BAD_REQUEST,
+                json!({"error": "the path must end with an LPU GUID"}),
+            );
+        };
+        let g = self.live.load();
+        match g.config.route(&guid) {
+            Some(i) => {
+                let b = &g.config.backends[i];
+                json_response(
+                    StatusCode::OK,
+                    json!({"lpu": guid.to_string(), "backend": &*b.name, "url": b.url, "generation": g.number}),
+                )
+            }
+            None => json_response(
+                StatusCode::NOT_FOUND,
+                json!({"lpu": guid.to_string(), "backend": null, "generation": g.number}),
+            ),
+        }
+    }
+
+    async fn reload(&self) -> Response<Full<Bytes>> {
+        let Some(r) = &self.reloader else {
+            return json_response(
+                StatusCode::CONFLICT,
+                json!({"error": "this gateway was not started from a file"}),
+            );
+        };
+        let outcome = r.reload("admin").await;
+        let status = match outcome {
+            Outcome::Rejected { .. } => StatusCode::UNPROCESSABLE_ENTITY,
+            _ => StatusCode::OK,
+        };
+        json_response(status, serde_json::to_value(&outcome).unwrap_or_default())
+    }
+}
+
+pub fn json_response(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(Bytes::from(body.to_string())));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}

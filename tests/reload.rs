@@ -1,0 +1,334 @@
+//! routes.toml edited live: real files, the real watcher, bookings running throughout.
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::Duration;
+
+use http::{Method, StatusCode};
+use support::*;
+
+const LIVE_WITHIN: Duration = Duration::from_secs(2);
+
+struct Setup {
+    _dir: tempfile::TempDir,
+    path: PathBuf,
+    a: MockMis,
+    b: MockMis,
+}
+
+impl Setup {
+    async fn new() -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("routes.toml");
+        let s = Setup {
+            path,
+            a: MockMis::spawn(echo_mis()).await,
+            b: MockMis::spawn(echo_mis()).await,
+            _dir: dir,
+        };
+        std::fs::write(&s.path, s.toml("mis-a")).unwrap();
+        s
+    }
+
+    /// Both backends defined; SEED_LPU routed to `target`.
+    fn toml(&self, target: &str) -> String {
+        config_toml(
+            &[
+                BackendSpec::new("mis-a", self.a.url()),
+                BackendSpec::new("mis-b", self.b.url()),
+            ],
+            &[(SEED_LPU, target), (OTHER_LPU, "mis-a")],
+        )
+    }
+}
+
+async fn routed_to(gw: &TestGateway) -> String {
+    let r = gw
+        .admin(Method::GET, &format!("/admin/routes/{SEED_LPU}"))
+        .await;
+    r.json()["backend"].as_str().unwrap_or_default().to_owned()
+}
+
+async fn last_rejected_sha(gw: &TestGateway) -> Option<String> {
+    let r = gw.admin(Method::GET, "/admin/config").await;
+    r.json()["last_rejected"]["sha256"]
+        .as_str()
+        .map(str::to_owned)
+}
+
+#[tokio::test]
+async fn moving_an_lpu_to_another_mis_takes_effect_without_a_restart() {
+    let s = Setup::new().await;
+    let gw = TestGateway::start_file(&s.path).await;
+    assert_eq!(
+        gw.book(&fresh_booking(), PORTAL).await.status,
+        StatusCode::OK
+    );
+    assert_eq!((s.a.count(), s.b.count()), (1, 0));
+
+    rename_save(&s.path, &s.toml("mis-b"));
+    assert!(
+        eventually(LIVE_WITHIN, || async { routed_to(&gw).await == "mis-b" }).await,
+        "live within 2 s"
+    );
+    assert_eq!(
+        gw.book(&fresh_booking(), PORTAL).await.status,
+        StatusCode::OK
+    );
+    assert_eq!((s.a.count(), s.b.count()), (1, 1));
+    let view = gw.admin(Method::GET, "/admin/config").await.json();
+    assert!(view["generation"].as_u64().unwrap() >= 2);
+    assert_eq!(
+        view["sha256"],
+        mis_gateway::config::sha256_hex(s.toml("mis-b").as_bytes())
+    );
+}
+
+#[tokio::test]
+async fn a_rotated_password_file_is_what_the_mis_receives_after_reload() {
+    let s = Setup::new().await;
+    let secret = s.path.with_file_name("mis-a.secret");
+    std::fs::write(&secret, "first-secret\n").unwrap();
+    let toml = s.toml("mis-a").replace(
+        "password_env = \"MIS_A_PASSWORD\"",
+        "password_file = \"mis-a.secret\"",
+    );
+    std::fs::write(&s.path, &toml).unwrap();
+    let gw = TestGateway::start_file(&s.path).await;
+    assert_eq!(
+        gw.book(&fresh_booking(), PORTAL).await.status,
+        StatusCode::OK
+    );
+
+    std::fs::write(&secret, "second-secret\n").unwrap();
+    let r = gw.admin(Method::POST, "/admin/reload").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let outcome = r.json()["outcome"].as_str().unwrap().to_owned();
+    assert!(
+        outcome == "applied" || outcome == "unchanged",
+        "the watcher may have been first: {outcome}"
+    );
+    assert_eq!(
+        gw.book(&fresh_booking(), PORTAL).await.status,
+        StatusCode::OK
+    );
+
+    let seen: Vec<String> =
+        s.a.received()
+            .iter()
+            .map(|r| r.headers["authorization"].to_str().unwrap().to_owned())
+            .collect();
+    assert_eq!(
+        seen,
+        [
+            basic("gateway", "first-secret"),
+            basic("gateway", "second-secret")
+        ]
+    );
+    assert!(!r.text().contains("second-secret"));
+}
+
+/// One edit of the file: how it is written and whether it should go live.
+enum Write {
+    InPlace(String),
+    Rename(String),
+}
+
+#[tokio::test]
+async fn reloads_under_load_fail_no_booking_reject_every_bad_file_and_apply_every_good_one() {
+    let s = Setup::new().await;
+    let gw = Arc::new(TestGateway::start_file(&s.path).await);
+
+    // A client books continuously while the file changes underneath.
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let booker = {
+        let (gw, stop, ok, failed) = (gw.clone(), stop.clone(), ok.clone(), failed.clone());
+        tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(Ordering::Relaxed) && n < 20_000 {
+                n += 1;
+                let r = gw.book(&fresh_booking(), PORTAL).await;
+                if r.status == StatusCode::OK {
+                    &ok
+                } else {
+                    &failed
+                }
+                .fetch_add(1, Ordering::Relaxed);
+            }
+        })
+    };
+
+    let good = |target: &str| s.toml(target);
+    let text = good("mis-a");
+    let invalid: Vec<(&str, String)> = vec![
+        ("bad TOML", text.replace("[routes]", "[routes")),
+        (
+            "duplicate LPU",
+            format!(
+                "{}\"{}\" = \"mis-b\"\n",
+                good("mis-b"),
+                SEED_LPU.to_uppercase()
+            ),
+        ),
+        ("dangling backend", good("mis-nowhere")),
+        (
+            "bad URL",
+            good("mis-b").replace(&s.b.url(), "ftp://nowhere"),
+        ),
+        (
+            "missing secret",
+            good("mis-b").replace("MIS_B_PASSWORD", "UNSET_B_PASSWORD"),
+        ),
+        (
+            "truncated",
+            good("mis-b")[..good("mis-b").len() / 2].to_owned(),
+        ),
+    ];
+    let mut expected = "mis-a";
+    for (round, (what, bad)) in invalid.into_iter().enumerate() {
+        // A bad file: refused, reported, and the last good routing stays.
+        let write = if round % 2 == 0 {
+            Write::InPlace(bad.clone())
+        } else {
+            Write::Rename(bad.clone())
+        };
+        apply(&s.path, write);
+        let sha = mis_gateway::config::sha256_hex(bad.as_bytes());
+        let seen = eventually(LIVE_WITHIN, || async {
+            last_rejected_sha(&gw).await.as_deref() == Some(&sha)
+        })
+        .await;
+        assert!(
+            seen,
+            "{what}: rejected and visible in /admin/config: {}",
+            gw.admin(Method::GET, "/admin/config").await.text()
+        );
+        assert_eq!(
+            routed_to(&gw).await,
+            expected,
+            "{what}: the last good file stays live"
+        );
+
+        // A good file: live within 2 s.
+        expected = if expected == "mis-a" {
+            "mis-b"
+        } else {
+            "mis-a"
+        };
+        let write = if round % 2 == 0 {
+            Write::Rename(good(expected))
+        } else {
+            Write::InPlace(good(expected))
+        };
+        apply(&s.path, write);
+        assert!(
+            eventually(LIVE_WITHIN, || async { routed_to(&gw).await == expected }).await,
+            "after {what}: the next good file is live within 2 s"
+        );
+    }
+    stop.store(true, Ordering::Relaxed);
+    booker.await.unwrap();
+    let (ok, failed) = (ok.load(Ordering::Relaxed), failed.load(Ordering::Relaxed));
+    eprintln!("bookings during reloads: {ok} ok, {failed} failed");
+    assert_eq!(failed, 0, "no booking failed because of a reload");
+    assert!(ok > 12, "bookings ran throughout: {ok}");
+    assert!(s.a.count() > 0 && s.b.count() > 0);
+}
+
+fn apply(path: &Path, write: Write) {
+    match write {
+        Write::InPlace(text) => std::fs::write(path, text).unwrap(),
+        Write::Rename(text) => rename_save(path, &text),
+    }
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_kubernetes_style_data_symlink_swap_is_followed() {
+    use std::os::unix::fs::symlink;
+    let s = Setup::new().await;
+    let dir = s.path.parent().unwrap().join("configmap");
+    std::fs::create_dir(&dir).unwrap();
+    // The kubelet's layout: routes.toml -> ..data/routes.toml, ..data -> ..<timestamp>.
+    let version = |n: u32, text: &str| {
+        let v = dir.join(format!("..2026_11_29_0{n}"));
+        std::fs::create_dir(&v).unwrap();
+        std::fs::write(v.join("routes.toml"), text).unwrap();
+        v
+    };
+    let v1 = version(1, &s.toml("mis-a"));
+    symlink(&v1, dir.join("..data")).unwrap();
+    symlink(dir.join("..data/routes.toml"), dir.join("routes.toml")).unwrap();
+    let gw = TestGateway::start_file(&dir.join("routes.toml")).await;
+    assert_eq!(routed_to(&gw).await, "mis-a");
+
+    let v2 = version(2, &s.toml("mis-b"));
+    symlink(&v2, dir.join("..data_tmp")).unwrap();
+    std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+    std::fs::remove_dir_all(&v1).unwrap();
+    assert!(eventually(LIVE_WITHIN, || async { routed_to(&gw).await == "mis-b" }).await);
+    assert_eq!(
+        gw.book(&fresh_booking(), PORTAL).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(s.b.count(), 1);
+}
+
+#[tokio::test]
+async fn on_shutdown_readiness_turns_false_and_the_booking_in_flight_completes() {
+    let mis = MockMis::spawn(Arc::new(|r: &Received| {
+        let reply = (echo_mis())(r);
+        reply.after(Duration::from_millis(800))
+    }))
+    .await;
+    let mut gw = TestGateway::in_front_of(&mis, "").await;
+    assert_eq!(
+        gw.admin(Method::GET, "/readyz").await.status,
+        StatusCode::OK
+    );
+
+    let client = {
+        let url = gw.url("/dir/appointments");
+        tokio::spawn(async move {
+            let c =
+                hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                    .build_http::<http_body_util::Full<bytes::Bytes>>();
+            let req = http::Request::post(url)
+                .header("content-type", "application/json")
+                .header("authorization", basic(PORTAL.0, PORTAL.1))
+                .body(http_body_util::Full::new(bytes::Bytes::from(
+                    fresh_booking(),
+                )))
+                .unwrap();
+            c.request(req).await.map(|r| r.status())
+        })
+    };
+    assert!(eventually(Duration::from_secs(5), || async { mis.count() == 1 }).await);
+    gw.begin_shutdown();
+    assert!(
+        eventually(Duration::from_secs(1), || async {
+            gw.draining.load(Ordering::SeqCst)
+        })
+        .await
+    );
+    assert_eq!(
+        gw.admin(Method::GET, "/readyz").await.status,
+        StatusCode::SERVICE_UNAVAILABLE
+    );
+    assert_eq!(
+        client
+            .await
+            .unwrap()
+            .expect("the in-flight booking is answered"),
+        StatusCode::OK
+    );
+    assert!(
+        tokio::net::TcpStream::connect(gw.addr).await.is_err(),
+        "the listener stopped accepting"
+    );
+    gw.shutdown().await;
+}
