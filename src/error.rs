@@ -62,6 +62,10 @@ pub enum GatewayError {
     MisTimeout,
     #[error("the MIS rejected the booking")]
     Mis(MisRejection),
+    #[error("the gateway or the MIS is at capacity")]
+    Overloaded { retry_after_secs: u64 },
+    #[error("the MIS is failing; bookings to it are paused")]
+    BreakerOpen { retry_after_secs: u64 },
     #[error("internal error")]
     Internal,
 }
@@ -223,6 +227,8 @@ impl GatewayError {
             Self::OutcomeUnknown => "OutcomeUnknown",
             Self::MisTimeout => "MisTimeout",
             Self::Mis(_) => "Mis",
+            Self::Overloaded { .. } => "Overloaded",
+            Self::BreakerOpen { .. } => "BreakerOpen",
             Self::Internal => "Internal",
         }
     }
@@ -299,7 +305,9 @@ impl GatewayError {
             Self::MethodNotAllowed => {
                 h.insert(header::ALLOW, HeaderValue::from_static("POST"));
             }
-            Self::AuthThrottled { retry_after_secs } => {
+            Self::AuthThrottled { retry_after_secs }
+            | Self::Overloaded { retry_after_secs }
+            | Self::BreakerOpen { retry_after_secs } => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
             }
             _ => {}

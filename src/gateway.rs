@@ -119,7 +119,12 @@ impl Gateway {
                     .map(HeaderValue::as_bytes),
             )
             .await
-            .map_err(|_: AuthFailure| GatewayError::Unauthenticated)?;
+            .map_err(|e| match e {
+                AuthFailure::Busy => GatewayError::Overloaded {
+                    retry_after_secs: 1,
+                },
+                AuthFailure::Malformed | AuthFailure::Rejected => GatewayError::Unauthenticated,
+            })?;
         rec.integrator = Some(integrator.login.clone());
 
         check_content_type(req.headers())?;

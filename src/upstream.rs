@@ -6,7 +6,7 @@
 //! ([`GatewayError::OutcomeUnknown`], [`GatewayError::MisTimeout`]). The only retry is hyper's own
 //! resend of a request whose pooled connection turned out dead before a byte was written.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -40,14 +40,8 @@ impl Upstream {
         http.enforce_http(false);
         http.set_nodelay(true);
         http.set_connect_timeout(Some(backend.connect_timeout));
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let tls = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_provider_and_native_roots(provider.clone())
-            .or_else(|_| {
-                hyper_rustls::HttpsConnectorBuilder::new().with_provider_and_webpki_roots(provider)
-            })
-            .expect("ring supports rustls' default protocol versions");
-        let connector = tls
+        let connector = hyper_rustls::HttpsConnectorBuilder::new()
+            .with_tls_config(default_tls().clone())
             .https_or_http()
             .enable_http1()
             .enable_http2()
@@ -132,6 +126,27 @@ impl Upstream {
             Err(_) => Err(GatewayError::MisTimeout),
         }
     }
+}
+
+/// The TLS client settings every backend shares: the system's roots (Mozilla's bundled roots
+/// where the system has none), ring as the provider. Built once: reading the system store for
+/// each of hundreds of backends would make every reload slow.
+fn default_tls() -> &'static rustls::ClientConfig {
+    static TLS: OnceLock<rustls::ClientConfig> = OnceLock::new();
+    TLS.get_or_init(|| {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        let native = rustls_native_certs::load_native_certs();
+        let (added, _ignored) = roots.add_parsable_certificates(native.certs);
+        if added == 0 {
+            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        }
+        rustls::ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("ring supports rustls' default protocol versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth()
+    })
 }
 
 /// An oversized answer: a success we cannot read may still be a booking.

@@ -145,6 +145,7 @@ pub struct TestGateway {
     pub addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub draining: Arc<std::sync::atomic::AtomicBool>,
+    pub gateway: Arc<mis_gateway::gateway::Gateway>,
     pub live: Arc<Live>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
@@ -170,6 +171,7 @@ impl TestGateway {
     pub async fn start_app(app: App, watch: bool) -> TestGateway {
         let live = app.live.clone();
         let draining = app.draining.clone();
+        let gateway = app.gateway.clone();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -185,6 +187,7 @@ impl TestGateway {
             addr,
             admin_addr,
             draining,
+            gateway,
             live,
             stop: Some(stop),
             task: Some(task),

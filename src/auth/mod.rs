@@ -1,28 +1,34 @@
 //! HTTP Basic authentication of integrators (RFC 7617) with Argon2id and a positive-result cache.
 //!
 //! The hot path is one HMAC and one cache lookup: a verified `Authorization` header is cached
-//! under HMAC-SHA256(process key, header) — never the header itself — for a short time. A miss
-//! runs Argon2 on the blocking pool behind a semaphore, so a storm of new logins cannot starve
-//! the async workers. An unknown login is verified against a dummy hash with the same cost, so
-//! it takes as long as a wrong password.
+//! under HMAC-SHA256(process key, header) — never the header itself. Concurrent requests with the
+//! same uncached header share one verification (moka coalesces them), so a cache expiry under
+//! load costs one Argon2 run, not one per request in flight. Verification runs on the fixed
+//! [`hasher`] pool, never on the async workers. An unknown login is verified against a dummy
+//! hash of the same cost, so it takes as long as a wrong password.
+
+pub mod hasher;
 
 use std::sync::Arc;
 use std::time::Duration;
 
-use argon2::password_hash::PasswordVerifier;
 use argon2::password_hash::phc::PasswordHash;
 use base64::Engine;
 use hmac::{KeyInit, Mac};
 use moka::future::Cache;
-use tokio::sync::Semaphore;
 
 use crate::config::{Config, Integrator};
+use hasher::{Busy, Hasher};
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
-/// How long a verified header is trusted without running Argon2 again.
-pub const CACHE_TTL: Duration = Duration::from_secs(60);
+/// A verified header is trusted while idle for less than this. Safe to keep long: every hit is
+/// checked against the integrator's *current* hash, so a changed password or a removed login
+/// takes effect with the next config generation regardless of the cache.
+pub const CACHE_IDLE: Duration = Duration::from_secs(15 * 60);
 const CACHE_CAPACITY: u64 = 10_000;
+/// Verifications waiting for a hashing thread before new ones are refused with 503.
+const HASH_QUEUE: usize = 256;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthFailure {
@@ -30,6 +36,8 @@ pub enum AuthFailure {
     Malformed,
     /// Unknown login or wrong password (indistinguishable to the client).
     Rejected,
+    /// Too many verifications queued: retry shortly.
+    Busy,
 }
 
 /// What a cache entry remembers: who, and which hash the password was checked against.
@@ -42,7 +50,7 @@ struct Verified {
 pub struct Authenticator {
     key: [u8; 32],
     cache: Cache<[u8; 32], Verified>,
-    hashing: Semaphore,
+    hasher: Hasher,
     dummy_hash: Arc<str>,
 }
 
@@ -50,14 +58,14 @@ impl Authenticator {
     pub fn new() -> Self {
         let mut key = [0u8; 32];
         getrandom::fill(&mut key).expect("the OS random source is available");
-        let permits = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         Authenticator {
             key,
             cache: Cache::builder()
                 .max_capacity(CACHE_CAPACITY)
-                .time_to_live(CACHE_TTL)
+                .time_to_idle(CACHE_IDLE)
                 .build(),
-            hashing: Semaphore::new(permits),
+            hasher: Hasher::new(threads, HASH_QUEUE),
             dummy_hash: hash_password(&random_token())
                 .expect("hashing a random password")
                 .into(),
@@ -67,8 +75,7 @@ impl Authenticator {
     /// Checks an `Authorization` header against the integrators of `config`.
     ///
     /// Rights are always read from `config`, the generation the request runs under; the cache
-    /// only says "this header's password matched this hash". A changed hash or a removed login
-    /// therefore takes effect with the next generation without clearing anything.
+    /// only says "this header's password matched this hash".
     pub async fn authenticate(
         &self,
         config: &Config,
@@ -78,39 +85,44 @@ impl Authenticator {
         if header.len() > 1024 {
             return Err(AuthFailure::Malformed);
         }
-        let cache_key = self.fingerprint(header);
-        if let Some(v) = self.cache.get(&cache_key).await
-            && let Some(i) = config.integrators.get(&v.login)
-            && i.password_hash == v.password_hash
-        {
-            return Ok(i.clone());
-        }
-        let (login, password) = decode_basic(header).ok_or(AuthFailure::Malformed)?;
-        let integrator = config.integrators.get(login.as_str()).cloned();
-        let hash = integrator
-            .as_ref()
-            .map_or_else(|| self.dummy_hash.clone(), |i| i.password_hash.clone());
-        let ok = {
-            let _permit = self
-                .hashing
-                .acquire()
+        let key = self.fingerprint(header);
+        for _ in 0..2 {
+            let verified = self
+                .cache
+                .try_get_with(key, self.verify(config, header))
                 .await
-                .map_err(|_| AuthFailure::Rejected)?;
-            tokio::task::spawn_blocking(move || verify_password(&password, &hash))
-                .await
-                .unwrap_or(false)
-        };
-        match integrator {
-            Some(i) if ok => {
-                let v = Verified {
-                    login: i.login.clone(),
-                    password_hash: i.password_hash.clone(),
-                };
-                self.cache.insert(cache_key, v).await;
-                Ok(i)
+                .map_err(|e| *e)?;
+            match config.integrators.get(&verified.login) {
+                Some(i) if i.password_hash == verified.password_hash => return Ok(i.clone()),
+                // Verified against a hash this generation no longer has: verify afresh.
+                Some(_) => self.cache.invalidate(&key).await,
+                None => return Err(AuthFailure::Rejected),
             }
+        }
+        Err(AuthFailure::Rejected)
+    }
+
+    async fn verify(&self, config: &Config, header: &[u8]) -> Result<Verified, AuthFailure> {
+        let (login, password) = decode_basic(header).ok_or(AuthFailure::Malformed)?;
+        let integrator = config.integrators.get(login.as_str());
+        let hash = integrator.map_or_else(|| self.dummy_hash.clone(), |i| i.password_hash.clone());
+        let ok = self
+            .hasher
+            .verify(password.into_bytes(), hash.clone())
+            .await
+            .map_err(|Busy| AuthFailure::Busy)?;
+        match integrator {
+            Some(i) if ok => Ok(Verified {
+                login: i.login.clone(),
+                password_hash: hash,
+            }),
             _ => Err(AuthFailure::Rejected),
         }
+    }
+
+    /// Argon2 verifications run so far (each is a cache miss that reached the hashing pool).
+    pub fn verifications(&self) -> u64 {
+        self.hasher.runs()
     }
 
     fn fingerprint(&self, header: &[u8]) -> [u8; 32] {
@@ -148,16 +160,6 @@ pub fn hash_password(password: &str) -> Result<String, String> {
         .hash_password(password.as_bytes())
         .map_err(|e| e.to_string())?;
     Ok(hash.to_string())
-}
-
-fn verify_password(password: &str, phc: &str) -> bool {
-    PasswordHash::new(phc)
-        .map(|h| {
-            argon2::Argon2::default()
-                .verify_password(password.as_bytes(), &h)
-                .is_ok()
-        })
-        .unwrap_or(false)
 }
 
 fn random_token() -> String {
@@ -199,7 +201,13 @@ mod tests {
     fn hash_then_verify() {
         let h = hash_password("s3cret").unwrap();
         assert!(h.starts_with("$argon2id$v=19$m=19456,t=2,p=1$"));
-        assert!(verify_password("s3cret", &h));
-        assert!(!verify_password("s3cret ", &h));
+        let mut blocks = Vec::new();
+        assert!(hasher::verify_with(&mut blocks, b"s3cret", &h));
+        assert!(!hasher::verify_with(&mut blocks, b"s3cret ", &h));
+        assert!(!hasher::verify_with(
+            &mut blocks,
+            b"s3cret",
+            "$argon2id$v=19$garbage"
+        ));
     }
 }

@@ -1,0 +1,60 @@
+//! The booking's hot functions, one by one: parse + validate the seed's request, normalize a
+//! MIS answer, render an error. Run: `cargo bench --bench hot_path`.
+
+use std::hint::black_box;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use http::StatusCode;
+use mis_gateway::error::{FieldProblem, GatewayError};
+use mis_gateway::{booking, normalize};
+
+const SEED: &str = include_str!("../tests/data/seed_request.json");
+const ANSWER: &str = r#"{"guid":"EE5AE221-DDC8-40CF-A61B-4E7926A2501C","number":17,"slot":"766998fb-1915-4d54-a3f3-934f60125aac","createTime":"2023-04-05 14:00:00.000"}"#;
+
+fn bench(c: &mut Criterion) {
+    c.bench_function("parse_validate_seed", |b| {
+        b.iter(|| {
+            let root = booking::parse(black_box(SEED.as_bytes())).unwrap();
+            let booking = booking::validate(&root).unwrap();
+            black_box(booking.lpu_to);
+        })
+    });
+    c.bench_function("serde_json_value_baseline", |b| {
+        b.iter(|| {
+            black_box(
+                serde_json::from_slice::<serde_json::Value>(black_box(SEED.as_bytes())).unwrap(),
+            )
+        })
+    });
+
+    let root = booking::parse(SEED.as_bytes()).unwrap();
+    let booking = booking::validate(&root).unwrap();
+    let tz = jiff::tz::TimeZone::get("Asia/Novosibirsk").unwrap();
+    let ctx = normalize::Context {
+        slot: booking.slot,
+        direction: booking.direction,
+        timezone: &tz,
+    };
+    c.bench_function("normalize_answer", |b| {
+        b.iter(|| {
+            black_box(
+                normalize::answer(StatusCode::OK, black_box(ANSWER.as_bytes()), &ctx).unwrap(),
+            )
+        })
+    });
+
+    c.bench_function("render_validation_error", |b| {
+        b.iter(|| {
+            let e = GatewayError::Invalid {
+                problems: vec![FieldProblem {
+                    path: "direction.lpuToGuid".into(),
+                    reason: "must be a GUID",
+                }],
+            };
+            black_box(e.into_response("01a22608-1b6e-76ed-a226-2d8f0d995a82"))
+        })
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
