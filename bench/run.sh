@@ -106,6 +106,8 @@ for p in $MIS_PORT $HAPROXY_PORT $GATEWAY_PORT $ADMIN_PORT; do
 done
 
 mkdir -p "$T/runs" "$T/nginx-tmp"
+# A private copy: others may rebuild target/release while this runs.
+cp "$BIN" "$T/mis-gateway"; BIN_SRC=$BIN; BIN=$T/mis-gateway
 cp "$SEED" "$T/body.json"
 SLOT=$(jq -r .slot "$SEED")
 LPU=$(jq -r .direction.lpuToGuid "$SEED")
@@ -254,6 +256,10 @@ for t in haproxy gateway; do
   case $code in 4??) ;; *) die "$t: an unrouted clinic answered $code, not 4xx: $(head -c 200 "$T/check-$t")" ;; esac
 done
 say "  haproxy and gateway refuse a wrong password (401) and an unrouted clinic (4xx)"
+rss() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
+# Baseline: start-up plus the checks above, which ran Argon2 (m=19 MiB) twice in the gateway.
+echo "gateway_vmhwm_after_checks_kib=$(rss "$GATEWAY_PID" VmHWM)" > "$T/runs/rss.env"
+echo "haproxy_vmhwm_after_checks_kib=$(rss "$HAPROXY_PID" VmHWM)" >> "$T/runs/rss.env"
 
 # ---------------------------------------------------------------- load scripts
 cat > "$T/post.lua" <<EOF
@@ -275,7 +281,7 @@ end
 EOF
 RPS_PER_CLIENT=$(awk -v r="$RATE" -v c="$CONNS" 'BEGIN { printf "%.4g", r / c }')
 
-est=$(( ROUNDS * 3 * (DURATION + 1) + ROUNDS * 3 * (DURATION + 2) + 2 * (DURATION + 1) ))
+est=$(( ROUNDS * 3 * (DURATION + 1) + ROUNDS * 3 * (DURATION + 1) + 2 * (DURATION + 1) ))
 say "measuring: ${ROUNDS} rounds x 3 targets x 2 phases of ${DURATION}s + ${BIG_CONNS}-connection phase (about ${est}s)"
 
 # ---------------------------------------------------------------- phase 1: throughput (closed loop)
@@ -289,22 +295,34 @@ for r in $(seq "$ROUNDS"); do
 done
 
 # ---------------------------------------------------------------- phase 2: fixed rate (open loop)
+# h2load paces each connection with a timer (--rps is per connection, period max(10 ms, 1/rps)).
+# Started together, the 64 timers fire in phase: bursts of ~64 requests every 10 ms, whose
+# self-made queueing then dominates p50. So connections are opened STAGGER per millisecond
+# (-r/--rate-period), spreading their phases over one 10 ms period; -r excludes -D, hence a
+# fixed count (-n = RATE x DURATION) and a separate unlogged warm-up that opens the proxies'
+# upstream connections. A run that cannot keep the rate is cut at 2 x DURATION + 5 s.
+STAGGER=$(( (CONNS + 9) / 10 ))
 for r in $(seq "$ROUNDS"); do
   for t in "${TARGETS[@]}"; do
     f=$T/runs/rate-$r-$t
-    load h2load --h1 -c "$CONNS" -t 1 --rps "$RPS_PER_CLIENT" -D "$DURATION" --warm-up-time 1 \
+    h2load --h1 -c "$CONNS" -t 1 -n $((CONNS * 10)) -d "$T/body.json" -H 'Content-Type: application/json' \
+      -H "Authorization: $PORTAL_BASIC" "$(url_of "$t")" > "$f.warmup" 2>&1 || die "h2load warm-up against $t"
+    rc=0
+    load timeout $((DURATION * 2 + 5)) h2load --h1 -c "$CONNS" -t 1 --rps "$RPS_PER_CLIENT" \
+      -n $((RATE * DURATION)) -r "$STAGGER" --rate-period 1ms \
       -d "$T/body.json" -H 'Content-Type: application/json' -H "Authorization: $PORTAL_BASIC" \
-      --log-file "$f.log" "$(url_of "$t")" > "$f.out" 2>&1 || die "h2load against $t: $(tail -5 "$f.out")"
-    say "fixed-rate round $r $t: $(grep -E '^requests:' "$f.out")"
+      --log-file "$f.log" "$(url_of "$t")" > "$f.out" 2>&1 || rc=$?
+    [ $rc = 0 ] || [ $rc = 124 ] || die "h2load against $t (exit $rc): $(tail -5 "$f.out")"
+    [ $rc = 0 ] || say "fixed-rate round $r $t: cut after $((DURATION * 2 + 5)) s (rate not kept)"
+    say "fixed-rate round $r $t: $(grep -E '^finished in' "$f.out" || echo unfinished)"
   done
 done
 
-rss() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status" 2>/dev/null || echo 0; }
 {
   echo "gateway_vmhwm_after_runs_kib=$(rss "$GATEWAY_PID" VmHWM)"
   echo "gateway_vmrss_after_runs_kib=$(rss "$GATEWAY_PID" VmRSS)"
   echo "haproxy_vmhwm_after_runs_kib=$(rss "$HAPROXY_PID" VmHWM)"
-} > "$T/runs/rss.env"
+} >> "$T/runs/rss.env"
 
 # ---------------------------------------------------------------- phase 3: 1,000 keep-alive connections
 for t in haproxy gateway; do
@@ -319,9 +337,9 @@ for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null || die "a server died during 
 
 # ---------------------------------------------------------------- summary
 {
-  echo "rounds=$ROUNDS"; echo "duration_s=$DURATION"; echo "rate_total=$RATE"; echo "rps_per_client=$RPS_PER_CLIENT"
+  echo "rounds=$ROUNDS"; echo "duration_s=$DURATION"; echo "rate_total=$RATE"; echo "rps_per_client=$RPS_PER_CLIENT"; echo "stagger_per_ms=$STAGGER"
   echo "conns=$CONNS"; echo "big_conns=$BIG_CONNS"; echo "gateway_rust_log=$GATEWAY_RUST_LOG"
-  echo "gateway_bin=$BIN"; echo "gateway_version=$("$BIN" --version 2>/dev/null | head -1)"
+  echo "gateway_bin=$BIN_SRC"; echo "gateway_sha256=$(sha256sum "$BIN" | cut -c1-16)"; echo "gateway_version=$("$BIN" --version 2>/dev/null | head -1)"
   echo "git_head=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo '+dirty')"
   echo "haproxy_version=$(haproxy -v | head -1 | awk '{print $3}')"
   echo "nginx_version=$(nginx -v 2>&1 | sed 's/.*nginx\///')"

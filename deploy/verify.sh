@@ -281,7 +281,9 @@ bad = []
 for kind, name, key, where in refs:
     o = get(kind, name)
     if o is None:
-        bad.append(f"{where}: {kind} {name} does not exist")
+        msg = f"{where}: {kind} {name} does not exist"
+        if msg not in bad:
+            bad.append(msg)
     elif key is not None and not has_key(o, key):
         bad.append(f"{where}: {kind} {name} has no key {key}")
 check(refs and not bad, f"all {len(refs)} ConfigMap/Secret references of the gateway resolve",
