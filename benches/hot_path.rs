@@ -32,14 +32,15 @@ fn bench(c: &mut Criterion) {
     let tz = jiff::tz::TimeZone::get("Asia/Novosibirsk").unwrap();
     let ctx = normalize::Context {
         slot: booking.slot,
-        direction: booking.direction,
         timezone: &tz,
     };
-    c.bench_function("normalize_answer", |b| {
+    c.bench_function("normalize_and_render_answer", |b| {
         b.iter(|| {
-            black_box(
-                normalize::answer(StatusCode::OK, black_box(ANSWER.as_bytes()), &ctx).unwrap(),
-            )
+            let n = normalize::answer(StatusCode::OK, black_box(ANSWER.as_bytes()), &ctx).unwrap();
+            black_box(normalize::render(
+                &n.fields,
+                n.mis_direction.as_ref().unwrap_or(booking.direction),
+            ))
         })
     });
 

@@ -62,6 +62,9 @@ impl Admin {
         }
         match (method, path) {
             (&Method::GET, "/admin/config") => json_response(StatusCode::OK, self.config_view()),
+            (&Method::GET, "/admin/backends") => {
+                json_response(StatusCode::OK, self.backends_view())
+            }
             (&Method::GET, p) if p.starts_with("/admin/routes/") => {
                 self.route_view(&p["/admin/routes/".len()..])
             }
@@ -156,6 +159,21 @@ impl Admin {
             "warnings": c.warnings,
             "last_rejected": self.live.last_rejected(),
         })
+    }
+
+    fn backends_view(&self) -> serde_json::Value {
+        let g = self.live.load();
+        let backends: Vec<_> = g
+            .upstreams
+            .iter()
+            .map(|u| {
+                let mut v = serde_json::to_value(u.guard.snapshot()).unwrap_or_default();
+                v["name"] = json!(&*u.backend.name);
+                v["max_in_flight"] = json!(u.backend.limits.max_in_flight);
+                v
+            })
+            .collect();
+        json!({"generation": g.number, "backends": backends})
     }
 
     fn route_view(&self, lpu: &str) -> Response<Full<Bytes>> {

@@ -62,6 +62,14 @@ pub enum GatewayError {
     MisTimeout,
     #[error("the MIS rejected the booking")]
     Mis(MisRejection),
+    #[error("the Idempotency-Key header is malformed")]
+    BadIdempotencyKey,
+    #[error("a request with this Idempotency-Key is still in flight")]
+    IdempotencyInFlight,
+    #[error("the same referral and slot are being booked by an earlier request")]
+    DuplicateInFlight,
+    #[error("this Idempotency-Key was used with a different request body")]
+    IdempotencyMismatch,
     #[error("the gateway or the MIS is at capacity")]
     Overloaded { retry_after_secs: u64 },
     #[error("the MIS is failing; bookings to it are paused")]
@@ -79,119 +87,31 @@ pub struct ErrorKind {
 }
 
 /// The error table, as published in README.md. A test keeps the two in step.
+#[rustfmt::skip]
 pub const TABLE: &[(&str, ErrorKind)] = &[
-    (
-        "MalformedJson",
-        kind(400, "94001", "The request body is not valid JSON."),
-    ),
-    (
-        "Invalid",
-        kind(400, "94000", "The booking failed validation; see errors."),
-    ),
-    (
-        "Unauthenticated",
-        kind(
-            401,
-            "94010",
-            "Authentication required: HTTP Basic with a valid integrator login and password.",
-        ),
-    ),
-    (
-        "ForbiddenLpu",
-        kind(
-            403,
-            "94030",
-            "This integrator may not book into the LPU named by direction.lpuToGuid.",
-        ),
-    ),
-    (
-        "NotFound",
-        kind(
-            404,
-            "94040",
-            "No such resource: the API is POST /dir/appointments.",
-        ),
-    ),
-    (
-        "NoRoute",
-        kind(
-            404,
-            "94041",
-            "No MIS is configured for the LPU named by direction.lpuToGuid.",
-        ),
-    ),
-    (
-        "MethodNotAllowed",
-        kind(405, "94050", "Method not allowed: use POST."),
-    ),
-    (
-        "BodyTimeout",
-        kind(408, "94080", "The request body was not received in time."),
-    ),
-    (
-        "PayloadTooLarge",
-        kind(413, "94130", "The request body is larger than the limit."),
-    ),
-    (
-        "UnsupportedMediaType",
-        kind(415, "94150", "Content-Type must be application/json."),
-    ),
-    (
-        "AuthThrottled",
-        kind(
-            429,
-            "94290",
-            "Too many failed authentication attempts; retry after the delay in Retry-After.",
-        ),
-    ),
-    (
-        "Internal",
-        kind(
-            500,
-            "95000",
-            "Internal gateway error; the booking was not sent.",
-        ),
-    ),
-    (
-        "MisUnreachable",
-        kind(
-            502,
-            "95020",
-            "The MIS could not be reached; the booking was not sent and may be retried.",
-        ),
-    ),
-    (
-        "MisBadAnswer",
-        kind(
-            502,
-            "95021",
-            "The MIS answered with an error the gateway could not understand; the booking was most likely not made.",
-        ),
-    ),
-    (
-        "OutcomeUnknown",
-        kind(
-            502,
-            "95022",
-            "The booking reached the MIS but its answer was lost or unusable; the booking may exist. Do not resend blindly.",
-        ),
-    ),
-    (
-        "MisRejectedGateway",
-        kind(
-            502,
-            "95024",
-            "The MIS refused the gateway's own credentials; the booking was not made. The hub's operators must fix the backend secret.",
-        ),
-    ),
-    (
-        "MisTimeout",
-        kind(
-            504,
-            "95040",
-            "The MIS did not answer in time after the booking was sent; the booking may exist. Do not resend blindly.",
-        ),
-    ),
+    ("Invalid",              kind(400, "94000", "The booking failed validation; see errors.")),
+    ("MalformedJson",        kind(400, "94001", "The request body is not valid JSON.")),
+    ("BadIdempotencyKey",    kind(400, "94002", "The Idempotency-Key header must be 1 to 255 visible ASCII characters.")),
+    ("Unauthenticated",      kind(401, "94010", "Authentication required: HTTP Basic with a valid integrator login and password.")),
+    ("ForbiddenLpu",         kind(403, "94030", "This integrator may not book into the LPU named by direction.lpuToGuid.")),
+    ("NotFound",             kind(404, "94040", "No such resource: the API is POST /dir/appointments.")),
+    ("NoRoute",              kind(404, "94041", "No MIS is configured for the LPU named by direction.lpuToGuid.")),
+    ("MethodNotAllowed",     kind(405, "94050", "Method not allowed: use POST.")),
+    ("BodyTimeout",          kind(408, "94080", "The request body was not received in time.")),
+    ("IdempotencyInFlight",  kind(409, "94090", "A request with this Idempotency-Key is still being processed; retry later with the same key.")),
+    ("DuplicateInFlight",    kind(409, "94091", "The same referral is being booked into the same slot by an earlier request that has not finished; wait for its answer.")),
+    ("PayloadTooLarge",      kind(413, "94130", "The request body is larger than the limit.")),
+    ("UnsupportedMediaType", kind(415, "94150", "Content-Type must be application/json.")),
+    ("IdempotencyMismatch",  kind(422, "94220", "This Idempotency-Key was already used with a different request body; use a new key for a new booking.")),
+    ("AuthThrottled",        kind(429, "94290", "Too many failed authentication attempts; retry after the delay in Retry-After.")),
+    ("Internal",             kind(500, "95000", "Internal gateway error; the booking was not sent.")),
+    ("MisUnreachable",       kind(502, "95020", "The MIS could not be reached; the booking was not sent and may be retried.")),
+    ("MisBadAnswer",         kind(502, "95021", "The MIS answered with an error the gateway could not understand; the booking was most likely not made.")),
+    ("OutcomeUnknown",       kind(502, "95022", "The booking reached the MIS but its answer was lost or unusable; the booking may exist. Do not resend blindly.")),
+    ("MisRejectedGateway",   kind(502, "95024", "The MIS refused the gateway's own credentials; the booking was not made. The hub's operators must fix the backend secret.")),
+    ("Overloaded",           kind(503, "95030", "The gateway or this MIS is at capacity; the booking was not sent. Retry after the delay in Retry-After.")),
+    ("BreakerOpen",          kind(503, "95031", "This MIS is failing and bookings to it are paused; the booking was not sent. Retry after the delay in Retry-After.")),
+    ("MisTimeout",           kind(504, "95040", "The MIS did not answer in time after the booking was sent; the booking may exist. Do not resend blindly.")),
 ];
 
 const fn kind(status: u16, code: &'static str, message: &'static str) -> ErrorKind {
@@ -227,6 +147,10 @@ impl GatewayError {
             Self::OutcomeUnknown => "OutcomeUnknown",
             Self::MisTimeout => "MisTimeout",
             Self::Mis(_) => "Mis",
+            Self::BadIdempotencyKey => "BadIdempotencyKey",
+            Self::IdempotencyInFlight => "IdempotencyInFlight",
+            Self::DuplicateInFlight => "DuplicateInFlight",
+            Self::IdempotencyMismatch => "IdempotencyMismatch",
             Self::Overloaded { .. } => "Overloaded",
             Self::BreakerOpen { .. } => "BreakerOpen",
             Self::Internal => "Internal",
@@ -342,6 +266,56 @@ mod tests {
                 k.code.starts_with(&prefix),
                 "{name}: {} vs {prefix}",
                 k.code
+            );
+        }
+    }
+
+    /// One of every variant: a variant missing from the table would render as 500.
+    pub fn every_variant() -> Vec<GatewayError> {
+        vec![
+            GatewayError::MalformedJson {
+                detail: String::new(),
+            },
+            GatewayError::Invalid { problems: vec![] },
+            GatewayError::Unauthenticated,
+            GatewayError::AuthThrottled {
+                retry_after_secs: 1,
+            },
+            GatewayError::ForbiddenLpu,
+            GatewayError::NotFound,
+            GatewayError::NoRoute,
+            GatewayError::MethodNotAllowed,
+            GatewayError::BodyTimeout,
+            GatewayError::PayloadTooLarge { limit: 1 },
+            GatewayError::UnsupportedMediaType,
+            GatewayError::BadIdempotencyKey,
+            GatewayError::IdempotencyInFlight,
+            GatewayError::DuplicateInFlight,
+            GatewayError::IdempotencyMismatch,
+            GatewayError::MisUnreachable,
+            GatewayError::MisBadAnswer,
+            GatewayError::MisRejectedGateway,
+            GatewayError::OutcomeUnknown,
+            GatewayError::MisTimeout,
+            GatewayError::Overloaded {
+                retry_after_secs: 1,
+            },
+            GatewayError::BreakerOpen {
+                retry_after_secs: 1,
+            },
+            GatewayError::Internal,
+        ]
+    }
+
+    #[test]
+    fn every_variant_has_its_own_row() {
+        let all = every_variant();
+        assert_eq!(all.len(), TABLE.len());
+        for e in all {
+            assert!(
+                TABLE.iter().any(|(n, _)| *n == e.name()),
+                "{} has no row",
+                e.name()
             );
         }
     }

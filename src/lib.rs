@@ -6,6 +6,8 @@
 //! - [`auth`]: integrator Basic auth, Argon2id, positive-result cache.
 //! - [`json`], [`booking`]: the strict request parser and the seed's request schema.
 //! - [`gateway`]: the booking pipeline, request in, response out, never an `Err`.
+//! - [`guard`]: per-backend concurrency cap and circuit breaker.
+//! - [`idempotency`]: Idempotency-Key store (a trait; in memory by default), double-submit guard.
 //! - [`upstream`]: the only outbound I/O, one pooled client per MIS.
 //! - [`normalize`]: pure functions from a MIS answer to an Appointment or an error.
 //! - [`error`]: the one table of statuses and `Message_code`s.
@@ -23,6 +25,8 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod gateway;
+pub mod guard;
+pub mod idempotency;
 pub mod json;
 pub mod live;
 pub mod mock_mis;

@@ -22,35 +22,36 @@ pub const SOURCES: &[&str] = &[
     "Registry",
 ];
 
-/// The Appointment of the seed, as the gateway always renders it.
-#[derive(Debug, Serialize)]
-pub struct Appointment<'a> {
-    pub guid: String,
+/// The appointment's own fields, normalized. `direction` is rendered separately: it comes from
+/// the MIS when it sent one, otherwise from the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fields {
+    pub guid: uuid::Uuid,
     pub number: String,
-    pub slot: String,
-    pub source: &'static str,
-    #[serde(rename = "createTime")]
+    pub slot: uuid::Uuid,
+    pub source: String,
     pub create_time: String,
-    pub direction: &'a Node<'a>,
 }
 
 /// What the request contributes to normalizing its answer.
 pub struct Context<'a> {
     pub slot: uuid::Uuid,
-    /// The request's `direction`, used when the MIS leaves it out.
-    pub direction: &'a Node<'a>,
     pub timezone: &'a TimeZone,
 }
 
-/// A MIS answer after normalization: the JSON to send and facts for telemetry.
-#[derive(Debug, PartialEq, Eq)]
-pub struct Normalized {
-    pub body: Vec<u8>,
-    pub appointment_guid: uuid::Uuid,
+/// A successful answer: the fields, and the MIS's own `direction` if it sent one.
+#[derive(Debug)]
+pub struct Normalized<'m> {
+    pub fields: Fields,
+    pub mis_direction: Option<Node<'m>>,
 }
 
 /// Normalizes a complete MIS answer (status and body already capped in size).
-pub fn answer(status: StatusCode, body: &[u8], ctx: &Context) -> Result<Normalized, GatewayError> {
+pub fn answer<'m>(
+    status: StatusCode,
+    body: &'m [u8],
+    ctx: &Context,
+) -> Result<Normalized<'m>, GatewayError> {
     if status.is_success() {
         // The MIS said it booked: an unusable body means the booking may exist.
         return appointment(body, ctx).ok_or(GatewayError::OutcomeUnknown);
@@ -62,6 +63,29 @@ pub fn answer(status: StatusCode, body: &[u8], ctx: &Context) -> Result<Normaliz
         return Err(rejection(status, body).map_or(GatewayError::MisBadAnswer, GatewayError::Mis));
     }
     Err(GatewayError::MisBadAnswer)
+}
+
+/// The Appointment JSON in the seed's field order.
+pub fn render(fields: &Fields, direction: &Node) -> Vec<u8> {
+    #[derive(Serialize)]
+    struct Appointment<'a> {
+        guid: uuid::fmt::Hyphenated,
+        number: &'a str,
+        slot: uuid::fmt::Hyphenated,
+        source: &'a str,
+        #[serde(rename = "createTime")]
+        create_time: &'a str,
+        direction: &'a Node<'a>,
+    }
+    let a = Appointment {
+        guid: fields.guid.hyphenated(),
+        number: &fields.number,
+        slot: fields.slot.hyphenated(),
+        source: &fields.source,
+        create_time: &fields.create_time,
+        direction,
+    };
+    serde_json::to_vec(&a).unwrap_or_default()
 }
 
 /// Reads an ExceptionResponse `{"Code", "Message", "Message_code"}`; the HTTP status wins over
@@ -99,7 +123,7 @@ fn clean_message(m: &str) -> String {
         .to_owned()
 }
 
-fn appointment(body: &[u8], ctx: &Context) -> Option<Normalized> {
+fn appointment<'m>(body: &'m [u8], ctx: &Context) -> Option<Normalized<'m>> {
     let root = Node::parse(body).ok()?;
     let Node::Obj(members) = &root else {
         return None;
@@ -132,22 +156,27 @@ fn appointment(body: &[u8], ctx: &Context) -> Option<Normalized> {
         Some(_) => return None,
     };
     let create_time = rfc3339(root.get("createTime")?.as_str()?, ctx.timezone)?;
-    let direction = match root.get("direction") {
-        None | Some(Node::Null) => ctx.direction,
-        Some(d @ Node::Obj(_)) => d,
+    match root.get("direction") {
+        None | Some(Node::Null) | Some(Node::Obj(_)) => {}
         Some(_) => return None,
-    };
-    let a = Appointment {
-        guid: guid.hyphenated().to_string(),
+    }
+    let fields = Fields {
+        guid,
         number,
-        slot: slot.hyphenated().to_string(),
-        source,
+        slot,
+        source: (*source).to_owned(),
         create_time,
-        direction,
     };
+    let Node::Obj(members) = root else {
+        return None;
+    };
+    let mis_direction = members
+        .into_iter()
+        .find(|(k, v)| k == "direction" && matches!(v, Node::Obj(_)))
+        .map(|(_, v)| v);
     Some(Normalized {
-        body: serde_json::to_vec(&a).ok()?,
-        appointment_guid: guid,
+        fields,
+        mis_direction,
     })
 }
 

@@ -19,6 +19,7 @@ use hyper_util::rt::{TokioExecutor, TokioTimer};
 
 use crate::config::Backend;
 use crate::error::GatewayError;
+use crate::guard::Guard;
 
 /// A MIS answer read in full, within the backend's size cap.
 #[derive(Debug)]
@@ -31,6 +32,8 @@ pub struct MisAnswer {
 /// backend's URL keeps its `Upstream` (see [`Upstream::reusable_for`]).
 pub struct Upstream {
     pub backend: Arc<Backend>,
+    /// Concurrency cap and breaker; shared with the generations that keep this pool.
+    pub guard: Arc<Guard>,
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
 }
 
@@ -53,7 +56,11 @@ impl Upstream {
             .pool_max_idle_per_host(256)
             .retry_canceled_requests(true)
             .build(connector);
-        Upstream { backend, client }
+        Upstream {
+            backend,
+            guard: Arc::default(),
+            client,
+        }
     }
 
     /// Whether this pool can serve `next` (same address and transport settings).
@@ -67,12 +74,41 @@ impl Upstream {
     pub fn with_backend(&self, next: Arc<Backend>) -> Self {
         Upstream {
             backend: next,
+            guard: self.guard.clone(),
             client: self.client.clone(),
         }
     }
 
     /// POSTs a booking body to `{url}/dir/appointments` and reads the whole answer.
-    pub async fn book(&self, body: Bytes, request_id: &str) -> Result<MisAnswer, GatewayError> {
+    /// POSTs a booking body to `{url}/dir/appointments` and reads the whole answer.
+    ///
+    /// A connection refused at once is tried once more on a fresh connection: nothing was
+    /// sent, and a MIS restarting behind a balancer often accepts the next attempt. Nothing is
+    /// ever resent after a connection was established.
+    pub async fn book(
+        &self,
+        body: Bytes,
+        request_id: &str,
+        traceparent: Option<&HeaderValue>,
+    ) -> Result<MisAnswer, GatewayError> {
+        let started = std::time::Instant::now();
+        match self.exchange(body.clone(), request_id, traceparent).await {
+            Err(GatewayError::MisUnreachable)
+                if started.elapsed() < self.backend.connect_timeout / 2 =>
+            {
+                tracing::debug!(backend = %self.backend.name, "connection refused; one retry on a fresh connection");
+                self.exchange(body, request_id, traceparent).await
+            }
+            other => other,
+        }
+    }
+
+    async fn exchange(
+        &self,
+        body: Bytes,
+        request_id: &str,
+        traceparent: Option<&HeaderValue>,
+    ) -> Result<MisAnswer, GatewayError> {
         let b = &self.backend;
         let mut req = Request::builder()
             .method(Method::POST)
@@ -88,15 +124,18 @@ impl Upstream {
         if let Ok(v) = HeaderValue::from_str(request_id) {
             req.headers_mut().insert("x-request-id", v);
         }
+        if let Some(tp) = traceparent {
+            req.headers_mut().insert("traceparent", tp.clone());
+        }
         let limit = b.max_response_bytes;
         let exchange = async {
-            let resp = self.client.request(req).await.map_err(|e| {
-                if e.is_connect() {
-                    GatewayError::MisUnreachable
-                } else {
-                    GatewayError::OutcomeUnknown
-                }
-            })?;
+            let resp = match tokio::time::timeout(b.headers_timeout, self.client.request(req)).await
+            {
+                Err(_) => return Err(GatewayError::MisTimeout),
+                Ok(Err(e)) if e.is_connect() => return Err(GatewayError::MisUnreachable),
+                Ok(Err(_)) => return Err(GatewayError::OutcomeUnknown),
+                Ok(Ok(resp)) => resp,
+            };
             let status = resp.status();
             if resp
                 .headers()

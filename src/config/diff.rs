@@ -58,7 +58,10 @@ impl Diff {
                     if o.timezone_name != b.timezone_name {
                         what.push("timezone");
                     }
-                    if o.timeout != b.timeout || o.connect_timeout != b.connect_timeout {
+                    if o.timeout != b.timeout
+                        || o.connect_timeout != b.connect_timeout
+                        || o.headers_timeout != b.headers_timeout
+                    {
                         what.push("timeouts");
                     }
                     if o.max_response_bytes != b.max_response_bytes {

@@ -61,6 +61,7 @@ impl Secrets for SystemSecrets {
 pub struct Config {
     pub server: ServerSettings,
     pub admin: AdminSettings,
+    pub idempotency: IdempotencySettings,
     /// By login.
     pub integrators: HashMap<Arc<str>, Arc<Integrator>>,
     pub backends: Vec<Arc<Backend>>,
@@ -86,6 +87,24 @@ pub struct AdminSettings {
     pub listen: SocketAddr,
     /// When set, admin requests other than health checks need `Authorization: Bearer <token>`.
     pub token: Option<String>,
+}
+
+/// `[idempotency]`: how long keys are remembered, and where.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencySettings {
+    pub ttl: Duration,
+    pub max_keys: u64,
+    pub store: StoreKind,
+    /// Key of the body fingerprint's HMAC. Random per process unless given (a shared store
+    /// needs every replica to use the same one).
+    pub fingerprint_key: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoreKind {
+    Memory,
+    /// `redis://host:port/db`
+    Redis(String),
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -125,6 +144,8 @@ pub struct Backend {
     pub timezone: jiff::tz::TimeZone,
     pub timeout: Duration,
     pub connect_timeout: Duration,
+    /// Until the MIS's response headers arrive (at most `timeout`).
+    pub headers_timeout: Duration,
     pub max_response_bytes: usize,
     pub limits: BackendLimits,
 }
@@ -268,17 +289,19 @@ impl Validator<'_> {
     fn config(&mut self, mut table: toml::Table, sha256: String) -> Config {
         let server = table.remove("server");
         let admin = table.remove("admin");
+        let idempotency = table.remove("idempotency");
         let integrators = table.remove("integrators");
         let backends = table.remove("backends");
         let routes = table.remove("routes");
         for key in table.keys() {
             self.problem(
                 key.clone(),
-                "unknown section (expected server, admin, integrators, backends, routes)",
+                "unknown section (expected server, admin, idempotency, integrators, backends, routes)",
             );
         }
         let server = self.server(server);
         let admin = self.admin(admin);
+        let idempotency = self.idempotency(idempotency);
         let integrators = self.integrators(integrators);
         let (backends, declared) = self.backends(backends);
         let routes = self.routes(routes, &backends, &declared);
@@ -295,6 +318,7 @@ impl Validator<'_> {
         Config {
             server,
             admin,
+            idempotency,
             integrators,
             backends,
             routes,
@@ -382,6 +406,77 @@ impl Validator<'_> {
             self.warnings.push("admin.listen is not a loopback address and no admin.token_env is set: anyone who reaches it can read the config view and trigger reloads".into());
         }
         AdminSettings { listen, token }
+    }
+
+    fn idempotency(&mut self, v: Option<toml::Value>) -> IdempotencySettings {
+        #[derive(Default, serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Raw {
+            ttl_seconds: Option<u64>,
+            max_keys: Option<u64>,
+            store: Option<String>,
+            fingerprint_key_env: Option<String>,
+        }
+        let raw: Raw = match v {
+            Some(v) => self.typed("idempotency", v).unwrap_or_default(),
+            None => Raw::default(),
+        };
+        let ttl = raw.ttl_seconds.unwrap_or(86_400);
+        if !(1..=7 * 86_400).contains(&ttl) {
+            self.problem(
+                "idempotency.ttl_seconds",
+                "must be between 1 and 604800 (7 days)",
+            );
+        }
+        let max_keys = raw.max_keys.unwrap_or(200_000);
+        if !(100..=100_000_000).contains(&max_keys) {
+            self.problem("idempotency.max_keys", "must be between 100 and 100000000");
+        }
+        let store = match raw.store.as_deref() {
+            None | Some("memory") => StoreKind::Memory,
+            Some(url) if url.starts_with("redis://") && url.len() > "redis://".len() => {
+                StoreKind::Redis(url.to_owned())
+            }
+            Some(_) => {
+                self.problem(
+                    "idempotency.store",
+                    "must be \"memory\" or a redis://host:port/db URL",
+                );
+                StoreKind::Memory
+            }
+        };
+        let fingerprint_key =
+            raw.fingerprint_key_env
+                .and_then(|name| match self.secrets.env(&name) {
+                    Some(k) if k.len() >= 16 => Some(k),
+                    _ => {
+                        self.problem(
+                            "idempotency.fingerprint_key_env",
+                            format!(
+                                "environment variable {name} must be set to at least 16 characters"
+                            ),
+                        );
+                        None
+                    }
+                });
+        if matches!(store, StoreKind::Redis(_))
+            && fingerprint_key.is_none()
+            && !self
+                .problems
+                .iter()
+                .any(|p| p.location.starts_with("idempotency"))
+        {
+            self.problem(
+                "idempotency.fingerprint_key_env",
+                "is required with a shared store: every replica must fingerprint bodies alike",
+            );
+        }
+        IdempotencySettings {
+            ttl: Duration::from_secs(ttl),
+            max_keys,
+            store,
+            fingerprint_key,
+        }
     }
 
     fn integrators(&mut self, v: Option<toml::Value>) -> HashMap<Arc<str>, Arc<Integrator>> {
@@ -540,6 +635,18 @@ impl Validator<'_> {
                 "must be shorter than timeout_ms",
             );
         }
+        let headers_timeout = self.ms(
+            &format!("{loc}.headers_timeout_ms"),
+            raw.headers_timeout_ms,
+            timeout.as_millis() as u64,
+            (100, 300_000),
+        );
+        if headers_timeout > timeout {
+            self.problem(
+                format!("{loc}.headers_timeout_ms"),
+                "must not exceed timeout_ms",
+            );
+        }
         let max_response = raw.max_response_bytes.unwrap_or(DEFAULT_MAX_RESPONSE);
         if !(1024..=16 * 1024 * 1024).contains(&max_response) {
             self.problem(
@@ -584,6 +691,7 @@ impl Validator<'_> {
             timezone: timezone?,
             timeout,
             connect_timeout,
+            headers_timeout,
             max_response_bytes: max_response as usize,
             limits: BackendLimits {
                 max_in_flight: max_in_flight as usize,

@@ -33,6 +33,7 @@ pub struct Backend {
     pub timezone: String,
     pub timeout_ms: Option<u64>,
     pub connect_timeout_ms: Option<u64>,
+    pub headers_timeout_ms: Option<u64>,
     pub max_response_bytes: Option<u64>,
     pub max_in_flight: Option<u64>,
     pub breaker_failures: Option<u64>,

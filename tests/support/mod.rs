@@ -21,6 +21,8 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub mod fault;
+
 pub use mis_gateway::mock_mis::{MockMis, Received, Reply, Script, clinic};
 
 pub const SEED: &str = include_str!("../data/seed_request.json");

@@ -1,0 +1,270 @@
+//! Safe retries: `Idempotency-Key` (IETF httpapi draft) and double-submit suppression.
+//!
+//! A key is scoped to the integrator: the store is addressed by SHA-256(login, key), so two
+//! integrators never share an entry. The first request with a key *claims* it; a repeat while the
+//! claim is in flight gets 409, a repeat with another body 422, a repeat after completion the
+//! stored outcome without calling the MIS. The store keeps no patient data: a keyed hash of the
+//! body and the appointment's technical fields or the error's status, code and text. A replayed
+//! appointment carries the `direction` of the (identical) request.
+//!
+//! [`Store`] is a trait so that a shared store can serve several replicas.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use hmac::{KeyInit, Mac};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// Where an entry lives: SHA-256 over the integrator and its key.
+pub type Slot = [u8; 32];
+/// A keyed hash of the request body.
+pub type Fingerprint = [u8; 32];
+
+/// The longest key accepted (the draft leaves it to the server; Stripe uses 255).
+pub const MAX_KEY_LEN: usize = 255;
+
+/// What a completed booking attempt is remembered as.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Outcome {
+    /// The appointment, without `direction` (it comes from the request on replay).
+    Booked {
+        guid: String,
+        number: String,
+        slot: String,
+        source: String,
+        create_time: String,
+    },
+    /// The MIS refused the booking with its own ExceptionResponse (4xx).
+    MisRejected {
+        status: u16,
+        code: String,
+        message: String,
+    },
+    /// The booking may exist: the answer was lost or unusable.
+    OutcomeUnknown,
+    /// The MIS did not answer in time after the booking was sent.
+    MisTimeout,
+}
+
+/// The answer to a claim.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Begin {
+    /// This request owns the key now; it must `finish` or `release` it.
+    Claimed,
+    /// Another request with this key is still running.
+    InFlight,
+    /// The key was used with a different body.
+    Mismatch,
+    /// The key's first request completed with this outcome.
+    Done(Outcome),
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("idempotency store unavailable: {0}")]
+pub struct StoreError(pub String);
+
+/// Where claims and outcomes are kept. Implementations must make `begin` atomic.
+pub trait Store: Send + Sync {
+    fn begin(
+        &self,
+        slot: Slot,
+        fingerprint: Fingerprint,
+    ) -> BoxFuture<'_, Result<Begin, StoreError>>;
+    fn finish(
+        &self,
+        slot: Slot,
+        fingerprint: Fingerprint,
+        outcome: Outcome,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
+    fn release(&self, slot: Slot) -> BoxFuture<'_, Result<(), StoreError>>;
+}
+
+#[derive(Debug, Clone)]
+enum State {
+    InFlight,
+    Done(Outcome),
+}
+
+#[derive(Debug, Clone)]
+struct Entry {
+    fingerprint: Fingerprint,
+    state: State,
+}
+
+/// The in-process store: bounded, entries expire `ttl` after they were last written.
+pub struct MemoryStore {
+    entries: moka::sync::Cache<Slot, Entry>,
+}
+
+impl MemoryStore {
+    pub fn new(ttl: Duration, max_keys: u64) -> MemoryStore {
+        MemoryStore {
+            entries: moka::sync::Cache::builder()
+                .max_capacity(max_keys)
+                .time_to_live(ttl)
+                .build(),
+        }
+    }
+}
+
+impl Store for MemoryStore {
+    fn begin(
+        &self,
+        slot: Slot,
+        fingerprint: Fingerprint,
+    ) -> BoxFuture<'_, Result<Begin, StoreError>> {
+        let entry = self.entries.entry(slot).or_insert_with(|| Entry {
+            fingerprint,
+            state: State::InFlight,
+        });
+        let begin = if entry.is_fresh() {
+            Begin::Claimed
+        } else {
+            let e = entry.into_value();
+            match e.state {
+                _ if e.fingerprint != fingerprint => Begin::Mismatch,
+                State::InFlight => Begin::InFlight,
+                State::Done(o) => Begin::Done(o),
+            }
+        };
+        Box::pin(async move { Ok(begin) })
+    }
+
+    fn finish(
+        &self,
+        slot: Slot,
+        fingerprint: Fingerprint,
+        outcome: Outcome,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.entries.insert(
+            slot,
+            Entry {
+                fingerprint,
+                state: State::Done(outcome),
+            },
+        );
+        Box::pin(async { Ok(()) })
+    }
+
+    fn release(&self, slot: Slot) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.entries.invalidate(&slot);
+        Box::pin(async { Ok(()) })
+    }
+}
+
+/// Checks an `Idempotency-Key` value: 1–255 visible ASCII characters.
+pub fn valid_key(key: &[u8]) -> bool {
+    !key.is_empty() && key.len() <= MAX_KEY_LEN && key.iter().all(|b| (0x21..=0x7e).contains(b))
+}
+
+/// The store address of `key` for `login`.
+pub fn slot_of(login: &str, key: &[u8]) -> Slot {
+    let mut h = Sha256::new();
+    h.update((login.len() as u64).to_be_bytes());
+    h.update(login.as_bytes());
+    h.update(key);
+    h.finalize().into()
+}
+
+/// HMAC-SHA256 of the body under `secret`: equal bodies match, the body cannot be recovered or
+/// guessed from the store.
+pub fn fingerprint(secret: &[u8], body: &[u8]) -> Fingerprint {
+    let mut mac = hmac::Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+    mac.update(body);
+    mac.finalize().into_bytes().into()
+}
+
+/// Bookings in flight without a key, by (integrator, direction, slot): a double submit of the
+/// same referral into the same slot while the first is running gets 409.
+#[derive(Default)]
+pub struct InFlight {
+    set: Mutex<HashSet<[u8; 32]>>,
+}
+
+/// Held while a keyless booking runs; frees its place when dropped.
+pub struct InFlightGuard {
+    owner: Arc<InFlight>,
+    id: [u8; 32],
+}
+
+impl InFlight {
+    pub fn try_enter(
+        self: &Arc<Self>,
+        login: &str,
+        direction: &uuid::Uuid,
+        slot: &uuid::Uuid,
+    ) -> Option<InFlightGuard> {
+        let mut h = Sha256::new();
+        h.update(login.as_bytes());
+        h.update([0]);
+        h.update(direction.as_bytes());
+        h.update(slot.as_bytes());
+        let id: [u8; 32] = h.finalize().into();
+        let fresh = self
+            .set
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id);
+        fresh.then(|| InFlightGuard {
+            owner: self.clone(),
+            id,
+        })
+    }
+}
+
+impl Drop for InFlightGuard {
+    fn drop(&mut self) {
+        self.owner
+            .set
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn claim_replay_mismatch_release() {
+        let s = MemoryStore::new(Duration::from_secs(60), 100);
+        let slot = slot_of("portal", b"k1");
+        assert_eq!(s.begin(slot, [1; 32]).await.unwrap(), Begin::Claimed);
+        assert_eq!(s.begin(slot, [1; 32]).await.unwrap(), Begin::InFlight);
+        assert_eq!(s.begin(slot, [2; 32]).await.unwrap(), Begin::Mismatch);
+        s.finish(slot, [1; 32], Outcome::MisTimeout).await.unwrap();
+        assert_eq!(
+            s.begin(slot, [1; 32]).await.unwrap(),
+            Begin::Done(Outcome::MisTimeout)
+        );
+        s.release(slot).await.unwrap();
+        assert_eq!(s.begin(slot, [1; 32]).await.unwrap(), Begin::Claimed);
+    }
+
+    #[test]
+    fn keys_are_scoped_and_checked() {
+        assert_ne!(slot_of("portal", b"k"), slot_of("callcentre", b"k"));
+        assert_ne!(slot_of("ab", b"c"), slot_of("a", b"bc"));
+        assert!(valid_key(b"8e03978e-40d5-43e8-bc93-6894a57f9324"));
+        assert!(!valid_key(b""));
+        assert!(!valid_key(&[b'a'; 256]));
+        assert!(!valid_key(b"has space"));
+        assert!(!valid_key("ключ".as_bytes()));
+    }
+
+    #[test]
+    fn in_flight_guards_free_their_place() {
+        let f = Arc::new(InFlight::default());
+        let (d, s) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
+        let g = f.try_enter("portal", &d, &s).unwrap();
+        assert!(f.try_enter("portal", &d, &s).is_none());
+        assert!(f.try_enter("callcentre", &d, &s).is_some());
+        drop(g);
+        assert!(f.try_enter("portal", &d, &s).is_some());
+    }
+}
