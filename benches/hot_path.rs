@@ -52,7 +52,7 @@ fn bench(c: &mut Criterion) {
                     reason: "must be a GUID",
                 }],
             };
-            black_box(e.into_response("01a22608-1b6e-76ed-a226-2d8f0d995a82"))
+            black_box(e.into_response("01a22608-1b6e-76ed-a226-2d8f0d995a82", None))
         })
     });
 }

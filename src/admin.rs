@@ -21,6 +21,9 @@ use crate::live::Live;
 use crate::reload::{Outcome, Reloader};
 use crate::server::Handler;
 
+/// The integrator API's contract (OpenAPI 3.1), served as is.
+pub const OPENAPI: &str = include_str!("../docs/openapi.json");
+
 pub struct Admin {
     pub live: Arc<Live>,
     pub reloader: Option<Arc<Reloader>>,
@@ -45,6 +48,22 @@ impl Admin {
         match (method, path) {
             (&Method::GET, "/healthz") => {
                 return json_response(StatusCode::OK, json!({"status": "alive"}));
+            }
+            (&Method::GET, "/metrics") => {
+                let mut r = Response::new(Full::new(Bytes::from(crate::metrics::get().render())));
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("text/plain; version=0.0.4"),
+                );
+                return r;
+            }
+            (&Method::GET, "/openapi.json") => {
+                let mut r = Response::new(Full::new(Bytes::from_static(OPENAPI.as_bytes())));
+                r.headers_mut().insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                return r;
             }
             (&Method::GET, "/readyz") => return self.readyz(),
             _ => {}

@@ -12,6 +12,7 @@ use tokio::net::TcpListener;
 use crate::admin::Admin;
 use crate::config::{Config, Problem, Secrets};
 use crate::gateway::Gateway;
+use crate::idempotency::Store;
 use crate::live::Live;
 use crate::reload::Reloader;
 use crate::server::{self, ConnLimits, Handler};
@@ -46,8 +47,16 @@ impl App {
         Ok(Self::build(config, Some((path, secrets))))
     }
 
+    /// An app with a given idempotency store (tests of a shared store; embedding).
+    pub fn with_store(config: Config, store: Arc<dyn Store>) -> App {
+        let mut app = Self::build(config, None);
+        app.gateway = Arc::new(Gateway::with_store(app.live.clone(), store));
+        app
+    }
+
     fn build(config: Config, source: Option<(PathBuf, Arc<dyn Secrets>)>) -> App {
         let live = Arc::new(Live::new(config));
+        crate::metrics::get().observe(&live);
         let reloader =
             source.map(|(path, secrets)| Arc::new(Reloader::new(path, live.clone(), secrets)));
         let draining = Arc::new(AtomicBool::new(false));

@@ -168,8 +168,9 @@ impl GatewayError {
         }
     }
 
-    /// Renders the error body and headers. `request_id` goes into the body and `X-Request-Id`.
-    pub fn into_response(self, request_id: &str) -> Response<Full<Bytes>> {
+    /// Renders the error body and headers. `request_id` goes into the body and `X-Request-Id`;
+    /// `trace_id`, when the request is traced, into the body next to it.
+    pub fn into_response(self, request_id: &str, trace_id: Option<&str>) -> Response<Full<Bytes>> {
         #[derive(Serialize)]
         struct Body<'a> {
             #[serde(rename = "Code")]
@@ -180,6 +181,8 @@ impl GatewayError {
             message_code: &'a str,
             #[serde(rename = "requestId")]
             request_id: &'a str,
+            #[serde(rename = "traceId", skip_serializing_if = "Option::is_none")]
+            trace_id: Option<&'a str>,
             #[serde(skip_serializing_if = "Option::is_none")]
             errors: Option<&'a [FieldProblem]>,
         }
@@ -205,6 +208,7 @@ impl GatewayError {
             message: &message,
             message_code: code,
             request_id,
+            trace_id,
             errors,
         };
         let bytes = serde_json::to_vec(&body).unwrap_or_default();
@@ -322,7 +326,7 @@ mod tests {
 
     #[test]
     fn unauthenticated_carries_the_challenge() {
-        let r = GatewayError::Unauthenticated.into_response("rid");
+        let r = GatewayError::Unauthenticated.into_response("rid", None);
         assert_eq!(r.status(), 401);
         assert_eq!(
             r.headers()[header::WWW_AUTHENTICATE],

@@ -17,6 +17,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
+use opentelemetry::KeyValue;
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry::trace::TraceContextExt;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 use uuid::Uuid;
 
 use crate::auth::{AuthFailure, Authenticator};
@@ -27,6 +33,7 @@ use crate::guard::is_mis_failure;
 use crate::idempotency::{self, Begin, InFlight, MemoryStore, Outcome, Store};
 use crate::live::{Generation, Live};
 use crate::normalize;
+use crate::redis_store::RedisStore;
 
 pub const APPOINTMENTS_PATH: &str = "/dir/appointments";
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -79,11 +86,21 @@ impl Gateway {
         let settings = &config.idempotency;
         let store: Arc<dyn Store> = match &settings.store {
             StoreKind::Memory => Arc::new(MemoryStore::new(settings.ttl, settings.max_keys)),
-            StoreKind::Redis(_) => {
-                tracing::error!(
-                    "idempotency.store = redis is not built into this binary; using the in-memory store"
-                );
-                Arc::new(MemoryStore::new(settings.ttl, settings.max_keys))
+            StoreKind::Redis(url) => {
+                // A claim outlives the slowest booking; a dead replica's claim then expires.
+                let slowest = config
+                    .backends
+                    .iter()
+                    .map(|b| b.timeout)
+                    .max()
+                    .unwrap_or_default();
+                match RedisStore::open(url, settings.ttl, slowest * 2 + Duration::from_secs(30)) {
+                    Ok(store) => Arc::new(store),
+                    Err(e) => {
+                        tracing::error!(error = %e, "cannot use the Redis idempotency store; keys are kept in this process only");
+                        Arc::new(MemoryStore::new(settings.ttl, settings.max_keys))
+                    }
+                }
             }
         };
         Self::with_store(live, store)
@@ -117,21 +134,34 @@ impl Gateway {
     {
         let started = Instant::now();
         let request_id = Uuid::now_v7().hyphenated().to_string();
+        let span = server_span(&req, &request_id);
+        let trace_id = trace_id_of(&span);
+        let ids = Ids {
+            request_id,
+            trace_id,
+        };
         let generation = self.live.load();
         let mut rec = Record::default();
-        let booking = match self.receive(req, generation, &mut rec).await {
+        let booking = match self
+            .receive(req, generation, &mut rec)
+            .instrument(span.clone())
+            .await
+        {
             Ok(b) => b,
-            Err(e) => return finish(Err(e), &request_id, rec, started),
+            Err(e) => return span.in_scope(|| finish(Err(e), &ids, rec, started)),
         };
         // Phase 2 on its own task: dropping this future (client gone) does not cancel it.
         let me = self.clone();
-        let task = tokio::spawn(async move {
-            let result = me.process(booking, &request_id, &mut rec).await;
-            finish(result, &request_id, rec, started)
-        });
+        let task = tokio::spawn(
+            async move {
+                let result = me.process(booking, &ids, &mut rec).await;
+                finish(result, &ids, rec, started)
+            }
+            .instrument(span),
+        );
         task.await.unwrap_or_else(|_| {
             let id = Uuid::now_v7().hyphenated().to_string();
-            GatewayError::Internal.into_response(&id)
+            GatewayError::Internal.into_response(&id, None)
         })
     }
 
@@ -196,9 +226,10 @@ impl Gateway {
     async fn process(
         &self,
         b: Booking,
-        request_id: &str,
+        ids: &Ids,
         rec: &mut Record,
     ) -> Result<Answer, GatewayError> {
+        let request_id = ids.request_id.as_str();
         let root = booking::parse(&b.body)?;
         let valid = booking::validate(&root)?;
         rec.lpu = Some(valid.lpu_to);
@@ -232,6 +263,7 @@ impl Gateway {
                     return replay(outcome, valid.direction);
                 }
                 Err(e) => {
+                    crate::metrics::get().store_errors.add(1, &[]);
                     tracing::error!(error = %e, request_id, "idempotency store unavailable: booking without duplicate protection");
                 }
             },
@@ -281,6 +313,7 @@ impl Gateway {
                 None => self.store.release(slot).await,
             };
             if let Err(e) = stored {
+                crate::metrics::get().store_errors.add(1, &[]);
                 tracing::error!(error = %e, request_id, "idempotency store unavailable: outcome not remembered");
             }
         }
@@ -356,13 +389,14 @@ fn replay(outcome: Outcome, direction: &crate::json::Node) -> Result<Answer, Gat
     }
 }
 
-/// Renders the result and writes the access log.
+/// Renders the result, records it on the span and in the metrics, writes the access log.
 fn finish(
     result: Result<Answer, GatewayError>,
-    request_id: &str,
+    ids: &Ids,
     mut rec: Record,
     started: Instant,
 ) -> Response<Full<Bytes>> {
+    let request_id = ids.request_id.as_str();
     let response = match result {
         Ok(answer) => {
             let mut resp = Response::new(Full::new(Bytes::from(answer.body)));
@@ -382,7 +416,7 @@ fn finish(
         }
         Err(e) => {
             rec.code = Some(e.status_and_code().1.to_owned());
-            let mut resp = e.into_response(request_id);
+            let mut resp = e.into_response(request_id, ids.trace_id.as_deref());
             if rec.replayed {
                 resp.headers_mut()
                     .insert("idempotent-replayed", HeaderValue::from_static("true"));
@@ -390,8 +424,124 @@ fn finish(
             resp
         }
     };
-    log_access(request_id, &rec, &response, started.elapsed());
+    let took = started.elapsed();
+    record(&rec, response.status(), took);
+    log_access(ids, &rec, &response, took);
     response
+}
+
+/// The request id and, when tracing gave one, the W3C trace id (32 hex digits).
+struct Ids {
+    request_id: String,
+    trace_id: Option<String>,
+}
+
+/// The server span of one request, named by route (never by raw path), child of the
+/// integrator's `traceparent` when it sent one.
+fn server_span<B>(req: &Request<B>, request_id: &str) -> tracing::Span {
+    let routed = req.uri().path() == APPOINTMENTS_PATH;
+    let name = if routed {
+        "POST /dir/appointments"
+    } else {
+        "HTTP"
+    };
+    let span = tracing::info_span!(
+        "request",
+        otel.name = name,
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = %req.method(),
+        http.route = if routed { APPOINTMENTS_PATH } else { "" },
+        http.response.status_code = tracing::field::Empty,
+        request_id,
+        integrator = tracing::field::Empty,
+        lpu = tracing::field::Empty,
+        backend = tracing::field::Empty,
+        slot = tracing::field::Empty,
+        appointment = tracing::field::Empty,
+        message_code = tracing::field::Empty,
+        outcome = tracing::field::Empty,
+    );
+    let parent =
+        TraceContextPropagator::new().extract(&opentelemetry_http::HeaderExtractor(req.headers()));
+    let _ = span.set_parent(parent);
+    span
+}
+
+fn trace_id_of(span: &tracing::Span) -> Option<String> {
+    let cx = span.context();
+    let sc = cx.span().span_context().clone();
+    sc.is_valid().then(|| sc.trace_id().to_string())
+}
+
+/// Span fields and metrics of a finished request.
+fn record(rec: &Record, status: StatusCode, took: Duration) {
+    let span = tracing::Span::current();
+    span.record("http.response.status_code", status.as_u16());
+    if status.is_server_error() {
+        span.record("otel.status_code", "error");
+    }
+    if let Some(i) = &rec.integrator {
+        span.record("integrator", &**i);
+    }
+    if let Some(l) = rec.lpu {
+        span.record("lpu", tracing::field::display(l));
+    }
+    if let Some(b) = &rec.backend {
+        span.record("backend", &**b);
+    }
+    if let Some(s) = rec.slot {
+        span.record("slot", tracing::field::display(s));
+    }
+    if let Some(a) = rec.appointment {
+        span.record("appointment", tracing::field::display(a));
+    }
+    if let Some(c) = &rec.code {
+        span.record("message_code", c.as_str());
+    }
+    let outcome = match (status.as_u16(), rec.replayed) {
+        (_, true) => "replayed",
+        (200..=299, _) => "booked",
+        (502 | 504, _) if matches!(rec.code.as_deref(), Some("95022" | "95040")) => {
+            "outcome_unknown"
+        }
+        (400..=499, _) if rec.mis_status.is_some() => "rejected_by_mis",
+        (400..=499, _) => "refused",
+        _ => "failed",
+    };
+    span.record("outcome", outcome);
+
+    let m = crate::metrics::get();
+    let backend = rec.backend.as_deref().unwrap_or("none").to_owned();
+    m.requests.add(
+        1,
+        &[
+            KeyValue::new(
+                "integrator",
+                rec.integrator
+                    .as_deref()
+                    .unwrap_or("unauthenticated")
+                    .to_owned(),
+            ),
+            KeyValue::new("backend", backend.clone()),
+            KeyValue::new(
+                "status_class",
+                crate::metrics::status_class(status.as_u16()),
+            ),
+            KeyValue::new("code", rec.code.clone().unwrap_or_else(|| "ok".into())),
+        ],
+    );
+    let by_backend = [KeyValue::new("backend", backend)];
+    m.duration.record(took.as_secs_f64(), &by_backend);
+    if let Some(t) = rec.mis_time {
+        m.mis_duration.record(t.as_secs_f64(), &by_backend);
+    }
+    if rec.replayed {
+        m.replays.add(1, &by_backend);
+    }
+    if outcome == "outcome_unknown" && !rec.replayed {
+        m.outcome_unknown.add(1, &by_backend);
+    }
 }
 
 /// `application/json`, with or without parameters (`; charset=utf-8`).
@@ -435,14 +585,17 @@ where
     }
 }
 
-fn log_access(request_id: &str, rec: &Record, resp: &Response<Full<Bytes>>, took: Duration) {
+fn log_access(ids: &Ids, rec: &Record, resp: &Response<Full<Bytes>>, took: Duration) {
     let status = resp.status();
+    let request_id = ids.request_id.as_str();
+    let trace_id = ids.trace_id.as_deref();
     macro_rules! event {
         ($lvl:expr) => {
             tracing::event!(
                 target: "access",
                 $lvl,
                 request_id,
+                trace_id,
                 integrator = rec.integrator.as_deref(),
                 lpu = rec.lpu.map(tracing::field::display),
                 slot = rec.slot.map(tracing::field::display),

@@ -8,6 +8,7 @@
 //! - [`gateway`]: the booking pipeline, request in, response out, never an `Err`.
 //! - [`guard`]: per-backend concurrency cap and circuit breaker.
 //! - [`idempotency`]: Idempotency-Key store (a trait; in memory by default), double-submit guard.
+//! - [`redis_store`]: the idempotency store shared by replicas.
 //! - [`upstream`]: the only outbound I/O, one pooled client per MIS.
 //! - [`normalize`]: pure functions from a MIS answer to an Appointment or an error.
 //! - [`error`]: the one table of statuses and `Message_code`s.
@@ -15,7 +16,7 @@
 //! - [`reload`], [`admin`]: live reload of routes.toml; the admin listener (health, config, reload).
 //! - [`app`]: wires the above together for `serve`, tests and the demo.
 //! - [`mock_mis`], [`demo`]: an in-process MIS of this family, for the demo and the tests.
-//! - [`telemetry`]: logging set-up.
+//! - [`telemetry`], [`metrics`]: logs, OpenTelemetry traces (OTLP), Prometheus metrics.
 
 pub mod admin;
 pub mod app;
@@ -29,8 +30,10 @@ pub mod guard;
 pub mod idempotency;
 pub mod json;
 pub mod live;
+pub mod metrics;
 pub mod mock_mis;
 pub mod normalize;
+pub mod redis_store;
 pub mod reload;
 pub mod server;
 pub mod telemetry;

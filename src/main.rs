@@ -9,7 +9,7 @@ use clap::{Parser, Subcommand};
 use mis_gateway::app::App;
 use mis_gateway::config::diff::Diff;
 use mis_gateway::config::{Config, SystemSecrets};
-use mis_gateway::telemetry::{LogFormat, init_logging};
+use mis_gateway::telemetry::{LogFormat, Telemetry};
 use tokio::net::TcpListener;
 
 #[derive(Parser)]
@@ -58,13 +58,28 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format);
+    let format = cli.log_format;
     match cli.command {
-        Command::Check { config, against } => check(&config, against.as_deref()),
+        Command::Check { config, against } => {
+            let _logs =
+                Telemetry::init_with(format, std::io::stderr, mis_gateway::telemetry::Export::Off);
+            check(&config, against.as_deref())
+        }
         Command::HashPassword => hash_password(),
-        Command::Serve { config } => runtime().block_on(serve(config)),
-        Command::Demo { config } => runtime().block_on(demo(config)),
+        Command::Serve { config } => runtime().block_on(with_telemetry(format, serve(config))),
+        Command::Demo { config } => runtime().block_on(with_telemetry(format, demo(config))),
     }
+}
+
+/// Runs `main` with logs and trace export installed, and flushes the export at the end.
+async fn with_telemetry(
+    format: LogFormat,
+    main: impl std::future::Future<Output = ExitCode>,
+) -> ExitCode {
+    let telemetry = Telemetry::init(format);
+    let code = main.await;
+    let _ = tokio::task::spawn_blocking(move || telemetry.shutdown()).await;
+    code
 }
 
 fn runtime() -> tokio::runtime::Runtime {

@@ -99,6 +99,14 @@ impl Reloader {
                 }
             }
         };
+        let result = if matches!(outcome, Outcome::Rejected { .. }) {
+            "rejected"
+        } else {
+            "ok"
+        };
+        crate::metrics::get()
+            .reloads
+            .add(1, &[opentelemetry::KeyValue::new("result", result)]);
         match &outcome {
             Outcome::Applied { generation, sha256 } => {
                 tracing::info!(trigger, generation, sha256, "configuration reloaded")

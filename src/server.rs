@@ -129,7 +129,7 @@ fn service<H: Handler>(
             |_panic: Box<dyn std::any::Any + Send>| {
                 tracing::error!("a request handler panicked");
                 let id = uuid::Uuid::now_v7().hyphenated().to_string();
-                GatewayError::Internal.into_response(&id)
+                GatewayError::Internal.into_response(&id, None)
             },
         ))
         .service_fn(move |req: Request<Incoming>| {

@@ -1,6 +1,25 @@
-//! Logging set-up. Events carry technical identifiers only (see the access log in `gateway`).
+//! Logs and traces. Events and spans carry technical identifiers only — request and trace ids,
+//! integrator login, LPU, backend, slot and appointment GUIDs, status and code, durations —
+//! never a body, a name, a header value or a query string.
+//!
+//! Traces go out over OTLP/HTTP (protobuf) when `OTEL_EXPORTER_OTLP_ENDPOINT` or
+//! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set; `OTEL_SERVICE_NAME`, `OTEL_TRACES_SAMPLER` and
+//! `OTEL_TRACES_SAMPLER_ARG` apply as the OpenTelemetry spec says. Spans are batched on a bounded
+//! queue by the SDK's own thread: a collector that is down or slow drops spans, never slows a
+//! booking. Without an endpoint spans still get W3C trace ids (for error bodies, logs and the
+//! `traceparent` sent to the MIS) but are not exported.
 
-use tracing_subscriber::EnvFilter;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_http::{Bytes, HttpClient, HttpError, Request, Response};
+use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider};
+use tracing_subscriber::Layer;
+use tracing_subscriber::filter::{EnvFilter, Targets};
+use tracing_subscriber::fmt::MakeWriter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -9,14 +28,185 @@ pub enum LogFormat {
     Json,
 }
 
-/// Installs the global subscriber; `RUST_LOG` filters (default `info`).
-pub fn init_logging(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _ = match format {
-        LogFormat::Json => builder.json().flatten_event(true).try_init(),
-        LogFormat::Text => builder.try_init(),
+/// Spans waiting for export before new ones are dropped.
+const SPAN_QUEUE: usize = 4096;
+/// How long one export may take before it is abandoned.
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// The installed telemetry; flush it before the process exits.
+pub struct Telemetry {
+    tracer_provider: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Installs logging to stderr and, if configured, trace export. Must run inside the tokio
+    /// runtime that will carry the exports.
+    pub fn init(format: LogFormat) -> Telemetry {
+        let export = if otlp_configured() {
+            Export::FromEnv
+        } else {
+            Export::Off
+        };
+        Self::init_with(format, std::io::stderr, export)
+    }
+
+    /// As [`Telemetry::init`], with logs written to `writer` and export forced on or off.
+    pub fn init_with<W>(format: LogFormat, writer: W, export: Export) -> Telemetry
+    where
+        W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+    {
+        let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+        let fmt = tracing_subscriber::fmt::layer()
+            .with_writer(writer)
+            .with_target(true);
+        let fmt = match format {
+            LogFormat::Json => fmt
+                .json()
+                .flatten_event(true)
+                .with_current_span(false)
+                .with_span_list(false)
+                .boxed(),
+            LogFormat::Text => fmt.boxed(),
+        };
+        let mut builder = SdkTracerProvider::builder().with_resource(
+            opentelemetry_sdk::Resource::builder()
+                .with_service_name(service_name())
+                .build(),
+        );
+        let exporting = export != Export::Off;
+        if exporting {
+            match exporter(&export) {
+                Ok(exporter) => {
+                    let config = BatchConfigBuilder::default()
+                        .with_max_queue_size(SPAN_QUEUE)
+                        .build();
+                    builder = builder.with_span_processor(
+                        BatchSpanProcessor::builder(exporter)
+                            .with_batch_config(config)
+                            .build(),
+                    );
+                }
+                Err(e) => eprintln!("mis-gateway: trace export disabled: {e}"),
+            }
+        }
+        let provider = builder.build();
+        let tracer = provider.tracer("mis-gateway");
+        // The trace layer sees the gateway's own spans whatever RUST_LOG says: turning logs
+        // down must not turn tracing off.
+        let otel = tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_filter(Targets::new().with_target("mis_gateway", tracing::Level::INFO));
+        let _ = tracing_subscriber::registry()
+            .with(fmt.with_filter(filter))
+            .with(otel)
+            .try_init();
+        Telemetry {
+            tracer_provider: exporting.then_some(provider),
+        }
+    }
+
+    /// Exports what is queued (used by tests and at shutdown). Blocks: call off the runtime.
+    pub fn flush(&self) {
+        if let Some(p) = &self.tracer_provider {
+            let _ = p.force_flush();
+        }
+    }
+
+    /// Flushes and stops the exporter. Blocks: call off the runtime.
+    pub fn shutdown(self) {
+        if let Some(p) = self.tracer_provider {
+            let _ = p.shutdown();
+        }
+    }
+}
+
+fn otlp_configured() -> bool {
+    [
+        "OTEL_EXPORTER_OTLP_ENDPOINT",
+        "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+    ]
+    .iter()
+    .any(|v| std::env::var(v).is_ok_and(|s| !s.is_empty()))
+}
+
+fn service_name() -> String {
+    std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| "mis-gateway".into())
+}
+
+/// Where spans go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Export {
+    Off,
+    /// The endpoint named by the standard OTEL_EXPORTER_OTLP_* variables.
+    FromEnv,
+    /// This traces endpoint (a full URL such as `http://127.0.0.1:4318/v1/traces`).
+    To(String),
+}
+
+/// The OTLP/HTTP exporter.
+fn exporter(export: &Export) -> Result<opentelemetry_otlp::SpanExporter, String> {
+    use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
+    let handle =
+        tokio::runtime::Handle::try_current().map_err(|_| "no tokio runtime".to_string())?;
+    let client = RuntimeClient {
+        handle,
+        inner: opentelemetry_http::hyper::HyperClient::with_default_connector(EXPORT_TIMEOUT, None),
     };
+    let mut builder = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
+        .with_timeout(EXPORT_TIMEOUT)
+        .with_http_client(client);
+    if let Export::To(url) = export {
+        builder = builder.with_endpoint(url.clone());
+    }
+    builder.build().map_err(|e| e.to_string())
+}
+
+/// The SDK exports from its own thread; hyper needs the tokio reactor. This client hands each
+/// export to the application's runtime and waits for it there.
+#[derive(Debug)]
+struct RuntimeClient {
+    handle: tokio::runtime::Handle,
+    inner: opentelemetry_http::hyper::HyperClient,
+}
+
+#[async_trait::async_trait]
+impl HttpClient for RuntimeClient {
+    async fn send_bytes(&self, request: Request<Bytes>) -> Result<Response<Bytes>, HttpError> {
+        let inner = self.inner.clone();
+        self.handle
+            .spawn(async move { inner.send_bytes(request).await })
+            .await?
+    }
+}
+
+/// A log writer that keeps everything in memory (tests read it back).
+#[derive(Clone, Default)]
+pub struct Captured(Arc<Mutex<Vec<u8>>>);
+
+impl Captured {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.0.lock().unwrap_or_else(|e| e.into_inner())).into_owned()
+    }
+}
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl<'w> MakeWriter<'w> for Captured {
+    type Writer = Captured;
+    fn make_writer(&'w self) -> Self::Writer {
+        self.clone()
+    }
 }

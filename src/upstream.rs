@@ -17,6 +17,11 @@ use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 
+use opentelemetry::propagation::TextMapPropagator;
+use opentelemetry_sdk::propagation::TraceContextPropagator;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
+
 use crate::config::Backend;
 use crate::error::GatewayError;
 use crate::guard::Guard;
@@ -91,16 +96,54 @@ impl Upstream {
         request_id: &str,
         traceparent: Option<&HeaderValue>,
     ) -> Result<MisAnswer, GatewayError> {
+        let b = &self.backend;
+        let uri = &b.appointments_uri;
+        let span = tracing::info_span!(
+            "mis",
+            otel.name = "POST",
+            otel.kind = "client",
+            otel.status_code = tracing::field::Empty,
+            http.request.method = "POST",
+            server.address = uri.host().unwrap_or_default(),
+            server.port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("https") { 443 } else { 80 }),
+            url.full = %uri,
+            backend = &*b.name,
+            http.response.status_code = tracing::field::Empty,
+            error.type = tracing::field::Empty,
+        );
+        // The MIS sees this client span as its parent; without an exporter the integrator's
+        // own traceparent is passed on as it came.
+        let mut trace_headers = http::HeaderMap::new();
+        TraceContextPropagator::new().inject_context(
+            &span.context(),
+            &mut opentelemetry_http::HeaderInjector(&mut trace_headers),
+        );
+        let traceparent = trace_headers.get("traceparent").or(traceparent);
         let started = std::time::Instant::now();
-        match self.exchange(body.clone(), request_id, traceparent).await {
-            Err(GatewayError::MisUnreachable)
-                if started.elapsed() < self.backend.connect_timeout / 2 =>
-            {
-                tracing::debug!(backend = %self.backend.name, "connection refused; one retry on a fresh connection");
-                self.exchange(body, request_id, traceparent).await
+        let result = async {
+            match self.exchange(body.clone(), request_id, traceparent).await {
+                Err(GatewayError::MisUnreachable) if started.elapsed() < b.connect_timeout / 2 => {
+                    tracing::debug!(backend = %b.name, "connection refused; one retry on a fresh connection");
+                    self.exchange(body, request_id, traceparent).await
+                }
+                other => other,
             }
-            other => other,
         }
+        .instrument(span.clone())
+        .await;
+        match &result {
+            Ok(a) => {
+                span.record("http.response.status_code", a.status.as_u16());
+                if a.status.is_server_error() {
+                    span.record("otel.status_code", "error");
+                }
+            }
+            Err(e) => {
+                span.record("error.type", e.name());
+                span.record("otel.status_code", "error");
+            }
+        }
+        result
     }
 
     async fn exchange(

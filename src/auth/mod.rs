@@ -86,6 +86,14 @@ impl Authenticator {
             return Err(AuthFailure::Malformed);
         }
         let key = self.fingerprint(header);
+        let hit = self.cache.contains_key(&key);
+        crate::metrics::get().auth_cache.add(
+            1,
+            &[opentelemetry::KeyValue::new(
+                "result",
+                if hit { "hit" } else { "miss" },
+            )],
+        );
         for _ in 0..2 {
             let verified = self
                 .cache

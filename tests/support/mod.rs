@@ -22,6 +22,7 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
 pub mod fault;
+pub mod otlp;
 
 pub use mis_gateway::mock_mis::{MockMis, Received, Reply, Script, clinic};
 

@@ -1,0 +1,149 @@
+//! Traces exported over OTLP to a real receiver, propagated to the MIS, named in error bodies,
+//! and RED metrics on the admin listener. One test per binary: telemetry is process-global.
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode, header};
+use http_body_util::Full;
+use mis_gateway::telemetry::{Captured, Export, LogFormat, Telemetry};
+use support::otlp::OtlpReceiver;
+use support::*;
+
+const TRACE_ID: &str = "4bf92f3577b34da6a3ce929d0e0e4736";
+const PARENT_ID: &str = "00f067aa0ba902b7";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_booking_is_one_trace_across_gateway_and_mis_and_is_counted() {
+    let receiver = OtlpReceiver::spawn(false).await;
+    let logs = Captured::default();
+    let telemetry = Telemetry::init_with(
+        LogFormat::Json,
+        logs.clone(),
+        Export::To(receiver.traces_url()),
+    );
+
+    let mis = MockMis::spawn(echo_mis()).await;
+    let gw = TestGateway::in_front_of(&mis, "").await;
+    let traced = |body: String| {
+        Request::post(gw.url("/dir/appointments"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::AUTHORIZATION, basic(PORTAL.0, PORTAL.1))
+            .header("traceparent", format!("00-{TRACE_ID}-{PARENT_ID}-01"))
+            .body(Full::new(Bytes::from(body)))
+            .unwrap()
+    };
+    let r = gw.send(traced(fresh_booking())).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let appointment = r.json()["guid"].as_str().unwrap().to_owned();
+
+    // The MIS sees the same trace, with the gateway's client span as parent.
+    let tp = mis.received()[0].headers["traceparent"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let parts: Vec<&str> = tp.split('-').collect();
+    assert_eq!((parts[0], parts[1]), ("00", TRACE_ID), "{tp}");
+
+    // Error bodies carry the trace id next to the request id.
+    let bad = gw.send(traced("{}".into())).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert_eq!(bad.json()["traceId"], TRACE_ID);
+    let untraced = gw.book("{}", PORTAL).await;
+    let own = untraced.json()["traceId"].as_str().unwrap().to_owned();
+    assert_eq!(
+        own.len(),
+        32,
+        "a request without traceparent gets a trace of its own"
+    );
+    assert_ne!(own, TRACE_ID);
+
+    let t = std::sync::Arc::new(telemetry);
+    let flushed = {
+        let t = t.clone();
+        tokio::task::spawn_blocking(move || t.flush())
+    };
+    flushed.await.unwrap();
+    let ok = eventually(Duration::from_secs(10), || async {
+        receiver.spans().iter().any(|s| s.kind == 3)
+            && receiver.spans().iter().filter(|s| s.kind == 2).count() >= 3
+    })
+    .await;
+    assert!(ok, "spans exported: {:#?}", receiver.spans());
+    let spans = receiver.spans();
+    let server = spans
+        .iter()
+        .find(|s| s.kind == 2 && s.attributes.get("appointment") == Some(&appointment))
+        .expect("the booking's server span");
+    assert_eq!(server.name, "POST /dir/appointments");
+    assert_eq!(server.trace_id, TRACE_ID);
+    assert_eq!(server.parent_span_id, PARENT_ID);
+    assert_eq!(server.service, "mis-gateway");
+    for (k, v) in [
+        ("http.request.method", "POST"),
+        ("http.route", "/dir/appointments"),
+        ("http.response.status_code", "200"),
+        ("integrator", "portal"),
+        ("lpu", SEED_LPU),
+        ("backend", "mis-a"),
+        ("outcome", "booked"),
+    ] {
+        assert_eq!(
+            server.attributes.get(k).map(String::as_str),
+            Some(v),
+            "{k} in {:?}",
+            server.attributes
+        );
+    }
+    assert!(server.attributes.contains_key("slot") && server.attributes.contains_key("request_id"));
+    let client = spans.iter().find(|s| s.kind == 3).unwrap();
+    assert_eq!(client.trace_id, TRACE_ID);
+    assert_eq!(
+        client.parent_span_id, server.span_id,
+        "the MIS call is a child of the request"
+    );
+    assert_eq!(client.name, "POST");
+    assert_eq!(client.attributes["backend"], "mis-a");
+    assert_eq!(client.attributes["server.address"], "127.0.0.1");
+    assert_eq!(client.attributes["http.response.status_code"], "200");
+    assert_eq!(
+        parts[2], client.span_id,
+        "traceparent sent to the MIS names the client span"
+    );
+    let invalid = spans
+        .iter()
+        .find(|s| {
+            s.kind == 2 && s.attributes.get("message_code").map(String::as_str) == Some("94000")
+        })
+        .unwrap();
+    assert_eq!(invalid.attributes["http.response.status_code"], "400");
+
+    // One JSON access-log line per request, with the trace id.
+    let access: Vec<serde_json::Value> = logs
+        .text()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["target"] == "access")
+        .collect();
+    assert_eq!(access.len(), 3, "{}", logs.text());
+    assert_eq!(access[0]["trace_id"], TRACE_ID);
+    assert_eq!(access[0]["appointment"], appointment.as_str());
+    assert_eq!(access[0]["status"], 200);
+
+    // RED metrics per backend on the admin listener.
+    let m = gw.admin(Method::GET, "/metrics").await.text();
+    for needle in [
+        r#"mis_gateway_requests_total{backend="mis-a",code="ok",integrator="portal",status_class="2xx"} 1"#,
+        r#"mis_gateway_requests_total{backend="none",code="94000",integrator="portal",status_class="4xx"} 2"#,
+        r#"mis_gateway_mis_duration_seconds_count{backend="mis-a"} 1"#,
+        r#"mis_gateway_request_duration_seconds_bucket{backend="mis-a",le="+Inf"} 1"#,
+        r#"mis_gateway_backend_breaker_state{backend="mis-a"} 0"#,
+        r#"mis_gateway_backend_in_flight{backend="mis-a"} 0"#,
+        r#"mis_gateway_auth_cache_total{result="miss"} 1"#,
+        r#"mis_gateway_config_generation 1"#,
+    ] {
+        assert!(m.contains(needle), "missing {needle} in\n{m}");
+    }
+}
