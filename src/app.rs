@@ -108,17 +108,29 @@ impl App {
         let config = self.live.load().config.clone();
         let limits = ConnLimits {
             header_read_timeout: config.server.header_read_timeout,
+            max_connections: config.server.max_connections,
             ..ConnLimits::default()
         };
+        // Each new connection reads the live generation's certificate: a reload rotates it.
+        let live = self.live.clone();
+        let tls: server::TlsSource = Arc::new(move || {
+            live.load()
+                .config
+                .server
+                .tls
+                .as_ref()
+                .map(|t| t.config.clone())
+        });
         let draining = self.draining.clone();
         let shutdown = async move {
             shutdown.await;
             draining.store(true, Ordering::SeqCst);
         };
-        server::serve(
+        server::serve_tls(
             api,
             self.gateway.clone(),
             limits,
+            Some(tls),
             shutdown,
             config.server.drain_timeout,
         )

@@ -225,9 +225,48 @@ fn check_value(v: &Node, kind: Kind, path: &Path, out: &mut Vec<FieldProblem>) {
 /// Longest string a modelled field may hold; real names, numbers and reasons are far shorter.
 const MAX_STRING: usize = 1024;
 
+/// RFC 3339 `date-time` exactly (`2021-04-21T03:00:00+03:00`, `...00.5Z`), with a real
+/// calendar date and time: `YYYY-MM-DD`, `T`, `hh:mm:ss`, an optional fraction of 1–9 digits,
+/// then `Z` or `±hh:mm`. Looser ISO 8601 shapes (no seconds, `+03`, `+0300`, a zone name, a
+/// space) are refused: the MIS receives the text as sent and must read it the same way.
 fn is_datetime_with_offset(s: &str) -> bool {
-    // jiff's Timestamp parser requires an offset (or Z): a local time alone is refused.
-    s.len() <= 64 && s.parse::<jiff::Timestamp>().is_ok()
+    let b = s.as_bytes();
+    let digits =
+        |r: std::ops::Range<usize>| b.get(r).is_some_and(|d| d.iter().all(u8::is_ascii_digit));
+    let head = b.len() >= 20
+        && digits(0..4)
+        && b[4] == b'-'
+        && digits(5..7)
+        && b[7] == b'-'
+        && digits(8..10)
+        && matches!(b[10], b'T' | b't')
+        && digits(11..13)
+        && b[13] == b':'
+        && digits(14..16)
+        && b[16] == b':'
+        && digits(17..19);
+    if !head {
+        return false;
+    }
+    let mut i = 19;
+    if b[i] == b'.' {
+        let frac = b[i + 1..].iter().take_while(|c| c.is_ascii_digit()).count();
+        if !(1..=9).contains(&frac) {
+            return false;
+        }
+        i += 1 + frac;
+    }
+    let offset_ok = match &b[i..] {
+        [b'Z' | b'z'] => true,
+        [b'+' | b'-', h1, h2, b':', m1, m2] => {
+            [h1, h2, m1, m2].iter().all(|c| c.is_ascii_digit())
+                && (h1 - b'0') * 10 + (h2 - b'0') <= 23
+                && (m1 - b'0') * 10 + (m2 - b'0') <= 59
+        }
+        _ => false,
+    };
+    // The shape is right; jiff checks the calendar (month 13, February 30, hour 24...).
+    offset_ok && s.parse::<jiff::Timestamp>().is_ok()
 }
 
 /// ICD-10: a letter, two digits, optionally a dot and one or two more digits (A01, A01.0, M54.16).
@@ -330,6 +369,35 @@ mod tests {
         assert_eq!(problems("[]")[0].path, "$");
         let p = problems("{}");
         assert_eq!(p.len(), 4);
+    }
+
+    #[test]
+    fn date_times_are_rfc_3339() {
+        for ok in [
+            "2021-04-21T03:00:00+03:00",
+            "2021-04-21T03:00:00Z",
+            "2021-04-21t03:00:00.5z",
+            "2021-04-21T03:00:00.123456789-02:30",
+        ] {
+            assert!(is_datetime_with_offset(ok), "{ok}");
+        }
+        for bad in [
+            "2021-04-21T03:00:00",
+            "2021-04-21T03:00:00+03",
+            "2021-04-21T03:00+03:00",
+            "2021-04-21 03:00:00+03:00",
+            "2021-04-21T03:00:00+03:00[Europe/Moscow]",
+            "20210421T030000Z",
+            "2021-04-21T03:00:00,5Z",
+            "2021-04-21T03:00:00+0300",
+            "2021-04-21T03:00:00+24:00",
+            "2021-04-21T03:00:00.1234567891+03:00",
+            "2021-02-30T03:00:00Z",
+            "2021-04-21T25:00:00Z",
+            "",
+        ] {
+            assert!(!is_datetime_with_offset(bad), "{bad}");
+        }
     }
 
     #[test]

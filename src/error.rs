@@ -54,6 +54,8 @@ pub enum GatewayError {
     MisUnreachable,
     #[error("the MIS answer could not be understood")]
     MisBadAnswer,
+    #[error("the TLS handshake with the MIS failed")]
+    MisTls,
     #[error("the MIS refused the gateway's credentials")]
     MisRejectedGateway,
     #[error("the connection to the MIS broke after the booking was sent; outcome unknown")]
@@ -62,6 +64,8 @@ pub enum GatewayError {
     MisTimeout,
     #[error("the MIS rejected the booking")]
     Mis(MisRejection),
+    #[error("the integrator's request rate limit is exceeded")]
+    RateLimited { retry_after_secs: u64 },
     #[error("the Idempotency-Key header is malformed")]
     BadIdempotencyKey,
     #[error("a request with this Idempotency-Key is still in flight")]
@@ -104,10 +108,12 @@ pub const TABLE: &[(&str, ErrorKind)] = &[
     ("UnsupportedMediaType", kind(415, "94150", "Content-Type must be application/json.")),
     ("IdempotencyMismatch",  kind(422, "94220", "This Idempotency-Key was already used with a different request body; use a new key for a new booking.")),
     ("AuthThrottled",        kind(429, "94290", "Too many failed authentication attempts; retry after the delay in Retry-After.")),
+    ("RateLimited",          kind(429, "94291", "This integrator's request rate limit is exceeded; retry after the delay in Retry-After.")),
     ("Internal",             kind(500, "95000", "Internal gateway error; the booking was not sent.")),
     ("MisUnreachable",       kind(502, "95020", "The MIS could not be reached; the booking was not sent and may be retried.")),
     ("MisBadAnswer",         kind(502, "95021", "The MIS answered with an error the gateway could not understand; the booking was most likely not made.")),
     ("OutcomeUnknown",       kind(502, "95022", "The booking reached the MIS but its answer was lost or unusable; the booking may exist. Do not resend blindly.")),
+    ("MisTls",               kind(502, "95023", "The TLS handshake with the MIS failed (its certificate was not trusted, or it refused the gateway's); the booking was not sent. The hub's operators must fix the backend's TLS settings.")),
     ("MisRejectedGateway",   kind(502, "95024", "The MIS refused the gateway's own credentials; the booking was not made. The hub's operators must fix the backend secret.")),
     ("Overloaded",           kind(503, "95030", "The gateway or this MIS is at capacity; the booking was not sent. Retry after the delay in Retry-After.")),
     ("BreakerOpen",          kind(503, "95031", "This MIS is failing and bookings to it are paused; the booking was not sent. Retry after the delay in Retry-After.")),
@@ -143,10 +149,12 @@ impl GatewayError {
             Self::UnsupportedMediaType => "UnsupportedMediaType",
             Self::MisUnreachable => "MisUnreachable",
             Self::MisBadAnswer => "MisBadAnswer",
+            Self::MisTls => "MisTls",
             Self::MisRejectedGateway => "MisRejectedGateway",
             Self::OutcomeUnknown => "OutcomeUnknown",
             Self::MisTimeout => "MisTimeout",
             Self::Mis(_) => "Mis",
+            Self::RateLimited { .. } => "RateLimited",
             Self::BadIdempotencyKey => "BadIdempotencyKey",
             Self::IdempotencyInFlight => "IdempotencyInFlight",
             Self::DuplicateInFlight => "DuplicateInFlight",
@@ -233,7 +241,8 @@ impl GatewayError {
             Self::MethodNotAllowed => {
                 h.insert(header::ALLOW, HeaderValue::from_static("POST"));
             }
-            Self::AuthThrottled { retry_after_secs }
+            Self::RateLimited { retry_after_secs }
+            | Self::AuthThrottled { retry_after_secs }
             | Self::Overloaded { retry_after_secs }
             | Self::BreakerOpen { retry_after_secs } => {
                 h.insert(header::RETRY_AFTER, HeaderValue::from(*retry_after_secs));
@@ -241,6 +250,50 @@ impl GatewayError {
             _ => {}
         }
         resp
+    }
+}
+
+impl GatewayError {
+    /// One example of every variant but [`GatewayError::Mis`] (tests and docs use it: a variant
+    /// missing from [`TABLE`] would render as 500).
+    pub fn examples() -> Vec<GatewayError> {
+        vec![
+            GatewayError::MalformedJson {
+                detail: String::new(),
+            },
+            GatewayError::Invalid { problems: vec![] },
+            GatewayError::Unauthenticated,
+            GatewayError::AuthThrottled {
+                retry_after_secs: 1,
+            },
+            GatewayError::ForbiddenLpu,
+            GatewayError::NotFound,
+            GatewayError::NoRoute,
+            GatewayError::MethodNotAllowed,
+            GatewayError::BodyTimeout,
+            GatewayError::PayloadTooLarge { limit: 1 },
+            GatewayError::UnsupportedMediaType,
+            GatewayError::BadIdempotencyKey,
+            GatewayError::RateLimited {
+                retry_after_secs: 1,
+            },
+            GatewayError::IdempotencyInFlight,
+            GatewayError::DuplicateInFlight,
+            GatewayError::IdempotencyMismatch,
+            GatewayError::MisUnreachable,
+            GatewayError::MisBadAnswer,
+            GatewayError::MisRejectedGateway,
+            GatewayError::MisTls,
+            GatewayError::OutcomeUnknown,
+            GatewayError::MisTimeout,
+            GatewayError::Overloaded {
+                retry_after_secs: 1,
+            },
+            GatewayError::BreakerOpen {
+                retry_after_secs: 1,
+            },
+            GatewayError::Internal,
+        ]
     }
 }
 
@@ -274,46 +327,9 @@ mod tests {
         }
     }
 
-    /// One of every variant: a variant missing from the table would render as 500.
-    pub fn every_variant() -> Vec<GatewayError> {
-        vec![
-            GatewayError::MalformedJson {
-                detail: String::new(),
-            },
-            GatewayError::Invalid { problems: vec![] },
-            GatewayError::Unauthenticated,
-            GatewayError::AuthThrottled {
-                retry_after_secs: 1,
-            },
-            GatewayError::ForbiddenLpu,
-            GatewayError::NotFound,
-            GatewayError::NoRoute,
-            GatewayError::MethodNotAllowed,
-            GatewayError::BodyTimeout,
-            GatewayError::PayloadTooLarge { limit: 1 },
-            GatewayError::UnsupportedMediaType,
-            GatewayError::BadIdempotencyKey,
-            GatewayError::IdempotencyInFlight,
-            GatewayError::DuplicateInFlight,
-            GatewayError::IdempotencyMismatch,
-            GatewayError::MisUnreachable,
-            GatewayError::MisBadAnswer,
-            GatewayError::MisRejectedGateway,
-            GatewayError::OutcomeUnknown,
-            GatewayError::MisTimeout,
-            GatewayError::Overloaded {
-                retry_after_secs: 1,
-            },
-            GatewayError::BreakerOpen {
-                retry_after_secs: 1,
-            },
-            GatewayError::Internal,
-        ]
-    }
-
     #[test]
     fn every_variant_has_its_own_row() {
-        let all = every_variant();
+        let all = GatewayError::examples();
         assert_eq!(all.len(), TABLE.len());
         for e in all {
             assert!(

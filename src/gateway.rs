@@ -34,6 +34,7 @@ use crate::idempotency::{self, Begin, InFlight, MemoryStore, Outcome, Store};
 use crate::live::{Generation, Live};
 use crate::normalize;
 use crate::redis_store::RedisStore;
+use crate::server::PeerAddr;
 
 pub const APPOINTMENTS_PATH: &str = "/dir/appointments";
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -45,6 +46,14 @@ pub struct Gateway {
     pub store: Arc<dyn Store>,
     in_flight: Arc<InFlight>,
     fingerprint_key: Vec<u8>,
+    /// Token buckets of integrators with a `rate_per_second`.
+    buckets: std::sync::Mutex<std::collections::HashMap<Arc<str>, Bucket>>,
+}
+
+/// A token bucket: `tokens` left as of `at`.
+struct Bucket {
+    tokens: f64,
+    at: Instant,
 }
 
 /// What the access log says about one request. Only technical identifiers: never a body,
@@ -123,6 +132,7 @@ impl Gateway {
             store,
             in_flight: Arc::default(),
             fingerprint_key,
+            buckets: Default::default(),
         }
     }
 
@@ -190,14 +200,19 @@ impl Gateway {
                 req.headers()
                     .get(header::AUTHORIZATION)
                     .map(HeaderValue::as_bytes),
+                req.extensions().get::<PeerAddr>().map(|p| p.0.ip()),
             )
             .await
             .map_err(|e| match e {
                 AuthFailure::Busy => GatewayError::Overloaded {
                     retry_after_secs: 1,
                 },
+                AuthFailure::Throttled => GatewayError::AuthThrottled {
+                    retry_after_secs: crate::auth::throttle::WINDOW.as_secs(),
+                },
                 AuthFailure::Malformed | AuthFailure::Rejected => GatewayError::Unauthenticated,
             })?;
+        self.check_rate(&integrator)?;
         rec.integrator = Some(integrator.login.clone());
         let key = match req.headers().get(IDEMPOTENCY_KEY) {
             None => None,
@@ -220,6 +235,31 @@ impl Gateway {
             key,
             traceparent,
         })
+    }
+
+    /// The integrator's request budget, if it has one.
+    fn check_rate(&self, integrator: &Integrator) -> Result<(), GatewayError> {
+        let Some(limit) = integrator.rate else {
+            return Ok(());
+        };
+        let rate = limit.per_second_milli as f64 / 1000.0;
+        let now = Instant::now();
+        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
+        let b = buckets.entry(integrator.login.clone()).or_insert(Bucket {
+            tokens: f64::from(limit.burst),
+            at: now,
+        });
+        b.tokens =
+            (b.tokens + now.duration_since(b.at).as_secs_f64() * rate).min(f64::from(limit.burst));
+        b.at = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(GatewayError::RateLimited {
+                retry_after_secs: ((1.0 - b.tokens) / rate).ceil().max(1.0) as u64,
+            })
+        }
     }
 
     /// Phase 2: validate, route, claim, forward, normalize, remember.

@@ -191,7 +191,8 @@ pub fn is_mis_failure(e: &GatewayError) -> bool {
         GatewayError::MisUnreachable
         | GatewayError::MisTimeout
         | GatewayError::OutcomeUnknown
-        | GatewayError::MisBadAnswer => true,
+        | GatewayError::MisBadAnswer
+        | GatewayError::MisTls => true,
         GatewayError::Mis(r) => r.status.is_server_error(),
         _ => false,
     }

@@ -111,6 +111,15 @@ pub struct MockMis {
 impl MockMis {
     /// Serves `script` on `listener` (bind `127.0.0.1:0` in tests).
     pub fn start(listener: TcpListener, script: Script) -> MockMis {
+        Self::start_tls(listener, script, None)
+    }
+
+    /// Serves `script` over TLS with `tls` (a MIS on https, possibly requiring client certs).
+    pub fn start_tls(
+        listener: TcpListener,
+        script: Script,
+        tls: Option<Arc<rustls::ServerConfig>>,
+    ) -> MockMis {
         let addr = listener
             .local_addr()
             .expect("a bound listener has an address");
@@ -120,10 +129,12 @@ impl MockMis {
             received: received.clone(),
         });
         let (stop, stopped) = oneshot::channel::<()>();
-        tokio::spawn(server::serve(
+        let tls = tls.map(|config| -> server::TlsSource { Arc::new(move || Some(config.clone())) });
+        tokio::spawn(server::serve_tls(
             listener,
             handler,
             ConnLimits::default(),
+            tls,
             async move {
                 let _ = stopped.await;
             },

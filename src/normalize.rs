@@ -59,7 +59,16 @@ pub fn answer<'m>(
     if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
         return Err(GatewayError::MisRejectedGateway);
     }
-    if status.is_client_error() || status.is_server_error() {
+    if status == StatusCode::TOO_MANY_REQUESTS {
+        return Err(GatewayError::Overloaded {
+            retry_after_secs: 1,
+        });
+    }
+    // Business rejections of this MIS family come as 400 (and 409/422 from some); other 4xx
+    // (404, 405, 413, 415...) say the gateway and the MIS disagree on the protocol — not the
+    // integrator's mistake, so not passed on under a status that would blame the request.
+    let business = matches!(status.as_u16(), 400 | 409 | 422);
+    if business || status.is_server_error() {
         return Err(rejection(status, body).map_or(GatewayError::MisBadAnswer, GatewayError::Mis));
     }
     Err(GatewayError::MisBadAnswer)
@@ -196,7 +205,12 @@ pub fn rfc3339(text: &str, tz: &TimeZone) -> Option<String> {
             tz.to_ambiguous_timestamp(local).compatible().ok()?
         }
     };
-    let offset = tz.to_offset(ts);
+    // RFC 3339 offsets have no seconds; historical local mean times do (+05:21:10). Such an
+    // instant is given in UTC rather than rounded to a different instant.
+    let offset = match tz.to_offset(ts) {
+        o if o.seconds() % 60 == 0 => o,
+        _ => jiff::tz::Offset::UTC,
+    };
     let mut out = String::with_capacity(32);
     jiff::fmt::temporal::DateTimePrinter::new()
         .print_timestamp_with_offset(&ts, offset, &mut out)

@@ -38,6 +38,7 @@ pub struct Reloader {
     live: Arc<Live>,
     secrets: Arc<dyn Secrets>,
     serial: Mutex<()>,
+    attempts: std::sync::atomic::AtomicU64,
 }
 
 impl Reloader {
@@ -47,6 +48,7 @@ impl Reloader {
             live,
             secrets,
             serial: Mutex::new(()),
+            attempts: std::sync::atomic::AtomicU64::new(0),
         }
     }
 
@@ -54,9 +56,16 @@ impl Reloader {
         &self.path
     }
 
+    /// Reloads attempted so far, whatever their outcome.
+    pub fn attempts(&self) -> u64 {
+        self.attempts.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Reads, validates and, if valid and different, installs the file. `trigger` is logged.
     pub async fn reload(&self, trigger: &'static str) -> Outcome {
         let _one_at_a_time = self.serial.lock().await;
+        self.attempts
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let path = self.path.clone();
         let secrets = self.secrets.clone();
         let loaded = tokio::task::spawn_blocking(move || Config::load(&path, &*secrets))
@@ -99,10 +108,10 @@ impl Reloader {
                 }
             }
         };
-        let result = if matches!(outcome, Outcome::Rejected { .. }) {
-            "rejected"
-        } else {
-            "ok"
+        let result = match outcome {
+            Outcome::Applied { .. } => "ok",
+            Outcome::Unchanged { .. } => "unchanged",
+            Outcome::Rejected { .. } => "rejected",
         };
         crate::metrics::get()
             .reloads
@@ -148,7 +157,9 @@ impl Reloader {
             .map(Path::to_path_buf)
             .unwrap_or_else(|| PathBuf::from("."));
         let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            if res.is_ok() {
+            // Reads (our own reloads open the file) are not changes: reacting to them would
+            // reload in a loop.
+            if res.is_ok_and(|e| !matches!(e.kind, notify::EventKind::Access(_))) {
                 // A full channel already holds a pending reload: dropping this event is fine.
                 let _ = tx.try_send(());
             }
@@ -193,13 +204,14 @@ impl Reloader {
     }
 }
 
-/// Same file and same resolved secrets: a reload would change nothing.
+/// Same file and same resolved secrets and certificates: a reload would change nothing.
 fn same(a: &Config, b: &Config) -> bool {
     a.sha256 == b.sha256
         && a.backends.len() == b.backends.len()
         && a.backends
             .iter()
             .zip(&b.backends)
-            .all(|(x, y)| x.authorization == y.authorization)
+            .all(|(x, y)| x.authorization == y.authorization && x.tls == y.tls)
+        && a.server.tls == b.server.tls
         && a.admin.token == b.admin.token
 }

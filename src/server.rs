@@ -10,6 +10,7 @@
 
 use std::convert::Infallible;
 use std::future::Future;
+use std::net::SocketAddr;
 use std::pin::pin;
 use std::sync::Arc;
 use std::time::Duration;
@@ -23,6 +24,7 @@ use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
+use tokio::sync::Semaphore;
 use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 
@@ -35,6 +37,8 @@ pub struct ConnLimits {
     pub max_headers: usize,
     /// Cap on the bytes of a request head hyper buffers (HTTP/1) or the header list (HTTP/2).
     pub max_header_bytes: usize,
+    /// Open connections at once; more are answered 503 and closed.
+    pub max_connections: usize,
 }
 
 impl Default for ConnLimits {
@@ -43,9 +47,18 @@ impl Default for ConnLimits {
             header_read_timeout: Duration::from_secs(10),
             max_headers: 64,
             max_header_bytes: 16 * 1024,
+            max_connections: 10_000,
         }
     }
 }
+
+/// The TLS settings a new connection uses, read when it is accepted (so a reload that
+/// rotates certificates applies to every later connection). `None`: plain TCP.
+pub type TlsSource = Arc<dyn Fn() -> Option<Arc<rustls::ServerConfig>> + Send + Sync>;
+
+/// The client's address, in every request's extensions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerAddr(pub SocketAddr);
 
 /// Anything that turns a request into a response without failing.
 pub trait Handler: Send + Sync + 'static {
@@ -55,8 +68,7 @@ pub trait Handler: Send + Sync + 'static {
     ) -> impl Future<Output = Response<Full<Bytes>>> + Send;
 }
 
-/// Serves `handler` on `listener` until `shutdown` resolves, then stops accepting and gives the
-/// open connections `drain` to finish their requests before closing them.
+/// Serves `handler` on `listener` over plain TCP until `shutdown` resolves (see [`serve_tls`]).
 pub async fn serve<H, F>(
     listener: TcpListener,
     handler: Arc<H>,
@@ -67,7 +79,24 @@ pub async fn serve<H, F>(
     H: Handler,
     F: Future<Output = ()>,
 {
+    serve_tls(listener, handler, limits, None, shutdown, drain).await
+}
+
+/// Serves `handler` on `listener`, over TLS when `tls` yields a config, until `shutdown`
+/// resolves; then stops accepting and gives open connections `drain` to finish their requests.
+pub async fn serve_tls<H, F>(
+    listener: TcpListener,
+    handler: Arc<H>,
+    limits: ConnLimits,
+    tls: Option<TlsSource>,
+    shutdown: F,
+    drain: Duration,
+) where
+    H: Handler,
+    F: Future<Output = ()>,
+{
     let graceful = GracefulShutdown::new();
+    let slots = Arc::new(Semaphore::new(limits.max_connections));
     let mut shutdown = pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -83,12 +112,58 @@ pub async fn serve<H, F>(
             () = &mut shutdown => break,
         };
         let _ = stream.set_nodelay(true);
+        let Ok(slot) = slots.clone().try_acquire_owned() else {
+            tokio::spawn(refuse(stream));
+            continue;
+        };
         let watcher = graceful.watcher();
         let handler = handler.clone();
+        let tls = tls.as_ref().and_then(|t| t());
         tokio::spawn(async move {
+            let _slot = slot;
             let builder = builder(limits);
-            let conn = builder.serve_connection(TokioIo::new(stream), service(handler));
-            if let Err(e) = watcher.watch(conn).await {
+            let result = match tls {
+                None => {
+                    // hyper's header timer starts with the first byte: a client that connects
+                    // and sends nothing would hold the connection forever without this wait.
+                    let mut first = [0u8; 1];
+                    match tokio::time::timeout(limits.header_read_timeout, stream.peek(&mut first))
+                        .await
+                    {
+                        Ok(Ok(n)) if n > 0 => {}
+                        _ => return,
+                    }
+                    watcher
+                        .watch(
+                            builder.serve_connection(TokioIo::new(stream), service(handler, peer)),
+                        )
+                        .await
+                }
+                Some(config) => {
+                    let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
+                    match tokio::time::timeout(limits.header_read_timeout, accept).await {
+                        Ok(Ok(tls)) => {
+                            watcher
+                                .watch(
+                                    builder.serve_connection(
+                                        TokioIo::new(tls),
+                                        service(handler, peer),
+                                    ),
+                                )
+                                .await
+                        }
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "TLS handshake timed out");
+                            return;
+                        }
+                    }
+                }
+            };
+            if let Err(e) = result {
                 tracing::debug!(%peer, error = %e, "connection ended with an error");
             }
         });
@@ -105,9 +180,21 @@ pub async fn serve<H, F>(
     }
 }
 
+/// Over the connection cap: a short 503 instead of a silent reset, then close.
+async fn refuse(mut stream: tokio::net::TcpStream) {
+    use tokio::io::AsyncWriteExt;
+    const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        let _ = stream.write_all(BUSY).await;
+        let _ = stream.shutdown().await;
+    })
+    .await;
+}
+
 /// The handler wrapped in the tower layers every request passes.
 fn service<H: Handler>(
     handler: Arc<H>,
+    peer: SocketAddr,
 ) -> TowerToHyperService<
     impl tower::Service<
         Request<Incoming>,
@@ -132,7 +219,9 @@ fn service<H: Handler>(
                 GatewayError::Internal.into_response(&id, None)
             },
         ))
-        .service_fn(move |req: Request<Incoming>| {
+        .service_fn(move |mut req: Request<Incoming>| {
+            req.extensions_mut().insert(PeerAddr(peer));
+            req.extensions_mut().insert(PeerAddr(peer));
             let handler = handler.clone();
             async move { Ok::<_, Infallible>(handler.call(req).await) }
         });

@@ -49,7 +49,12 @@ impl Upstream {
         http.set_nodelay(true);
         http.set_connect_timeout(Some(backend.connect_timeout));
         let connector = hyper_rustls::HttpsConnectorBuilder::new()
-            .with_tls_config(default_tls().clone())
+            .with_tls_config(
+                backend
+                    .tls
+                    .as_ref()
+                    .map_or_else(|| default_tls().clone(), |t| (*t.config).clone()),
+            )
             .https_or_http()
             .enable_http1()
             .enable_http2()
@@ -72,6 +77,7 @@ impl Upstream {
     pub fn reusable_for(&self, next: &Backend) -> bool {
         self.backend.appointments_uri == next.appointments_uri
             && self.backend.connect_timeout == next.connect_timeout
+            && self.backend.tls == next.tls
     }
 
     /// A copy of this upstream that keeps its pool but uses `next`'s settings (credentials,
@@ -175,7 +181,14 @@ impl Upstream {
             let resp = match tokio::time::timeout(b.headers_timeout, self.client.request(req)).await
             {
                 Err(_) => return Err(GatewayError::MisTimeout),
+                Ok(Err(e)) if e.is_connect() && is_tls_failure(&e) => {
+                    return Err(GatewayError::MisTls);
+                }
                 Ok(Err(e)) if e.is_connect() => return Err(GatewayError::MisUnreachable),
+                // TLS 1.3 lets the client finish its side of the handshake before the server
+                // checks the client's certificate: a refusal then arrives as an alert on the
+                // first read. The server never accepted the connection, so nothing was booked.
+                Ok(Err(e)) if is_tls_refusal(&e) => return Err(GatewayError::MisTls),
                 Ok(Err(_)) => return Err(GatewayError::OutcomeUnknown),
                 Ok(Ok(resp)) => resp,
             };
@@ -210,25 +223,67 @@ impl Upstream {
     }
 }
 
-/// The TLS client settings every backend shares: the system's roots (Mozilla's bundled roots
-/// where the system has none), ring as the provider. Built once: reading the system store for
-/// each of hundreds of backends would make every reload slow.
+/// The TLS client settings of backends without their own: the system's roots, ring as the
+/// provider. Built once: reading the system store for each of hundreds of backends would make
+/// every reload slow.
 fn default_tls() -> &'static rustls::ClientConfig {
     static TLS: OnceLock<rustls::ClientConfig> = OnceLock::new();
     TLS.get_or_init(|| {
-        let provider = Arc::new(rustls::crypto::ring::default_provider());
-        let mut roots = rustls::RootCertStore::empty();
-        let native = rustls_native_certs::load_native_certs();
-        let (added, _ignored) = roots.add_parsable_certificates(native.certs);
-        if added == 0 {
-            roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
-        }
-        rustls::ClientConfig::builder_with_provider(provider)
-            .with_safe_default_protocol_versions()
-            .expect("ring supports rustls' default protocol versions")
-            .with_root_certificates(roots)
-            .with_no_client_auth()
+        rustls::ClientConfig::builder_with_provider(Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .expect("ring supports rustls' default protocol versions")
+        .with_root_certificates(crate::config::tls::system_roots().clone())
+        .with_no_client_auth()
     })
+}
+
+/// Whether the server refused the TLS handshake with an alert about certificates or the
+/// handshake itself.
+fn is_tls_refusal(e: &(dyn std::error::Error + 'static)) -> bool {
+    use rustls::AlertDescription as A;
+    tls_error(e).is_some_and(|t| {
+        matches!(
+            t,
+            rustls::Error::AlertReceived(
+                A::CertificateRequired
+                    | A::BadCertificate
+                    | A::UnsupportedCertificate
+                    | A::CertificateRevoked
+                    | A::CertificateExpired
+                    | A::CertificateUnknown
+                    | A::UnknownCA
+                    | A::HandshakeFailure
+                    | A::AccessDenied
+            )
+        )
+    })
+}
+
+/// The rustls error somewhere in `e`'s chain, directly or inside an `io::Error`.
+fn tls_error<'e>(e: &'e (dyn std::error::Error + 'static)) -> Option<&'e rustls::Error> {
+    let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = cur {
+        if let Some(t) = err.downcast_ref::<rustls::Error>() {
+            return Some(t);
+        }
+        // io::Error hides what it wraps from source(): descend into it explicitly.
+        cur = match err
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
+    }
+    None
+}
+
+/// Whether a connect error was the TLS handshake refusing the MIS's certificate (or the MIS
+/// refusing ours).
+fn is_tls_failure(e: &(dyn std::error::Error + 'static)) -> bool {
+    tls_error(e).is_some()
 }
 
 /// An oversized answer: a success we cannot read may still be a booking.

@@ -332,3 +332,22 @@ async fn on_shutdown_readiness_turns_false_and_the_booking_in_flight_completes()
     );
     gw.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_quiet_directory_causes_no_reloads() {
+    let s = Setup::new().await;
+    let gw = TestGateway::start_file(&s.path).await;
+    let reloader = gw.reloader.clone().unwrap();
+    // The watcher's one catch-up reload, then nothing: reading the file is not a change.
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            reloader.attempts() >= 1
+        })
+        .await
+    );
+    let settled = reloader.attempts();
+    tokio::time::sleep(Duration::from_millis(1500)).await; // a quiet period, not a synchronisation
+    assert_eq!(reloader.attempts(), settled, "no reload without a change");
+    rename_save(&s.path, &s.toml("mis-b"));
+    assert!(eventually(LIVE_WITHIN, || async { routed_to(&gw).await == "mis-b" }).await);
+}

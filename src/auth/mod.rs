@@ -8,6 +8,7 @@
 //! hash of the same cost, so it takes as long as a wrong password.
 
 pub mod hasher;
+pub mod throttle;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,6 +39,8 @@ pub enum AuthFailure {
     Rejected,
     /// Too many verifications queued: retry shortly.
     Busy,
+    /// Too many recent failures from this address or for this login.
+    Throttled,
 }
 
 /// What a cache entry remembers: who, and which hash the password was checked against.
@@ -52,6 +55,7 @@ pub struct Authenticator {
     cache: Cache<[u8; 32], Verified>,
     hasher: Hasher,
     dummy_hash: Arc<str>,
+    throttle: throttle::Throttle,
 }
 
 impl Authenticator {
@@ -69,6 +73,7 @@ impl Authenticator {
             dummy_hash: hash_password(&random_token())
                 .expect("hashing a random password")
                 .into(),
+            throttle: throttle::Throttle::default(),
         }
     }
 
@@ -80,6 +85,7 @@ impl Authenticator {
         &self,
         config: &Config,
         header: Option<&[u8]>,
+        peer: Option<std::net::IpAddr>,
     ) -> Result<Arc<Integrator>, AuthFailure> {
         let header = header.ok_or(AuthFailure::Malformed)?;
         if header.len() > 1024 {
@@ -94,6 +100,32 @@ impl Authenticator {
                 if hit { "hit" } else { "miss" },
             )],
         );
+        if !hit {
+            let login = decode_basic(header).map(|(l, _)| l);
+            let s = &config.server;
+            if self.throttle.blocked(
+                peer,
+                login.as_deref(),
+                s.auth_failures_per_ip,
+                s.auth_failures_per_login,
+            ) {
+                return Err(AuthFailure::Throttled);
+            }
+            let result = self.check(config, header, key).await;
+            if matches!(result, Err(AuthFailure::Rejected | AuthFailure::Malformed)) {
+                self.throttle.failed(peer, login.as_deref());
+            }
+            return result;
+        }
+        self.check(config, header, key).await
+    }
+
+    async fn check(
+        &self,
+        config: &Config,
+        header: &[u8],
+        key: [u8; 32],
+    ) -> Result<Arc<Integrator>, AuthFailure> {
         for _ in 0..2 {
             let verified = self
                 .cache

@@ -70,6 +70,9 @@ impl Diff {
                     if o.limits != b.limits {
                         what.push("limits");
                     }
+                    if o.tls != b.tls {
+                        what.push("tls");
+                    }
                     if !what.is_empty() {
                         d.backends_changed.push((b.name.to_string(), what));
                     }

@@ -8,6 +8,7 @@
 
 pub mod diff;
 mod raw;
+pub mod tls;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -80,6 +81,35 @@ pub struct ServerSettings {
     pub header_read_timeout: Duration,
     pub body_read_timeout: Duration,
     pub drain_timeout: Duration,
+    pub max_connections: usize,
+    /// Failed authentications per client address, and per login, in a minute before 429.
+    pub auth_failures_per_ip: u32,
+    pub auth_failures_per_login: u32,
+    /// `[server.tls]`: the listener serves HTTPS (HTTP/2 and HTTP/1.1 by ALPN).
+    pub tls: Option<ServerTls>,
+}
+
+/// The listener's certificate, read with the config (a reload rotates it).
+#[derive(Clone)]
+pub struct ServerTls {
+    /// SHA-256 over the certificate and key files.
+    pub id: String,
+    pub config: Arc<rustls::ServerConfig>,
+}
+
+impl PartialEq for ServerTls {
+    fn eq(&self, other: &Self) -> bool {
+        self.id == other.id
+    }
+}
+impl Eq for ServerTls {}
+
+impl fmt::Debug for ServerTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServerTls")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +117,14 @@ pub struct AdminSettings {
     pub listen: SocketAddr,
     /// When set, admin requests other than health checks need `Authorization: Bearer <token>`.
     pub token: Option<String>,
+}
+
+/// An integrator's request budget: a token bucket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateLimit {
+    /// Requests per second, in thousandths (so the type stays `Eq`).
+    pub per_second_milli: u64,
+    pub burst: u32,
 }
 
 /// `[idempotency]`: how long keys are remembered, and where.
@@ -113,6 +151,8 @@ pub struct Integrator {
     /// The Argon2id PHC string.
     pub password_hash: Arc<str>,
     pub lpus: LpuRights,
+    /// Optional request rate limit.
+    pub rate: Option<RateLimit>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -148,6 +188,8 @@ pub struct Backend {
     pub headers_timeout: Duration,
     pub max_response_bytes: usize,
     pub limits: BackendLimits,
+    /// Own trust (`ca_file`) or client certificate (`client_cert`, `client_key`) for https.
+    pub tls: Option<tls::ClientTls>,
 }
 
 /// Isolation settings of one backend (see `upstream::guard`).
@@ -380,6 +422,90 @@ impl Validator<'_> {
                 30_000,
                 (0, 600_000),
             ),
+            max_connections: {
+                let n = raw.max_connections.unwrap_or(10_000);
+                if !(1..=1_000_000).contains(&n) {
+                    self.problem("server.max_connections", "must be between 1 and 1000000");
+                }
+                n as usize
+            },
+            auth_failures_per_ip: raw.auth_failures_per_ip.unwrap_or(50).max(1),
+            auth_failures_per_login: raw.auth_failures_per_login.unwrap_or(10).max(1),
+            tls: raw.tls.as_ref().and_then(|t| self.server_tls(t)),
+        }
+    }
+
+    /// Reads a PEM file named in the config (relative to its folder) through the secrets source.
+    fn pem(&mut self, location: &str, file: &str) -> Option<Vec<u8>> {
+        let path = self.base.join(file);
+        match self.secrets.file(&path) {
+            Ok(text) => Some(text.into_bytes()),
+            Err(e) => {
+                self.problem(
+                    location,
+                    format!("cannot read {}: {}", path.display(), e.kind()),
+                );
+                None
+            }
+        }
+    }
+
+    fn server_tls(&mut self, t: &raw::Tls) -> Option<ServerTls> {
+        let cert = self.pem("server.tls.cert", &t.cert)?;
+        let key = self.pem("server.tls.key", &t.key)?;
+        match tls::server(&cert, &key) {
+            Ok(config) => {
+                let mut id = Sha256::new();
+                id.update(&cert);
+                id.update(&key);
+                Some(ServerTls {
+                    id: id.finalize().iter().map(|b| format!("{b:02x}")).collect(),
+                    config,
+                })
+            }
+            Err(e) => {
+                self.problem("server.tls", e);
+                None
+            }
+        }
+    }
+
+    fn backend_tls(&mut self, loc: &str, raw: &raw::Backend) -> Option<Option<tls::ClientTls>> {
+        if raw.ca_file.is_none() && raw.client_cert.is_none() && raw.client_key.is_none() {
+            return Some(None);
+        }
+        if !raw.url.starts_with("https://") {
+            self.problem(
+                loc,
+                "ca_file, client_cert and client_key apply to https:// backends only",
+            );
+            return None;
+        }
+        let ca = match &raw.ca_file {
+            Some(f) => Some(self.pem(&format!("{loc}.ca_file"), f)?),
+            None => None,
+        };
+        let client = match (&raw.client_cert, &raw.client_key) {
+            (None, None) => None,
+            (Some(c), Some(k)) => Some((
+                self.pem(&format!("{loc}.client_cert"), c)?,
+                self.pem(&format!("{loc}.client_key"), k)?,
+            )),
+            _ => {
+                self.problem(loc, "client_cert and client_key go together");
+                return None;
+            }
+        };
+        match tls::client(
+            ca.as_deref(),
+            client.as_ref().map(|(c, k)| (c.as_slice(), k.as_slice())),
+            tls::system_roots(),
+        ) {
+            Ok(t) => Some(Some(t)),
+            Err(e) => {
+                self.problem(loc, e);
+                None
+            }
         }
     }
 
@@ -526,11 +652,30 @@ impl Validator<'_> {
                 }
                 LpuRights::Only(set)
             };
+            let rate = match (raw.rate_per_second, raw.burst) {
+                (None, None) => None,
+                (Some(r), b) if r >= 0.001 && r.is_finite() && r <= 100_000.0 => Some(RateLimit {
+                    per_second_milli: (r * 1000.0).round() as u64,
+                    burst: b.unwrap_or(r.ceil() as u32).max(1),
+                }),
+                (None, Some(_)) => {
+                    self.problem(format!("{loc}.burst"), "goes with rate_per_second");
+                    None
+                }
+                _ => {
+                    self.problem(
+                        format!("{loc}.rate_per_second"),
+                        "must be a number from 0.001 to 100000",
+                    );
+                    None
+                }
+            };
             let login: Arc<str> = raw.login.into();
             let integrator = Arc::new(Integrator {
                 login: login.clone(),
                 password_hash: raw.password_hash.into(),
                 lpus,
+                rate,
             });
             if out.insert(login, integrator).is_some() {
                 self.problem(
@@ -668,6 +813,7 @@ impl Validator<'_> {
                 "must be between 1 and 1000",
             );
         }
+        let tls = self.backend_tls(loc, &raw);
         let breaker_cooldown = self.ms(
             &format!("{loc}.breaker_cooldown_ms"),
             raw.breaker_cooldown_ms,
@@ -698,6 +844,7 @@ impl Validator<'_> {
                 breaker_failures: breaker_failures as u32,
                 breaker_cooldown,
             },
+            tls: tls?,
         })
     }
 

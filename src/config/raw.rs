@@ -12,6 +12,18 @@ pub struct Server {
     pub header_read_timeout_ms: Option<u64>,
     pub body_read_timeout_ms: Option<u64>,
     pub drain_timeout_ms: Option<u64>,
+    pub max_connections: Option<u64>,
+    pub auth_failures_per_ip: Option<u32>,
+    pub auth_failures_per_login: Option<u32>,
+    pub tls: Option<Tls>,
+}
+
+/// `[server.tls]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tls {
+    pub cert: String,
+    pub key: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -20,6 +32,8 @@ pub struct Integrator {
     pub login: String,
     pub password_hash: String,
     pub lpus: Vec<String>,
+    pub rate_per_second: Option<f64>,
+    pub burst: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -38,4 +52,7 @@ pub struct Backend {
     pub max_in_flight: Option<u64>,
     pub breaker_failures: Option<u64>,
     pub breaker_cooldown_ms: Option<u64>,
+    pub ca_file: Option<String>,
+    pub client_cert: Option<String>,
+    pub client_key: Option<String>,
 }

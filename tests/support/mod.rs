@@ -23,6 +23,7 @@ use tokio::task::JoinHandle;
 
 pub mod fault;
 pub mod otlp;
+pub mod pki;
 
 pub use mis_gateway::mock_mis::{MockMis, Received, Reply, Script, clinic};
 
@@ -149,6 +150,7 @@ pub struct TestGateway {
     pub admin_addr: SocketAddr,
     pub draining: Arc<std::sync::atomic::AtomicBool>,
     pub gateway: Arc<mis_gateway::gateway::Gateway>,
+    pub reloader: Option<Arc<mis_gateway::reload::Reloader>>,
     pub live: Arc<Live>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
@@ -175,6 +177,7 @@ impl TestGateway {
         let live = app.live.clone();
         let draining = app.draining.clone();
         let gateway = app.gateway.clone();
+        let reloader = app.reloader.clone();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let admin = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -191,6 +194,7 @@ impl TestGateway {
             admin_addr,
             draining,
             gateway,
+            reloader,
             live,
             stop: Some(stop),
             task: Some(task),

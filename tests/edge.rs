@@ -1,0 +1,247 @@
+//! The edge under abuse (RELIABILITY.md B1, B2, B5, B6), with raw sockets: slowloris, slow
+//! bodies, idle connections, header floods, smuggling shapes, the connection cap, password
+//! guessing and per-integrator rate limits.
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use http::StatusCode;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const LIMITS: &str =
+    "header_read_timeout_ms = 400\nbody_read_timeout_ms = 400\nmax_connections = 3\n";
+
+async fn gateway(server_extra: &str, integrator_extra: &str) -> (TestGateway, MockMis) {
+    let mis = MockMis::spawn(echo_mis()).await;
+    let toml = config_toml(
+        &[BackendSpec::new("mis-a", mis.url())],
+        &[(SEED_LPU, "mis-a")],
+    )
+    .replacen("[server]\n", &format!("[server]\n{server_extra}"), 1)
+    .replacen(
+        "lpus = [\"*\"]\n",
+        &format!("lpus = [\"*\"]\n{integrator_extra}"),
+        1,
+    );
+    (TestGateway::start(&toml).await, mis)
+}
+
+/// Reads until the peer closes (or 5 s pass); returns what was read and when it closed.
+async fn read_to_close(s: &mut TcpStream) -> (String, Duration) {
+    let started = Instant::now();
+    let mut out = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut out)).await;
+    (
+        String::from_utf8_lossy(&out).into_owned(),
+        started.elapsed(),
+    )
+}
+
+fn head(auth: bool, extra: &str, len: usize) -> String {
+    let a = if auth {
+        format!("authorization: {}\r\n", basic(PORTAL.0, PORTAL.1))
+    } else {
+        String::new()
+    };
+    format!(
+        "POST /dir/appointments HTTP/1.1\r\nhost: gw\r\ncontent-type: application/json\r\n{a}{extra}content-length: {len}\r\n\r\n"
+    )
+}
+
+#[tokio::test]
+async fn a_silent_socket_and_a_slowloris_are_closed_at_the_header_timeout() {
+    let (gw, _mis) = gateway(LIMITS, "").await;
+    let mut silent = TcpStream::connect(gw.addr).await.unwrap();
+    let (_, took) = read_to_close(&mut silent).await;
+    eprintln!("B2: silent socket closed after {took:?} (header timeout 400 ms)");
+    assert!(
+        took >= Duration::from_millis(350) && took < Duration::from_secs(3),
+        "{took:?}"
+    );
+
+    let mut slow = TcpStream::connect(gw.addr).await.unwrap();
+    let started = Instant::now();
+    slow.write_all(b"POST /dir/appointments HTTP/1.1\r\nhost: gw\r\n")
+        .await
+        .unwrap();
+    // One header line every 100 ms: never completes within the timeout.
+    let trickle = async {
+        for i in 0..40 {
+            if slow
+                .write_all(format!("x-slow-{i}: 1\r\n").as_bytes())
+                .await
+                .is_err()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    trickle.await;
+    let took = started.elapsed();
+    assert!(
+        took < Duration::from_secs(3),
+        "the slowloris was cut off, not served: {took:?}"
+    );
+
+    // Meanwhile and after, bookings go through.
+    assert_eq!(
+        gw.book(&fresh_booking(), PORTAL).await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn a_slow_body_gets_408_and_an_idle_keep_alive_connection_is_closed() {
+    let (gw, mis) = gateway(LIMITS, "").await;
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(head(true, "", 2000).as_bytes()).await.unwrap();
+    s.write_all(&[b' '; 100]).await.unwrap();
+    let (text, took) = read_to_close(&mut s).await;
+    assert!(text.starts_with("HTTP/1.1 408"), "{text}");
+    assert!(text.contains("94080"));
+    assert!(took < Duration::from_secs(3));
+
+    let body = fresh_booking();
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    s.write_all(format!("{}{body}", head(true, "", body.len())).as_bytes())
+        .await
+        .unwrap();
+    let mut buf = vec![0u8; 4096];
+    let n = s.read(&mut buf).await.unwrap();
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    let (_, idle) = read_to_close(&mut s).await;
+    eprintln!("B2: idle keep-alive connection closed after {idle:?}");
+    assert!(idle < Duration::from_secs(3), "{idle:?}");
+    assert_eq!(mis.count(), 1);
+}
+
+#[tokio::test]
+async fn header_floods_get_431_and_smuggling_shapes_400_without_reaching_the_mis() {
+    let (gw, mis) = gateway(LIMITS, "").await;
+    let send = |raw: String| async move {
+        let mut s = TcpStream::connect(gw.addr).await.unwrap();
+        s.write_all(raw.as_bytes()).await.unwrap();
+        read_to_close(&mut s).await.0
+    };
+    let many: String = (0..100).map(|i| format!("x-h{i}: 1\r\n")).collect();
+    let r = send(format!("{}{{}}", head(true, &many, 2))).await;
+    assert!(r.starts_with("HTTP/1.1 431"), "{r}");
+    let huge = format!("x-big: {}\r\n", "a".repeat(20_000));
+    let r = send(format!("{}{{}}", head(true, &huge, 2))).await;
+    assert!(r.starts_with("HTTP/1.1 431"), "{r}");
+
+    // Conflicting lengths are refused before anything is read.
+    let body = fresh_booking();
+    let r = send(format!(
+        "{}{body}",
+        head(true, "content-length: 5\r\n", body.len())
+    ))
+    .await;
+    assert!(r.starts_with("HTTP/1.1 400"), "conflicting CL: {r}");
+    assert_eq!(mis.count(), 0);
+
+    // CL + TE, the classic smuggling shape: Transfer-Encoding wins (RFC 9112 6.3), so a request
+    // hidden behind the short Content-Length is never read as a request of its own; the MIS
+    // gets exactly the one chunked booking, and nothing else is answered on the connection.
+    let hidden = format!(
+        "GET /dir/appointments HTTP/1.1\r\nhost: gw\r\nauthorization: {}\r\n\r\n",
+        basic(PORTAL.0, PORTAL.1)
+    );
+    let chunked = format!("{:x}\r\n{body}\r\n0\r\n\r\n", body.len());
+    let r = send(format!(
+        "{}{chunked}{hidden}",
+        head(true, "transfer-encoding: chunked\r\n", 4)
+    ))
+    .await;
+    assert!(r.starts_with("HTTP/1.1 200"), "CL + TE: {r}");
+    assert_eq!(
+        r.matches("HTTP/1.1 ").count(),
+        1,
+        "one request, one answer: {r}"
+    );
+    assert_eq!(mis.count(), 1);
+    assert_eq!(mis.received()[0].body, bytes::Bytes::from(body));
+}
+
+#[tokio::test]
+async fn past_the_connection_cap_a_client_gets_503_and_others_still_book() {
+    let (gw, _mis) = gateway("header_read_timeout_ms = 5000\nmax_connections = 2\n", "").await;
+    let _a = TcpStream::connect(gw.addr).await.unwrap();
+    let _b = TcpStream::connect(gw.addr).await.unwrap();
+    let mut c = TcpStream::connect(gw.addr).await.unwrap();
+    let (text, _) = read_to_close(&mut c).await;
+    assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+    assert!(text.contains("retry-after: 1"));
+    drop((_a, _b));
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            gw.book(&fresh_booking(), PORTAL).await.status == StatusCode::OK
+        })
+        .await
+    );
+}
+
+#[tokio::test]
+async fn password_guessing_is_throttled_without_locking_out_a_verified_integrator() {
+    let (gw, _mis) = gateway(
+        "auth_failures_per_login = 3\nauth_failures_per_ip = 100\n",
+        "",
+    )
+    .await;
+    // The integrator is verified (and cached) before the guessing starts.
+    assert_eq!(
+        gw.book(&fresh_booking(), PORTAL).await.status,
+        StatusCode::OK
+    );
+    for _ in 0..3 {
+        assert_eq!(
+            gw.book(SEED, ("portal", "guess")).await.status,
+            StatusCode::UNAUTHORIZED
+        );
+    }
+    let r = gw.book(SEED, ("portal", "guess")).await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, "94290")
+    );
+    assert!(r.headers.contains_key("retry-after"));
+    let before = gw.gateway.auth.verifications();
+    let r = gw.book(SEED, ("portal", "portal-pw-guess-2")).await;
+    assert_eq!(r.status, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(
+        gw.gateway.auth.verifications(),
+        before,
+        "no Argon2 work for a throttled login"
+    );
+    // The verified integrator keeps booking; another login is not affected.
+    assert_eq!(
+        gw.book(&fresh_booking(), PORTAL).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        gw.book(&fresh_booking(), CALLCENTRE).await.status,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn an_integrator_over_its_rate_gets_429() {
+    let (gw, mis) = gateway("", "rate_per_second = 1\nburst = 3\n").await;
+    let mut codes = Vec::new();
+    for _ in 0..5 {
+        codes.push(gw.book(&fresh_booking(), PORTAL).await.status.as_u16());
+    }
+    assert_eq!(codes, [200, 200, 200, 429, 429]);
+    let r = gw.book(&fresh_booking(), PORTAL).await;
+    assert_eq!(r.code(), "94291");
+    assert_eq!(mis.count(), 3);
+    assert_eq!(
+        gw.book(&fresh_booking(), CALLCENTRE).await.status,
+        StatusCode::OK,
+        "limits are per integrator"
+    );
+}

@@ -1,0 +1,585 @@
+//! The shared idempotency store on a real Redis: every test starts its own `redis-server`
+//! (Debian package `redis-server`) on a free loopback port and kills it when done.
+
+mod support;
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{Request, StatusCode, header};
+use http_body_util::Full;
+use mis_gateway::app::App;
+use mis_gateway::idempotency::{Begin, Outcome, Store, slot_of};
+use mis_gateway::redis_store::{KEY_PREFIX, RedisStore};
+use support::*;
+
+/// A throwaway `redis-server` child process: no persistence, loopback only, killed on drop.
+struct RedisServer {
+    child: tokio::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl RedisServer {
+    async fn start() -> RedisServer {
+        for _ in 0..5 {
+            let port = std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port();
+            if let Some(server) = Self::start_on(port).await {
+                return server;
+            }
+        }
+        panic!("redis-server did not start on a free port");
+    }
+
+    /// Starts on `port`; None if the server exits (the port was taken meanwhile).
+    async fn start_on(port: u16) -> Option<RedisServer> {
+        let dir = tempfile::tempdir().unwrap();
+        let mut child = tokio::process::Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir.path())
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server is on PATH (Debian package `redis-server`)");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            if child.try_wait().unwrap().is_some() {
+                return None;
+            }
+            if ping(port).await {
+                return Some(RedisServer {
+                    child,
+                    port,
+                    _dir: dir,
+                });
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "redis-server did not answer PING"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    async fn connection(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url())
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap()
+    }
+
+    /// Every key of this store with its value.
+    async fn entries(&self) -> Vec<(String, String)> {
+        let mut con = self.connection().await;
+        let keys: Vec<String> = redis::cmd("KEYS")
+            .arg("*")
+            .query_async(&mut con)
+            .await
+            .unwrap();
+        let mut out = Vec::new();
+        for k in keys {
+            let v: String = redis::cmd("GET")
+                .arg(&k)
+                .query_async(&mut con)
+                .await
+                .unwrap();
+            out.push((k, v));
+        }
+        out
+    }
+
+    async fn kill(&mut self) {
+        self.child.kill().await.unwrap();
+    }
+}
+
+async fn ping(port: u16) -> bool {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
+        return false;
+    };
+    if s.write_all(b"PING\r\n").await.is_err() {
+        return false;
+    }
+    let mut buf = [0u8; 7];
+    matches!(
+        tokio::time::timeout(Duration::from_secs(1), s.read_exact(&mut buf)).await,
+        Ok(Ok(_)) if &buf == b"+PONG\r\n"
+    )
+}
+
+fn store(url: &str, ttl: Duration, claim_ttl: Duration) -> Arc<RedisStore> {
+    Arc::new(RedisStore::open(url, ttl, claim_ttl).unwrap())
+}
+
+/// A config for one backend whose replicas fingerprint bodies alike; `idempotency` is added to
+/// the `[idempotency]` section.
+fn shared_config_toml(mis: &MockMis, idempotency: &str) -> String {
+    config_toml(
+        &[BackendSpec::new("mis-a", mis.url())],
+        &[(SEED_LPU, "mis-a")],
+    )
+    .replace(
+        "[admin]",
+        &format!(
+            "[idempotency]\nfingerprint_key_env = \"SHARED_FP_KEY_FOR_TESTS\"\n{idempotency}\n[admin]"
+        ),
+    )
+}
+
+/// A gateway replica over `store`.
+async fn replica(toml: &str, store: Arc<RedisStore>) -> TestGateway {
+    TestGateway::start_app(App::with_store(parse_config(toml), store), false).await
+}
+
+/// Two replicas sharing the Redis at `url`, as `Gateway::with_store` would get it.
+async fn replicas(toml: &str, url: &str) -> (TestGateway, TestGateway) {
+    let ttl = parse_config(toml).idempotency.ttl;
+    let claim_ttl = Duration::from_secs(30);
+    (
+        replica(toml, store(url, ttl, claim_ttl)).await,
+        replica(toml, store(url, ttl, claim_ttl)).await,
+    )
+}
+
+fn keyed(gw: &TestGateway, body: &str, key: &str) -> Request<Full<Bytes>> {
+    Request::post(gw.url("/dir/appointments"))
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::AUTHORIZATION, basic(PORTAL.0, PORTAL.1))
+        .header("idempotency-key", key)
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .unwrap()
+}
+
+const MINUTE: Duration = Duration::from_secs(60);
+
+// ---- the store itself, against the real server ----
+
+#[tokio::test]
+async fn the_claim_script_claims_reports_in_flight_mismatch_done_and_release() {
+    let redis = RedisServer::start().await;
+    let s = store(&redis.url(), MINUTE, MINUTE);
+    let slot = slot_of("portal", b"k1");
+    assert_eq!(s.begin(slot, [1; 32]).await.unwrap(), Begin::Claimed);
+    assert_eq!(s.begin(slot, [1; 32]).await.unwrap(), Begin::InFlight);
+    assert_eq!(s.begin(slot, [2; 32]).await.unwrap(), Begin::Mismatch);
+    let outcome = Outcome::Booked {
+        guid: "5f0c0d6e-1c1a-4c55-9d1e-1f6a2e3b4c5d".into(),
+        number: "1".into(),
+        slot: SEED_SLOT.into(),
+        source: "mis".into(),
+        create_time: "2023-04-05T14:00:00".into(),
+    };
+    s.finish(slot, [1; 32], outcome.clone()).await.unwrap();
+    assert_eq!(
+        s.begin(slot, [1; 32]).await.unwrap(),
+        Begin::Done(outcome.clone())
+    );
+    assert_eq!(s.begin(slot, [2; 32]).await.unwrap(), Begin::Mismatch);
+    // Another replica's store sees the same.
+    let other = store(&redis.url(), MINUTE, MINUTE);
+    assert_eq!(
+        other.begin(slot, [1; 32]).await.unwrap(),
+        Begin::Done(outcome)
+    );
+    s.release(slot).await.unwrap();
+    assert_eq!(other.begin(slot, [1; 32]).await.unwrap(), Begin::Claimed);
+    // Keys are scoped: another slot is independent; releasing an absent key is fine.
+    let elsewhere = slot_of("callcentre", b"k1");
+    assert_eq!(s.begin(elsewhere, [1; 32]).await.unwrap(), Begin::Claimed);
+    s.release(slot_of("portal", b"never")).await.unwrap();
+}
+
+#[tokio::test]
+async fn claims_expire_after_claim_ttl_and_outcomes_after_ttl() {
+    let redis = RedisServer::start().await;
+    let s = store(
+        &redis.url(),
+        Duration::from_secs(60),
+        Duration::from_millis(300),
+    );
+    let mut con = redis.connection().await;
+    let slot = slot_of("portal", b"dead-owner");
+    assert_eq!(s.begin(slot, [1; 32]).await.unwrap(), Begin::Claimed);
+    let key = format!(
+        "{KEY_PREFIX}{}",
+        slot.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    );
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg(&key)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert!((1..=300).contains(&pttl), "claim PTTL {pttl}");
+    // Its owner never finishes: the claim lapses and the key can be claimed again.
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            s.begin(slot, [2; 32]).await.unwrap() == Begin::Claimed
+        })
+        .await
+    );
+    s.finish(slot, [2; 32], Outcome::MisTimeout).await.unwrap();
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg(&key)
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    assert!((59_000..=60_000).contains(&pttl), "outcome PTTL {pttl}");
+}
+
+#[tokio::test]
+async fn concurrent_claims_across_replicas_have_exactly_one_winner() {
+    let redis = RedisServer::start().await;
+    let stores = [
+        store(&redis.url(), MINUTE, MINUTE),
+        store(&redis.url(), MINUTE, MINUTE),
+    ];
+    for round in 0..20u8 {
+        let slot = slot_of("portal", &[round]);
+        let tasks: Vec<_> = (0..8)
+            .map(|i| {
+                let s = stores[i % 2].clone();
+                tokio::spawn(async move { s.begin(slot, [7; 32]).await.unwrap() })
+            })
+            .collect();
+        let mut claimed = 0;
+        for t in tasks {
+            match t.await.unwrap() {
+                Begin::Claimed => claimed += 1,
+                Begin::InFlight => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(claimed, 1, "round {round}");
+    }
+}
+
+#[tokio::test]
+async fn a_dead_redis_fails_calls_fast_without_naming_keys_and_is_reconnected() {
+    let mut redis = RedisServer::start().await;
+    let port = redis.port;
+    let s = store(&redis.url(), MINUTE, MINUTE);
+    let slot = slot_of("portal", b"k");
+    let hex: String = slot.iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(s.begin(slot, [1; 32]).await.unwrap(), Begin::Claimed);
+    redis.kill().await;
+    for _ in 0..5 {
+        let started = Instant::now();
+        let e = s.begin(slot, [1; 32]).await.unwrap_err();
+        let took = started.elapsed();
+        assert!(took < Duration::from_millis(300), "{took:?}");
+        assert!(!e.0.contains(&hex) && !e.0.contains("idem"), "{e}");
+        assert!(s.finish(slot, [1; 32], Outcome::MisTimeout).await.is_err());
+        assert!(s.release(slot).await.is_err());
+    }
+    let _redis = RedisServer::start_on(port)
+        .await
+        .expect("the port is free again");
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            matches!(s.begin(slot, [1; 32]).await, Ok(Begin::Claimed))
+        })
+        .await
+    );
+}
+
+#[tokio::test]
+async fn a_silent_redis_costs_a_call_at_most_a_quarter_second_then_fails_fast() {
+    // Accepts connections and never answers.
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = silent.local_addr().unwrap();
+    let held = tokio::spawn(async move {
+        let mut conns = Vec::new();
+        while let Ok((c, _)) = silent.accept().await {
+            conns.push(c);
+        }
+    });
+    let s = store(&format!("redis://{addr}/0"), MINUTE, MINUTE);
+    let slot = slot_of("portal", b"k");
+    let mut calls = Vec::new();
+    // The connect gives up after 1 s; calls meanwhile wait for it at most 250 ms.
+    let until = Instant::now() + Duration::from_millis(1500);
+    while Instant::now() < until {
+        let started = Instant::now();
+        assert!(s.begin(slot, [1; 32]).await.is_err());
+        calls.push(started.elapsed());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    eprintln!(
+        "silent Redis: {} calls, slowest {:?}",
+        calls.len(),
+        calls.iter().max()
+    );
+    assert!(
+        calls.iter().all(|t| *t < Duration::from_millis(400)),
+        "{calls:?}"
+    );
+    assert!(
+        calls.last().unwrap() < &Duration::from_millis(50),
+        "after the failed connect, calls fail at once: {calls:?}"
+    );
+    held.abort();
+}
+
+#[tokio::test]
+async fn a_redis_that_stops_answering_is_given_up_and_reconnected() {
+    let redis = RedisServer::start().await;
+    let s = store(&redis.url(), MINUTE, MINUTE);
+    let slot = slot_of("portal", b"k");
+    assert_eq!(s.begin(slot, [1; 32]).await.unwrap(), Begin::Claimed);
+    // The server stops answering every client (new ones included) for 1.5 s.
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(1500)
+        .query_async(&mut redis.connection().await)
+        .await
+        .unwrap();
+    let paused = Instant::now();
+    let mut slowest = Duration::ZERO;
+    while paused.elapsed() < Duration::from_millis(1000) {
+        let started = Instant::now();
+        assert!(s.begin(slot, [1; 32]).await.is_err());
+        slowest = slowest.max(started.elapsed());
+    }
+    eprintln!("paused Redis: slowest call {slowest:?}");
+    assert!(slowest < Duration::from_millis(700), "{slowest:?}");
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            matches!(s.begin(slot, [1; 32]).await, Ok(Begin::InFlight))
+        })
+        .await
+    );
+}
+
+// ---- through real gateways ----
+
+#[tokio::test]
+async fn a_key_completed_on_one_replica_replays_on_another() {
+    let redis = RedisServer::start().await;
+    let mis = MockMis::spawn(echo_mis()).await;
+    let (gw1, gw2) = replicas(&shared_config_toml(&mis, ""), &redis.url()).await;
+    let body = fresh_booking();
+    let first = gw1.send(keyed(&gw1, &body, "k")).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.text());
+    assert!(!first.headers.contains_key("idempotent-replayed"));
+    let again = gw2.send(keyed(&gw2, &body, "k")).await;
+    assert_eq!(again.status, StatusCode::OK, "{}", again.text());
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    assert_eq!(again.json(), first.json());
+    assert_eq!(mis.count(), 1);
+}
+
+#[tokio::test]
+async fn replicas_built_from_config_share_the_store_the_config_names() {
+    let redis = RedisServer::start().await;
+    let mis = MockMis::spawn(echo_mis()).await;
+    let toml = shared_config_toml(&mis, &format!("store = \"{}\"\n", redis.url()));
+    let gw1 = TestGateway::start(&toml).await;
+    let gw2 = TestGateway::start(&toml).await;
+    let body = fresh_booking();
+    let first = gw1.send(keyed(&gw1, &body, "from-config")).await;
+    assert_eq!(first.status, StatusCode::OK, "{}", first.text());
+    let again = gw2.send(keyed(&gw2, &body, "from-config")).await;
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    assert_eq!(again.json(), first.json());
+    assert_eq!(mis.count(), 1);
+    assert_eq!(redis.entries().await.len(), 1);
+}
+
+#[tokio::test]
+async fn a_key_in_flight_on_one_replica_is_409_on_another() {
+    let redis = RedisServer::start().await;
+    let mis = MockMis::spawn(Arc::new(|r: &Received| {
+        (echo_mis())(r).after(Duration::from_millis(600))
+    }))
+    .await;
+    let (gw1, gw2) = replicas(&shared_config_toml(&mis, ""), &redis.url()).await;
+    let gw1 = Arc::new(gw1);
+    let body = fresh_booking();
+    let first = {
+        let (gw1, body) = (gw1.clone(), body.clone());
+        tokio::spawn(async move { gw1.send(keyed(&gw1, &body, "slow")).await.status })
+    };
+    assert!(eventually(Duration::from_secs(5), || async { mis.count() == 1 }).await);
+    let r = gw2.send(keyed(&gw2, &body, "slow")).await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (StatusCode::CONFLICT, "94090")
+    );
+    assert_eq!(first.await.unwrap(), StatusCode::OK);
+    let r = gw2.send(keyed(&gw2, &body, "slow")).await;
+    assert_eq!(r.headers["idempotent-replayed"], "true");
+    assert_eq!(mis.count(), 1);
+}
+
+#[tokio::test]
+async fn the_same_key_with_another_body_on_another_replica_is_422() {
+    let redis = RedisServer::start().await;
+    let mis = MockMis::spawn(echo_mis()).await;
+    let (gw1, gw2) = replicas(&shared_config_toml(&mis, ""), &redis.url()).await;
+    let r = gw1.send(keyed(&gw1, &fresh_booking(), "reused")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let r = gw2.send(keyed(&gw2, &fresh_booking(), "reused")).await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (StatusCode::UNPROCESSABLE_ENTITY, "94220")
+    );
+    assert_eq!(mis.count(), 1);
+}
+
+#[tokio::test]
+async fn an_expired_key_books_anew_on_any_replica() {
+    let redis = RedisServer::start().await;
+    let mis = MockMis::spawn(echo_mis()).await;
+    let (gw1, gw2) = replicas(&shared_config_toml(&mis, "ttl_seconds = 1\n"), &redis.url()).await;
+    let body = fresh_booking();
+    assert_eq!(
+        gw1.send(keyed(&gw1, &body, "key-ttl")).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(
+        gw2.send(keyed(&gw2, &body, "key-ttl")).await.headers["idempotent-replayed"],
+        "true"
+    );
+    assert!(
+        eventually(Duration::from_secs(4), || async {
+            gw2.send(keyed(&gw2, &body, "key-ttl")).await;
+            mis.count() == 2
+        })
+        .await
+    );
+    let r = gw1.send(keyed(&gw1, &body, "key-ttl")).await;
+    assert_eq!(r.headers["idempotent-replayed"], "true");
+    assert_eq!(mis.count(), 2);
+}
+
+/// Books with a fresh key and body; asserts a quick 200 that reached the MIS.
+async fn books_quickly(gw: &TestGateway, mis: &MockMis, key: &str) -> Duration {
+    let before = mis.count();
+    let started = Instant::now();
+    let r = gw.send(keyed(gw, &fresh_booking(), key)).await;
+    let took = started.elapsed();
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(!r.headers.contains_key("idempotent-replayed"));
+    assert_eq!(mis.count(), before + 1, "the MIS was called");
+    assert!(took < Duration::from_millis(500), "booking took {took:?}");
+    took
+}
+
+#[tokio::test]
+async fn with_redis_unreachable_bookings_go_through_quickly() {
+    let mis = MockMis::spawn(echo_mis()).await;
+    let addr = closed_port().await;
+    let (gw, _) = replicas(&shared_config_toml(&mis, ""), &format!("redis://{addr}/0")).await;
+    for i in 0..5 {
+        books_quickly(&gw, &mis, &format!("down-{i}")).await;
+    }
+    // Without the store, a repeat books again: protection is degraded, bookings are not.
+    let body = fresh_booking();
+    for _ in 0..2 {
+        let r = gw.send(keyed(&gw, &body, "unprotected")).await;
+        assert_eq!(r.status, StatusCode::OK);
+    }
+    assert_eq!(mis.count(), 7);
+}
+
+#[tokio::test]
+async fn when_redis_dies_bookings_go_through_and_protection_returns_with_it() {
+    let mut redis = RedisServer::start().await;
+    let port = redis.port;
+    let mis = MockMis::spawn(echo_mis()).await;
+    let (gw1, gw2) = replicas(&shared_config_toml(&mis, ""), &redis.url()).await;
+    books_quickly(&gw1, &mis, "before").await;
+    let r = gw2.send(keyed(&gw2, &fresh_booking(), "before")).await;
+    assert_eq!(
+        r.status,
+        StatusCode::UNPROCESSABLE_ENTITY,
+        "shared store works"
+    );
+
+    redis.kill().await;
+    let mut slowest = Duration::ZERO;
+    for i in 0..6 {
+        slowest = slowest.max(books_quickly(&gw1, &mis, &format!("dead-{i}")).await);
+        slowest = slowest.max(books_quickly(&gw2, &mis, &format!("dead-{i}")).await);
+    }
+    eprintln!("slowest booking with Redis dead: {slowest:?}");
+
+    // Redis comes back on the same address: the replicas reconnect and share keys again.
+    let _redis = RedisServer::start_on(port)
+        .await
+        .expect("the port is free again");
+    let body = fresh_booking();
+    let mut n = 0;
+    assert!(
+        eventually(Duration::from_secs(10), || {
+            n += 1;
+            let key = format!("back-{n}");
+            let (gw1, gw2, body) = (&gw1, &gw2, &body);
+            async move {
+                let first = gw1.send(keyed(gw1, body, &key)).await;
+                assert_eq!(first.status, StatusCode::OK);
+                gw2.send(keyed(gw2, body, &key))
+                    .await
+                    .headers
+                    .get("idempotent-replayed")
+                    == Some(&http::HeaderValue::from_static("true"))
+            }
+        })
+        .await,
+        "duplicate protection did not come back"
+    );
+}
+
+#[tokio::test]
+async fn redis_holds_only_fingerprints_and_outcomes() {
+    let redis = RedisServer::start().await;
+    let mis = MockMis::spawn(echo_mis()).await;
+    let (gw, _) = replicas(&shared_config_toml(&mis, ""), &redis.url()).await;
+    let body = fresh_booking();
+    for secret in ["1234567812345678", "71234569898", "A01.0", "567812"] {
+        assert!(body.contains(secret), "the seed carries {secret}");
+    }
+    let r = gw.send(keyed(&gw, &body, "private-key-value")).await;
+    assert_eq!(r.status, StatusCode::OK);
+
+    let entries = redis.entries().await;
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let (key, value) = &entries[0];
+    assert!(key.starts_with(KEY_PREFIX), "{key}");
+    assert!(!key.contains("private-key-value") && !key.contains("portal"));
+    for secret in [
+        "1234567812345678",
+        "71234569898",
+        "A01.0",
+        "567812",
+        "14555-9984",
+        "2d793f84-26c9-496d-bd64-745095eb1f80",
+        "private-key-value",
+    ] {
+        assert!(!value.contains(secret), "{secret} stored: {value}");
+    }
+    let v: serde_json::Value = serde_json::from_str(value).unwrap();
+    let mut fields: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
+    fields.sort();
+    assert_eq!(fields, ["fp", "outcome", "state"], "{value}");
+    assert_eq!(v["state"], "done");
+    assert_eq!(v["fp"].as_str().unwrap().len(), 64);
+    assert_eq!(v["outcome"]["kind"], "booked");
+    assert_eq!(v["outcome"]["guid"], r.json()["guid"], "{}", r.text());
+}

@@ -1,0 +1,250 @@
+//! TLS on both sides: the integrator listener (HTTP/1.1 and HTTP/2 by ALPN, certificates
+//! rotated by reload) and https backends with their own CA and client certificates (mTLS).
+
+mod support;
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, StatusCode, Version, header};
+use http_body_util::{BodyExt, Full};
+use support::pki::Pki;
+use support::*;
+
+fn client(
+    pki: &Pki,
+    h2: bool,
+) -> hyper_util::client::legacy::Client<
+    hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    Full<Bytes>,
+> {
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(pki.roots())
+    .with_no_client_auth();
+    let b = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only();
+    let connector = if h2 {
+        b.enable_http2().build()
+    } else {
+        b.enable_http1().build()
+    };
+    let mut builder =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new());
+    builder.http2_only(h2);
+    builder.build(connector)
+}
+
+fn booking(url: &str) -> Request<Full<Bytes>> {
+    Request::post(url)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::AUTHORIZATION, basic(PORTAL.0, PORTAL.1))
+        .body(Full::new(Bytes::from(fresh_booking())))
+        .unwrap()
+}
+
+/// The DER of the certificate the server at `port` presents.
+async fn presented_cert(pki: &Pki, port: u16) -> Vec<u8> {
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(pki.roots())
+    .with_no_client_auth();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .unwrap();
+    let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+    let stream = tokio_rustls::TlsConnector::from(Arc::new(tls))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    stream.get_ref().1.peer_certificates().unwrap()[0].to_vec()
+}
+
+#[tokio::test]
+async fn the_listener_serves_https_over_http1_and_http2_and_rotates_its_certificate_on_reload() {
+    let pki = Pki::new("hub test CA");
+    let dir = tempfile::tempdir().unwrap();
+    pki.leaf(&["localhost", "127.0.0.1"])
+        .write(dir.path(), "server");
+    let mis = MockMis::spawn(echo_mis()).await;
+    let toml = config_toml(
+        &[BackendSpec::new("mis-a", mis.url())],
+        &[(SEED_LPU, "mis-a")],
+    )
+    .replace(
+        "[admin]",
+        "[server.tls]\ncert = \"server.crt\"\nkey = \"server.key\"\n\n[admin]",
+    );
+    let path = dir.path().join("routes.toml");
+    std::fs::write(&path, &toml).unwrap();
+    let gw = TestGateway::start_file(&path).await;
+    let url = format!("https://localhost:{}/dir/appointments", gw.addr.port());
+
+    for h2 in [false, true] {
+        let r = client(&pki, h2)
+            .request(booking(&url))
+            .await
+            .expect("an https booking");
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(
+            r.version(),
+            if h2 {
+                Version::HTTP_2
+            } else {
+                Version::HTTP_11
+            }
+        );
+        let body = r.into_body().collect().await.unwrap().to_bytes();
+        assert!(serde_json::from_slice::<serde_json::Value>(&body).unwrap()["guid"].is_string());
+    }
+    // Plain HTTP on the TLS port does not get a booking.
+    assert!(
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+            .build_http::<Full<Bytes>>()
+            .request(booking(&format!(
+                "http://127.0.0.1:{}/dir/appointments",
+                gw.addr.port()
+            )))
+            .await
+            .is_err()
+    );
+
+    let before = presented_cert(&pki, gw.addr.port()).await;
+    let next = pki.leaf(&["localhost", "127.0.0.1"]);
+    next.write(dir.path(), "server");
+    let r = gw.admin(Method::POST, "/admin/reload").await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert!(
+        eventually(std::time::Duration::from_secs(2), || async {
+            presented_cert(&pki, gw.addr.port()).await != before
+        })
+        .await,
+        "new connections present the rotated certificate"
+    );
+    assert_eq!(
+        client(&pki, false)
+            .request(booking(&url))
+            .await
+            .unwrap()
+            .status(),
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn an_https_backend_with_its_own_ca_and_client_certificate_books() {
+    let mis_pki = Pki::new("clinic CA");
+    let hub_pki = Pki::new("hub client CA");
+    let dir = tempfile::tempdir().unwrap();
+    let server_leaf = mis_pki.leaf(&["localhost", "127.0.0.1"]);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mis = MockMis::start_tls(
+        listener,
+        echo_mis(),
+        Some(Pki::server_config(&server_leaf, Some(&hub_pki))),
+    );
+    std::fs::write(dir.path().join("clinic-ca.pem"), mis_pki.ca_pem()).unwrap();
+    let (cert, key) = hub_pki.leaf(&["mis-gateway"]).write(dir.path(), "client");
+    let ca = dir.path().join("clinic-ca.pem");
+    let url = format!("https://localhost:{port}");
+
+    let with = |extra: String| {
+        let spec = BackendSpec::new("mis-a", url.clone()).extra(Box::leak(extra.into_boxed_str()));
+        config_toml(&[spec], &[(SEED_LPU, "mis-a")])
+    };
+    let mtls = format!(
+        "ca_file = \"{}\"\nclient_cert = \"{}\"\nclient_key = \"{}\"",
+        ca.display(),
+        cert.display(),
+        key.display()
+    );
+    let gw = TestGateway::start(&with(mtls)).await;
+    let r = gw.book(&fresh_booking(), PORTAL).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(mis.count(), 1);
+
+    // Without the client certificate the clinic refuses the handshake: a clear 502, not sent.
+    let gw = TestGateway::start(&with(format!("ca_file = \"{}\"", ca.display()))).await;
+    let r = gw.book(&fresh_booking(), PORTAL).await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (StatusCode::BAD_GATEWAY, "95023"),
+        "{}",
+        r.text()
+    );
+    // Trusting only the system roots, the clinic's certificate is not accepted.
+    let gw = TestGateway::start(&with(String::new())).await;
+    let r = gw.book(&fresh_booking(), PORTAL).await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (StatusCode::BAD_GATEWAY, "95023"),
+        "{}",
+        r.text()
+    );
+    assert_eq!(
+        mis.count(),
+        1,
+        "no booking reached the MIS without a good handshake"
+    );
+}
+
+#[test]
+fn tls_settings_are_validated() {
+    let toml = config_toml(
+        &[BackendSpec::new("mis-a", "http://127.0.0.1:9".into())
+            .extra("ca_file = \"/nonexistent.pem\"")],
+        &[(SEED_LPU, "mis-a")],
+    );
+    let p = mis_gateway::config::Config::from_bytes(
+        toml.as_bytes(),
+        std::path::Path::new("."),
+        &TestSecrets,
+    )
+    .unwrap_err();
+    assert!(
+        p.iter()
+            .any(|p| p.message.contains("https:// backends only")),
+        "{p:?}"
+    );
+    let toml = config_toml(
+        &[BackendSpec::new("mis-a", "http://127.0.0.1:9".into())],
+        &[(SEED_LPU, "mis-a")],
+    )
+    .replace(
+        "[admin]",
+        "[server.tls]\ncert = \"/nonexistent.crt\"\nkey = \"/nonexistent.key\"\n\n[admin]",
+    );
+    let p = mis_gateway::config::Config::from_bytes(
+        toml.as_bytes(),
+        std::path::Path::new("."),
+        &TestSecrets,
+    )
+    .unwrap_err();
+    assert!(p.iter().any(|p| p.location == "server.tls.cert"), "{p:?}");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("bad.crt"), "not a certificate").unwrap();
+    std::fs::write(dir.path().join("bad.key"), "not a key").unwrap();
+    let toml = toml.replace(
+        "/nonexistent",
+        &dir.path().join("bad").display().to_string(),
+    );
+    let p = mis_gateway::config::Config::from_bytes(
+        toml.as_bytes(),
+        std::path::Path::new("."),
+        &TestSecrets,
+    )
+    .unwrap_err();
+    assert!(
+        p.iter()
+            .any(|p| p.location == "server.tls" && p.message.contains("cert")),
+        "{p:?}"
+    );
+}
