@@ -509,6 +509,22 @@ py=$?
 set -e
 [ "$py" -eq 0 ] || failed=1
 
+# The cluster's routes.toml must pass the gateway's own validation (same code as a reload).
+GW="${MIS_GATEWAY_BIN:-$REPO_ROOT/target/debug/mis-gateway}"
+if [ -x "$GW" ]; then
+  cm="$tmp/configmap-routes.toml"
+  python3 -c 'import sys, yaml; d = next(yaml.safe_load_all(open(sys.argv[1]))); open(sys.argv[2], "w").write(d["data"]["routes.toml"])' \
+    "$DEPLOY_DIR/kubernetes/configmap.yaml" "$cm"
+  if MIS_NORTH_PASSWORD=x MIS_CENTRAL_PASSWORD=y MIS_GATEWAY_ADMIN_TOKEN=verify-token-0123456789 \
+     MIS_GATEWAY_FINGERPRINT_KEY=verify-key-0123456789 "$GW" check --config "$cm" >"$tmp/check.out" 2>&1; then
+    echo "ok: the ConfigMap's routes.toml passes mis-gateway check"
+  else
+    fail "the ConfigMap's routes.toml fails mis-gateway check: $(cat "$tmp/check.out")"
+  fi
+else
+  echo "note: $GW not built; the ConfigMap's routes.toml was not checked by the gateway"
+fi
+
 if [ "$failed" -ne 0 ]; then
   echo "verify: FAILED"
   exit 1
