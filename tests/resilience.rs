@@ -250,3 +250,68 @@ async fn l4_one_hanging_mis_sheds_its_excess_and_does_not_slow_another() {
         "{during:?} vs {baseline:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l3_a_burst_above_capacity_is_shed_fast_with_retry_after_and_recovers() {
+    let mis = MockMis::spawn(Arc::new(|r: &Received| {
+        (echo_mis())(r).after(Duration::from_millis(300))
+    }))
+    .await;
+    let gw = Arc::new(gateway_for(mis.url(), "max_in_flight = 4").await);
+    assert_eq!(
+        gw.book(&fresh_booking(), PORTAL).await.status,
+        StatusCode::OK
+    ); // warm auth cache
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..100)
+        .map(|_| {
+            let gw = gw.clone();
+            tokio::spawn(async move {
+                let t = Instant::now();
+                let r = gw.book(&fresh_booking(), PORTAL).await;
+                (
+                    r.status,
+                    r.code(),
+                    r.headers.contains_key("retry-after"),
+                    t.elapsed(),
+                )
+            })
+        })
+        .collect();
+    let mut booked = 0;
+    let mut shed = Vec::new();
+    for t in tasks {
+        let (status, code, retry_after, took) = t.await.unwrap();
+        match status {
+            StatusCode::OK => booked += 1,
+            StatusCode::SERVICE_UNAVAILABLE => {
+                assert_eq!(code, "95030");
+                assert!(retry_after);
+                shed.push(took);
+            }
+            other => panic!("unexpected {other}"),
+        }
+    }
+    shed.sort();
+    let median_shed = shed.get(shed.len() / 2).copied().unwrap_or_default();
+    eprintln!(
+        "L3: 100 at once, max_in_flight 4: {booked} booked, {} shed, median shed answer {median_shed:?}, burst over in {:?}",
+        shed.len(),
+        started.elapsed()
+    );
+    assert!(booked >= 4 && !shed.is_empty());
+    assert!(
+        median_shed < Duration::from_millis(300),
+        "shed answers do not wait for the MIS: {median_shed:?}"
+    );
+    assert_eq!(
+        mis.count(),
+        booked + 1,
+        "shed bookings never reached the MIS"
+    );
+    assert_eq!(
+        gw.book(&fresh_booking(), PORTAL).await.status,
+        StatusCode::OK,
+        "recovered"
+    );
+}
