@@ -152,11 +152,7 @@ impl Gateway {
         };
         let generation = self.live.load();
         let mut rec = Record::default();
-        let booking = match self
-            .receive(req, generation, &mut rec)
-            .instrument(span.clone())
-            .await
-        {
+        let booking = match self.receive(req, generation, &mut rec).await {
             Ok(b) => b,
             Err(e) => return span.in_scope(|| finish(Err(e), &ids, rec, started)),
         };
@@ -290,7 +286,11 @@ impl Gateway {
         rec.backend = Some(upstream.backend.name.clone());
 
         // Duplicate protection: an explicit key, or the (integrator, referral, slot) in flight.
-        let fingerprint = idempotency::fingerprint(&self.fingerprint_key, &b.body);
+        // The body's fingerprint is only needed (and only computed) with a key.
+        let fingerprint = match b.key {
+            Some(_) => idempotency::fingerprint(&self.fingerprint_key, &b.body),
+            None => [0; 32],
+        };
         let _in_flight;
         let mut claimed = None;
         match b.key {

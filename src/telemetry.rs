@@ -16,6 +16,7 @@ use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_http::{Bytes, HttpClient, HttpError, Request, Response};
 use opentelemetry_sdk::trace::{BatchConfigBuilder, BatchSpanProcessor, SdkTracerProvider};
 use tracing_subscriber::Layer;
+use tracing_subscriber::filter::FilterExt;
 use tracing_subscriber::filter::{EnvFilter, Targets};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
@@ -36,18 +37,38 @@ const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 /// The installed telemetry; flush it before the process exits.
 pub struct Telemetry {
     tracer_provider: Option<SdkTracerProvider>,
+    /// Flushes buffered log lines when dropped.
+    log_guard: Option<tracing_appender::non_blocking::WorkerGuard>,
+}
+
+static EXPORTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether spans are being exported (per-call client spans are only worth their cost then).
+pub fn exporting() -> bool {
+    EXPORTING.load(std::sync::atomic::Ordering::Relaxed)
 }
 
 impl Telemetry {
     /// Installs logging to stderr and, if configured, trace export. Must run inside the tokio
     /// runtime that will carry the exports.
     pub fn init(format: LogFormat) -> Telemetry {
+        use std::io::IsTerminal;
         let export = if otlp_configured() {
             Export::FromEnv
         } else {
             Export::Off
         };
-        Self::init_with(format, std::io::stderr, export)
+        // Lines go through a buffer and a writer thread: a request never waits on stderr. If
+        // the buffer is full (a stalled log reader), lines are dropped rather than bookings
+        // slowed; the writer counts what it dropped.
+        let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
+            .lossy(true)
+            .buffered_lines_limit(64 * 1024)
+            .thread_name("log-writer")
+            .finish(std::io::stderr());
+        let mut t = Self::install(format, writer, export, std::io::stderr().is_terminal());
+        t.log_guard = Some(guard);
+        t
     }
 
     /// As [`Telemetry::init`], with logs written to `writer` and export forced on or off.
@@ -55,9 +76,23 @@ impl Telemetry {
     where
         W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
     {
-        let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+        Self::install(format, writer, export, false)
+    }
+
+    fn install<W>(format: LogFormat, writer: W, export: Export, ansi: bool) -> Telemetry
+    where
+        W: for<'w> MakeWriter<'w> + Send + Sync + 'static,
+    {
+        // The log layer sees events only: every event that matters carries its own fields, and
+        // formatting span fields for each request would cost more than the access line itself.
+        let filter = EnvFilter::try_from_default_env()
+            .unwrap_or_else(|_| EnvFilter::new("info"))
+            .and(tracing_subscriber::filter::filter_fn(|meta| {
+                meta.is_event()
+            }));
         let fmt = tracing_subscriber::fmt::layer()
             .with_writer(writer)
+            .with_ansi(ansi)
             .with_target(true);
         let fmt = match format {
             LogFormat::Json => fmt
@@ -100,8 +135,10 @@ impl Telemetry {
             .with(fmt.with_filter(filter))
             .with(otel)
             .try_init();
+        EXPORTING.store(exporting, std::sync::atomic::Ordering::Relaxed);
         Telemetry {
             tracer_provider: exporting.then_some(provider),
+            log_guard: None,
         }
     }
 

@@ -104,24 +104,33 @@ impl Upstream {
     ) -> Result<MisAnswer, GatewayError> {
         let b = &self.backend;
         let uri = &b.appointments_uri;
-        let span = tracing::info_span!(
-            "mis",
-            otel.name = "POST",
-            otel.kind = "client",
-            otel.status_code = tracing::field::Empty,
-            http.request.method = "POST",
-            server.address = uri.host().unwrap_or_default(),
-            server.port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("https") { 443 } else { 80 }),
-            url.full = %uri,
-            backend = &*b.name,
-            http.response.status_code = tracing::field::Empty,
-            error.type = tracing::field::Empty,
-        );
-        // The MIS sees this client span as its parent; without an exporter the integrator's
-        // own traceparent is passed on as it came.
+        let span = if crate::telemetry::exporting() {
+            tracing::info_span!(
+                "mis",
+                otel.name = "POST",
+                otel.kind = "client",
+                otel.status_code = tracing::field::Empty,
+                http.request.method = "POST",
+                server.address = uri.host().unwrap_or_default(),
+                server.port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("https") { 443 } else { 80 }),
+                url.full = %uri,
+                backend = &*b.name,
+                http.response.status_code = tracing::field::Empty,
+                error.type = tracing::field::Empty,
+            )
+        } else {
+            tracing::Span::none()
+        };
+        // The MIS sees the client span (or, without export, the request's span) as its
+        // parent; with no trace context at all the integrator's traceparent goes on as it came.
         let mut trace_headers = http::HeaderMap::new();
+        let parent = if span.is_none() {
+            tracing::Span::current()
+        } else {
+            span.clone()
+        };
         TraceContextPropagator::new().inject_context(
-            &span.context(),
+            &parent.context(),
             &mut opentelemetry_http::HeaderInjector(&mut trace_headers),
         );
         let traceparent = trace_headers.get("traceparent").or(traceparent);
