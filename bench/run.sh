@@ -3,22 +3,28 @@
 # directly, on loopback only. One command:   bench/run.sh
 # Method and caveats: bench/README.md (follows shared/PERF.md).
 #
+# Every request to every target is a distinct booking: the seed body with a fresh slot and
+# direction.guid per request (bench/unique.lua). A run in which any target answers more than
+# 0.1% of its requests with anything but 2xx (or not at all) fails, printing the status mix.
+#
 # Environment knobs (defaults in brackets):
 #   ROUNDS [3]          interleaved rounds (direct, haproxy, gateway) per phase
 #   DURATION [10]       seconds per measured run (also the 1,000-connection phase)
-#   RATE [8000]         total requests/s of the fixed-rate (open loop) phase
+#   RATE [8000]         total requests/s of the fixed-rate (paced) phase
+#   RATE_THREADS [4]    wrk threads sharing RATE and CONNS in the fixed-rate phase
 #   CONNS [64]          connections for the throughput and fixed-rate phases
 #   BIG_CONNS [1000]    connections held in the memory phase
 #   BIN                 an already-built mis-gateway binary (skips cargo build)
 #   GATEWAY_RUST_LOG [info]  the gateway's RUST_LOG; its stderr (access log) goes to GATEWAY_LOG
 #   GATEWAY_LOG [/dev/null]  where the gateway's log goes (a file fills fast: ~300 B/request)
 #   OUT [bench/results/latest.json]
-#   KEEP_TMP [0]        1 keeps the temp dir (configs, raw wrk/h2load output) for inspection
+#   KEEP_TMP [0]        1 keeps the temp dir (configs, raw wrk output) for inspection
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}
 DURATION=${DURATION:-10}
 RATE=${RATE:-8000}
+RATE_THREADS=${RATE_THREADS:-4}
 CONNS=${CONNS:-64}
 BIG_CONNS=${BIG_CONNS:-1000}
 GATEWAY_RUST_LOG=${GATEWAY_RUST_LOG:-info}
@@ -40,8 +46,8 @@ PORTAL_BASIC="Basic $(printf 'portal:portal-demo' | base64)"
 MIS_BASIC="Basic $(printf 'gateway:bench-secret' | base64)"
 TARGETS=(direct haproxy gateway)
 
-say() { printf '[bench %s] %s\n' "$(date +%T)" "$*" >&2; }
-die() { say "FAILED: $*"; exit 1; }
+# say, die, write_mis_config, write_gateway_config (shared with bench/callgrind.sh)
+. "$HERE/lib.sh"
 port_of() { case $1 in direct) echo $MIS_PORT ;; haproxy) echo $HAPROXY_PORT ;; gateway) echo $GATEWAY_PORT ;; esac; }
 url_of() { echo "http://127.0.0.1:$(port_of "$1")$PATH_"; }
 
@@ -50,7 +56,7 @@ T0=$(date +%s)
 
 # ---------------------------------------------------------------- tools from Debian
 need=()
-for t in haproxy:haproxy nginx:nginx wrk:wrk h2load:nghttp2-client curl:curl python3:python3; do
+for t in haproxy:haproxy nginx:nginx wrk:wrk curl:curl jq:jq python3:python3; do
   command -v "${t%%:*}" >/dev/null 2>&1 || need+=("${t#*:}")
 done
 if [ ${#need[@]} -gt 0 ]; then
@@ -68,6 +74,7 @@ if [ -z "${BIN:-}" ]; then
   case $BIN in /*) ;; *) BIN=$ROOT/$BIN ;; esac
 fi
 [ -x "$BIN" ] || die "BIN=$BIN is not an executable"
+[ $((CONNS % RATE_THREADS)) = 0 ] || die "CONNS ($CONNS) must be a multiple of RATE_THREADS ($RATE_THREADS)"
 
 # ---------------------------------------------------------------- temp dir, cleanup
 T=$(mktemp -d /tmp/mis-gateway-bench.XXXXXX)
@@ -109,43 +116,35 @@ mkdir -p "$T/runs" "$T/nginx-tmp"
 # A private copy: others may rebuild target/release while this runs.
 cp "$BIN" "$T/mis-gateway"; BIN_SRC=$BIN; BIN=$T/mis-gateway
 cp "$SEED" "$T/body.json"
-SLOT=$(jq -r .slot "$SEED")
-LPU=$(jq -r .direction.lpuToGuid "$SEED")
-
-# The seed's Appointment: what the MIS answers to the seed's request (slot must match).
-jq -c '{guid: "ee5ae221-ddc8-40cf-a61b-4e7926a2501c", number: "01", slot: .slot,
-        source: "Internet", createTime: "2019-07-23T12:50:00+03:00", direction: .direction}' \
-  "$SEED" > "$T/appointment.json"
-grep -q "[\$']" "$T/appointment.json" && die "appointment JSON has \$ or ' (cannot go in nginx's return)"
 
 # ---------------------------------------------------------------- nginx = the MIS
-cat > "$T/nginx.conf" <<EOF
-worker_processes 1;
-daemon off;
-pid $T/nginx.pid;
-error_log $T/nginx-error.log warn;
-worker_rlimit_nofile 16384;
-events { worker_connections 8192; }
-http {
-  access_log off;
-  client_body_temp_path $T/nginx-tmp/body;
-  proxy_temp_path $T/nginx-tmp/proxy;
-  fastcgi_temp_path $T/nginx-tmp/fastcgi;
-  uwsgi_temp_path $T/nginx-tmp/uwsgi;
-  scgi_temp_path $T/nginx-tmp/scgi;
-  # nginx 1.22 closes a keep-alive connection after 1,000 requests by default; a real MIS
-  # behind a pool would not, so keep connections for the whole run for every target.
-  keepalive_requests 100000000;
-  keepalive_timeout 120s;
-  server {
-    listen 127.0.0.1:$MIS_PORT backlog=4096;
-    location / {
-      default_type application/json;
-      return 200 '$(cat "$T/appointment.json")';
-    }
-  }
-}
-EOF
+# $T/appointment.json (one fixed Appointment, no slot) and $T/nginx.conf; sets SLOT, LPU, APPT_GUID.
+write_mis_config
+
+# ---------------------------------------------------------------- unique bodies
+# $T/body.tmpl for bench/unique.lua: the seed with its slot replaced by 36 'S' and its
+# direction.guid by 36 'D' (the docSender's guid, equal in the seed, stays). Checked once here:
+# filled with two fresh GUIDs it is the seed with exactly those two fields changed, same length.
+# $T/fresh.json is such a body, for the start-up checks.
+python3 - "$T/body.json" "$T/body.tmpl" "$T/fresh.json" <<'PY' || die "cannot make the body template from $SEED"
+import json, sys, uuid
+raw = open(sys.argv[1], "rb").read()
+seed = json.loads(raw)
+slot, dguid = seed["slot"].encode(), seed["direction"]["guid"].encode()
+assert len(slot) == 36 and len(dguid) == 36, "slot and direction.guid must be 36-character GUIDs"
+s = raw.index(slot, raw.index(b'"slot"'))
+d = raw.index(dguid, raw.index(b'"direction"'))
+assert s < d, "the script expects the slot before the direction"
+tmpl = raw[:s] + b"S" * 36 + raw[s + 36:d] + b"D" * 36 + raw[d + 36:]
+assert tmpl.count(b"S" * 36) == 1 and tmpl.count(b"D" * 36) == 1
+a, b = str(uuid.uuid4()), str(uuid.uuid4())
+fresh = tmpl.replace(b"S" * 36, a.encode()).replace(b"D" * 36, b.encode())
+want = json.loads(raw)
+want["slot"], want["direction"]["guid"] = a, b
+assert json.loads(fresh) == want and len(fresh) == len(raw)
+open(sys.argv[2], "wb").write(tmpl)
+open(sys.argv[3], "wb").write(fresh)
+PY
 
 # ---------------------------------------------------------------- HAProxy at the same job
 printf '%s backend_mis_bench\n' "$LPU" > "$T/lpu.map"
@@ -187,33 +186,8 @@ backend no_route
 EOF
 
 # ---------------------------------------------------------------- the gateway
-HASH=$("$BIN" hash-password <<< portal-demo) || die "mis-gateway hash-password failed"
-cat > "$T/routes.toml" <<EOF
-[server]
-listen = "127.0.0.1:$GATEWAY_PORT"
-max_body_bytes = 65536
-
-[admin]
-listen = "127.0.0.1:$ADMIN_PORT"
-
-[[integrators]]
-login = "portal"
-password_hash = "$HASH"
-lpus = ["*"]
-
-[[backends]]
-name = "mis-bench"
-url = "http://127.0.0.1:$MIS_PORT"
-login = "gateway"
-password_env = "MIS_BENCH_PASSWORD"
-timezone = "Europe/Moscow"
-timeout_ms = 10000
-
-[routes]
-"$LPU" = "mis-bench"
-EOF
-export MIS_BENCH_PASSWORD=bench-secret
-"$BIN" check --config "$T/routes.toml" >/dev/null || die "the generated routes.toml does not pass mis-gateway check"
+# $T/routes.toml, checked with `mis-gateway check`; exports MIS_BENCH_PASSWORD.
+write_gateway_config
 
 # ---------------------------------------------------------------- start everything
 nginx -t -q -c "$T/nginx.conf" -p "$T" 2>/dev/null || nginx -t -c "$T/nginx.conf" -p "$T" || die "nginx config"
@@ -239,12 +213,18 @@ for t in "${TARGETS[@]}"; do
   [ $ok = 1 ] || die "$t did not answer a booking with 200 within 30 s: $(book "$t") $(head -c 300 "$T/check-$t")"
 done
 
-say "checking each target once"
+say "checking each target once, with a body of fresh GUIDs as the load sends"
+FRESH_SLOT=$(jq -r .slot "$T/fresh.json")
 for t in "${TARGETS[@]}"; do
-  code=$(book "$t")
+  code=$(book "$t" "$PORTAL_BASIC" "$T/fresh.json")
   [ "$code" = 200 ] || die "$t: booking answered $code: $(head -c 300 "$T/check-$t")"
-  got=$(jq -r .slot "$T/check-$t" 2>/dev/null) || got=
-  [ "$got" = "$SLOT" ] || die "$t: 200 but the answer is not the Appointment for slot $SLOT: $(head -c 300 "$T/check-$t")"
+  got=$(jq -r .guid "$T/check-$t" 2>/dev/null) || got=
+  [ "$got" = "$APPT_GUID" ] || die "$t: 200 but the answer is not the fixed Appointment: $(head -c 300 "$T/check-$t")"
+  # nginx's answer has no slot; the gateway, having validated it, answers the requested one.
+  if [ "$t" = gateway ]; then
+    got=$(jq -r .slot "$T/check-$t" 2>/dev/null) || got=
+    [ "$got" = "$FRESH_SLOT" ] || die "gateway: the answer's slot is $got, not the requested $FRESH_SLOT"
+  fi
   printf '  %-8s 200  %s\n' "$t" "$(head -c 110 "$T/check-$t")..." >&2
 done
 # The proxies must really do the job: authenticate and route on the body.
@@ -261,60 +241,50 @@ rss() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status" 2>/dev/null || e
 echo "gateway_vmhwm_after_checks_kib=$(rss "$GATEWAY_PID" VmHWM)" > "$T/runs/rss.env"
 echo "haproxy_vmhwm_after_checks_kib=$(rss "$HAPROXY_PID" VmHWM)" >> "$T/runs/rss.env"
 
-# ---------------------------------------------------------------- load scripts
-cat > "$T/post.lua" <<EOF
-local f = assert(io.open("$T/body.json", "rb"))
-wrk.method = "POST"
-wrk.body = f:read("*a")
-f:close()
-wrk.headers["Content-Type"] = "application/json"
-wrk.headers["Authorization"] = "$PORTAL_BASIC"
-done = function(summary, latency, requests)
-  local e = summary.errors
-  io.write(string.format(
-    "BENCH requests=%d duration_us=%d p50_us=%d p90_us=%d p99_us=%d p999_us=%d max_us=%d " ..
-    "err_connect=%d err_read=%d err_write=%d err_status=%d err_timeout=%d\n",
-    summary.requests, summary.duration, latency:percentile(50), latency:percentile(90),
-    latency:percentile(99), latency:percentile(99.9), latency.max,
-    e.connect, e.read, e.write, e.status, e.timeout))
-end
-EOF
-RPS_PER_CLIENT=$(awk -v r="$RATE" -v c="$CONNS" 'BEGIN { printf "%.4g", r / c }')
-
-est=$(( ROUNDS * 3 * (DURATION + 1) + ROUNDS * 3 * (DURATION + 1) + 2 * (DURATION + 1) ))
+# ---------------------------------------------------------------- load
+# bench/unique.lua builds every request from $T/body.tmpl with a fresh slot and direction.guid,
+# counts the statuses and prints one BENCH line (summarize.py reads it). Closed loop unless
+# BENCH_RATE (requests/s per wrk thread) is set, then paced (see the script and README).
+export BENCH_TEMPLATE=$T/body.tmpl BENCH_AUTH=$PORTAL_BASIC
+LUA=$HERE/unique.lua
+# check FILE LABEL: print the run's status mix; fail the whole run if more than 0.1% of its
+# requests were answered non-2xx or not at all (so a run of refusals cannot pass for bookings).
+check() {
+  python3 "$HERE/summarize.py" --check "$1" "$2" ${3:+--quiet} >&2 ||
+    die "$2: more than 0.1% of the requests were not answered 2xx (status mix above); the figures would not be bookings"
+}
+est=$(( ROUNDS * 3 * (DURATION + 1) + ROUNDS * 3 * (DURATION + 2) + 2 * (DURATION + 1) ))
 say "measuring: ${ROUNDS} rounds x 3 targets x 2 phases of ${DURATION}s + ${BIG_CONNS}-connection phase (about ${est}s)"
 
 # ---------------------------------------------------------------- phase 1: throughput (closed loop)
 for r in $(seq "$ROUNDS"); do
   for t in "${TARGETS[@]}"; do
     f=$T/runs/tp-$r-$t.wrk
-    load wrk -t 1 -c "$CONNS" -d "${DURATION}s" --latency -s "$T/post.lua" "$(url_of "$t")" > "$f" 2>&1 ||
+    load wrk -t 1 -c "$CONNS" -d "${DURATION}s" --timeout 10s --latency -s "$LUA" "$(url_of "$t")" > "$f" 2>&1 ||
       die "wrk against $t: $(tail -5 "$f")"
-    say "throughput round $r $t: $(awk '/^Requests\/sec/ {print $2 " rps"}' "$f"), $(grep -E '^ +99%' "$f" | awk '{print "p99 " $2}')"
+    check "$f" "throughput round $r $t"
   done
 done
 
-# ---------------------------------------------------------------- phase 2: fixed rate (open loop)
-# h2load paces each connection with a timer (--rps is per connection, period max(10 ms, 1/rps)).
-# Started together, the 64 timers fire in phase: bursts of ~64 requests every 10 ms, whose
-# self-made queueing then dominates p50. So connections are opened STAGGER per millisecond
-# (-r/--rate-period), spreading their phases over one 10 ms period; -r excludes -D, hence a
-# fixed count (-n = RATE x DURATION) and a separate unlogged warm-up that opens the proxies'
-# upstream connections. A run that cannot keep the rate is cut at 2 x DURATION + 5 s.
-STAGGER=$(( (CONNS + 9) / 10 ))
+# ---------------------------------------------------------------- phase 2: fixed rate (paced)
+# wrk's delay() hook paces the sends: each of RATE_THREADS threads hands out its own schedule
+# (RATE/RATE_THREADS requests/s) to whichever of its CONNS/RATE_THREADS connections is free
+# (bench/unique.lua). wrk's timers tick in milliseconds, so the sends of one millisecond leave
+# together; several threads, whose ticks fall at different points of the millisecond, make these
+# groups smaller (RATE/1000/RATE_THREADS = 2 requests by default). A paced closed loop: a send
+# due while every connection is busy goes late and is timed from when it went (counted as late).
+# Each run is preceded by an unrecorded second at the same rate, which opens the proxies'
+# upstream connections (HAProxy drops idle server connections between runs).
+RATE_PER_THREAD=$(awk -v r="$RATE" -v n="$RATE_THREADS" 'BEGIN { printf "%.6g", r / n }')
 for r in $(seq "$ROUNDS"); do
   for t in "${TARGETS[@]}"; do
-    f=$T/runs/rate-$r-$t
-    h2load --h1 -c "$CONNS" -t 1 -n $((CONNS * 10)) -d "$T/body.json" -H 'Content-Type: application/json' \
-      -H "Authorization: $PORTAL_BASIC" "$(url_of "$t")" > "$f.warmup" 2>&1 || die "h2load warm-up against $t"
-    rc=0
-    load timeout $((DURATION * 2 + 5)) h2load --h1 -c "$CONNS" -t 1 --rps "$RPS_PER_CLIENT" \
-      -n $((RATE * DURATION)) -r "$STAGGER" --rate-period 1ms \
-      -d "$T/body.json" -H 'Content-Type: application/json' -H "Authorization: $PORTAL_BASIC" \
-      --log-file "$f.log" "$(url_of "$t")" > "$f.out" 2>&1 || rc=$?
-    [ $rc = 0 ] || [ $rc = 124 ] || die "h2load against $t (exit $rc): $(tail -5 "$f.out")"
-    [ $rc = 0 ] || say "fixed-rate round $r $t: cut after $((DURATION * 2 + 5)) s (rate not kept)"
-    say "fixed-rate round $r $t: $(grep -E '^finished in' "$f.out" || echo unfinished)"
+    f=$T/runs/rate-$r-$t.wrk
+    load env BENCH_RATE="$RATE_PER_THREAD" wrk -t "$RATE_THREADS" -c "$CONNS" -d 1s --timeout 10s -s "$LUA" \
+      "$(url_of "$t")" > "$f.warmup" 2>&1 || die "wrk warm-up against $t: $(tail -5 "$f.warmup")"
+    check "$f.warmup" "fixed-rate warm-up round $r $t" quiet
+    load env BENCH_RATE="$RATE_PER_THREAD" wrk -t "$RATE_THREADS" -c "$CONNS" -d "${DURATION}s" --timeout 10s --latency \
+      -s "$LUA" "$(url_of "$t")" > "$f" 2>&1 || die "wrk (paced) against $t: $(tail -5 "$f")"
+    check "$f" "fixed-rate round $r $t"
   done
 done
 
@@ -327,24 +297,24 @@ done
 # ---------------------------------------------------------------- phase 3: 1,000 keep-alive connections
 for t in haproxy gateway; do
   f=$T/runs/big-$t.wrk
-  load wrk -t 2 -c "$BIG_CONNS" -d "${DURATION}s" --timeout 10s --latency -s "$T/post.lua" "$(url_of "$t")" > "$f" 2>&1 ||
+  load wrk -t 2 -c "$BIG_CONNS" -d "${DURATION}s" --timeout 10s --latency -s "$LUA" "$(url_of "$t")" > "$f" 2>&1 ||
     die "wrk -c $BIG_CONNS against $t: $(tail -5 "$f")"
+  check "$f" "$BIG_CONNS connections $t"
   pid=$GATEWAY_PID; [ $t = haproxy ] && pid=$HAPROXY_PID
   echo "${t}_vmhwm_after_big_kib=$(rss "$pid" VmHWM)" >> "$T/runs/rss.env"
-  say "$BIG_CONNS connections $t: $(awk '/^Requests\/sec/ {print $2 " rps"}' "$f"), VmHWM $(rss "$pid" VmHWM) KiB"
+  say "$BIG_CONNS connections $t: VmHWM $(rss "$pid" VmHWM) KiB"
 done
 for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null || die "a server died during the runs (pid $p)"; done
 
 # ---------------------------------------------------------------- summary
 {
-  echo "rounds=$ROUNDS"; echo "duration_s=$DURATION"; echo "rate_total=$RATE"; echo "rps_per_client=$RPS_PER_CLIENT"; echo "stagger_per_ms=$STAGGER"
+  echo "rounds=$ROUNDS"; echo "duration_s=$DURATION"; echo "rate_total=$RATE"; echo "rate_threads=$RATE_THREADS"
   echo "conns=$CONNS"; echo "big_conns=$BIG_CONNS"; echo "gateway_rust_log=$GATEWAY_RUST_LOG"
   echo "gateway_bin=$BIN_SRC"; echo "gateway_sha256=$(sha256sum "$BIN" | cut -c1-16)"; echo "gateway_version=$("$BIN" --version 2>/dev/null | head -1)"
   echo "git_head=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo '+dirty')"
   echo "haproxy_version=$(haproxy -v | head -1 | awk '{print $3}')"
   echo "nginx_version=$(nginx -v 2>&1 | sed 's/.*nginx\///')"
   echo "wrk_version=$(wrk -v 2>&1 | head -1 | awk '{print $2}')"
-  echo "h2load_version=$(h2load --version | awk '{print $2}')"
   echo "nproc=$(nproc)"; echo "kernel=$(uname -r)"
   echo "loadavg_at_end=$(cut -d' ' -f1-3 /proc/loadavg)"
   echo "body_bytes=$(wc -c < "$T/body.json")"

@@ -1,10 +1,16 @@
 #!/usr/bin/env python3
 """Reads the raw outputs of bench/run.sh (RUNS_DIR) and prints the table; writes OUT_JSON.
 
-Throughput runs: wrk's own numbers (the BENCH line its Lua `done` hook prints: exact
-percentiles in microseconds from wrk's HdrHistogram). Fixed-rate runs: percentiles computed
-here from h2load's --log-file, one line per request (h2load 1.52 prints no percentiles).
-Every figure is the median over rounds of that run's figure (e.g. median of the per-run p99s).
+    summarize.py RUNS_DIR OUT_JSON
+    summarize.py --check WRK_OUTPUT LABEL [--quiet]
+
+Every run is wrk with bench/unique.lua, whose `done` hook prints one BENCH line: exact
+percentiles in microseconds from wrk's per-microsecond latency histogram, socket errors, the
+status of every response, and (paced runs) the sends that went out late. Every figure is the
+median over rounds of that run's figure (e.g. median of the per-run p99s).
+
+--check prints a run's status mix and exits 1 if more than 0.1% of its requests were answered
+non-2xx or failed at the socket (run.sh then fails the whole run).
 """
 
 import json
@@ -16,6 +22,8 @@ import sys
 import time
 
 TARGETS = ["direct", "haproxy", "gateway"]
+# At most this share of a run's (and a phase's) requests may be answered non-2xx or fail.
+MAX_BAD_SHARE = 0.001
 
 
 def read_env(path):
@@ -42,9 +50,16 @@ def wrk_run(path):
     m = re.search(r"^BENCH (.*)$", text, re.M)
     if not m:
         raise SystemExit(f"{path}: no BENCH line from wrk:\n{text[-500:]}")
-    v = {k: int(x) for k, x in (kv.split("=") for kv in m.group(1).split())}
+    v = dict(kv.split("=", 1) for kv in m.group(1).split())
+    statuses = {}
+    if v["statuses"] != "none":
+        statuses = {int(c): int(n) for c, n in (p.split(":") for p in v["statuses"].split(","))}
+    v = {k: int(x) for k, x in v.items() if k != "statuses"}
     secs = v["duration_us"] / 1e6
-    errors = sum(v[k] for k in v if k.startswith("err_"))
+    non_2xx = sum(n for c, n in statuses.items() if not 200 <= c < 300)
+    # wrk's err_status counts answers >= 400, which are in non_2xx already: not added again.
+    socket_errors = v["err_connect"] + v["err_read"] + v["err_write"] + v["err_timeout"]
+    sent = v["requests"] + v["err_connect"] + v["err_read"] + v["err_write"]
     return {
         "rps": round(v["requests"] / secs, 1),
         "requests": v["requests"],
@@ -53,54 +68,43 @@ def wrk_run(path):
         "p99_ms": v["p99_us"] / 1e3,
         "p999_ms": v["p999_us"] / 1e3,
         "max_ms": v["max_us"] / 1e3,
-        "errors": errors,
-        "non_2xx": v["err_status"],
+        "statuses": statuses,
+        "non_2xx": non_2xx,
+        "socket_errors": socket_errors,
+        "errors": non_2xx + socket_errors,
+        "bad_share": (non_2xx + socket_errors) / sent if sent else 1.0,
+        "late_sends": v["late"],
+        "late_max_ms": v["late_max_us"] / 1e3,
     }
 
 
-def pct(sorted_vals, p):
-    """Nearest-rank percentile."""
-    if not sorted_vals:
-        return float("nan")
-    k = max(0, math.ceil(p / 100 * len(sorted_vals)) - 1)
-    return sorted_vals[k]
+def mix_text(statuses):
+    return ", ".join(f"{c}: {n}" for c, n in sorted(statuses.items())) or "no answers"
 
 
-def h2load_run(log_path, out_path, target_rate):
-    """Percentiles of the per-request latencies h2load logged (successful 200s only); the
-    achieved rate is all logged requests over the span from the first start to the last end."""
-    lat, bad, first, last = [], 0, None, None
-    with open(log_path) as f:
-        for line in f:
-            parts = line.split("\t")
-            if len(parts) < 3:
-                continue
-            start, status, took = int(parts[0]), parts[1], int(parts[2])
-            first = start if first is None else min(first, start)
-            last = start + took if last is None else max(last, start + took)
-            if status != "200":
-                bad += 1
-                continue
-            lat.append(took)
-    lat.sort()
-    out = open(out_path).read()
-    m = re.search(r"^requests: (\d+) total, (\d+) started, (\d+) done, (\d+) succeeded, (\d+) failed", out, re.M)
-    n = len(lat) + bad
-    achieved = n / ((last - first) / 1e6) if n > 1 and last > first else 0.0
-    missing = (int(m.group(1)) - n) if m else 0
-    return {
-        "achieved_rps": round(achieved, 1),
-        "rate_kept": achieved >= 0.95 * target_rate and m is not None,
-        "requests": n,
-        "p50_ms": pct(lat, 50) / 1e3,
-        "p90_ms": pct(lat, 90) / 1e3,
-        "p99_ms": pct(lat, 99) / 1e3,
-        "p999_ms": pct(lat, 99.9) / 1e3,
-        "max_ms": (lat[-1] / 1e3) if lat else float("nan"),
-        "errors": bad + (int(m.group(5)) if m else 0),
-        "non_2xx": bad,
-        "unfinished": missing,
-    }
+def check(path, label, quiet):
+    r = wrk_run(path)
+    bad = r["bad_share"] > MAX_BAD_SHARE
+    if bad or not quiet:
+        late = f", {r['late_sends']} sent late (max {r['late_max_ms']:.1f} ms)" if r["late_sends"] else ""
+        print(f"  {label}: {r['rps']:.0f} rps, p50 {r['p50_ms']:.3f} ms, p99 {r['p99_ms']:.3f} ms; "
+              f"statuses {mix_text(r['statuses'])}; socket errors {r['socket_errors']}{late}"
+              + (f"  <-- {100 * r['bad_share']:.2f}% not 2xx" if bad else ""))
+    return 1 if bad else 0
+
+
+def phase_mix(runs):
+    mix = {}
+    for r in runs:
+        for c, n in r["statuses"].items():
+            mix[c] = mix.get(c, 0) + n
+    return mix
+
+
+def bad_share(runs):
+    bad = sum(r["errors"] for r in runs)
+    total = sum(r["requests"] + r["socket_errors"] for r in runs)
+    return bad / total if total else 1.0
 
 
 def median_of(runs, key):
@@ -113,25 +117,25 @@ def ratio(a, b):
 
 
 def main():
+    if sys.argv[1] == "--check":
+        return check(sys.argv[2], sys.argv[3], "--quiet" in sys.argv[4:])
     runs_dir, out_json = sys.argv[1], sys.argv[2]
     meta = {k: num(v) for k, v in read_env(os.path.join(runs_dir, "meta.env")).items()}
     rss = {k: num(v) for k, v in read_env(os.path.join(runs_dir, "rss.env")).items()}
     rounds, duration = meta["rounds"], meta["duration_s"]
 
     tp = {t: [wrk_run(os.path.join(runs_dir, f"tp-{r}-{t}.wrk")) for r in range(1, rounds + 1)] for t in TARGETS}
-    fr = {
-        t: [
-            h2load_run(os.path.join(runs_dir, f"rate-{r}-{t}.log"), os.path.join(runs_dir, f"rate-{r}-{t}.out"),
-                       meta["rate_total"])
-            for r in range(1, rounds + 1)
-        ]
-        for t in TARGETS
-    }
+    fr = {t: [wrk_run(os.path.join(runs_dir, f"rate-{r}-{t}.wrk")) for r in range(1, rounds + 1)] for t in TARGETS}
+    for runs in fr.values():
+        for r in runs:
+            r["achieved_rps"] = r["rps"]
+            r["rate_kept"] = r["rps"] >= 0.95 * meta["rate_total"]
     big = {t: wrk_run(os.path.join(runs_dir, f"big-{t}.wrk")) for t in ("haproxy", "gateway")}
 
     med = {
         "throughput": {t: {k: median_of(tp[t], k) for k in ("rps", "p50_ms", "p99_ms")} for t in TARGETS},
-        "fixed_rate": {t: {k: median_of(fr[t], k) for k in ("achieved_rps", "p50_ms", "p99_ms")} for t in TARGETS},
+        "fixed_rate": {t: {k: median_of(fr[t], k) for k in ("achieved_rps", "p50_ms", "p99_ms", "late_sends")}
+                       for t in TARGETS},
     }
     ratios = {}
     for base in ("haproxy", "direct"):
@@ -149,10 +153,18 @@ def main():
         "fixed_rate": {t: sum(r["errors"] for r in fr[t]) for t in TARGETS},
         "big_conns": {t: big[t]["errors"] for t in big},
     }
+    statuses = {
+        "throughput": {t: phase_mix(tp[t]) for t in TARGETS},
+        "fixed_rate": {t: phase_mix(fr[t]) for t in TARGETS},
+        "big_conns": {t: phase_mix([big[t]]) for t in big},
+    }
+    too_bad = [f"{phase} {t}" for phase, runs in (("throughput", tp), ("fixed_rate", fr)) for t in TARGETS
+               if bad_share(runs[t]) > MAX_BAD_SHARE]
+    too_bad += [f"big_conns {t}" for t in big if bad_share([big[t]]) > MAX_BAD_SHARE]
     rate_missed = [t for t in TARGETS if not all(r["rate_kept"] for r in fr[t])]
 
     result = {
-        "schema": 1,
+        "schema": 2,
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "meta": meta,
         "median": med,
@@ -172,6 +184,7 @@ def main():
         },
         "big_conns": big,
         "errors": errors,
+        "statuses": statuses,
         "fixed_rate_not_kept": rate_missed,
         "runs": {"throughput": tp, "fixed_rate": fr},
     }
@@ -185,15 +198,17 @@ def main():
     print()
     print(f"mis-gateway bench: {rounds} rounds x {duration}s, {meta['conns']} connections, "
           f"body {meta['body_bytes']} B, {meta['nproc']} CPUs, gateway {meta['git_head']} (RUST_LOG={meta['gateway_rust_log']})")
-    print(f"medians over rounds | throughput: wrk -t1 -c{meta['conns']} closed loop | "
-          f"fixed rate: h2load {meta['rate_total']} rps open loop, staggered")
+    print(f"every request a distinct booking (fresh slot + direction.guid) | medians over rounds | "
+          f"throughput: wrk -t1 -c{meta['conns']} closed loop | fixed rate: wrk -t{meta['rate_threads']} "
+          f"-c{meta['conns']} paced at {meta['rate_total']} rps")
     print()
-    print(f"{'target':<16}{'rps':>10}{'p50 ms':>9}{'p99 ms':>9}  |{'@rate rps':>10}{'p50 ms':>9}{'p99 ms':>9}{'errors':>8}")
+    print(f"{'target':<16}{'rps':>10}{'p50 ms':>9}{'p99 ms':>9}  |{'@rate rps':>10}{'p50 ms':>9}{'p99 ms':>9}"
+          f"{'late':>7}{'errors':>8}")
     for t in TARGETS:
         a, b = med["throughput"][t], med["fixed_rate"][t]
         print(f"{t:<16}{f(a['rps'], '.0f'):>10}{f(a['p50_ms'], '.3f'):>9}{f(a['p99_ms'], '.3f'):>9}  |"
               f"{f(b['achieved_rps'], '.0f'):>10}{f(b['p50_ms'], '.3f'):>9}{f(b['p99_ms'], '.3f'):>9}"
-              f"{errors['throughput'][t] + errors['fixed_rate'][t]:>8}")
+              f"{f(b['late_sends'], '.0f'):>7}{errors['throughput'][t] + errors['fixed_rate'][t]:>8}")
     for name, r in ratios.items():
         print(f"{name:<16}{f(r['throughput_rps'], '.2f') + 'x':>10}{f(r['throughput_p50'], '.2f') + 'x':>9}"
               f"{f(r['throughput_p99'], '.2f') + 'x':>9}  |{'':>10}{f(r['fixed_rate_p50'], '.2f') + 'x':>9}"
@@ -205,13 +220,22 @@ def main():
         r, w = result["rss_kib"][t], big[t]
         print(f"{label:<16}{r['vmhwm_after_checks']:>10}{r['vmhwm_after_runs']:>9}{r[f'vmhwm_after_{bc}_conns']:>11}  |"
               f" {w['rps']:.0f} rps, p99 {w['p99_ms']:.1f} ms, {w['errors']} errors")
+    print()
+    print("status mix (all rounds)")
+    for phase, per in statuses.items():
+        for t, mix in per.items():
+            print(f"  {phase:<11}{t:<9}{mix_text(mix)}")
     if rate_missed:
         print(f"WARNING: fixed rate not kept (achieved < 95% of {meta['rate_total']} rps) in some run for: "
               f"{', '.join(rate_missed)}; their fixed-rate latencies understate queueing (see README)")
     if any(v for e in errors.values() for v in e.values()):
         print(f"WARNING: errors or non-2xx answers: {json.dumps(errors)}")
     print(f"load average at the end: {meta['loadavg_at_end']}")
+    if too_bad:
+        print(f"FAILED: more than {100 * MAX_BAD_SHARE:g}% of the requests not answered 2xx in: {', '.join(too_bad)}")
+        return 1
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

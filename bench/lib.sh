@@ -1,0 +1,92 @@
+# Shared by bench/run.sh and bench/callgrind.sh (sourced, not run). Generates the configs of the
+# fixed MIS (nginx) and of the gateway the same way for both.
+#
+# Expects, set by the caller: T (temp dir), SEED (the seed request), BIN (mis-gateway),
+# MIS_PORT, GATEWAY_PORT, ADMIN_PORT. Sets SLOT, LPU and APPT_GUID.
+
+say() { printf '[%s %s] %s\n' "${SAY_TAG:-bench}" "$(date +%T)" "$*" >&2; }
+die() { say "FAILED: $*"; exit 1; }
+
+# The fixed Appointment ($T/appointment.json) and the nginx config ($T/nginx.conf) of the MIS:
+# nginx, worker_processes 1, `return 200` with that Appointment on 127.0.0.1:$MIS_PORT.
+write_mis_config() {
+  mkdir -p "$T/nginx-tmp"
+  SLOT=$(jq -r .slot "$SEED")
+  LPU=$(jq -r .direction.lpuToGuid "$SEED")
+  APPT_GUID=ee5ae221-ddc8-40cf-a61b-4e7926a2501c
+
+  # One fixed answer for every booking, and every booking has its own slot (the load scripts
+  # send a fresh slot per request). The gateway refuses an Appointment for another slot than
+  # asked, but accepts one WITHOUT `slot` and then answers the requested slot
+  # (src/normalize.rs, appointment()), so the fixed answer carries no `slot`. nginx cannot echo
+  # the slot: it does not parse the body, and the gateway forwards no client header.
+  jq -c --arg guid "$APPT_GUID" '{guid: $guid, number: "01",
+          source: "Internet", createTime: "2019-07-23T12:50:00+03:00", direction: .direction}' \
+    "$SEED" > "$T/appointment.json"
+  grep -q "[\$']" "$T/appointment.json" && die "appointment JSON has \$ or ' (cannot go in nginx's return)"
+
+  cat > "$T/nginx.conf" <<EOF
+worker_processes 1;
+daemon off;
+pid $T/nginx.pid;
+error_log $T/nginx-error.log warn;
+worker_rlimit_nofile 16384;
+events { worker_connections 8192; }
+http {
+  access_log off;
+  client_body_temp_path $T/nginx-tmp/body;
+  proxy_temp_path $T/nginx-tmp/proxy;
+  fastcgi_temp_path $T/nginx-tmp/fastcgi;
+  uwsgi_temp_path $T/nginx-tmp/uwsgi;
+  scgi_temp_path $T/nginx-tmp/scgi;
+  # nginx 1.22 closes a keep-alive connection after 1,000 requests by default; a real MIS
+  # behind a pool would not, so keep connections for the whole run for every target.
+  keepalive_requests 100000000;
+  keepalive_timeout 120s;
+  server {
+    listen 127.0.0.1:$MIS_PORT backlog=4096;
+    location / {
+      default_type application/json;
+      return 200 '$(cat "$T/appointment.json")';
+    }
+  }
+}
+EOF
+}
+
+# The gateway's $T/routes.toml: integrator portal (portal-demo hashed by the binary), backend
+# mis-bench -> the nginx above with login gateway / MIS_BENCH_PASSWORD=bench-secret (exported)
+# and max_in_flight 4096, one route for the seed's lpuToGuid. Checked with `mis-gateway check`.
+write_gateway_config() {
+  local hash
+  hash=$("$BIN" hash-password <<< portal-demo) || die "mis-gateway hash-password failed"
+  cat > "$T/routes.toml" <<EOF
+[server]
+listen = "127.0.0.1:$GATEWAY_PORT"
+max_body_bytes = 65536
+
+[admin]
+listen = "127.0.0.1:$ADMIN_PORT"
+
+[[integrators]]
+login = "portal"
+password_hash = "$hash"
+lpus = ["*"]
+
+[[backends]]
+name = "mis-bench"
+url = "http://127.0.0.1:$MIS_PORT"
+login = "gateway"
+password_env = "MIS_BENCH_PASSWORD"
+timezone = "Europe/Moscow"
+timeout_ms = 10000
+# The default cap (64 bookings in flight, more shed with 503) would shed the 1,000-connection
+# phase; HAProxy has no per-server cap here (only maxconn 4096), so the gateway gets the same.
+max_in_flight = 4096
+
+[routes]
+"$LPU" = "mis-bench"
+EOF
+  export MIS_BENCH_PASSWORD=bench-secret
+  "$BIN" check --config "$T/routes.toml" >/dev/null || die "the generated routes.toml does not pass mis-gateway check"
+}
