@@ -28,6 +28,9 @@ struct Cli {
         default_value = "text"
     )]
     log_format: LogFormat,
+    /// Async worker threads (default: one per CPU).
+    #[arg(long, global = true, env = "MIS_GATEWAY_WORKER_THREADS")]
+    worker_threads: Option<usize>,
     #[command(subcommand)]
     command: Command,
 }
@@ -64,6 +67,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let format = cli.log_format;
+    let workers = cli.worker_threads;
     match cli.command {
         Command::Check { config, against } => {
             let _logs =
@@ -71,8 +75,10 @@ fn main() -> ExitCode {
             check(&config, against.as_deref())
         }
         Command::HashPassword => hash_password(),
-        Command::Serve { config } => runtime().block_on(with_telemetry(format, serve(config))),
-        Command::Demo { config } => runtime().block_on(with_telemetry(format, demo(config))),
+        Command::Serve { config } => {
+            runtime(workers).block_on(with_telemetry(format, serve(config)))
+        }
+        Command::Demo { config } => runtime(workers).block_on(with_telemetry(format, demo(config))),
     }
 }
 
@@ -87,9 +93,12 @@ async fn with_telemetry(
     code
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
+fn runtime(workers: Option<usize>) -> tokio::runtime::Runtime {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    if let Some(n) = workers.filter(|n| *n > 0) {
+        b.worker_threads(n);
+    }
+    b.enable_all()
         .build()
         .expect("a tokio runtime can be built")
 }
