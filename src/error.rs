@@ -220,17 +220,9 @@ impl GatewayError {
             errors,
         };
         let bytes = serde_json::to_vec(&body).unwrap_or_default();
-        let mut resp = Response::new(Full::new(Bytes::from(bytes)));
+        let mut resp = json_answer(bytes, request_id);
         *resp.status_mut() = status;
         let h = resp.headers_mut();
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json; charset=utf-8"),
-        );
-        h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-        if let Ok(v) = HeaderValue::from_str(request_id) {
-            h.insert("x-request-id", v);
-        }
         match &self {
             Self::Unauthenticated => {
                 h.insert(
@@ -295,6 +287,21 @@ impl GatewayError {
             GatewayError::Internal,
         ]
     }
+}
+
+/// A JSON answer to an integrator (Appointment or error): content type, no caching, request id.
+pub fn json_answer(body: Vec<u8>, request_id: &str) -> Response<Full<Bytes>> {
+    let mut resp = Response::new(Full::new(Bytes::from(body)));
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json; charset=utf-8"),
+    );
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    if let Ok(v) = HeaderValue::from_str(request_id) {
+        h.insert("x-request-id", v);
+    }
+    resp
 }
 
 fn lookup(name: &str) -> ErrorKind {

@@ -439,16 +439,8 @@ fn finish(
     let request_id = ids.request_id.as_str();
     let response = match result {
         Ok(answer) => {
-            let mut resp = Response::new(Full::new(Bytes::from(answer.body)));
+            let mut resp = crate::error::json_answer(answer.body, request_id);
             let h = resp.headers_mut();
-            h.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json; charset=utf-8"),
-            );
-            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            if let Ok(v) = HeaderValue::from_str(request_id) {
-                h.insert("x-request-id", v);
-            }
             if answer.replayed {
                 h.insert("idempotent-replayed", HeaderValue::from_static("true"));
             }

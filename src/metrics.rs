@@ -88,19 +88,12 @@ impl Metrics {
             .i64_observable_gauge("mis_gateway.backend.in_flight")
             .with_description("Bookings in flight to each MIS")
             .with_callback(move |obs| {
-                for live in l
-                    .read()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .iter()
-                    .filter_map(Weak::upgrade)
-                {
-                    for u in &live.load().upstreams {
-                        obs.observe(
-                            u.guard.snapshot().in_flight as i64,
-                            &[KeyValue::new("backend", u.backend.name.to_string())],
-                        );
-                    }
-                }
+                each_backend(&l, |name, snap| {
+                    obs.observe(
+                        snap.in_flight as i64,
+                        &[KeyValue::new("backend", name.to_owned())],
+                    )
+                })
             })
             .build();
         let l = lives.clone();
@@ -108,24 +101,14 @@ impl Metrics {
             .i64_observable_gauge("mis_gateway.backend.breaker_state")
             .with_description("Circuit breaker of each MIS: 0 closed, 1 half-open, 2 open")
             .with_callback(move |obs| {
-                for live in l
-                    .read()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .iter()
-                    .filter_map(Weak::upgrade)
-                {
-                    for u in &live.load().upstreams {
-                        let state = match u.guard.snapshot().state {
-                            "closed" => 0,
-                            "half_open" => 1,
-                            _ => 2,
-                        };
-                        obs.observe(
-                            state,
-                            &[KeyValue::new("backend", u.backend.name.to_string())],
-                        );
-                    }
-                }
+                each_backend(&l, |name, snap| {
+                    let state = match snap.state {
+                        "closed" => 0,
+                        "half_open" => 1,
+                        _ => 2,
+                    };
+                    obs.observe(state, &[KeyValue::new("backend", name.to_owned())]);
+                })
             })
             .build();
 
@@ -175,6 +158,20 @@ impl Metrics {
         let mut out = Vec::new();
         let _ = prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()
+    }
+}
+
+/// Calls `f` with each live backend's name and guard state.
+fn each_backend(lives: &RwLock<Vec<Weak<Live>>>, mut f: impl FnMut(&str, crate::guard::Snapshot)) {
+    for live in lives
+        .read()
+        .unwrap_or_else(|e| e.into_inner())
+        .iter()
+        .filter_map(Weak::upgrade)
+    {
+        for u in &live.load().upstreams {
+            f(&u.backend.name, u.guard.snapshot());
+        }
     }
 }
 

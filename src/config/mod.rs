@@ -534,6 +534,16 @@ impl Validator<'_> {
         AdminSettings { listen, token }
     }
 
+    /// A Basic login (RFC 7617): non-empty, no ':' and no control characters.
+    fn check_login(&mut self, loc: &str, login: &str) {
+        if login.is_empty() || login.contains(':') || login.chars().any(char::is_control) {
+            self.problem(
+                format!("{loc}.login"),
+                "must be non-empty, without ':' or control characters (RFC 7617)",
+            );
+        }
+    }
+
     fn idempotency(&mut self, v: Option<toml::Value>) -> IdempotencySettings {
         #[derive(Default, serde::Deserialize)]
         #[serde(deny_unknown_fields)]
@@ -613,15 +623,7 @@ impl Validator<'_> {
             let Some(raw) = self.typed::<raw::Integrator>(&loc, item) else {
                 continue;
             };
-            if raw.login.is_empty()
-                || raw.login.contains(':')
-                || raw.login.chars().any(char::is_control)
-            {
-                self.problem(
-                    format!("{loc}.login"),
-                    "must be non-empty, without ':' or control characters (RFC 7617)",
-                );
-            }
+            self.check_login(&loc, &raw.login);
             if let Err(reason) = check_argon2id(&raw.password_hash) {
                 self.problem(format!("{loc}.password_hash"), reason);
             }
@@ -743,15 +745,7 @@ impl Validator<'_> {
             );
         }
         let appointments_uri = self.backend_url(loc, &raw.url);
-        if raw.login.is_empty()
-            || raw.login.contains(':')
-            || raw.login.chars().any(char::is_control)
-        {
-            self.problem(
-                format!("{loc}.login"),
-                "must be non-empty, without ':' or control characters (RFC 7617)",
-            );
-        }
+        self.check_login(loc, &raw.login);
         let password = self.backend_password(loc, &raw);
         let timezone = jiff::tz::TimeZone::get(&raw.timezone)
             .map_err(|_| {
