@@ -16,10 +16,7 @@ fn base() -> String {
 }
 
 fn problems(toml: &str) -> Vec<Problem> {
-    match Config::from_bytes(toml.as_bytes(), Path::new("."), &TestSecrets) {
-        Ok(_) => panic!("expected problems in:\n{toml}"),
-        Err(p) => p,
-    }
+    config_problems(toml)
 }
 
 fn has(problems: &[Problem], location: &str, words: &str) {

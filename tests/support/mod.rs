@@ -137,6 +137,14 @@ lpus = ["{SEED_LPU}"]
     s
 }
 
+/// The problems a config that must be refused is refused with.
+pub fn config_problems(toml: &str) -> Vec<mis_gateway::config::Problem> {
+    match Config::from_bytes(toml.as_bytes(), Path::new("."), &TestSecrets) {
+        Ok(_) => panic!("expected problems in:\n{toml}"),
+        Err(p) => p,
+    }
+}
+
 pub fn parse_config(toml: &str) -> Config {
     match Config::from_bytes(toml.as_bytes(), Path::new("."), &TestSecrets) {
         Ok(c) => c,
