@@ -50,24 +50,9 @@ SAY_TAG=callgrind
 [ "$N2" -gt "$N1" ] || die "N2 ($N2) must be larger than N1 ($N1)"
 case $DRIVER in h2load | unique) ;; *) die "DRIVER is h2load or unique, not $DRIVER" ;; esac
 
-need=()
-for t in nginx:nginx h2load:nghttp2-client curl:curl jq:jq python3:python3 valgrind:valgrind strace:strace ss:iproute2; do
-  command -v "${t%%:*}" >/dev/null 2>&1 || need+=("${t#*:}")
-done
-if [ ${#need[@]} -gt 0 ]; then
-  SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
-  say "installing from Debian: ${need[*]}"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+install_tools nginx:nginx h2load:nghttp2-client curl:curl jq:jq python3:python3 valgrind:valgrind strace:strace ss:iproute2
 
-if [ -z "${BIN:-}" ]; then
-  say "cargo build --release --locked --bin mis-gateway"
-  (cd "$ROOT" && cargo build --release --locked --bin mis-gateway)
-  BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/mis-gateway
-  case $BIN in /*) ;; *) BIN=$ROOT/$BIN ;; esac
-fi
-[ -x "$BIN" ] || die "BIN=$BIN is not an executable"
+gateway_binary
 
 T=$(mktemp -d /tmp/mis-gateway-callgrind.XXXXXX)
 PIDS=()

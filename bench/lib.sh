@@ -7,6 +7,31 @@
 say() { printf '[%s %s] %s\n' "${SAY_TAG:-bench}" "$(date +%T)" "$*" >&2; }
 die() { say "FAILED: $*"; exit 1; }
 
+# install_tools CMD:PACKAGE...: installs from Debian the packages whose command is missing.
+install_tools() {
+  local need=() t
+  for t in "$@"; do
+    command -v "${t%%:*}" >/dev/null 2>&1 || need+=("${t#*:}")
+  done
+  [ ${#need[@]} -gt 0 ] || return 0
+  local SUDO=
+  [ "$(id -u)" = 0 ] || SUDO=sudo
+  say "installing from Debian: ${need[*]}"
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
+}
+
+# gateway_binary: sets BIN to the release build (building it) unless BIN is given.
+gateway_binary() {
+  if [ -z "${BIN:-}" ]; then
+    say "cargo build --release --locked --bin mis-gateway"
+    (cd "$ROOT" && cargo build --release --locked --bin mis-gateway)
+    BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/mis-gateway
+    case $BIN in /*) ;; *) BIN=$ROOT/$BIN ;; esac
+  fi
+  [ -x "$BIN" ] || die "BIN=$BIN is not an executable"
+}
+
 # The fixed Appointment ($T/appointment.json) and the nginx config ($T/nginx.conf) of the MIS:
 # nginx, worker_processes 1, `return 200` with that Appointment on 127.0.0.1:$MIS_PORT.
 write_mis_config() {

@@ -55,25 +55,10 @@ T0=$(date +%s)
 [ -f "$SEED" ] || die "no seed request at $SEED"
 
 # ---------------------------------------------------------------- tools from Debian
-need=()
-for t in haproxy:haproxy nginx:nginx wrk:wrk curl:curl jq:jq python3:python3; do
-  command -v "${t%%:*}" >/dev/null 2>&1 || need+=("${t#*:}")
-done
-if [ ${#need[@]} -gt 0 ]; then
-  SUDO=; [ "$(id -u)" = 0 ] || SUDO=sudo
-  say "installing from Debian: ${need[*]}"
-  $SUDO apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
-fi
+install_tools haproxy:haproxy nginx:nginx wrk:wrk curl:curl jq:jq python3:python3
 
 # ---------------------------------------------------------------- the gateway binary
-if [ -z "${BIN:-}" ]; then
-  say "cargo build --release --locked --bin mis-gateway"
-  (cd "$ROOT" && cargo build --release --locked --bin mis-gateway)
-  BIN=${CARGO_TARGET_DIR:-$ROOT/target}/release/mis-gateway
-  case $BIN in /*) ;; *) BIN=$ROOT/$BIN ;; esac
-fi
-[ -x "$BIN" ] || die "BIN=$BIN is not an executable"
+gateway_binary
 [ $((CONNS % RATE_THREADS)) = 0 ] || die "CONNS ($CONNS) must be a multiple of RATE_THREADS ($RATE_THREADS)"
 
 # ---------------------------------------------------------------- temp dir, cleanup

@@ -172,19 +172,16 @@ impl Path<'_> {
 }
 
 fn check_object(node: &Node, fields: &[Field], path: &Path, out: &mut Vec<FieldProblem>) {
-    let Node::Obj(members) = node else {
+    let Node::Obj(_) = node else {
         out.push(path.problem("must be an object"));
         return;
     };
     // Duplicate keys anywhere in a modelled object are refused: the gateway and the MIS must not
-    // read two different values. Objects here have a handful of members, so this is cheap.
-    for (i, (k, _)) in members.iter().enumerate() {
-        if members[..i].iter().any(|(prev, _)| prev == k) {
-            let name = fields.iter().find(|f| f.name == k.as_ref()).map(|f| f.name);
-            match name {
-                Some(name) => out.push(Path::Member(path, name).problem("appears more than once")),
-                None => out.push(path.problem("has a member that appears more than once")),
-            }
+    // read two different values.
+    for k in node.duplicate_keys() {
+        match fields.iter().find(|f| f.name == k) {
+            Some(f) => out.push(Path::Member(path, f.name).problem("appears more than once")),
+            None => out.push(path.problem("has a member that appears more than once")),
         }
     }
     for f in fields {

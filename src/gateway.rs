@@ -165,9 +165,11 @@ impl Gateway {
             }
             .instrument(span),
         );
+        // Phase 2 only ends early through a bug (a panic); it may have sent the booking already,
+        // so the honest answer is "outcome unknown", never "not sent".
         task.await.unwrap_or_else(|_| {
             let id = Uuid::now_v7().hyphenated().to_string();
-            GatewayError::Internal.into_response(&id, None)
+            GatewayError::OutcomeUnknown.into_response(&id, None)
         })
     }
 

@@ -37,6 +37,20 @@ impl<'a> Node<'a> {
         }
     }
 
+    /// Every repeat of a key within this object (each later occurrence once); empty for
+    /// anything but an object. Objects here have a handful of members, so this is cheap.
+    pub fn duplicate_keys(&self) -> impl Iterator<Item = &str> {
+        let members: &[(Cow<'a, str>, Node<'a>)] = match self {
+            Node::Obj(m) => m,
+            _ => &[],
+        };
+        members
+            .iter()
+            .enumerate()
+            .filter(move |(i, (k, _))| members[..*i].iter().any(|(prev, _)| prev == k))
+            .map(|(_, (k, _))| k.as_ref())
+    }
+
     pub fn as_str(&self) -> Option<&str> {
         match self {
             Node::Str(s) => Some(s),

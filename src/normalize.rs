@@ -134,14 +134,7 @@ fn clean_message(m: &str) -> String {
 
 fn appointment<'m>(body: &'m [u8], ctx: &Context) -> Option<Normalized<'m>> {
     let root = Node::parse(body).ok()?;
-    let Node::Obj(members) = &root else {
-        return None;
-    };
-    if members
-        .iter()
-        .enumerate()
-        .any(|(i, (k, _))| members[..i].iter().any(|(p, _)| p == k))
-    {
+    if !matches!(root, Node::Obj(_)) || root.duplicate_keys().next().is_some() {
         return None;
     }
     let guid = parse_guid(root.get("guid")?.as_str()?)?;

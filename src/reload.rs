@@ -82,11 +82,9 @@ impl Reloader {
                 generation: current.number,
             },
             Ok(config) => {
-                if config.server != current.config.server
-                    || config.admin.listen != current.config.admin.listen
-                {
+                if restart_only(&current.config) != restart_only(&config) {
                     tracing::warn!(
-                        "server or admin listener settings changed: they take effect after a restart"
+                        "listeners, header_read_timeout_ms, max_connections, drain_timeout_ms or [idempotency] changed: they take effect after a restart"
                     );
                 }
                 let sha256 = config.sha256.clone();
@@ -202,6 +200,19 @@ impl Reloader {
         }
         tasks
     }
+}
+
+/// The settings read once when the listeners start; a reload cannot change them.
+fn restart_only(c: &Config) -> impl PartialEq + use<'_> {
+    let s = &c.server;
+    (
+        s.listen,
+        s.header_read_timeout,
+        s.max_connections,
+        s.drain_timeout,
+        c.admin.listen,
+        &c.idempotency,
+    )
 }
 
 /// Same file and same resolved secrets and certificates: a reload would change nothing.

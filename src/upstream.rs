@@ -190,7 +190,7 @@ impl Upstream {
             let resp = match tokio::time::timeout(b.headers_timeout, self.client.request(req)).await
             {
                 Err(_) => return Err(GatewayError::MisTimeout),
-                Ok(Err(e)) if e.is_connect() && is_tls_failure(&e) => {
+                Ok(Err(e)) if e.is_connect() && tls_error(&e).is_some() => {
                     return Err(GatewayError::MisTls);
                 }
                 Ok(Err(e)) if e.is_connect() => return Err(GatewayError::MisUnreachable),
@@ -287,12 +287,6 @@ fn tls_error<'e>(e: &'e (dyn std::error::Error + 'static)) -> Option<&'e rustls:
         };
     }
     None
-}
-
-/// Whether a connect error was the TLS handshake refusing the MIS's certificate (or the MIS
-/// refusing ours).
-fn is_tls_failure(e: &(dyn std::error::Error + 'static)) -> bool {
-    tls_error(e).is_some()
 }
 
 /// An oversized answer: a success we cannot read may still be a booking.

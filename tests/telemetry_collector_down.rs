@@ -50,9 +50,9 @@ async fn a_stuck_collector_leaves_booking_latency_alone() {
         during < before * 3 + Duration::from_millis(5),
         "{during:?} vs {before:?}"
     );
+    // The measurement only counts if the exporter really was stuck throughout it.
     assert!(
-        !flush.is_finished() || stuck.spans().is_empty(),
-        "the collector never answered"
+        !flush.is_finished(),
+        "the export was still hanging on the collector while bookings ran"
     );
-    assert!(stuck.spans().is_empty());
 }

@@ -18,13 +18,7 @@ fn client(
     hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
     Full<Bytes>,
 > {
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(pki.roots())
-    .with_no_client_auth();
+    let tls = trusting(pki);
     let b = hyper_rustls::HttpsConnectorBuilder::new()
         .with_tls_config(tls)
         .https_only();
@@ -39,6 +33,15 @@ fn client(
     builder.build(connector)
 }
 
+/// A TLS client configuration that trusts `pki`'s CA only.
+fn trusting(pki: &Pki) -> rustls::ClientConfig {
+    rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(pki.roots())
+        .with_no_client_auth()
+}
+
 fn booking(url: &str) -> Request<Full<Bytes>> {
     Request::post(url)
         .header(header::CONTENT_TYPE, "application/json")
@@ -49,13 +52,7 @@ fn booking(url: &str) -> Request<Full<Bytes>> {
 
 /// The DER of the certificate the server at `port` presents.
 async fn presented_cert(pki: &Pki, port: u16) -> Vec<u8> {
-    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
-        rustls::crypto::ring::default_provider(),
-    ))
-    .with_safe_default_protocol_versions()
-    .unwrap()
-    .with_root_certificates(pki.roots())
-    .with_no_client_auth();
+    let tls = trusting(pki);
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .unwrap();

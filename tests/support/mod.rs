@@ -252,15 +252,7 @@ impl TestGateway {
     }
 
     pub async fn send(&self, req: Request<Full<Bytes>>) -> TestResponse {
-        let resp = self.client.request(req).await.expect("the gateway answers");
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
-        TestResponse {
-            status,
-            headers,
-            body,
-        }
+        TestResponse::read(self.client.request(req).await.expect("the gateway answers")).await
     }
 
     /// Sends a request whose body is streamed in `chunks` (chunked transfer encoding).
@@ -277,14 +269,7 @@ impl TestGateway {
             .request(req.body(http_body_util::StreamBody::new(chunks)).unwrap())
             .await
             .expect("the gateway answers");
-        let status = resp.status();
-        let headers = resp.headers().clone();
-        let body = resp.into_body().collect().await.unwrap().to_bytes();
-        TestResponse {
-            status,
-            headers,
-            body,
-        }
+        TestResponse::read(resp).await
     }
 
     /// Stops accepting, drains, and waits for the server task to end.
@@ -305,6 +290,18 @@ pub struct TestResponse {
 }
 
 impl TestResponse {
+    /// Reads a whole response.
+    pub async fn read(resp: http::Response<hyper::body::Incoming>) -> TestResponse {
+        let status = resp.status();
+        let headers = resp.headers().clone();
+        let body = resp.into_body().collect().await.unwrap().to_bytes();
+        TestResponse {
+            status,
+            headers,
+            body,
+        }
+    }
+
     pub fn json(&self) -> serde_json::Value {
         serde_json::from_slice(&self.body)
             .unwrap_or_else(|_| panic!("not JSON: {}", String::from_utf8_lossy(&self.body)))
