@@ -3,12 +3,14 @@
 //! Argon2id with OWASP's parameters needs 19 MiB per verification. Run on tokio's blocking pool
 //! it allocates that anew on a thread that may change from call to call, and glibc keeps a
 //! per-thread arena for each: a burst of cache misses grew the process by hundreds of MiB.
-//! Here the work runs on `threads` dedicated threads, each holding its own blocks, so memory
-//! stays at `threads × m_cost` however many logins arrive. The queue is bounded: when it is
-//! full the caller is told at once instead of waiting without limit.
+//! Here the work runs on `threads` dedicated threads, each holding its own blocks while jobs
+//! keep coming, so memory stays at `threads × m_cost` however many logins arrive; a worker
+//! that finds its queue empty frees its blocks, so a steady state of cached logins (every
+//! booking after the first of each integrator) holds none of it. The queue is bounded: when
+//! it is full the caller is told at once instead of waiting without limit.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
 use std::sync::{Arc, Mutex};
 
 use argon2::password_hash::phc::PasswordHash;
@@ -68,17 +70,26 @@ impl Hasher {
 
 fn worker(rx: &Mutex<Receiver<Job>>, runs: &AtomicU64) {
     let mut blocks: Vec<Block> = Vec::new();
-    loop {
-        let job = match rx.lock() {
-            Ok(rx) => match rx.recv() {
-                Ok(job) => job,
-                Err(_) => return,
-            },
-            Err(_) => return,
-        };
+    while let Some(job) = next_job(rx, &mut blocks) {
         let ok = verify_with(&mut blocks, &job.password, &job.phc);
         runs.fetch_add(1, Ordering::Relaxed);
         let _ = job.reply.send(ok);
+    }
+}
+
+/// The next job; when none is waiting, frees `blocks` (19 MiB with OWASP's parameters) before
+/// blocking, so an idle worker holds no Argon2 memory. `None`: the pool is gone.
+fn next_job(rx: &Mutex<Receiver<Job>>, blocks: &mut Vec<Block>) -> Option<Job> {
+    let rx = rx.lock().ok()?;
+    match rx.try_recv() {
+        Ok(job) => Some(job),
+        Err(e) => {
+            *blocks = Vec::new();
+            match e {
+                TryRecvError::Empty => rx.recv().ok(),
+                TryRecvError::Disconnected => None,
+            }
+        }
     }
 }
 
@@ -111,4 +122,36 @@ pub fn verify_with(blocks: &mut Vec<Block>, password: &[u8], phc: &str) -> bool 
         .hash_password_into_with_memory(password, salt, &mut out, &mut blocks[..n])
         .is_ok()
         && bool::from(out.ct_eq(expected))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_idle_worker_frees_its_blocks_and_a_busy_one_keeps_them() {
+        let (tx, rx) = sync_channel::<Job>(4);
+        let rx = Mutex::new(rx);
+        let job = || {
+            let (reply, _answer) = oneshot::channel();
+            Job {
+                password: b"p".to_vec(),
+                phc: Arc::from("x"),
+                reply,
+            }
+        };
+        // Two jobs queued: taking the first must keep the blocks for the second.
+        tx.send(job()).unwrap();
+        tx.send(job()).unwrap();
+        let mut blocks = vec![Block::default(); 1024];
+        assert!(next_job(&rx, &mut blocks).is_some());
+        assert_eq!(blocks.capacity(), 1024, "blocks kept while work is queued");
+        assert!(next_job(&rx, &mut blocks).is_some());
+        assert_eq!(blocks.capacity(), 1024);
+        // The queue is empty now (and, so this test needs no second thread, closed): the
+        // worker frees the blocks before it would wait.
+        drop(tx);
+        assert!(next_job(&rx, &mut blocks).is_none(), "the pool is gone");
+        assert_eq!(blocks.capacity(), 0, "blocks freed once the queue is empty");
+    }
 }

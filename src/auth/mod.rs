@@ -70,9 +70,7 @@ impl Authenticator {
                 .time_to_idle(CACHE_IDLE)
                 .build(),
             hasher: Hasher::new(threads, HASH_QUEUE),
-            dummy_hash: hash_password(&random_token())
-                .expect("hashing a random password")
-                .into(),
+            dummy_hash: dummy_hash().into(),
             throttle: throttle::Throttle::default(),
         }
     }
@@ -202,6 +200,25 @@ pub fn hash_password(password: &str) -> Result<String, String> {
     Ok(hash.to_string())
 }
 
+/// A PHC string with the default Argon2id parameters, a random salt and a random output: an
+/// unknown login is verified against it at full cost and always fails. Made without running
+/// Argon2, so start-up neither waits for a hash nor touches its 19 MiB.
+fn dummy_hash() -> String {
+    use base64::engine::general_purpose::STANDARD_NO_PAD as B64;
+    let (mut salt, mut output) = ([0u8; 16], [0u8; 32]);
+    getrandom::fill(&mut salt).expect("the OS random source is available");
+    getrandom::fill(&mut output).expect("the OS random source is available");
+    let p = argon2::Params::default();
+    format!(
+        "$argon2id$v=19$m={},t={},p={}${}${}",
+        p.m_cost(),
+        p.t_cost(),
+        p.p_cost(),
+        B64.encode(salt),
+        B64.encode(output)
+    )
+}
+
 fn random_token() -> String {
     let mut b = [0u8; 24];
     getrandom::fill(&mut b).expect("the OS random source is available");
@@ -211,6 +228,34 @@ fn random_token() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_dummy_hash_costs_a_full_verification_and_matches_nothing() {
+        let dummy = dummy_hash();
+        let real = hash_password("s3cret").unwrap();
+        let params = |phc: &str| {
+            let h = PasswordHash::new(phc).unwrap();
+            (
+                h.algorithm.to_string(),
+                h.version,
+                argon2::Params::try_from(&h).unwrap(),
+            )
+        };
+        assert_eq!(
+            params(&dummy),
+            params(&real),
+            "same algorithm and cost as a real hash"
+        );
+        assert_ne!(dummy, dummy_hash(), "random each time");
+        let mut blocks = Vec::new();
+        assert!(!hasher::verify_with(&mut blocks, b"s3cret", &dummy));
+        assert!(!hasher::verify_with(&mut blocks, b"", &dummy));
+        assert_eq!(
+            blocks.len(),
+            argon2::Params::default().block_count(),
+            "the verification ran Argon2 over the full memory"
+        );
+    }
 
     #[test]
     fn decodes_basic_and_refuses_the_rest() {
