@@ -81,9 +81,10 @@ EOF
 
 # The gateway's $T/routes.toml: integrator portal (portal-demo hashed by the binary), backend
 # mis-bench -> the nginx above with login gateway / MIS_BENCH_PASSWORD=bench-secret (exported)
-# and max_in_flight 4096, one route for the seed's lpuToGuid. Checked with `mis-gateway check`.
+# max_in_flight 4096 and max_connections MIS_CONNS [64], one route for the seed's lpuToGuid. Checked with `mis-gateway check`.
 write_gateway_config() {
   local hash
+  MIS_CONNS=${MIS_CONNS:-64}
   hash=$("$BIN" hash-password <<< portal-demo) || die "mis-gateway hash-password failed"
   cat > "$T/routes.toml" <<EOF
 [server]
@@ -106,8 +107,11 @@ password_env = "MIS_BENCH_PASSWORD"
 timezone = "Europe/Moscow"
 timeout_ms = 10000
 # The default cap (64 bookings in flight, more shed with 503) would shed the 1,000-connection
-# phase; HAProxy has no per-server cap here (only maxconn 4096), so the gateway gets the same.
+# phase; HAProxy sheds nothing either (maxconn 4096), so the gateway admits as many.
 max_in_flight = 4096
+# At most $MIS_CONNS connections to the MIS, more bookings queue for one: what HAProxy's
+# "server ... maxconn $MIS_CONNS" does in bench/run.sh, so both protect the MIS alike.
+max_connections = $MIS_CONNS
 
 [routes]
 "$LPU" = "mis-bench"

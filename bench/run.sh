@@ -14,6 +14,8 @@
 #   RATE_THREADS [4]    wrk threads sharing RATE and CONNS in the fixed-rate phase
 #   CONNS [64]          connections for the throughput and fixed-rate phases
 #   BIG_CONNS [1000]    connections held in the memory phase
+#   MIS_CONNS [64]      connections to the MIS at most, for HAProxy (server maxconn) and the
+#                       gateway (max_connections) alike; more bookings queue for one
 #   BIN                 an already-built mis-gateway binary (skips cargo build)
 #   GATEWAY_RUST_LOG [info]  the gateway's RUST_LOG; its stderr (access log) goes to GATEWAY_LOG
 #   GATEWAY_LOG [/dev/null]  where the gateway's log goes (a file fills fast: ~300 B/request)
@@ -27,6 +29,7 @@ RATE=${RATE:-8000}
 RATE_THREADS=${RATE_THREADS:-4}
 CONNS=${CONNS:-64}
 BIG_CONNS=${BIG_CONNS:-1000}
+MIS_CONNS=${MIS_CONNS:-64}
 GATEWAY_RUST_LOG=${GATEWAY_RUST_LOG:-info}
 GATEWAY_LOG=${GATEWAY_LOG:-/dev/null}
 KEEP_TMP=${KEEP_TMP:-0}
@@ -164,7 +167,8 @@ frontend api
 backend backend_mis_bench
   http-reuse always
   http-request set-header Authorization "$MIS_BASIC"
-  server mis 127.0.0.1:$MIS_PORT
+  # maxconn: at most MIS_CONNS connections to the MIS, the rest queue (the gateway's max_connections)
+  server mis 127.0.0.1:$MIS_PORT maxconn $MIS_CONNS
 
 backend no_route
   http-request return status 404 content-type application/json string '{"error":"no route"}'
@@ -294,7 +298,7 @@ for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null || die "a server died during 
 # ---------------------------------------------------------------- summary
 {
   echo "rounds=$ROUNDS"; echo "duration_s=$DURATION"; echo "rate_total=$RATE"; echo "rate_threads=$RATE_THREADS"
-  echo "conns=$CONNS"; echo "big_conns=$BIG_CONNS"; echo "gateway_rust_log=$GATEWAY_RUST_LOG"
+  echo "conns=$CONNS"; echo "big_conns=$BIG_CONNS"; echo "mis_conns=$MIS_CONNS"; echo "gateway_rust_log=$GATEWAY_RUST_LOG"
   echo "gateway_bin=$BIN_SRC"; echo "gateway_sha256=$(sha256sum "$BIN" | cut -c1-16)"; echo "gateway_version=$("$BIN" --version 2>/dev/null | head -1)"
   echo "git_head=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo '+dirty')"
   echo "haproxy_version=$(haproxy -v | head -1 | awk '{print $3}')"

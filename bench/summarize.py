@@ -200,7 +200,8 @@ def main():
           f"body {meta['body_bytes']} B, {meta['nproc']} CPUs, gateway {meta['git_head']} (RUST_LOG={meta['gateway_rust_log']})")
     print(f"every request a distinct booking (fresh slot + direction.guid) | medians over rounds | "
           f"throughput: wrk -t1 -c{meta['conns']} closed loop | fixed rate: wrk -t{meta['rate_threads']} "
-          f"-c{meta['conns']} paced at {meta['rate_total']} rps")
+          f"-c{meta['conns']} paced at {meta['rate_total']} rps | at most {meta.get('mis_conns', '?')} "
+          f"connections to the MIS (haproxy server maxconn, gateway max_connections)")
     print()
     print(f"{'target':<16}{'rps':>10}{'p50 ms':>9}{'p99 ms':>9}  |{'@rate rps':>10}{'p50 ms':>9}{'p99 ms':>9}"
           f"{'late':>7}{'errors':>8}")

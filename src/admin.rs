@@ -157,6 +157,7 @@ impl Admin {
                     "connect_timeout_ms": b.connect_timeout.as_millis() as u64,
                     "max_response_bytes": b.max_response_bytes,
                     "max_in_flight": b.limits.max_in_flight,
+                    "max_connections": b.limits.max_connections,
                     "breaker_failures": b.limits.breaker_failures,
                     "breaker_cooldown_ms": b.limits.breaker_cooldown.as_millis() as u64,
                     "routes": routes,
@@ -189,6 +190,8 @@ impl Admin {
                 let mut v = serde_json::to_value(u.guard.snapshot()).unwrap_or_default();
                 v["name"] = json!(&*u.backend.name);
                 v["max_in_flight"] = json!(u.backend.limits.max_in_flight);
+                v["max_connections"] = json!(u.backend.limits.max_connections);
+                v["connections_busy"] = json!(u.connections_busy());
                 v
             })
             .collect();

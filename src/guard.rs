@@ -209,6 +209,7 @@ mod tests {
     fn limits(max: usize, failures: u32, cooldown_ms: u64) -> BackendLimits {
         BackendLimits {
             max_in_flight: max,
+            max_connections: max,
             breaker_failures: failures,
             breaker_cooldown: Duration::from_millis(cooldown_ms),
         }

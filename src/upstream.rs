@@ -16,6 +16,7 @@ use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
+use tokio::sync::Semaphore;
 
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -40,6 +41,10 @@ pub struct Upstream {
     /// Concurrency cap and breaker; shared with the generations that keep this pool.
     pub guard: Arc<Guard>,
     client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    /// One permit per connection the pool may use at once (`max_connections`): a booking holds
+    /// one from before its request is handed to the pool until its answer is read, so the pool
+    /// never opens more connections than that to a MIS, however many bookings are admitted.
+    connections: Arc<Semaphore>,
 }
 
 impl Upstream {
@@ -67,10 +72,19 @@ impl Upstream {
             .retry_canceled_requests(true)
             .build(connector);
         Upstream {
+            connections: Arc::new(Semaphore::new(backend.limits.max_connections)),
             backend,
             guard: Arc::default(),
             client,
         }
+    }
+
+    /// Connections in use for bookings right now (at most `max_connections`).
+    pub fn connections_busy(&self) -> usize {
+        self.backend
+            .limits
+            .max_connections
+            .saturating_sub(self.connections.available_permits())
     }
 
     /// Whether this pool can serve `next` (same address and transport settings).
@@ -81,16 +95,22 @@ impl Upstream {
     }
 
     /// A copy of this upstream that keeps its pool but uses `next`'s settings (credentials,
-    /// zone, timeouts): what a reload does when a backend's URL did not change.
+    /// zone, timeouts, limits): what a reload does when a backend's URL did not change. A new
+    /// `max_connections` takes effect for bookings that start after the reload.
     pub fn with_backend(&self, next: Arc<Backend>) -> Self {
+        let connections = if next.limits.max_connections == self.backend.limits.max_connections {
+            self.connections.clone()
+        } else {
+            Arc::new(Semaphore::new(next.limits.max_connections))
+        };
         Upstream {
             backend: next,
             guard: self.guard.clone(),
             client: self.client.clone(),
+            connections,
         }
     }
 
-    /// POSTs a booking body to `{url}/dir/appointments` and reads the whole answer.
     /// POSTs a booking body to `{url}/dir/appointments` and reads the whole answer.
     ///
     /// A connection refused at once is tried once more on a fresh connection: nothing was
@@ -134,8 +154,17 @@ impl Upstream {
             &mut opentelemetry_http::HeaderInjector(&mut trace_headers),
         );
         let traceparent = trace_headers.get("traceparent").or(traceparent);
-        let started = std::time::Instant::now();
         let result = async {
+            // A free connection first: nothing is sent while waiting, so running out of time
+            // here is the same safe refusal as a full max_in_flight.
+            let Ok(Ok(_connection)) =
+                tokio::time::timeout(b.connect_timeout, self.connections.acquire()).await
+            else {
+                return Err(GatewayError::Overloaded {
+                    retry_after_secs: 1,
+                });
+            };
+            let started = std::time::Instant::now();
             match self.exchange(body.clone(), request_id, traceparent).await {
                 Err(GatewayError::MisUnreachable) if started.elapsed() < b.connect_timeout / 2 => {
                     tracing::debug!(backend = %b.name, "connection refused; one retry on a fresh connection");

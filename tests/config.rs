@@ -123,6 +123,30 @@ fn bad_zones_missing_secrets_and_weak_hashes_are_refused() {
 }
 
 #[test]
+fn connection_caps_must_fit_the_in_flight_cap() {
+    let with = |extra: &str| base().replace("timezone =", &format!("{extra}\ntimezone ="));
+    let p = problems(&with("max_in_flight = 8\nmax_connections = 9"));
+    has(
+        &p,
+        "backends[0].max_connections",
+        "must not exceed max_in_flight",
+    );
+    let p = problems(&with("max_connections = 0"));
+    has(&p, "backends[0].max_connections", "between 1 and 100000");
+    let c = parse_config(&with("max_in_flight = 8\nmax_connections = 2"));
+    assert_eq!(
+        (
+            c.backends[0].limits.max_in_flight,
+            c.backends[0].limits.max_connections
+        ),
+        (8, 2)
+    );
+    // Unset, it follows max_in_flight: no booking ever waits for a connection.
+    let c = parse_config(&with("max_in_flight = 8"));
+    assert_eq!(c.backends[0].limits.max_connections, 8);
+}
+
+#[test]
 fn every_problem_is_reported_at_once() {
     let toml = base()
         .replace("Europe/Moscow", "Mars/Olympus")

@@ -1,4 +1,4 @@
-//! Sick MIS backends (RELIABILITY.md F1–F8, L4): each fault gets its own clear answer, a
+//! Sick MIS backends (RELIABILITY.md F1–F8, L3–L5): each fault gets its own clear answer, a
 //! booking that may exist is never resent, and one sick MIS does not slow the others.
 
 mod support;
@@ -314,4 +314,76 @@ async fn l3_a_burst_above_capacity_is_shed_fast_with_retry_after_and_recovers() 
         StatusCode::OK,
         "recovered"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn l5_max_connections_caps_what_is_on_the_wire_and_the_rest_wait_for_a_connection() {
+    // A MIS that never answers holds every connection it gets: only max_connections bookings
+    // reach it; the other admitted ones wait connect_timeout for a connection, then get the
+    // safe 503 (never sent), long before the two on the wire time out.
+    let mis = FaultMis::spawn(Fault::Hang).await;
+    let gw = Arc::new(
+        gateway_for(
+            mis.url(),
+            "timeout_ms = 3000\nconnect_timeout_ms = 300\nmax_in_flight = 8\nmax_connections = 2",
+        )
+        .await,
+    );
+    let tasks: Vec<_> = (0..6)
+        .map(|_| {
+            let gw = gw.clone();
+            tokio::spawn(async move {
+                let t = Instant::now();
+                let r = gw.book(&fresh_booking(), PORTAL).await;
+                (r.code(), r.headers.contains_key("retry-after"), t.elapsed())
+            })
+        })
+        .collect();
+    let mut codes = Vec::new();
+    for t in tasks {
+        let (code, retry_after, took) = t.await.unwrap();
+        if code == "95030" {
+            assert!(retry_after, "the wait ends with Retry-After");
+            assert!(took < Duration::from_millis(2500), "{took:?}");
+        }
+        codes.push(code);
+    }
+    codes.sort();
+    assert_eq!(
+        codes,
+        ["95030", "95030", "95030", "95030", "95040", "95040"],
+        "two on the wire time out (outcome unknown), four never sent"
+    );
+    assert_eq!(mis.count(), 2, "only two bookings reached the MIS");
+    assert_eq!(mis.connections(), 2, "on two connections");
+    let state = backend_state(&gw, "mis-a").await;
+    assert_eq!(
+        (
+            state["max_connections"].as_u64(),
+            state["connections_busy"].as_u64()
+        ),
+        (Some(2), Some(0))
+    );
+
+    // A MIS that answers: bookings beyond the cap queue for a connection and all get booked.
+    let mis = MockMis::spawn(Arc::new(|r: &Received| {
+        (echo_mis())(r).after(Duration::from_millis(50))
+    }))
+    .await;
+    let gw = Arc::new(gateway_for(mis.url(), "max_in_flight = 16\nmax_connections = 2").await);
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            let gw = gw.clone();
+            tokio::spawn(async move { gw.book(&fresh_booking(), PORTAL).await.status })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), StatusCode::OK);
+    }
+    eprintln!(
+        "L5: 10 bookings at once through max_connections = 2 to a 50 ms MIS: all booked in {:?}",
+        started.elapsed()
+    );
+    assert_eq!(mis.count(), 10);
 }

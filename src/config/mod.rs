@@ -197,6 +197,9 @@ pub struct Backend {
 pub struct BackendLimits {
     /// Bookings in flight to this MIS at once; more are shed with 503 at once.
     pub max_in_flight: usize,
+    /// Open connections to this MIS at once (at most `max_in_flight`). Admitted bookings beyond
+    /// it wait, up to `connect_timeout`, for a connection to come free.
+    pub max_connections: usize,
     /// Consecutive failures (connect errors, timeouts, 5xx) that open the breaker.
     pub breaker_failures: u32,
     /// How long an open breaker fails fast before letting one probe through.
@@ -800,6 +803,18 @@ impl Validator<'_> {
                 "must be between 1 and 100000",
             );
         }
+        let max_connections = raw.max_connections.unwrap_or(max_in_flight);
+        if !(1..=100_000).contains(&max_connections) {
+            self.problem(
+                format!("{loc}.max_connections"),
+                "must be between 1 and 100000",
+            );
+        } else if max_connections > max_in_flight && (1..=100_000).contains(&max_in_flight) {
+            self.problem(
+                format!("{loc}.max_connections"),
+                "must not exceed max_in_flight (a connection carries one booking at a time)",
+            );
+        }
         let breaker_failures = raw.breaker_failures.unwrap_or(5);
         if !(1..=1000).contains(&breaker_failures) {
             self.problem(
@@ -835,6 +850,7 @@ impl Validator<'_> {
             max_response_bytes: max_response as usize,
             limits: BackendLimits {
                 max_in_flight: max_in_flight as usize,
+                max_connections: max_connections as usize,
                 breaker_failures: breaker_failures as u32,
                 breaker_cooldown,
             },

@@ -50,6 +50,7 @@ pub struct Backend {
     pub headers_timeout_ms: Option<u64>,
     pub max_response_bytes: Option<u64>,
     pub max_in_flight: Option<u64>,
+    pub max_connections: Option<u64>,
     pub breaker_failures: Option<u64>,
     pub breaker_cooldown_ms: Option<u64>,
     pub ca_file: Option<String>,

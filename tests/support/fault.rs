@@ -28,6 +28,7 @@ pub struct FaultMis {
     pub addr: std::net::SocketAddr,
     requests: Arc<AtomicUsize>,
     closed: Arc<AtomicUsize>,
+    accepted: Arc<AtomicUsize>,
     _tasks: JoinSet<()>,
 }
 
@@ -38,10 +39,12 @@ impl FaultMis {
         let requests = Arc::new(AtomicUsize::new(0));
         let closed = Arc::new(AtomicUsize::new(0));
         let mut tasks = JoinSet::new();
-        let (r, c) = (requests.clone(), closed.clone());
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let (r, c, a) = (requests.clone(), closed.clone(), accepted.clone());
         tasks.spawn(async move {
             let mut conns = JoinSet::new();
             while let Ok((stream, _)) = listener.accept().await {
+                a.fetch_add(1, Ordering::SeqCst);
                 conns.spawn(serve(stream, fault, r.clone(), c.clone()));
             }
         });
@@ -49,6 +52,7 @@ impl FaultMis {
             addr,
             requests,
             closed,
+            accepted,
             _tasks: tasks,
         }
     }
@@ -60,6 +64,11 @@ impl FaultMis {
     /// Requests read in full so far.
     pub fn count(&self) -> usize {
         self.requests.load(Ordering::SeqCst)
+    }
+
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
     }
 
     /// Connections this MIS closed after answering.
