@@ -166,6 +166,14 @@ impl GatewayError {
     }
 
     /// Status and `Message_code` of this error, as the client sees them.
+    /// The message code alone, borrowed from the table unless the MIS chose it.
+    pub fn code(&self) -> std::borrow::Cow<'static, str> {
+        match self {
+            Self::Mis(r) => r.code.clone().into(),
+            other => lookup(other.name()).code.into(),
+        }
+    }
+
     pub fn status_and_code(&self) -> (StatusCode, &str) {
         match self {
             Self::Mis(r) => (r.status, r.code.as_str()),

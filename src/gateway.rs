@@ -67,7 +67,7 @@ struct Record {
     appointment: Option<Uuid>,
     mis_status: Option<u16>,
     mis_time: Option<Duration>,
-    code: Option<String>,
+    code: Option<std::borrow::Cow<'static, str>>,
     replayed: bool,
 }
 
@@ -449,7 +449,7 @@ fn finish(
             resp
         }
         Err(e) => {
-            rec.code = Some(e.status_and_code().1.to_owned());
+            rec.code = Some(e.code());
             let mut resp = e.into_response(request_id, ids.trace_id.as_deref());
             if rec.replayed {
                 resp.headers_mut()
@@ -479,6 +479,13 @@ fn server_span<B>(req: &Request<B>, request_id: &str) -> tracing::Span {
     } else {
         "HTTP"
     };
+    // Without an exporter the span only carries the trace context (for the trace id in
+    // answers and logs, and the traceparent sent to the MIS): its fields would go nowhere.
+    if !crate::telemetry::exporting() {
+        let span = tracing::info_span!("request");
+        let _ = span.set_parent(parent_context(req.headers()));
+        return span;
+    }
     let span = tracing::info_span!(
         "request",
         otel.name = name,
@@ -496,10 +503,13 @@ fn server_span<B>(req: &Request<B>, request_id: &str) -> tracing::Span {
         message_code = tracing::field::Empty,
         outcome = tracing::field::Empty,
     );
-    let parent =
-        TraceContextPropagator::new().extract(&opentelemetry_http::HeaderExtractor(req.headers()));
-    let _ = span.set_parent(parent);
+    let _ = span.set_parent(parent_context(req.headers()));
     span
+}
+
+/// The integrator's trace context from `traceparent` (an empty context without one).
+fn parent_context(headers: &HeaderMap) -> opentelemetry::Context {
+    TraceContextPropagator::new().extract(&opentelemetry_http::HeaderExtractor(headers))
 }
 
 fn trace_id_of(span: &tracing::Span) -> Option<String> {
@@ -510,6 +520,58 @@ fn trace_id_of(span: &tracing::Span) -> Option<String> {
 
 /// Span fields and metrics of a finished request.
 fn record(rec: &Record, status: StatusCode, took: Duration) {
+    let outcome = match (status.as_u16(), rec.replayed) {
+        (_, true) => "replayed",
+        (200..=299, _) => "booked",
+        (502 | 504, _) if matches!(rec.code.as_deref(), Some("95022" | "95040")) => {
+            "outcome_unknown"
+        }
+        (400..=499, _) if rec.mis_status.is_some() => "rejected_by_mis",
+        (400..=499, _) => "refused",
+        _ => "failed",
+    };
+    // Span fields only reach an exporter: without one, recording them is wasted work.
+    if crate::telemetry::exporting() {
+        record_span(rec, status, outcome);
+    }
+
+    // Attribute values share the config's strings (Arc) and the error table's (static): no
+    // copies per request.
+    let m = crate::metrics::get();
+    let backend: opentelemetry::StringValue = match &rec.backend {
+        Some(b) => b.clone().into(),
+        None => "none".into(),
+    };
+    let integrator: opentelemetry::StringValue = match &rec.integrator {
+        Some(i) => i.clone().into(),
+        None => "unauthenticated".into(),
+    };
+    m.requests.add(
+        1,
+        &[
+            KeyValue::new("integrator", integrator),
+            KeyValue::new("backend", backend.clone()),
+            KeyValue::new(
+                "status_class",
+                crate::metrics::status_class(status.as_u16()),
+            ),
+            KeyValue::new("code", rec.code.clone().unwrap_or("ok".into())),
+        ],
+    );
+    let by_backend = [KeyValue::new("backend", backend)];
+    m.duration.record(took.as_secs_f64(), &by_backend);
+    if let Some(t) = rec.mis_time {
+        m.mis_duration.record(t.as_secs_f64(), &by_backend);
+    }
+    if rec.replayed {
+        m.replays.add(1, &by_backend);
+    }
+    if outcome == "outcome_unknown" && !rec.replayed {
+        m.outcome_unknown.add(1, &by_backend);
+    }
+}
+
+fn record_span(rec: &Record, status: StatusCode, outcome: &'static str) {
     let span = tracing::Span::current();
     span.record("http.response.status_code", status.as_u16());
     if status.is_server_error() {
@@ -531,51 +593,9 @@ fn record(rec: &Record, status: StatusCode, took: Duration) {
         span.record("appointment", tracing::field::display(a));
     }
     if let Some(c) = &rec.code {
-        span.record("message_code", c.as_str());
+        span.record("message_code", &**c);
     }
-    let outcome = match (status.as_u16(), rec.replayed) {
-        (_, true) => "replayed",
-        (200..=299, _) => "booked",
-        (502 | 504, _) if matches!(rec.code.as_deref(), Some("95022" | "95040")) => {
-            "outcome_unknown"
-        }
-        (400..=499, _) if rec.mis_status.is_some() => "rejected_by_mis",
-        (400..=499, _) => "refused",
-        _ => "failed",
-    };
     span.record("outcome", outcome);
-
-    let m = crate::metrics::get();
-    let backend = rec.backend.as_deref().unwrap_or("none").to_owned();
-    m.requests.add(
-        1,
-        &[
-            KeyValue::new(
-                "integrator",
-                rec.integrator
-                    .as_deref()
-                    .unwrap_or("unauthenticated")
-                    .to_owned(),
-            ),
-            KeyValue::new("backend", backend.clone()),
-            KeyValue::new(
-                "status_class",
-                crate::metrics::status_class(status.as_u16()),
-            ),
-            KeyValue::new("code", rec.code.clone().unwrap_or_else(|| "ok".into())),
-        ],
-    );
-    let by_backend = [KeyValue::new("backend", backend)];
-    m.duration.record(took.as_secs_f64(), &by_backend);
-    if let Some(t) = rec.mis_time {
-        m.mis_duration.record(t.as_secs_f64(), &by_backend);
-    }
-    if rec.replayed {
-        m.replays.add(1, &by_backend);
-    }
-    if outcome == "outcome_unknown" && !rec.replayed {
-        m.outcome_unknown.add(1, &by_backend);
-    }
 }
 
 /// `application/json`, with or without parameters (`; charset=utf-8`).

@@ -221,7 +221,6 @@ fn service<H: Handler>(
         ))
         .service_fn(move |mut req: Request<Incoming>| {
             req.extensions_mut().insert(PeerAddr(peer));
-            req.extensions_mut().insert(PeerAddr(peer));
             let handler = handler.clone();
             async move { Ok::<_, Infallible>(handler.call(req).await) }
         });

@@ -219,12 +219,6 @@ fn dummy_hash() -> String {
     )
 }
 
-fn random_token() -> String {
-    let mut b = [0u8; 24];
-    getrandom::fill(&mut b).expect("the OS random source is available");
-    base64::engine::general_purpose::STANDARD_NO_PAD.encode(b)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1,0 +1,66 @@
+//! Without an OTLP exporter (the default), bookings still carry trace context: the MIS gets the
+//! integrator's trace, error bodies and the access log name it. Span fields are not recorded
+//! then (nothing would read them), so this guards what must survive that shortcut.
+//! One test per binary: telemetry is process-global.
+
+mod support;
+
+use bytes::Bytes;
+use http::{Request, StatusCode, header};
+use http_body_util::Full;
+use mis_gateway::telemetry::{Captured, Export, LogFormat, Telemetry};
+use support::*;
+
+const TRACE_ID: &str = "0af7651916cd43dd8448eb211c80319c";
+const PARENT_ID: &str = "b7ad6b7169203331";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_export_the_trace_context_still_reaches_the_mis_the_answer_and_the_log() {
+    let logs = Captured::default();
+    let _telemetry = Telemetry::init_with(LogFormat::Json, logs.clone(), Export::Off);
+    assert!(!mis_gateway::telemetry::exporting());
+
+    let mis = MockMis::spawn(echo_mis()).await;
+    let gw = TestGateway::in_front_of(&mis, "").await;
+    let traced = |body: String| {
+        Request::post(gw.url("/dir/appointments"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::AUTHORIZATION, basic(PORTAL.0, PORTAL.1))
+            .header("traceparent", format!("00-{TRACE_ID}-{PARENT_ID}-01"))
+            .body(Full::new(Bytes::from(body)))
+            .unwrap()
+    };
+    let r = gw.send(traced(fresh_booking())).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let tp = mis.received()[0].headers["traceparent"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let parts: Vec<&str> = tp.split('-').collect();
+    assert_eq!((parts[0], parts[1]), ("00", TRACE_ID), "{tp}");
+    assert_ne!(
+        parts[2], PARENT_ID,
+        "the gateway's own span is the MIS's parent"
+    );
+
+    let bad = gw.send(traced("{}".into())).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert_eq!(bad.json()["traceId"], TRACE_ID);
+    let own = gw.book("{}", PORTAL).await.json()["traceId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(own.len(), 32, "an untraced request gets a trace of its own");
+    assert_ne!(own, TRACE_ID);
+
+    let text = logs.text();
+    let access: Vec<serde_json::Value> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|v| v["target"] == "access")
+        .collect();
+    assert_eq!(access.len(), 3, "one access line per request");
+    assert_eq!(access[0]["trace_id"], TRACE_ID);
+    assert_eq!(access[0]["status"], 200);
+    assert_eq!(access[2]["trace_id"], own.as_str());
+}
