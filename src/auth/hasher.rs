@@ -9,9 +9,10 @@
 //! booking after the first of each integrator) holds none of it. The queue is bounded: when
 //! it is full the caller is told at once instead of waiting without limit.
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, TryRecvError, TrySendError, sync_channel};
-use std::sync::{Arc, Mutex};
+
+use crossbeam_channel::{Receiver, Sender, TryRecvError, TrySendError, bounded};
 
 use argon2::password_hash::phc::PasswordHash;
 use argon2::{Algorithm, Argon2, Block, Params, Version};
@@ -29,14 +30,15 @@ struct Job {
 pub struct Busy;
 
 pub struct Hasher {
-    jobs: SyncSender<Job>,
+    jobs: Sender<Job>,
     runs: Arc<AtomicU64>,
 }
 
 impl Hasher {
     pub fn new(threads: usize, queue: usize) -> Hasher {
-        let (jobs, rx) = sync_channel::<Job>(queue);
-        let rx = Arc::new(Mutex::new(rx));
+        // Every worker has its own receiver of one queue (crossbeam's channel is MPMC), so an
+        // idle worker waits without holding a lock another worker needs.
+        let (jobs, rx) = bounded::<Job>(queue);
         let runs = Arc::new(AtomicU64::new(0));
         for i in 0..threads.max(1) {
             let (rx, runs) = (rx.clone(), runs.clone());
@@ -68,7 +70,7 @@ impl Hasher {
     }
 }
 
-fn worker(rx: &Mutex<Receiver<Job>>, runs: &AtomicU64) {
+fn worker(rx: &Receiver<Job>, runs: &AtomicU64) {
     let mut blocks: Vec<Block> = Vec::new();
     while let Some(job) = next_job(rx, &mut blocks) {
         let ok = verify_with(&mut blocks, &job.password, &job.phc);
@@ -79,8 +81,7 @@ fn worker(rx: &Mutex<Receiver<Job>>, runs: &AtomicU64) {
 
 /// The next job; when none is waiting, frees `blocks` (19 MiB with OWASP's parameters) before
 /// blocking, so an idle worker holds no Argon2 memory. `None`: the pool is gone.
-fn next_job(rx: &Mutex<Receiver<Job>>, blocks: &mut Vec<Block>) -> Option<Job> {
-    let rx = rx.lock().ok()?;
+fn next_job(rx: &Receiver<Job>, blocks: &mut Vec<Block>) -> Option<Job> {
     match rx.try_recv() {
         Ok(job) => Some(job),
         Err(e) => {
@@ -130,8 +131,7 @@ mod tests {
 
     #[test]
     fn an_idle_worker_frees_its_blocks_and_a_busy_one_keeps_them() {
-        let (tx, rx) = sync_channel::<Job>(4);
-        let rx = Mutex::new(rx);
+        let (tx, rx) = bounded::<Job>(4);
         let job = || {
             let (reply, _answer) = oneshot::channel();
             Job {
