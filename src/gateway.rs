@@ -71,6 +71,15 @@ struct Record {
     replayed: bool,
 }
 
+/// What phase 2 keeps of a validated booking.
+struct Valid {
+    lpu_to: Uuid,
+    slot: Uuid,
+    direction_guid: Uuid,
+    /// The request's `direction` object, serialized.
+    direction: Vec<u8>,
+}
+
 /// A successful answer or a replay, with the headers that go with it.
 struct Answer {
     body: Vec<u8>,
@@ -268,8 +277,19 @@ impl Gateway {
         rec: &mut Record,
     ) -> Result<Answer, GatewayError> {
         let request_id = ids.request_id.as_str();
-        let root = booking::parse(&b.body)?;
-        let valid = booking::validate(&root)?;
+        // The parsed tree lives only for validation: what the rest needs is a few GUIDs and
+        // the request's `direction` as JSON text (echoed when the MIS answer leaves it out),
+        // so a booking waiting on its MIS holds ~1 KiB instead of a tree of ~5 KiB.
+        let valid = {
+            let root = booking::parse(&b.body)?;
+            let v = booking::validate(&root)?;
+            Valid {
+                lpu_to: v.lpu_to,
+                slot: v.slot,
+                direction_guid: v.direction_guid,
+                direction: serde_json::to_vec(v.direction).map_err(|_| GatewayError::Internal)?,
+            }
+        };
         rec.lpu = Some(valid.lpu_to);
         rec.slot = Some(valid.slot);
         if !b.integrator.lpus.allows(&valid.lpu_to) {
@@ -302,7 +322,7 @@ impl Gateway {
                 Ok(Begin::Mismatch) => return Err(GatewayError::IdempotencyMismatch),
                 Ok(Begin::Done(outcome)) => {
                     rec.replayed = true;
-                    return replay(outcome, valid.direction);
+                    return replay(outcome, &valid.direction);
                 }
                 Err(e) => {
                     crate::metrics::get().store_errors.add(1, &[]);
@@ -331,8 +351,11 @@ impl Gateway {
                     timezone: &upstream.backend.timezone,
                 };
                 let n = normalize::answer(answer.status, &answer.body, &ctx)?;
-                let direction = n.mis_direction.as_ref().unwrap_or(valid.direction);
-                Ok((normalize::render(&n.fields, direction), n.fields))
+                let body = match &n.mis_direction {
+                    Some(own) => normalize::render(&n.fields, own),
+                    None => normalize::render_json(&n.fields, &valid.direction),
+                };
+                Ok((body, n.fields))
             });
             permit.record(!normalized.as_ref().is_err_and(is_mis_failure));
             normalized
@@ -396,7 +419,7 @@ fn remembered_error(e: &GatewayError) -> Option<Outcome> {
 }
 
 /// The stored outcome of a key, as the first request got it.
-fn replay(outcome: Outcome, direction: &crate::json::Node) -> Result<Answer, GatewayError> {
+fn replay(outcome: Outcome, direction: &[u8]) -> Result<Answer, GatewayError> {
     match outcome {
         Outcome::Booked {
             guid,
@@ -413,7 +436,7 @@ fn replay(outcome: Outcome, direction: &crate::json::Node) -> Result<Answer, Gat
                 create_time,
             };
             Ok(Answer {
-                body: normalize::render(&fields, direction),
+                body: normalize::render_json(&fields, direction),
                 replayed: true,
             })
         }
@@ -629,7 +652,10 @@ where
 {
     match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
         Err(_) => Err(GatewayError::BodyTimeout),
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
+        // A body that arrived in one piece is a view into the connection's read buffer (8 to
+        // 16 KiB); kept for the whole MIS exchange, it would pin that buffer and make hyper
+        // allocate another for the connection's next read. An exact-size copy frees it.
+        Ok(Ok(collected)) => Ok(Bytes::copy_from_slice(&collected.to_bytes())),
         Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
             Err(GatewayError::PayloadTooLarge { limit })
         }

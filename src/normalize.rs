@@ -76,6 +76,11 @@ pub fn answer<'m>(
 
 /// The Appointment JSON in the seed's field order.
 pub fn render(fields: &Fields, direction: &Node) -> Vec<u8> {
+    render_json(fields, &serde_json::to_vec(direction).unwrap_or_default())
+}
+
+/// As [`render`], with `direction` already serialized (a JSON object).
+pub fn render_json(fields: &Fields, direction: &[u8]) -> Vec<u8> {
     #[derive(Serialize)]
     struct Appointment<'a> {
         guid: uuid::fmt::Hyphenated,
@@ -84,7 +89,6 @@ pub fn render(fields: &Fields, direction: &Node) -> Vec<u8> {
         source: &'a str,
         #[serde(rename = "createTime")]
         create_time: &'a str,
-        direction: &'a Node<'a>,
     }
     let a = Appointment {
         guid: fields.guid.hyphenated(),
@@ -92,9 +96,17 @@ pub fn render(fields: &Fields, direction: &Node) -> Vec<u8> {
         slot: fields.slot.hyphenated(),
         source: &fields.source,
         create_time: &fields.create_time,
-        direction,
     };
-    serde_json::to_vec(&a).unwrap_or_default()
+    let mut out = Vec::with_capacity(256 + direction.len());
+    if serde_json::to_writer(&mut out, &a).is_err() {
+        return Vec::new();
+    }
+    // `{...}` becomes `{...,"direction":<direction>}`: the seed's field order, direction last.
+    out.pop();
+    out.extend_from_slice(b",\"direction\":");
+    out.extend_from_slice(direction);
+    out.push(b'}');
+    out
 }
 
 /// Reads an ExceptionResponse `{"Code", "Message", "Message_code"}`; the HTTP status wins over
@@ -217,6 +229,30 @@ mod tests {
 
     fn tz(name: &str) -> TimeZone {
         TimeZone::get(name).unwrap()
+    }
+
+    #[test]
+    fn renders_the_seed_field_order_with_the_direction_last_from_a_tree_or_from_text() {
+        let direction = Node::parse(br#"{"guid":"a","lpuToGuid":"b","n":[1,"\u0416"]}"#).unwrap();
+        let fields = Fields {
+            guid: uuid::Uuid::nil(),
+            number: "0\"1".into(),
+            slot: uuid::Uuid::max(),
+            source: "Internet".into(),
+            create_time: "2023-04-05T14:00:00+07:00".into(),
+        };
+        let text = serde_json::to_vec(&direction).unwrap();
+        let rendered = render_json(&fields, &text);
+        assert_eq!(rendered, render(&fields, &direction));
+        assert_eq!(
+            String::from_utf8(rendered).unwrap(),
+            concat!(
+                r#"{"guid":"00000000-0000-0000-0000-000000000000","number":"0\"1","#,
+                r#""slot":"ffffffff-ffff-ffff-ffff-ffffffffffff","source":"Internet","#,
+                r#""createTime":"2023-04-05T14:00:00+07:00","#,
+                r#""direction":{"guid":"a","lpuToGuid":"b","n":[1,"Ж"]}}"#
+            )
+        );
     }
 
     #[test]

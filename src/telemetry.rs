@@ -65,7 +65,9 @@ impl Telemetry {
         // lines under load instead of one per line, and no line waits once the queue is empty.
         let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
             .lossy(true)
-            .buffered_lines_limit(64 * 1024)
+            // 16,384 lines: over half a second of access lines at full load. The queue is
+            // allocated in full up front (32 bytes a line), so a bigger one costs memory idle.
+            .buffered_lines_limit(16 * 1024)
             .thread_name("log-writer")
             .finish(std::io::BufWriter::with_capacity(
                 64 * 1024,
