@@ -30,6 +30,7 @@ pub mod guard;
 pub mod idempotency;
 pub mod json;
 pub mod live;
+pub mod log_writer;
 pub mod metrics;
 pub mod mock_mis;
 pub mod normalize;

@@ -38,7 +38,7 @@ const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Telemetry {
     tracer_provider: Option<SdkTracerProvider>,
     /// Flushes buffered log lines when dropped.
-    log_guard: Option<tracing_appender::non_blocking::WorkerGuard>,
+    log_guard: Option<crate::log_writer::FlushGuard>,
 }
 
 static EXPORTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -58,21 +58,9 @@ impl Telemetry {
         } else {
             Export::Off
         };
-        // Lines go through a buffer and a writer thread: a request never waits on stderr. If
-        // the buffer is full (a stalled log reader), lines are dropped rather than bookings
-        // slowed; the writer counts what it dropped. The writer thread writes through a
-        // BufWriter and flushes whenever it has drained the queue: one write(2) per batch of
-        // lines under load instead of one per line, and no line waits once the queue is empty.
-        let (writer, guard) = tracing_appender::non_blocking::NonBlockingBuilder::default()
-            .lossy(true)
-            // 16,384 lines: over half a second of access lines at full load. The queue is
-            // allocated in full up front (32 bytes a line), so a bigger one costs memory idle.
-            .buffered_lines_limit(16 * 1024)
-            .thread_name("log-writer")
-            .finish(std::io::BufWriter::with_capacity(
-                64 * 1024,
-                std::io::stderr(),
-            ));
+        // Lines are buffered and written by a thread of their own every 50 ms: a request
+        // never waits on stderr nor wakes a thread to log (see `log_writer`).
+        let (writer, guard) = crate::log_writer::spawn(std::io::stderr());
         let mut t = Self::install(format, writer, export, std::io::stderr().is_terminal());
         t.log_guard = Some(guard);
         t
