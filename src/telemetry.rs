@@ -123,8 +123,15 @@ impl Telemetry {
         let tracer = provider.tracer("mis-gateway");
         // The trace layer sees the gateway's own spans whatever RUST_LOG says: turning logs
         // down must not turn tracing off.
+        // Per poll of an instrumented future the layer would otherwise read the clock twice
+        // (busy/idle times) and attach the span's context to a thread-local stack; nothing
+        // here reads the active OpenTelemetry context (parents come from the span tree, the
+        // MIS's traceparent from the span itself), and the MIS time has its own client span.
         let otel = tracing_opentelemetry::layer()
             .with_tracer(tracer)
+            .with_context_activation(false)
+            .with_tracked_inactivity(false)
+            .with_threads(false)
             .with_filter(Targets::new().with_target("mis_gateway", tracing::Level::INFO));
         let _ = tracing_subscriber::registry()
             .with(fmt.with_filter(filter))
