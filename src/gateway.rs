@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full, Limited};
+use http_body_util::{BodyExt, Full};
 use opentelemetry::KeyValue;
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::TraceContextExt;
@@ -230,11 +230,26 @@ impl Gateway {
         };
         check_content_type(req.headers())?;
         let limit = config.server.max_body_bytes;
-        if declared_length(req.headers()).is_some_and(|n| n > limit as u64) {
+        let declared = declared_length(req.headers());
+        if declared.is_some_and(|n| n > limit as u64) {
+            // A client that waits for `100 Continue` has sent nothing yet: answer at once.
+            let expects_continue = req
+                .headers()
+                .get(header::EXPECT)
+                .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+            if !expects_continue {
+                drain(req.into_body(), config.server.body_read_timeout).await;
+            }
             return Err(GatewayError::PayloadTooLarge { limit });
         }
         let traceparent = req.headers().get("traceparent").cloned();
-        let body = read_body(req.into_body(), limit, config.server.body_read_timeout).await?;
+        let body = read_body(
+            req.into_body(),
+            limit,
+            declared.unwrap_or(0) as usize,
+            config.server.body_read_timeout,
+        )
+        .await?;
         Ok(Booking {
             generation,
             integrator,
@@ -644,26 +659,72 @@ fn declared_length(headers: &HeaderMap) -> Option<u64> {
         .ok()
 }
 
-/// Reads the whole body within `limit` bytes and `timeout`.
-async fn read_body<B>(body: B, limit: usize, timeout: Duration) -> Result<Bytes, GatewayError>
+/// Reads the whole body within `limit` bytes and `timeout` into a buffer of its own (`expected`
+/// bytes reserved): the frames hyper hands over may be views into the connection's 8 to 16 KiB
+/// read buffer, which a booking would otherwise pin for its whole MIS exchange.
+async fn read_body<B>(
+    body: B,
+    limit: usize,
+    expected: usize,
+    timeout: Duration,
+) -> Result<Bytes, GatewayError>
 where
     B: http_body::Body<Data = Bytes> + Send,
     B::Error: Into<BoxError>,
 {
-    match tokio::time::timeout(timeout, Limited::new(body, limit).collect()).await {
-        Err(_) => Err(GatewayError::BodyTimeout),
-        // A body that arrived in one piece is a view into the connection's read buffer (8 to
-        // 16 KiB); kept for the whole MIS exchange, it would pin that buffer and make hyper
-        // allocate another for the connection's next read. An exact-size copy frees it.
-        Ok(Ok(collected)) => Ok(Bytes::copy_from_slice(&collected.to_bytes())),
-        Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-            Err(GatewayError::PayloadTooLarge { limit })
+    let mut body = std::pin::pin!(body);
+    let read = async {
+        let mut buf = bytes::BytesMut::with_capacity(expected.min(limit));
+        while let Some(frame) = body.frame().await {
+            let Ok(frame) = frame else {
+                return Err(GatewayError::MalformedJson {
+                    detail: "Problem: the body could not be read to its end.".into(),
+                });
+            };
+            if let Ok(data) = frame.into_data() {
+                if buf.len() + data.len() > limit {
+                    return Err(GatewayError::PayloadTooLarge { limit });
+                }
+                buf.extend_from_slice(&data);
+            }
         }
-        Ok(Err(_)) => Err(GatewayError::MalformedJson {
-            detail: "Problem: the body could not be read to its end.".into(),
-        }),
+        Ok(buf.freeze())
+    };
+    let result = match tokio::time::timeout(timeout, read).await {
+        Err(_) => Err(GatewayError::BodyTimeout),
+        Ok(r) => r,
+    };
+    if matches!(result, Err(GatewayError::PayloadTooLarge { .. })) {
+        drain(body, timeout).await;
     }
+    result
 }
+
+/// Past the size limit, what the client is still sending is read and dropped (up to
+/// [`DRAIN_MAX`] bytes, within `timeout` and [`DRAIN_TIME`]) before the 413 goes out. A server that answers and
+/// closes with unread data in its socket resets the connection, and the client may then see
+/// the reset instead of the answer.
+async fn drain<B>(body: B, timeout: Duration)
+where
+    B: http_body::Body<Data = Bytes> + Send,
+{
+    let mut body = std::pin::pin!(body);
+    let _ = tokio::time::timeout(timeout.min(DRAIN_TIME), async {
+        let mut seen = 0usize;
+        while let Some(Ok(frame)) = body.frame().await {
+            seen += frame.data_ref().map_or(0, Bytes::len);
+            if seen > DRAIN_MAX {
+                break;
+            }
+        }
+    })
+    .await;
+}
+
+/// How much of an oversized body is read and dropped so its sender gets the 413, and for how
+/// long at most.
+const DRAIN_MAX: usize = 1 << 20;
+const DRAIN_TIME: Duration = Duration::from_secs(2);
 
 fn log_access(ids: &Ids, rec: &Record, resp: &Response<Full<Bytes>>, took: Duration) {
     let status = resp.status();

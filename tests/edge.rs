@@ -245,3 +245,28 @@ async fn an_integrator_over_its_rate_gets_429() {
         "limits are per integrator"
     );
 }
+
+#[tokio::test]
+async fn an_oversized_body_is_read_and_dropped_so_the_413_arrives_and_the_connection_lives_on() {
+    let (gw, mis) = gateway("", "").await;
+    let mut s = TcpStream::connect(gw.addr).await.unwrap();
+    // 300 KiB against the 64 KiB limit, sent in full: hyper alone reads one buffer of it and
+    // then gives up on the connection, so a pooled client's next request would hit a close.
+    let big = vec![b' '; 300 * 1024];
+    s.write_all(head(true, "", big.len()).as_bytes())
+        .await
+        .unwrap();
+    s.write_all(&big).await.unwrap();
+    // A second request on the same connection, right behind the first.
+    s.write_all(b"GET /nope HTTP/1.1\r\nhost: gw\r\nconnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let (text, _) = read_to_close(&mut s).await;
+    let statuses: Vec<&str> = text
+        .match_indices("HTTP/1.1 ")
+        .map(|(i, _)| &text[i + 9..i + 12])
+        .collect();
+    assert_eq!(statuses, ["413", "404"], "{text}");
+    assert!(text.contains("94130") && text.contains("94040"));
+    assert_eq!(mis.count(), 0);
+}
