@@ -5,9 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use bytes::Bytes;
-use http::{Method, Request, StatusCode, header};
-use http_body_util::Full;
+use http::{Method, StatusCode};
 use mis_gateway::telemetry::{Captured, Export, LogFormat, Telemetry};
 use support::otlp::OtlpReceiver;
 use support::*;
@@ -27,14 +25,7 @@ async fn a_booking_is_one_trace_across_gateway_and_mis_and_is_counted() {
 
     let mis = MockMis::spawn(echo_mis()).await;
     let gw = TestGateway::in_front_of(&mis, "").await;
-    let traced = |body: String| {
-        Request::post(gw.url("/dir/appointments"))
-            .header(header::CONTENT_TYPE, "application/json")
-            .header(header::AUTHORIZATION, basic(PORTAL.0, PORTAL.1))
-            .header("traceparent", format!("00-{TRACE_ID}-{PARENT_ID}-01"))
-            .body(Full::new(Bytes::from(body)))
-            .unwrap()
-    };
+    let traced = |body: String| gw.traced(body, TRACE_ID, PARENT_ID);
     let r = gw.send(traced(fresh_booking())).await;
     assert_eq!(r.status, StatusCode::OK);
     let appointment = r.json()["guid"].as_str().unwrap().to_owned();

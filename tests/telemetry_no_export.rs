@@ -5,9 +5,7 @@
 
 mod support;
 
-use bytes::Bytes;
-use http::{Request, StatusCode, header};
-use http_body_util::Full;
+use http::StatusCode;
 use mis_gateway::telemetry::{Captured, Export, LogFormat, Telemetry};
 use support::*;
 
@@ -22,14 +20,7 @@ async fn without_export_the_trace_context_still_reaches_the_mis_the_answer_and_t
 
     let mis = MockMis::spawn(echo_mis()).await;
     let gw = TestGateway::in_front_of(&mis, "").await;
-    let traced = |body: String| {
-        Request::post(gw.url("/dir/appointments"))
-            .header(header::CONTENT_TYPE, "application/json")
-            .header(header::AUTHORIZATION, basic(PORTAL.0, PORTAL.1))
-            .header("traceparent", format!("00-{TRACE_ID}-{PARENT_ID}-01"))
-            .body(Full::new(Bytes::from(body)))
-            .unwrap()
-    };
+    let traced = |body: String| gw.traced(body, TRACE_ID, PARENT_ID);
     let r = gw.send(traced(fresh_booking())).await;
     assert_eq!(r.status, StatusCode::OK);
     let tp = mis.received()[0].headers["traceparent"]

@@ -251,6 +251,31 @@ impl TestGateway {
         self.send(req).await
     }
 
+    /// A booking by the portal that carries a W3C `traceparent` (sampled).
+    pub fn traced(&self, body: String, trace_id: &str, parent_id: &str) -> Request<Full<Bytes>> {
+        Request::post(self.url("/dir/appointments"))
+            .header(header::CONTENT_TYPE, "application/json")
+            .header(header::AUTHORIZATION, basic(PORTAL.0, PORTAL.1))
+            .header("traceparent", format!("00-{trace_id}-{parent_id}-01"))
+            .body(Full::new(Bytes::from(body)))
+            .unwrap()
+    }
+
+    /// `n` distinct bookings by the portal sent at once; their statuses in order.
+    pub async fn book_at_once(self: &Arc<Self>, n: usize) -> Vec<StatusCode> {
+        let tasks: Vec<_> = (0..n)
+            .map(|_| {
+                let gw = self.clone();
+                tokio::spawn(async move { gw.book(&fresh_booking(), PORTAL).await.status })
+            })
+            .collect();
+        let mut statuses = Vec::with_capacity(n);
+        for t in tasks {
+            statuses.push(t.await.unwrap());
+        }
+        statuses
+    }
+
     pub async fn send(&self, req: Request<Full<Bytes>>) -> TestResponse {
         TestResponse::read(self.client.request(req).await.expect("the gateway answers")).await
     }
