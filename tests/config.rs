@@ -133,6 +133,13 @@ fn connection_caps_must_fit_the_in_flight_cap() {
     );
     let p = problems(&with("max_connections = 0"));
     has(&p, "backends[0].max_connections", "between 1 and 100000");
+    // A wrong max_in_flight is one problem, not a second one about the cap that follows it.
+    let p = problems(&with("max_in_flight = 0"));
+    has(&p, "backends[0].max_in_flight", "between 1 and 100000");
+    assert!(
+        !p.iter().any(|p| p.location == "backends[0].max_connections"),
+        "{p:#?}"
+    );
     let c = parse_config(&with("max_in_flight = 8\nmax_connections = 2"));
     assert_eq!(
         (

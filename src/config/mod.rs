@@ -383,6 +383,27 @@ impl Validator<'_> {
         Duration::from_millis(ms)
     }
 
+    /// A whole number within `range` (inclusive), `default` when absent; `None` (and a problem
+    /// at `location`) when out of range.
+    fn count(
+        &mut self,
+        location: &str,
+        v: Option<u64>,
+        default: u64,
+        range: (u64, u64),
+    ) -> Option<u64> {
+        let n = v.unwrap_or(default);
+        if (range.0..=range.1).contains(&n) {
+            Some(n)
+        } else {
+            self.problem(
+                location,
+                format!("must be between {} and {}", range.0, range.1),
+            );
+            None
+        }
+    }
+
     fn addr(&mut self, location: &str, v: Option<&str>, default: &str) -> SocketAddr {
         let text = v.unwrap_or(default);
         text.parse().unwrap_or_else(|_| {
@@ -400,10 +421,14 @@ impl Validator<'_> {
             None => raw::Server::default(),
         };
         let listen = self.addr("server.listen", raw.listen.as_deref(), DEFAULT_LISTEN);
-        let body = raw.max_body_bytes.unwrap_or(DEFAULT_MAX_BODY);
-        if !(1024..=16 * 1024 * 1024).contains(&body) {
-            self.problem("server.max_body_bytes", "must be between 1024 and 16777216");
-        }
+        let body = self
+            .count(
+                "server.max_body_bytes",
+                raw.max_body_bytes,
+                DEFAULT_MAX_BODY,
+                (1024, 16 * 1024 * 1024),
+            )
+            .unwrap_or(DEFAULT_MAX_BODY);
         ServerSettings {
             listen,
             max_body_bytes: body as usize,
@@ -425,13 +450,14 @@ impl Validator<'_> {
                 30_000,
                 (0, 600_000),
             ),
-            max_connections: {
-                let n = raw.max_connections.unwrap_or(10_000);
-                if !(1..=1_000_000).contains(&n) {
-                    self.problem("server.max_connections", "must be between 1 and 1000000");
-                }
-                n as usize
-            },
+            max_connections: self
+                .count(
+                    "server.max_connections",
+                    raw.max_connections,
+                    10_000,
+                    (1, 1_000_000),
+                )
+                .unwrap_or(10_000) as usize,
             auth_failures_per_ip: raw.auth_failures_per_ip.unwrap_or(50).max(1),
             auth_failures_per_login: raw.auth_failures_per_login.unwrap_or(10).max(1),
             tls: raw.tls.as_ref().and_then(|t| self.server_tls(t)),
@@ -567,10 +593,14 @@ impl Validator<'_> {
                 "must be between 1 and 604800 (7 days)",
             );
         }
-        let max_keys = raw.max_keys.unwrap_or(200_000);
-        if !(100..=100_000_000).contains(&max_keys) {
-            self.problem("idempotency.max_keys", "must be between 100 and 100000000");
-        }
+        let max_keys = self
+            .count(
+                "idempotency.max_keys",
+                raw.max_keys,
+                200_000,
+                (100, 100_000_000),
+            )
+            .unwrap_or(200_000);
         let store = match raw.store.as_deref() {
             None | Some("memory") => StoreKind::Memory,
             Some(url) if url.starts_with("redis://") && url.len() > "redis://".len() => {
@@ -789,39 +819,39 @@ impl Validator<'_> {
                 "must not exceed timeout_ms",
             );
         }
-        let max_response = raw.max_response_bytes.unwrap_or(DEFAULT_MAX_RESPONSE);
-        if !(1024..=16 * 1024 * 1024).contains(&max_response) {
-            self.problem(
-                format!("{loc}.max_response_bytes"),
-                "must be between 1024 and 16777216",
-            );
-        }
-        let max_in_flight = raw.max_in_flight.unwrap_or(64);
-        if !(1..=100_000).contains(&max_in_flight) {
-            self.problem(
-                format!("{loc}.max_in_flight"),
-                "must be between 1 and 100000",
-            );
-        }
-        let max_connections = raw.max_connections.unwrap_or(max_in_flight);
-        if !(1..=100_000).contains(&max_connections) {
-            self.problem(
-                format!("{loc}.max_connections"),
-                "must be between 1 and 100000",
-            );
-        } else if max_connections > max_in_flight && (1..=100_000).contains(&max_in_flight) {
+        let max_response = self.count(
+            &format!("{loc}.max_response_bytes"),
+            raw.max_response_bytes,
+            DEFAULT_MAX_RESPONSE,
+            (1024, 16 * 1024 * 1024),
+        );
+        let max_in_flight = self.count(
+            &format!("{loc}.max_in_flight"),
+            raw.max_in_flight,
+            64,
+            (1, 100_000),
+        );
+        // Unset, it follows max_in_flight (64 when that one is wrong: no second problem).
+        let max_connections = self.count(
+            &format!("{loc}.max_connections"),
+            raw.max_connections,
+            max_in_flight.unwrap_or(64),
+            (1, 100_000),
+        );
+        if let (Some(c), Some(f)) = (max_connections, max_in_flight)
+            && c > f
+        {
             self.problem(
                 format!("{loc}.max_connections"),
                 "must not exceed max_in_flight (a connection carries one booking at a time)",
             );
         }
-        let breaker_failures = raw.breaker_failures.unwrap_or(5);
-        if !(1..=1000).contains(&breaker_failures) {
-            self.problem(
-                format!("{loc}.breaker_failures"),
-                "must be between 1 and 1000",
-            );
-        }
+        let breaker_failures = self.count(
+            &format!("{loc}.breaker_failures"),
+            raw.breaker_failures,
+            5,
+            (1, 1000),
+        );
         let tls = self.backend_tls(loc, &raw);
         let breaker_cooldown = self.ms(
             &format!("{loc}.breaker_cooldown_ms"),
@@ -847,11 +877,11 @@ impl Validator<'_> {
             timeout,
             connect_timeout,
             headers_timeout,
-            max_response_bytes: max_response as usize,
+            max_response_bytes: max_response? as usize,
             limits: BackendLimits {
-                max_in_flight: max_in_flight as usize,
-                max_connections: max_connections as usize,
-                breaker_failures: breaker_failures as u32,
+                max_in_flight: max_in_flight? as usize,
+                max_connections: max_connections? as usize,
+                breaker_failures: breaker_failures? as u32,
                 breaker_cooldown,
             },
             tls: tls?,
