@@ -1,6 +1,6 @@
 //! The log sink of `serve`: lines are appended to a shared buffer and written out by one thread
-//! every [`FLUSH_EVERY`], so logging a request costs a short lock and a copy, never a system
-//! call or a thread wake-up on the request path.
+//! every [`FLUSH_EVERY`], so logging a request costs a short lock and a copy: no `write(2)` and
+//! no writer wake-up per line (a futex wait only if two threads log at the same instant).
 //!
 //! A per-line channel to a writer thread (what `tracing-appender` does) wakes that thread for
 //! almost every line at moderate load: a futex call on the request's thread and a context
