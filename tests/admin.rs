@@ -243,13 +243,11 @@ async fn sigterm_lets_the_slow_booking_in_flight_finish_then_exits_zero() {
     let booking = {
         let c = client.clone();
         tokio::spawn(async move {
-            let req = http::Request::post(format!("http://{api}/dir/appointments"))
-                .header("content-type", "application/json")
-                .header("authorization", basic(PORTAL.0, PORTAL.1))
-                .body(http_body_util::Full::new(bytes::Bytes::from(
-                    fresh_booking(),
-                )))
-                .unwrap();
+            let req = booking_request(
+                format!("http://{api}/dir/appointments"),
+                &fresh_booking(),
+                PORTAL,
+            );
             c.request(req).await.map(|r| r.status())
         })
     };

@@ -137,7 +137,8 @@ fn connection_caps_must_fit_the_in_flight_cap() {
     let p = problems(&with("max_in_flight = 0"));
     has(&p, "backends[0].max_in_flight", "between 1 and 100000");
     assert!(
-        !p.iter().any(|p| p.location == "backends[0].max_connections"),
+        !p.iter()
+            .any(|p| p.location == "backends[0].max_connections"),
         "{p:#?}"
     );
     let c = parse_config(&with("max_in_flight = 8\nmax_connections = 2"));

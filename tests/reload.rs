@@ -297,13 +297,7 @@ async fn on_shutdown_readiness_turns_false_and_the_booking_in_flight_completes()
             let c =
                 hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
                     .build_http::<http_body_util::Full<bytes::Bytes>>();
-            let req = http::Request::post(url)
-                .header("content-type", "application/json")
-                .header("authorization", basic(PORTAL.0, PORTAL.1))
-                .body(http_body_util::Full::new(bytes::Bytes::from(
-                    fresh_booking(),
-                )))
-                .unwrap();
+            let req = booking_request(url, &fresh_booking(), PORTAL);
             c.request(req).await.map(|r| r.status())
         })
     };

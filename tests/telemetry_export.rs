@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use http::{Method, StatusCode};
+use http::Method;
 use mis_gateway::telemetry::{Captured, Export, LogFormat, Telemetry};
 use support::otlp::OtlpReceiver;
 use support::*;
@@ -25,31 +25,12 @@ async fn a_booking_is_one_trace_across_gateway_and_mis_and_is_counted() {
 
     let mis = MockMis::spawn(echo_mis()).await;
     let gw = TestGateway::in_front_of(&mis, "").await;
-    let traced = |body: String| gw.traced(body, TRACE_ID, PARENT_ID);
-    let r = gw.send(traced(fresh_booking())).await;
-    assert_eq!(r.status, StatusCode::OK);
-    let appointment = r.json()["guid"].as_str().unwrap().to_owned();
-
-    // The MIS sees the same trace, with the gateway's client span as parent.
-    let tp = mis.received()[0].headers["traceparent"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let parts: Vec<&str> = tp.split('-').collect();
-    assert_eq!((parts[0], parts[1]), ("00", TRACE_ID), "{tp}");
-
-    // Error bodies carry the trace id next to the request id.
-    let bad = gw.send(traced("{}".into())).await;
-    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
-    assert_eq!(bad.json()["traceId"], TRACE_ID);
-    let untraced = gw.book("{}", PORTAL).await;
-    let own = untraced.json()["traceId"].as_str().unwrap().to_owned();
-    assert_eq!(
-        own.len(),
-        32,
-        "a request without traceparent gets a trace of its own"
-    );
-    assert_ne!(own, TRACE_ID);
+    // The MIS sees the same trace; error bodies carry the trace id next to the request id.
+    let Traced {
+        appointment,
+        mis_parent,
+        ..
+    } = drive_traced(&gw, &mis, TRACE_ID, PARENT_ID).await;
 
     let t = std::sync::Arc::new(telemetry);
     let flushed = {
@@ -100,7 +81,7 @@ async fn a_booking_is_one_trace_across_gateway_and_mis_and_is_counted() {
     assert_eq!(client.attributes["server.address"], "127.0.0.1");
     assert_eq!(client.attributes["http.response.status_code"], "200");
     assert_eq!(
-        parts[2], client.span_id,
+        mis_parent, client.span_id,
         "traceparent sent to the MIS names the client span"
     );
     let invalid = spans

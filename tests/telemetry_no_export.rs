@@ -5,7 +5,6 @@
 
 mod support;
 
-use http::StatusCode;
 use mis_gateway::telemetry::{Captured, Export, LogFormat, Telemetry};
 use support::*;
 
@@ -20,29 +19,12 @@ async fn without_export_the_trace_context_still_reaches_the_mis_the_answer_and_t
 
     let mis = MockMis::spawn(echo_mis()).await;
     let gw = TestGateway::in_front_of(&mis, "").await;
-    let traced = |body: String| gw.traced(body, TRACE_ID, PARENT_ID);
-    let r = gw.send(traced(fresh_booking())).await;
-    assert_eq!(r.status, StatusCode::OK);
-    let tp = mis.received()[0].headers["traceparent"]
-        .to_str()
-        .unwrap()
-        .to_owned();
-    let parts: Vec<&str> = tp.split('-').collect();
-    assert_eq!((parts[0], parts[1]), ("00", TRACE_ID), "{tp}");
+    let traced = drive_traced(&gw, &mis, TRACE_ID, PARENT_ID).await;
     assert_ne!(
-        parts[2], PARENT_ID,
+        traced.mis_parent, PARENT_ID,
         "the gateway's own span is the MIS's parent"
     );
-
-    let bad = gw.send(traced("{}".into())).await;
-    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
-    assert_eq!(bad.json()["traceId"], TRACE_ID);
-    let own = gw.book("{}", PORTAL).await.json()["traceId"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    assert_eq!(own.len(), 32, "an untraced request gets a trace of its own");
-    assert_ne!(own, TRACE_ID);
+    let own = traced.own_trace;
 
     let text = logs.text();
     let access: Vec<serde_json::Value> = text

@@ -168,24 +168,18 @@ async fn an_https_backend_with_its_own_ca_and_client_certificate_books() {
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(mis.count(), 1);
 
-    // Without the client certificate the clinic refuses the handshake: a clear 502, not sent.
-    let gw = TestGateway::start(&with(format!("ca_file = \"{}\"", ca.display()))).await;
-    let r = gw.book(&fresh_booking(), PORTAL).await;
-    assert_eq!(
-        (r.status, r.code().as_str()),
-        (StatusCode::BAD_GATEWAY, "95023"),
-        "{}",
-        r.text()
-    );
-    // Trusting only the system roots, the clinic's certificate is not accepted.
-    let gw = TestGateway::start(&with(String::new())).await;
-    let r = gw.book(&fresh_booking(), PORTAL).await;
-    assert_eq!(
-        (r.status, r.code().as_str()),
-        (StatusCode::BAD_GATEWAY, "95023"),
-        "{}",
-        r.text()
-    );
+    // Without the client certificate the clinic refuses the handshake; trusting only the
+    // system roots, the clinic's certificate is not accepted. Either way: a clear 502, not sent.
+    for tls in [format!("ca_file = \"{}\"", ca.display()), String::new()] {
+        let gw = TestGateway::start(&with(tls.clone())).await;
+        let r = gw.book(&fresh_booking(), PORTAL).await;
+        assert_eq!(
+            (r.status, r.code().as_str()),
+            (StatusCode::BAD_GATEWAY, "95023"),
+            "{tls:?}: {}",
+            r.text()
+        );
+    }
     assert_eq!(
         mis.count(),
         1,

@@ -243,12 +243,8 @@ impl TestGateway {
 
     /// POSTs `body` as JSON to /dir/appointments with Basic credentials.
     pub async fn book(&self, body: &str, who: (&str, &str)) -> TestResponse {
-        let req = Request::post(self.url("/dir/appointments"))
-            .header(header::CONTENT_TYPE, "application/json")
-            .header(header::AUTHORIZATION, basic(who.0, who.1))
-            .body(Full::new(Bytes::from(body.to_owned())))
-            .unwrap();
-        self.send(req).await
+        self.send(booking_request(self.url("/dir/appointments"), body, who))
+            .await
     }
 
     /// A booking by the portal that carries a W3C `traceparent` (sampled).
@@ -425,4 +421,64 @@ pub fn rename_save(path: &Path, content: &str) {
     let tmp = path.with_extension("toml.tmp");
     std::fs::write(&tmp, content).unwrap();
     std::fs::rename(&tmp, path).unwrap();
+}
+
+/// What [`drive_traced`] saw.
+pub struct Traced {
+    /// The guid of the booking made with the integrator's `traceparent`.
+    pub appointment: String,
+    /// The parent span id in the `traceparent` the MIS received.
+    pub mis_parent: String,
+    /// The trace id the gateway gave a request that came without `traceparent`.
+    pub own_trace: String,
+}
+
+/// Sends a booking and a bad request with `traceparent` (`trace_id`, `parent_id`), then a bad
+/// request without one, and asserts what every telemetry set-up must keep: the MIS gets the
+/// integrator's trace, error bodies name it, an untraced request gets a trace of its own.
+pub async fn drive_traced(
+    gw: &TestGateway,
+    mis: &MockMis,
+    trace_id: &str,
+    parent_id: &str,
+) -> Traced {
+    let r = gw
+        .send(gw.traced(fresh_booking(), trace_id, parent_id))
+        .await;
+    assert_eq!(r.status, StatusCode::OK);
+    let appointment = r.json()["guid"].as_str().unwrap().to_owned();
+    let tp = mis.received()[0].headers["traceparent"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let parts: Vec<&str> = tp.split('-').collect();
+    assert_eq!((parts[0], parts[1]), ("00", trace_id), "{tp}");
+
+    let bad = gw.send(gw.traced("{}".into(), trace_id, parent_id)).await;
+    assert_eq!(bad.status, StatusCode::BAD_REQUEST);
+    assert_eq!(bad.json()["traceId"], trace_id);
+    let own_trace = gw.book("{}", PORTAL).await.json()["traceId"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_eq!(
+        own_trace.len(),
+        32,
+        "an untraced request gets a trace of its own"
+    );
+    assert_ne!(own_trace, trace_id);
+    Traced {
+        appointment,
+        mis_parent: parts[2].to_owned(),
+        own_trace,
+    }
+}
+
+/// `POST url` with a JSON `body` and `who`'s Basic credentials.
+pub fn booking_request(url: String, body: &str, who: (&str, &str)) -> Request<Full<Bytes>> {
+    Request::post(url)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::AUTHORIZATION, basic(who.0, who.1))
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .unwrap()
 }
