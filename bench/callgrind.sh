@@ -71,9 +71,7 @@ trap cleanup EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
 
-for p in $MIS_PORT $GATEWAY_PORT $ADMIN_PORT; do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then die "127.0.0.1:$p is already in use"; fi
-done
+ports_free $MIS_PORT $GATEWAY_PORT $ADMIN_PORT
 mkdir -p "$OUTDIR"
 cp "$BIN" "$T/mis-gateway"; BIN_SRC=$BIN; BIN=$T/mis-gateway
 cp "$SEED" "$T/body.json"

@@ -21,6 +21,14 @@ install_tools() {
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need[@]}" >/dev/null
 }
 
+# ports_free PORT...: dies if anything listens on one of these loopback ports.
+ports_free() {
+  local p
+  for p in "$@"; do
+    if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then die "127.0.0.1:$p is already in use"; fi
+  done
+}
+
 # gateway_binary: sets BIN to the release build (building it) unless BIN is given.
 gateway_binary() {
   if [ -z "${BIN:-}" ]; then

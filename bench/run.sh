@@ -96,9 +96,7 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 [ "$(ulimit -n)" = unlimited ] || [ "$(ulimit -n)" -gt $((BIG_CONNS * 3)) ] ||
   die "ulimit -n is $(ulimit -n); need > $((BIG_CONNS * 3)) for the $BIG_CONNS-connection phase"
 
-for p in $MIS_PORT $HAPROXY_PORT $GATEWAY_PORT $ADMIN_PORT; do
-  if (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then die "127.0.0.1:$p is already in use"; fi
-done
+ports_free $MIS_PORT $HAPROXY_PORT $GATEWAY_PORT $ADMIN_PORT
 
 mkdir -p "$T/runs" "$T/nginx-tmp"
 # A private copy: others may rebuild target/release while this runs.
