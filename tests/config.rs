@@ -285,3 +285,19 @@ fn hash_password_reads_one_line_and_prints_a_verifiable_phc_string() {
         "the newline is not part of the password"
     );
 }
+
+#[test]
+fn a_diff_names_every_changed_backend_setting_in_a_fixed_order() {
+    let old = parse_config(&base());
+    let new = parse_config(&base().replace(
+        "timezone =",
+        "timeout_ms = 4000\nmax_in_flight = 8\nmax_connections = 4\ntimezone =",
+    ));
+    let d = mis_gateway::config::diff::Diff::between(&old, &new);
+    assert_eq!(
+        d.backends_changed,
+        [("mis-a".to_string(), vec!["timeouts", "limits"])]
+    );
+    let same = mis_gateway::config::diff::Diff::between(&old, &old);
+    assert!(same.backends_changed.is_empty() && same.integrators_changed.is_empty());
+}

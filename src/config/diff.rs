@@ -22,6 +22,14 @@ pub struct Diff {
     pub integrators_changed: Vec<(String, Vec<&'static str>)>,
 }
 
+/// The names of the settings whose flag is set, in the given order.
+fn changed<const N: usize>(settings: [(&'static str, bool); N]) -> Vec<&'static str> {
+    settings
+        .into_iter()
+        .filter_map(|(name, differs)| differs.then_some(name))
+        .collect()
+}
+
 impl Diff {
     pub fn between(old: &Config, new: &Config) -> Diff {
         let mut d = Diff::default();
@@ -45,34 +53,23 @@ impl Diff {
             match old.backend(&b.name) {
                 None => d.backends_added.push(b.name.to_string()),
                 Some(o) => {
-                    let mut what = Vec::new();
-                    if o.url != b.url {
-                        what.push("url");
-                    }
-                    if o.login != b.login {
-                        what.push("login");
-                    }
-                    if o.authorization != b.authorization {
-                        what.push("credentials");
-                    }
-                    if o.timezone_name != b.timezone_name {
-                        what.push("timezone");
-                    }
-                    if o.timeout != b.timeout
-                        || o.connect_timeout != b.connect_timeout
-                        || o.headers_timeout != b.headers_timeout
-                    {
-                        what.push("timeouts");
-                    }
-                    if o.max_response_bytes != b.max_response_bytes {
-                        what.push("max_response_bytes");
-                    }
-                    if o.limits != b.limits {
-                        what.push("limits");
-                    }
-                    if o.tls != b.tls {
-                        what.push("tls");
-                    }
+                    let what = changed([
+                        ("url", o.url != b.url),
+                        ("login", o.login != b.login),
+                        ("credentials", o.authorization != b.authorization),
+                        ("timezone", o.timezone_name != b.timezone_name),
+                        (
+                            "timeouts",
+                            (o.timeout, o.connect_timeout, o.headers_timeout)
+                                != (b.timeout, b.connect_timeout, b.headers_timeout),
+                        ),
+                        (
+                            "max_response_bytes",
+                            o.max_response_bytes != b.max_response_bytes,
+                        ),
+                        ("limits", o.limits != b.limits),
+                        ("tls", o.tls != b.tls),
+                    ]);
                     if !what.is_empty() {
                         d.backends_changed.push((b.name.to_string(), what));
                     }
@@ -94,13 +91,10 @@ impl Diff {
                 (None, Some(_)) => d.integrators_added.push(login.to_string()),
                 (Some(_), None) => d.integrators_removed.push(login.to_string()),
                 (Some(o), Some(n)) => {
-                    let mut what = Vec::new();
-                    if o.password_hash != n.password_hash {
-                        what.push("password");
-                    }
-                    if o.lpus != n.lpus {
-                        what.push("lpus");
-                    }
+                    let what = changed([
+                        ("password", o.password_hash != n.password_hash),
+                        ("lpus", o.lpus != n.lpus),
+                    ]);
                     if !what.is_empty() {
                         d.integrators_changed.push((login.to_string(), what));
                     }
