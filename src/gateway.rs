@@ -511,12 +511,6 @@ struct Ids {
 /// The server span of one request, named by route (never by raw path), child of the
 /// integrator's `traceparent` when it sent one.
 fn server_span<B>(req: &Request<B>, request_id: &str) -> tracing::Span {
-    let routed = req.uri().path() == APPOINTMENTS_PATH;
-    let name = if routed {
-        "POST /dir/appointments"
-    } else {
-        "HTTP"
-    };
     // Without an exporter the span only carries the trace context (for the trace id in
     // answers and logs, and the traceparent sent to the MIS): its fields would go nowhere.
     if !crate::telemetry::exporting() {
@@ -524,6 +518,12 @@ fn server_span<B>(req: &Request<B>, request_id: &str) -> tracing::Span {
         let _ = span.set_parent(parent_context(req.headers()));
         return span;
     }
+    let routed = req.uri().path() == APPOINTMENTS_PATH;
+    let name = if routed {
+        "POST /dir/appointments"
+    } else {
+        "HTTP"
+    };
     let span = tracing::info_span!(
         "request",
         otel.name = name,
