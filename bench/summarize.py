@@ -35,7 +35,15 @@ def read_env(path):
     return out
 
 
-def num(v):
+# Meta values that are text even when they look like numbers: a short commit id such as
+# 0271e62 parses as a float (2.71e+64), a sha256 prefix may be all digits.
+TEXT_KEYS = {"git_head", "gateway_sha256", "gateway_bin", "gateway_version", "haproxy_version",
+             "nginx_version", "wrk_version", "kernel", "loadavg_at_end", "gateway_rust_log"}
+
+
+def num(k, v):
+    if k in TEXT_KEYS:
+        return v
     try:
         return int(v)
     except ValueError:
@@ -120,8 +128,8 @@ def main():
     if sys.argv[1] == "--check":
         return check(sys.argv[2], sys.argv[3], "--quiet" in sys.argv[4:])
     runs_dir, out_json = sys.argv[1], sys.argv[2]
-    meta = {k: num(v) for k, v in read_env(os.path.join(runs_dir, "meta.env")).items()}
-    rss = {k: num(v) for k, v in read_env(os.path.join(runs_dir, "rss.env")).items()}
+    meta = {k: num(k, v) for k, v in read_env(os.path.join(runs_dir, "meta.env")).items()}
+    rss = {k: num(k, v) for k, v in read_env(os.path.join(runs_dir, "rss.env")).items()}
     rounds, duration = meta["rounds"], meta["duration_s"]
 
     tp = {t: [wrk_run(os.path.join(runs_dir, f"tp-{r}-{t}.wrk")) for r in range(1, rounds + 1)] for t in TARGETS}
