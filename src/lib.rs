@@ -16,7 +16,8 @@
 //! - [`reload`], [`admin`]: live reload of routes.toml; the admin listener (health, config, reload).
 //! - [`app`]: wires the above together for `serve`, tests and the demo.
 //! - [`mock_mis`], [`demo`]: an in-process MIS of this family, for the demo and the tests.
-//! - [`telemetry`], [`metrics`]: logs, OpenTelemetry traces (OTLP), Prometheus metrics.
+//! - [`telemetry`], [`metrics`]: logs, OpenTelemetry traces (OTLP), Prometheus metrics;
+//!   [`log_format`], [`log_writer`]: the log line and its buffered sink.
 
 pub mod admin;
 pub mod app;
@@ -30,6 +31,7 @@ pub mod guard;
 pub mod idempotency;
 pub mod json;
 pub mod live;
+pub mod log_format;
 pub mod log_writer;
 pub mod metrics;
 pub mod mock_mis;

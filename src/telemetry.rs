@@ -85,19 +85,13 @@ impl Telemetry {
             .and(tracing_subscriber::filter::filter_fn(|meta| {
                 meta.is_event()
             }));
+        let line = match format {
+            LogFormat::Json => crate::log_format::LineFormat::json(),
+            LogFormat::Text => crate::log_format::LineFormat::text(ansi),
+        };
         let fmt = tracing_subscriber::fmt::layer()
             .with_writer(writer)
-            .with_ansi(ansi)
-            .with_target(true);
-        let fmt = match format {
-            LogFormat::Json => fmt
-                .json()
-                .flatten_event(true)
-                .with_current_span(false)
-                .with_span_list(false)
-                .boxed(),
-            LogFormat::Text => fmt.boxed(),
-        };
+            .event_format(line);
         let mut builder = SdkTracerProvider::builder().with_resource(
             opentelemetry_sdk::Resource::builder()
                 .with_service_name(service_name())
