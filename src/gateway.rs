@@ -76,8 +76,6 @@ struct Valid {
     lpu_to: Uuid,
     slot: Uuid,
     direction_guid: Uuid,
-    /// The request's `direction` object, serialized.
-    direction: Vec<u8>,
 }
 
 /// A successful answer or a replay, with the headers that go with it.
@@ -292,9 +290,10 @@ impl Gateway {
         rec: &mut Record,
     ) -> Result<Answer, GatewayError> {
         let request_id = ids.request_id.as_str();
-        // The parsed tree lives only for validation: what the rest needs is a few GUIDs and
-        // the request's `direction` as JSON text (echoed when the MIS answer leaves it out),
-        // so a booking waiting on its MIS holds ~1 KiB instead of a tree of ~5 KiB.
+        // The parsed tree lives only for validation: what the rest needs is a few GUIDs, so a
+        // booking waiting on its MIS holds its body (~1 KiB, forwarded as received) instead of
+        // a tree of ~5 KiB. The request's `direction` is taken from the body again in the rare
+        // case it is echoed (a MIS answer without one, a replay).
         let valid = {
             let root = booking::parse(&b.body)?;
             let v = booking::validate(&root)?;
@@ -302,7 +301,6 @@ impl Gateway {
                 lpu_to: v.lpu_to,
                 slot: v.slot,
                 direction_guid: v.direction_guid,
-                direction: serde_json::to_vec(v.direction).map_err(|_| GatewayError::Internal)?,
             }
         };
         rec.lpu = Some(valid.lpu_to);
@@ -337,7 +335,7 @@ impl Gateway {
                 Ok(Begin::Mismatch) => return Err(GatewayError::IdempotencyMismatch),
                 Ok(Begin::Done(outcome)) => {
                     rec.replayed = true;
-                    return replay(outcome, &valid.direction);
+                    return replay(outcome, &b.body);
                 }
                 Err(e) => {
                     crate::metrics::get().store_errors.add(1, &[]);
@@ -368,7 +366,7 @@ impl Gateway {
                 let n = normalize::answer(answer.status, &answer.body, &ctx)?;
                 let body = match &n.mis_direction {
                     Some(own) => normalize::render(&n.fields, own),
-                    None => normalize::render_json(&n.fields, &valid.direction),
+                    None => normalize::render_json(&n.fields, &direction_of(&b.body)?),
                 };
                 Ok((body, n.fields))
             });
@@ -433,8 +431,16 @@ fn remembered_error(e: &GatewayError) -> Option<Outcome> {
     }
 }
 
-/// The stored outcome of a key, as the first request got it.
-fn replay(outcome: Outcome, direction: &[u8]) -> Result<Answer, GatewayError> {
+/// The `direction` object of a request body that passed validation, as JSON text.
+fn direction_of(body: &[u8]) -> Result<Vec<u8>, GatewayError> {
+    let root = booking::parse(body)?;
+    let direction = root.get("direction").ok_or(GatewayError::Internal)?;
+    serde_json::to_vec(direction).map_err(|_| GatewayError::Internal)
+}
+
+/// The stored outcome of a key, as the first request got it (`body`: this request's, which
+/// carries the same `direction`: its fingerprint matched).
+fn replay(outcome: Outcome, body: &[u8]) -> Result<Answer, GatewayError> {
     match outcome {
         Outcome::Booked {
             guid,
@@ -451,7 +457,7 @@ fn replay(outcome: Outcome, direction: &[u8]) -> Result<Answer, GatewayError> {
                 create_time,
             };
             Ok(Answer {
-                body: normalize::render_json(&fields, direction),
+                body: normalize::render_json(&fields, &direction_of(body)?),
                 replayed: true,
             })
         }
