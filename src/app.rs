@@ -33,6 +33,8 @@ pub struct App {
     pub admin: Arc<Admin>,
     pub reloader: Option<Arc<Reloader>>,
     pub draining: Arc<AtomicBool>,
+    /// Threads serving the booking listener (see [`crate::workers`]); default one per CPU.
+    pub workers: usize,
 }
 
 impl App {
@@ -70,6 +72,7 @@ impl App {
             live,
             reloader,
             draining,
+            workers: crate::workers::default_count(),
         }
     }
 
@@ -109,6 +112,7 @@ impl App {
         let limits = ConnLimits {
             header_read_timeout: config.server.header_read_timeout,
             max_connections: config.server.max_connections,
+            workers: self.workers,
             ..ConnLimits::default()
         };
         // Each new connection reads the live generation's certificate: a reload rotates it.

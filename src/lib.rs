@@ -41,3 +41,4 @@ pub mod reload;
 pub mod server;
 pub mod telemetry;
 pub mod upstream;
+pub mod workers;

@@ -28,7 +28,8 @@ struct Cli {
         default_value = "text"
     )]
     log_format: LogFormat,
-    /// Async worker threads (default: one per CPU).
+    /// Threads serving bookings, each with its own event loop and MIS connection pools
+    /// (default: one per CPU).
     #[arg(long, global = true, env = "MIS_GATEWAY_WORKER_THREADS")]
     worker_threads: Option<usize>,
     #[command(subcommand)]
@@ -76,9 +77,11 @@ fn main() -> ExitCode {
         }
         Command::HashPassword => hash_password(),
         Command::Serve { config } => {
-            runtime(workers).block_on(with_telemetry(format, serve(config)))
+            runtime().block_on(with_telemetry(format, serve(config, workers)))
         }
-        Command::Demo { config } => runtime(workers).block_on(with_telemetry(format, demo(config))),
+        Command::Demo { config } => {
+            runtime().block_on(with_telemetry(format, demo(config, workers)))
+        }
     }
 }
 
@@ -93,12 +96,11 @@ async fn with_telemetry(
     code
 }
 
-fn runtime(workers: Option<usize>) -> tokio::runtime::Runtime {
-    let mut b = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = workers.filter(|n| *n > 0) {
-        b.worker_threads(n);
-    }
-    b.enable_all()
+/// The main runtime: accepting connections (served by the worker threads, see
+/// `mis_gateway::workers`), the admin listener, reloads, signals and trace export.
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
         .build()
         .expect("a tokio runtime can be built")
 }
@@ -171,8 +173,8 @@ fn hash_password() -> ExitCode {
     }
 }
 
-async fn serve(path: PathBuf) -> ExitCode {
-    let app = match App::from_file(path, Arc::new(SystemSecrets)) {
+async fn serve(path: PathBuf, workers: Option<usize>) -> ExitCode {
+    let mut app = match App::from_file(path, Arc::new(SystemSecrets)) {
         Ok(app) => app,
         Err(problems) => {
             for p in problems {
@@ -181,6 +183,9 @@ async fn serve(path: PathBuf) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    if let Some(n) = workers.filter(|n| *n > 0) {
+        app.workers = n;
+    }
     let (api, admin) = match bind(&app).await {
         Ok(pair) => pair,
         Err(e) => {
@@ -198,12 +203,12 @@ async fn bind(app: &App) -> std::io::Result<(TcpListener, TcpListener)> {
     let config = app.live.load().config.clone();
     let api = TcpListener::bind(config.server.listen).await?;
     let admin = TcpListener::bind(config.admin.listen).await?;
-    tracing::info!(listen = %api.local_addr()?, admin = %admin.local_addr()?, "serving bookings");
+    tracing::info!(listen = %api.local_addr()?, admin = %admin.local_addr()?, workers = app.workers, "serving bookings");
     Ok((api, admin))
 }
 
-async fn demo(path: PathBuf) -> ExitCode {
-    let demo = match mis_gateway::demo::start(&path).await {
+async fn demo(path: PathBuf, workers: Option<usize>) -> ExitCode {
+    let mut demo = match mis_gateway::demo::start(&path).await {
         Ok(d) => d,
         Err(e) => {
             eprintln!("{e}");
@@ -219,6 +224,9 @@ async fn demo(path: PathBuf) -> ExitCode {
         "Run it twice: the second time the MIS answers that the slot is taken. Ctrl-C stops the demo."
     );
     let _ = std::io::stdout().flush();
+    if let Some(n) = workers.filter(|n| *n > 0) {
+        demo.app.workers = n;
+    }
     demo.app
         .run(demo.api, Some(demo.admin), shutdown_signal(), true)
         .await;

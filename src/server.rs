@@ -29,6 +29,7 @@ use tower::ServiceBuilder;
 use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::error::GatewayError;
+use crate::workers::Workers;
 
 /// Connection-level limits of one listener.
 #[derive(Debug, Clone, Copy)]
@@ -39,6 +40,9 @@ pub struct ConnLimits {
     pub max_header_bytes: usize,
     /// Open connections at once; more are answered 503 and closed.
     pub max_connections: usize,
+    /// Threads that serve the connections, each with its own single-threaded runtime (see
+    /// [`crate::workers`]); 0: the connections are served on the caller's runtime.
+    pub workers: usize,
 }
 
 impl Default for ConnLimits {
@@ -48,6 +52,7 @@ impl Default for ConnLimits {
             max_headers: 64,
             max_header_bytes: 16 * 1024,
             max_connections: 10_000,
+            workers: 0,
         }
     }
 }
@@ -97,6 +102,16 @@ pub async fn serve_tls<H, F>(
 {
     let graceful = GracefulShutdown::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let workers = match limits.workers {
+        0 => None,
+        n => match Workers::start(n) {
+            Ok(w) => Some(w),
+            Err(e) => {
+                tracing::error!(error = %e, "worker threads failed to start; serving on the main runtime");
+                None
+            }
+        },
+    };
     let mut shutdown = pin!(shutdown);
     loop {
         let (stream, peer) = tokio::select! {
@@ -116,57 +131,32 @@ pub async fn serve_tls<H, F>(
             tokio::spawn(refuse(stream));
             continue;
         };
-        let watcher = graceful.watcher();
-        let handler = handler.clone();
-        let tls = tls.as_ref().and_then(|t| t());
-        tokio::spawn(async move {
-            let _slot = slot;
-            let builder = builder(limits);
-            let result = match tls {
-                None => {
-                    // hyper's header timer starts with the first byte: a client that connects
-                    // and sends nothing would hold the connection forever without this wait.
-                    let mut first = [0u8; 1];
-                    match tokio::time::timeout(limits.header_read_timeout, stream.peek(&mut first))
-                        .await
-                    {
-                        Ok(Ok(n)) if n > 0 => {}
-                        _ => return,
-                    }
-                    watcher
-                        .watch(
-                            builder.serve_connection(TokioIo::new(stream), service(handler, peer)),
-                        )
-                        .await
-                }
-                Some(config) => {
-                    let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
-                    match tokio::time::timeout(limits.header_read_timeout, accept).await {
-                        Ok(Ok(tls)) => {
-                            watcher
-                                .watch(
-                                    builder.serve_connection(
-                                        TokioIo::new(tls),
-                                        service(handler, peer),
-                                    ),
-                                )
-                                .await
-                        }
-                        Ok(Err(e)) => {
-                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
-                            return;
-                        }
-                        Err(_) => {
-                            tracing::debug!(%peer, "TLS handshake timed out");
-                            return;
-                        }
-                    }
-                }
-            };
-            if let Err(e) = result {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
+        let conn = Conn {
+            peer,
+            handler: handler.clone(),
+            limits,
+            tls: tls.as_ref().and_then(|t| t()),
+            watcher: graceful.watcher(),
+            _slot: slot,
+        };
+        match &workers {
+            None => {
+                tokio::spawn(conn.serve(stream));
             }
-        });
+            // The socket moves to the worker's reactor: out of this runtime's as a std
+            // socket (still non-blocking), into the worker's on its first poll there.
+            Some(w) => match stream.into_std() {
+                Ok(stream) => {
+                    w.serve(async move {
+                        match tokio::net::TcpStream::from_std(stream) {
+                            Ok(stream) => conn.serve(stream).await,
+                            Err(e) => tracing::warn!(error = %e, "a connection could not move to its worker"),
+                        }
+                    });
+                }
+                Err(e) => tracing::warn!(error = %e, "a connection could not move to its worker"),
+            },
+        }
     }
     drop(listener);
     if tokio::time::timeout(drain, graceful.shutdown())
@@ -177,6 +167,74 @@ pub async fn serve_tls<H, F>(
             ?drain,
             "drain deadline passed with connections still open; closing them"
         );
+    }
+    if let Some(w) = workers {
+        w.stop().await;
+    }
+}
+
+/// One accepted connection and what serving it needs.
+struct Conn<H> {
+    peer: SocketAddr,
+    handler: Arc<H>,
+    limits: ConnLimits,
+    tls: Option<Arc<rustls::ServerConfig>>,
+    watcher: hyper_util::server::graceful::Watcher,
+    /// Its place under `max_connections`, given back when the connection ends.
+    _slot: tokio::sync::OwnedSemaphorePermit,
+}
+
+impl<H: Handler> Conn<H> {
+    /// Serves the connection until the client closes it, it times out or the drain ends it.
+    async fn serve(self, stream: tokio::net::TcpStream) {
+        let Conn {
+            peer,
+            handler,
+            limits,
+            tls,
+            watcher,
+            _slot,
+        } = self;
+        let builder = builder(limits);
+        let result = match tls {
+            None => {
+                // hyper's header timer starts with the first byte: a client that connects
+                // and sends nothing would hold the connection forever without this wait.
+                let mut first = [0u8; 1];
+                match tokio::time::timeout(limits.header_read_timeout, stream.peek(&mut first))
+                    .await
+                {
+                    Ok(Ok(n)) if n > 0 => {}
+                    _ => return,
+                }
+                watcher
+                    .watch(builder.serve_connection(TokioIo::new(stream), service(handler, peer)))
+                    .await
+            }
+            Some(config) => {
+                let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
+                match tokio::time::timeout(limits.header_read_timeout, accept).await {
+                    Ok(Ok(tls)) => {
+                        watcher
+                            .watch(
+                                builder.serve_connection(TokioIo::new(tls), service(handler, peer)),
+                            )
+                            .await
+                    }
+                    Ok(Err(e)) => {
+                        tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                        return;
+                    }
+                    Err(_) => {
+                        tracing::debug!(%peer, "TLS handshake timed out");
+                        return;
+                    }
+                }
+            }
+        };
+        if let Err(e) = result {
+            tracing::debug!(%peer, error = %e, "connection ended with an error");
+        }
     }
 }
 

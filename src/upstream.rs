@@ -1,4 +1,4 @@
-//! The only outbound I/O: one pooled HTTP(S) client per MIS backend.
+//! The only outbound I/O: one pooled HTTP(S) client per MIS backend and worker thread.
 //!
 //! Failures are classified by what the MIS may have seen, because that decides whether a booking
 //! can be retried: a connect error means nothing was sent ([`GatewayError::MisUnreachable`]);
@@ -34,13 +34,20 @@ pub struct MisAnswer {
     pub body: Bytes,
 }
 
-/// A backend and its connection pool. Pools live as long as the `Upstream`; a reload that keeps a
-/// backend's URL keeps its `Upstream` (see [`Upstream::reusable_for`]).
+type Pool = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// A backend and its connection pools. Pools live as long as the `Upstream`; a reload that keeps
+/// a backend's URL keeps its `Upstream` (see [`Upstream::reusable_for`]).
 pub struct Upstream {
     pub backend: Arc<Backend>,
     /// Concurrency cap and breaker; shared with the generations that keep this pool.
     pub guard: Arc<Guard>,
-    client: Client<HttpsConnector<HttpConnector>, Full<Bytes>>,
+    connector: HttpsConnector<HttpConnector>,
+    /// One pool per worker thread (slot [`crate::workers::index`], modulo the length; slot 0
+    /// serves threads that are not workers), made on first use. A MIS connection is driven by
+    /// a task on the runtime that opened it: a booking that used another thread's connection
+    /// would wake that thread twice.
+    pools: Arc<[OnceLock<Pool>]>,
     /// One permit per connection the pool may use at once (`max_connections`): a booking holds
     /// one from before its request is handed to the pool until its answer is read, so the pool
     /// never opens more connections than that to a MIS, however many bookings are admitted.
@@ -64,19 +71,29 @@ impl Upstream {
             .enable_http1()
             .enable_http2()
             .wrap_connector(http);
-        let client = Client::builder(TokioExecutor::new())
-            .timer(TokioTimer::new())
-            .pool_timer(TokioTimer::new())
-            .pool_idle_timeout(Duration::from_secs(30))
-            .pool_max_idle_per_host(256)
-            .retry_canceled_requests(true)
-            .build(connector);
         Upstream {
             connections: Arc::new(Semaphore::new(backend.limits.max_connections)),
             backend,
             guard: Arc::default(),
-            client,
+            connector,
+            pools: (0..=crate::workers::default_count())
+                .map(|_| OnceLock::new())
+                .collect(),
         }
+    }
+
+    /// The calling thread's pool.
+    fn pool(&self) -> &Pool {
+        let slot = &self.pools[crate::workers::index() % self.pools.len()];
+        slot.get_or_init(|| {
+            Client::builder(TokioExecutor::new())
+                .timer(TokioTimer::new())
+                .pool_timer(TokioTimer::new())
+                .pool_idle_timeout(Duration::from_secs(30))
+                .pool_max_idle_per_host(256)
+                .retry_canceled_requests(true)
+                .build(self.connector.clone())
+        })
     }
 
     /// Connections in use for bookings right now (at most `max_connections`).
@@ -106,7 +123,8 @@ impl Upstream {
         Upstream {
             backend: next,
             guard: self.guard.clone(),
-            client: self.client.clone(),
+            connector: self.connector.clone(),
+            pools: self.pools.clone(),
             connections,
         }
     }
@@ -216,7 +234,7 @@ impl Upstream {
         }
         let limit = b.max_response_bytes;
         let exchange = async {
-            let resp = match tokio::time::timeout(b.headers_timeout, self.client.request(req)).await
+            let resp = match tokio::time::timeout(b.headers_timeout, self.pool().request(req)).await
             {
                 Err(_) => return Err(GatewayError::MisTimeout),
                 Ok(Err(e)) if e.is_connect() && tls_error(&e).is_some() => {

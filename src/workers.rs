@@ -1,0 +1,212 @@
+//! The threads that serve booking connections: one single-threaded tokio runtime per thread,
+//! thread-per-core (what Pingora's no-steal runtime does).
+//!
+//! The listener's accept loop hands each new connection to the worker with the fewest open
+//! connections; from then on the connection, its bookings and the MIS connections they use
+//! ([`crate::upstream`] keeps one pool per worker, see [`index`]) stay on that thread. On a
+//! work-stealing runtime a booking's tasks (the client connection, the booking, the pooled MIS
+//! connection's task) wake one another across threads: futexes, reschedule interrupts and
+//! cache misses that cost more than the booking's own work on a loaded 2-core machine.
+//!
+//! The price: a worker busy with one heavy connection does not shed its other connections to an
+//! idle thread. Bookings are short and uniform, and new connections go to the least loaded
+//! worker, so this is the right trade for this workload.
+
+use std::cell::Cell;
+use std::future::Future;
+use std::io;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use tokio::runtime::Handle;
+use tokio::sync::oneshot;
+
+thread_local! {
+    static INDEX: Cell<usize> = const { Cell::new(0) };
+}
+
+/// This thread's worker number, 1-based; 0 on any thread that is not a worker (the main
+/// runtime, tests' runtimes). Per-worker state (MIS connection pools) is indexed by it.
+pub fn index() -> usize {
+    INDEX.get()
+}
+
+/// Default number of workers: one per CPU this process may use.
+pub fn default_count() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+}
+
+struct Worker {
+    handle: Handle,
+    /// Connections being served on this worker.
+    open: Arc<AtomicUsize>,
+    stop: Option<oneshot::Sender<()>>,
+    stopped: Option<oneshot::Receiver<()>>,
+}
+
+/// A running set of workers. [`Workers::stop`] ends them; dropping the set does too (without
+/// waiting).
+pub struct Workers {
+    workers: Vec<Worker>,
+}
+
+impl Workers {
+    /// Starts `n` (at least one) worker threads.
+    pub fn start(n: usize) -> io::Result<Workers> {
+        let mut workers = Vec::with_capacity(n.max(1));
+        for i in 0..n.max(1) {
+            let (handle_tx, handle_rx) = std::sync::mpsc::sync_channel(1);
+            let (stop, stop_rx) = oneshot::channel::<()>();
+            let (stopped_tx, stopped) = oneshot::channel::<()>();
+            std::thread::Builder::new()
+                .name(format!("worker-{}", i + 1))
+                .spawn(move || {
+                    INDEX.set(i + 1);
+                    let rt = match tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                    {
+                        Ok(rt) => rt,
+                        Err(e) => {
+                            let _ = handle_tx.send(Err(e));
+                            return;
+                        }
+                    };
+                    let _ = handle_tx.send(Ok(rt.handle().clone()));
+                    rt.block_on(async {
+                        let _ = stop_rx.await;
+                    });
+                    // Whatever is still running (idle MIS connections) ends with the runtime.
+                    drop(rt);
+                    let _ = stopped_tx.send(());
+                })?;
+            let handle = handle_rx
+                .recv()
+                .map_err(|_| io::Error::other("a worker thread exited while starting"))??;
+            workers.push(Worker {
+                handle,
+                open: Arc::default(),
+                stop: Some(stop),
+                stopped: Some(stopped),
+            });
+        }
+        Ok(Workers { workers })
+    }
+
+    /// Runs `conn` (one connection's whole life) on the worker with the fewest open
+    /// connections. `conn` is first polled on that worker's thread, so a socket it registers
+    /// belongs to that worker's reactor.
+    pub fn serve<F>(&self, conn: F) -> tokio::task::JoinHandle<()>
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let w = self
+            .workers
+            .iter()
+            .min_by_key(|w| w.open.load(Ordering::Relaxed))
+            .expect("at least one worker");
+        w.open.fetch_add(1, Ordering::Relaxed);
+        let open = OpenGuard(w.open.clone());
+        w.handle.spawn(async move {
+            let _open = open;
+            conn.await;
+        })
+    }
+
+    /// Open connections per worker, in worker order.
+    pub fn open(&self) -> Vec<usize> {
+        self.workers
+            .iter()
+            .map(|w| w.open.load(Ordering::Relaxed))
+            .collect()
+    }
+
+    /// Stops every worker (tasks still running on them are dropped) and waits until their
+    /// runtimes are gone.
+    pub async fn stop(mut self) {
+        let stopped: Vec<_> = self
+            .workers
+            .iter_mut()
+            .filter_map(|w| {
+                w.stop.take().map(|s| s.send(()));
+                w.stopped.take()
+            })
+            .collect();
+        for s in stopped {
+            let _ = s.await;
+        }
+    }
+}
+
+impl Drop for Workers {
+    fn drop(&mut self) {
+        for w in &mut self.workers {
+            if let Some(s) = w.stop.take() {
+                let _ = s.send(());
+            }
+        }
+    }
+}
+
+struct OpenGuard(Arc<AtomicUsize>);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A connection that reports where it runs and stays open until released.
+    fn held(
+        workers: &Workers,
+        report: &tokio::sync::mpsc::UnboundedSender<(usize, Option<String>)>,
+    ) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+        let (release, held) = oneshot::channel::<()>();
+        let report = report.clone();
+        let task = workers.serve(async move {
+            let name = std::thread::current().name().map(str::to_owned);
+            let _ = report.send((index(), name));
+            let _ = held.await;
+        });
+        (release, task)
+    }
+
+    #[tokio::test]
+    async fn connections_go_to_the_least_loaded_worker_and_run_on_its_thread() {
+        let workers = Workers::start(2).unwrap();
+        let (report, mut seen) = tokio::sync::mpsc::unbounded_channel();
+
+        let open: Vec<_> = (0..4).map(|_| held(&workers, &report)).collect();
+        let mut at = Vec::new();
+        for _ in 0..4 {
+            at.push(seen.recv().await.unwrap());
+        }
+        at.sort();
+        let w = |i: usize| (i, Some(format!("worker-{i}")));
+        assert_eq!(at, vec![w(1), w(1), w(2), w(2)]);
+        assert_eq!(workers.open(), vec![2, 2]);
+
+        // Ended connections are no longer counted.
+        for (release, task) in open {
+            drop(release);
+            task.await.unwrap();
+        }
+        assert_eq!(workers.open(), vec![0, 0]);
+
+        // With worker 1 busy, the next connection goes to worker 2, then to the first again.
+        let a = held(&workers, &report);
+        assert_eq!(seen.recv().await.unwrap(), w(1));
+        let b = held(&workers, &report);
+        assert_eq!(seen.recv().await.unwrap(), w(2));
+        let c = held(&workers, &report);
+        assert_eq!(seen.recv().await.unwrap(), w(1));
+        assert_eq!(workers.open(), vec![2, 1]);
+        assert_eq!(index(), 0, "the test's own thread is not a worker");
+        drop((a, b, c));
+        workers.stop().await;
+    }
+}
