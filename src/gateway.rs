@@ -152,10 +152,11 @@ impl Gateway {
         let started = Instant::now();
         let request_id = Uuid::now_v7().hyphenated().to_string();
         let span = server_span(&req, &request_id);
-        let trace_id = trace_id_of(&span);
+        let (trace_id, traceparent) = trace_ids(&span);
         let ids = Ids {
             request_id,
             trace_id,
+            traceparent,
         };
         let generation = self.live.load();
         let mut rec = Record::default();
@@ -354,7 +355,11 @@ impl Gateway {
             let permit = upstream.guard.admit(upstream.backend.limits)?;
             let mis_started = Instant::now();
             let answer = upstream
-                .book(b.body.clone(), request_id, b.traceparent.as_ref())
+                .book(
+                    b.body.clone(),
+                    request_id,
+                    ids.traceparent.as_ref().or(b.traceparent.as_ref()),
+                )
                 .await;
             rec.mis_time = Some(mis_started.elapsed());
             let normalized = answer.and_then(|answer| {
@@ -512,6 +517,9 @@ fn finish(
 struct Ids {
     request_id: String,
     trace_id: Option<String>,
+    /// This request's own `traceparent` (its server span), sent to the MIS when no client
+    /// span is made for the call.
+    traceparent: Option<HeaderValue>,
 }
 
 /// The server span of one request, named by route (never by raw path), child of the
@@ -556,10 +564,14 @@ fn parent_context(headers: &HeaderMap) -> opentelemetry::Context {
     TraceContextPropagator::new().extract(&opentelemetry_http::HeaderExtractor(headers))
 }
 
-fn trace_id_of(span: &tracing::Span) -> Option<String> {
+/// The span's trace id (hex) and `traceparent`, from one look-up of its context.
+fn trace_ids(span: &tracing::Span) -> (Option<String>, Option<HeaderValue>) {
     let cx = span.context();
     let sc = cx.span().span_context().clone();
-    sc.is_valid().then(|| sc.trace_id().to_string())
+    (
+        sc.is_valid().then(|| sc.trace_id().to_string()),
+        crate::telemetry::traceparent(&sc),
+    )
 }
 
 /// Span fields and metrics of a finished request.

@@ -22,6 +22,36 @@ use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
 
+/// The W3C `traceparent` header of `sc` (`00-<trace id>-<span id>-<flags>`), or `None` when
+/// the context is not valid. Written straight into a buffer: the propagator's injector
+/// formats into a `String` and a header map per call.
+pub fn traceparent(sc: &opentelemetry::trace::SpanContext) -> Option<http::HeaderValue> {
+    if !sc.is_valid() {
+        return None;
+    }
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 52];
+    let mut at = 0;
+    let mut put = |bytes: &[u8]| {
+        for b in bytes {
+            out[at] = HEX[usize::from(b >> 4)];
+            out[at + 1] = HEX[usize::from(b & 15)];
+            at += 2;
+        }
+    };
+    put(&[0]);
+    put(&sc.trace_id().to_bytes());
+    put(&sc.span_id().to_bytes());
+    put(&[sc.trace_flags().to_u8()]);
+    // 00 trace-id span-id flags: dashes after the 2nd, 34th and 51st characters.
+    let mut header = [b'-'; 55];
+    header[..2].copy_from_slice(&out[..2]);
+    header[3..35].copy_from_slice(&out[2..34]);
+    header[36..52].copy_from_slice(&out[34..50]);
+    header[53..55].copy_from_slice(&out[50..52]);
+    http::HeaderValue::from_bytes(&header).ok()
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -241,5 +271,48 @@ impl<'w> MakeWriter<'w> for Captured {
     type Writer = Captured;
     fn make_writer(&'w self) -> Self::Writer {
         self.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use opentelemetry::propagation::TextMapPropagator;
+    use opentelemetry::trace::{
+        SpanContext, SpanId, TraceContextExt, TraceFlags, TraceId, TraceState,
+    };
+    use opentelemetry_sdk::propagation::TraceContextPropagator;
+
+    /// What the SDK's propagator injects for `sc`.
+    fn injected(sc: &SpanContext) -> Option<String> {
+        let cx = opentelemetry::Context::new().with_remote_span_context(sc.clone());
+        let mut headers = http::HeaderMap::new();
+        TraceContextPropagator::new()
+            .inject_context(&cx, &mut opentelemetry_http::HeaderInjector(&mut headers));
+        headers
+            .get("traceparent")
+            .map(|v| v.to_str().unwrap().to_owned())
+    }
+
+    #[test]
+    fn traceparent_is_what_the_propagator_would_inject() {
+        for (trace, span, flags) in [
+            (0x4bf92f3577b34da6a3ce929d0e0e4736, 0x00f067aa0ba902b7, 1),
+            (0x0123456789abcdef0123456789abcdef, 0xfedcba9876543210, 0),
+            (1, 1, 1),
+            (u128::MAX, u64::MAX, 0),
+        ] {
+            let sc = SpanContext::new(
+                TraceId::from(trace),
+                SpanId::from(span),
+                TraceFlags::new(flags),
+                true,
+                TraceState::default(),
+            );
+            let ours = super::traceparent(&sc).unwrap();
+            assert_eq!(Some(ours.to_str().unwrap().to_owned()), injected(&sc));
+        }
+        let invalid = SpanContext::empty_context();
+        assert_eq!(super::traceparent(&invalid), None);
+        assert_eq!(injected(&invalid), None);
     }
 }

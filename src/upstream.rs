@@ -18,8 +18,7 @@ use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::Semaphore;
 
-use opentelemetry::propagation::TextMapPropagator;
-use opentelemetry_sdk::propagation::TraceContextPropagator;
+use opentelemetry::trace::TraceContextExt;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
@@ -159,19 +158,14 @@ impl Upstream {
         } else {
             tracing::Span::none()
         };
-        // The MIS sees the client span (or, without export, the request's span) as its
-        // parent; with no trace context at all the integrator's traceparent goes on as it came.
-        let mut trace_headers = http::HeaderMap::new();
-        let parent = if span.is_none() {
-            tracing::Span::current()
+        // The MIS sees the client span as its parent; without one, `traceparent` (the
+        // request's own span, or the integrator's header when there is no trace context).
+        let own = if span.is_none() {
+            None
         } else {
-            span.clone()
+            crate::telemetry::traceparent(&span.context().span().span_context().clone())
         };
-        TraceContextPropagator::new().inject_context(
-            &parent.context(),
-            &mut opentelemetry_http::HeaderInjector(&mut trace_headers),
-        );
-        let traceparent = trace_headers.get("traceparent").or(traceparent);
+        let traceparent = own.as_ref().or(traceparent);
         let result = async {
             // A free connection first: nothing is sent while waiting, so running out of time
             // here is the same safe refusal as a full max_in_flight.

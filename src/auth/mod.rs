@@ -51,7 +51,9 @@ struct Verified {
 }
 
 pub struct Authenticator {
-    key: [u8; 32],
+    /// HMAC-SHA256 keyed with a random process key, its key blocks already absorbed: each
+    /// fingerprint clones it instead of hashing the key again (two SHA-256 blocks saved).
+    mac: HmacSha256,
     cache: Cache<[u8; 32], Verified>,
     hasher: Hasher,
     dummy_hash: Arc<str>,
@@ -64,7 +66,7 @@ impl Authenticator {
         getrandom::fill(&mut key).expect("the OS random source is available");
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         Authenticator {
-            key,
+            mac: HmacSha256::new_from_slice(&key).expect("HMAC takes any key length"),
             cache: Cache::builder()
                 .max_capacity(CACHE_CAPACITY)
                 .time_to_idle(CACHE_IDLE)
@@ -164,7 +166,7 @@ impl Authenticator {
     }
 
     fn fingerprint(&self, header: &[u8]) -> [u8; 32] {
-        let mut mac = HmacSha256::new_from_slice(&self.key).expect("HMAC takes any key length");
+        let mut mac = self.mac.clone();
         mac.update(header);
         mac.finalize().into_bytes().into()
     }
