@@ -19,6 +19,9 @@ fn bench(c: &mut Criterion) {
             black_box(booking.lpu_to);
         })
     });
+    c.bench_function("parse_seed", |b| {
+        b.iter(|| black_box(booking::parse(black_box(SEED.as_bytes())).unwrap()))
+    });
     c.bench_function("serde_json_value_baseline", |b| {
         b.iter(|| {
             black_box(
