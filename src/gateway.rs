@@ -440,7 +440,7 @@ fn remembered_error(e: &GatewayError) -> Option<Outcome> {
 fn direction_of(body: &[u8]) -> Result<Vec<u8>, GatewayError> {
     let root = booking::parse(body)?;
     let direction = root.get("direction").ok_or(GatewayError::Internal)?;
-    serde_json::to_vec(direction).map_err(|_| GatewayError::Internal)
+    Ok(direction.to_json())
 }
 
 /// The stored outcome of a key, as the first request got it (`body`: this request's, which

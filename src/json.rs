@@ -65,6 +65,49 @@ impl<'a> Node<'a> {
         }
     }
 
+    /// Compact JSON text, byte for byte what `serde_json::to_vec` writes for this tree, without
+    /// going through a serializer.
+    pub fn to_json(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(512);
+        self.write_json(&mut out);
+        out
+    }
+
+    fn write_json(&self, out: &mut Vec<u8>) {
+        match self {
+            Node::Null => out.extend_from_slice(b"null"),
+            Node::Bool(true) => out.extend_from_slice(b"true"),
+            Node::Bool(false) => out.extend_from_slice(b"false"),
+            Node::Num(n) => {
+                // Numbers are rare here; serde_json's own formatting keeps them identical.
+                let _ = serde_json::to_writer(&mut *out, n);
+            }
+            Node::Str(s) => write_json_str(s, out),
+            Node::Arr(items) => {
+                out.push(b'[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    item.write_json(out);
+                }
+                out.push(b']');
+            }
+            Node::Obj(members) => {
+                out.push(b'{');
+                for (i, (k, v)) in members.iter().enumerate() {
+                    if i > 0 {
+                        out.push(b',');
+                    }
+                    write_json_str(k, out);
+                    out.push(b':');
+                    v.write_json(out);
+                }
+                out.push(b'}');
+            }
+        }
+    }
+
     /// The JSON type name, for error reasons that must not show the value itself.
     pub fn type_name(&self) -> &'static str {
         match self {
@@ -76,6 +119,51 @@ impl<'a> Node<'a> {
             Node::Obj(_) => "an object",
         }
     }
+}
+
+/// `s` as a JSON string literal, escaped as `serde_json` escapes: `"`, `\` and control
+/// characters only (the short forms where JSON has them, else `\u00XX`).
+fn write_json_str(s: &str, out: &mut Vec<u8>) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    // Per byte: 0 copies it; `u` writes `\u00XX`; anything else follows a backslash.
+    const ESCAPE: [u8; 256] = {
+        let mut t = [0u8; 256];
+        let mut i = 0;
+        while i < 0x20 {
+            t[i] = b'u';
+            i += 1;
+        }
+        t[0x08] = b'b';
+        t[0x09] = b't';
+        t[0x0a] = b'n';
+        t[0x0c] = b'f';
+        t[0x0d] = b'r';
+        t[b'"' as usize] = b'"';
+        t[b'\\' as usize] = b'\\';
+        t
+    };
+    out.reserve(s.len() + 2);
+    out.push(b'"');
+    let bytes = s.as_bytes();
+    let mut run = 0;
+    for (i, &b) in bytes.iter().enumerate() {
+        let escape = ESCAPE[usize::from(b)];
+        if escape == 0 {
+            continue;
+        }
+        out.extend_from_slice(&bytes[run..i]);
+        if escape == b'u' {
+            out.extend_from_slice(b"\\u00");
+            out.push(HEX[usize::from(b >> 4)]);
+            out.push(HEX[usize::from(b & 15)]);
+        } else {
+            out.push(b'\\');
+            out.push(escape);
+        }
+        run = i + 1;
+    }
+    out.extend_from_slice(&bytes[run..]);
+    out.push(b'"');
 }
 
 /// A parse error as a sentence without any of the input's text.
@@ -759,6 +847,16 @@ mod tests {
         }
 
         #[test]
+        fn to_json_writes_what_serde_json_writes(v in json_value()) {
+            let text = serde_json::to_string(&v).unwrap();
+            let node = Node::parse(text.as_bytes()).unwrap();
+            proptest::prop_assert_eq!(
+                String::from_utf8(node.to_json()).unwrap(),
+                serde_json::to_string(&node).unwrap()
+            );
+        }
+
+        #[test]
         fn parser_agrees_with_serde_json_on_mutated_json(
             v in json_value(),
             edits in proptest::collection::vec((0usize..1000, 0usize..3, 0usize..ALPHABET.len()), 1..4),
@@ -805,6 +903,20 @@ mod tests {
                     .prop_map(|m| serde_json::Value::Object(m.into_iter().collect())),
             ]
         })
+    }
+
+    #[test]
+    fn to_json_escapes_every_character_as_serde_json_does() {
+        let every: String = (0u32..0x800).filter_map(char::from_u32).collect();
+        let node = Node::Obj(vec![(
+            Cow::Borrowed("k\"\\\u{1}"),
+            Node::Arr(vec![
+                Node::Str(Cow::Owned(every)),
+                Node::Null,
+                Node::Bool(true),
+            ]),
+        )]);
+        assert_eq!(node.to_json(), serde_json::to_vec(&node).unwrap());
     }
 
     #[test]

@@ -76,7 +76,7 @@ pub fn answer<'m>(
 
 /// The Appointment JSON in the seed's field order.
 pub fn render(fields: &Fields, direction: &Node) -> Vec<u8> {
-    render_json(fields, &serde_json::to_vec(direction).unwrap_or_default())
+    render_json(fields, &direction.to_json())
 }
 
 /// As [`render`], with `direction` already serialized (a JSON object).
