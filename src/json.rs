@@ -311,13 +311,18 @@ impl<'a> Parser<'a> {
         Ok(())
     }
 
+    /// Past the closing bracket of an array or object.
+    fn leave(&mut self) {
+        self.at += 1;
+        self.depth -= 1;
+    }
+
     fn array(&mut self) -> Result<Node<'a>, ParseError> {
         self.enter()?;
         let mut items = Vec::new();
         self.skip_ws();
         if self.peek() == Some(b']') {
-            self.at += 1;
-            self.depth -= 1;
+            self.leave();
             return Ok(Node::Arr(items));
         }
         loop {
@@ -326,8 +331,7 @@ impl<'a> Parser<'a> {
             match self.peek() {
                 Some(b',') => self.at += 1,
                 Some(b']') => {
-                    self.at += 1;
-                    self.depth -= 1;
+                    self.leave();
                     return Ok(Node::Arr(items));
                 }
                 _ => return Err(self.unexpected()),
@@ -340,8 +344,7 @@ impl<'a> Parser<'a> {
         let mut members = Vec::with_capacity(8);
         self.skip_ws();
         if self.peek() == Some(b'}') {
-            self.at += 1;
-            self.depth -= 1;
+            self.leave();
             return Ok(Node::Obj(members));
         }
         loop {
@@ -362,8 +365,7 @@ impl<'a> Parser<'a> {
             match self.peek() {
                 Some(b',') => self.at += 1,
                 Some(b'}') => {
-                    self.at += 1;
-                    self.depth -= 1;
+                    self.leave();
                     return Ok(Node::Obj(members));
                 }
                 _ => return Err(self.unexpected()),

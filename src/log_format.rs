@@ -63,26 +63,20 @@ where
             w.write_str(meta.level().as_str())?;
             w.write_str("\",\"target\":")?;
             json_str(&mut w, meta.target())?;
-            let mut v = JsonFields {
-                w: &mut w,
-                err: Ok(()),
-            };
-            event.record(&mut v);
-            v.err?;
-            w.write_str("}\n")
         } else {
             timestamp(&mut w)?;
             w.write_str(level_text(meta.level(), self.ansi))?;
             w.write_str(meta.target())?;
             w.write_char(':')?;
-            let mut v = TextFields {
-                w: &mut w,
-                err: Ok(()),
-            };
-            event.record(&mut v);
-            v.err?;
-            w.write_char('\n')
         }
+        let mut fields = Fields {
+            w: &mut w,
+            json: self.json,
+            err: Ok(()),
+        };
+        event.record(&mut fields);
+        fields.err?;
+        w.write_str(if self.json { "}\n" } else { "\n" })
     }
 }
 
@@ -140,32 +134,43 @@ fn rounded(f: f64) -> f64 {
     (f * 1e3).round() / 1e3
 }
 
-struct TextFields<'a, 'w> {
+/// Writes an event's fields after the line's head, `key=value` (text) or `,"key":value` (JSON).
+struct Fields<'a, 'w> {
     w: &'a mut Writer<'w>,
+    json: bool,
     err: fmt::Result,
 }
 
-impl TextFields<'_, '_> {
+impl Fields<'_, '_> {
     fn put(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'_>) -> fmt::Result) {
         if self.err.is_err() {
             return;
         }
         self.err = (|| {
-            self.w.write_char(' ')?;
-            if field.name() != "message" {
-                self.w.write_str(field.name())?;
-                self.w.write_char('=')?;
+            if self.json {
+                self.w.write_char(',')?;
+                json_str(self.w, field.name())?;
+                self.w.write_char(':')?;
+            } else {
+                self.w.write_char(' ')?;
+                if field.name() != "message" {
+                    self.w.write_str(field.name())?;
+                    self.w.write_char('=')?;
+                }
             }
             value(self.w)
         })();
     }
 }
 
-impl Visit for TextFields<'_, '_> {
+impl Visit for Fields<'_, '_> {
     fn record_str(&mut self, field: &Field, value: &str) {
+        let json = self.json;
         let message = field.name() == "message";
         self.put(field, |w| {
-            if message {
+            if json {
+                json_str(w, value)
+            } else if message {
                 w.write_str(value)
             } else if value
                 .bytes()
@@ -193,9 +198,13 @@ impl Visit for TextFields<'_, '_> {
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
+        let json = self.json;
         self.put(field, |w| {
             if value.is_finite() {
                 w.write_str(ryu::Buffer::new().format_finite(rounded(value)))
+            } else if json {
+                // JSON has no NaN or infinity.
+                w.write_str("null")
             } else {
                 write!(w, "{value:?}")
             }
@@ -203,62 +212,15 @@ impl Visit for TextFields<'_, '_> {
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.put(field, |w| write!(w, "{value:?}"));
-    }
-}
-
-struct JsonFields<'a, 'w> {
-    w: &'a mut Writer<'w>,
-    err: fmt::Result,
-}
-
-impl JsonFields<'_, '_> {
-    fn put(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'_>) -> fmt::Result) {
-        if self.err.is_err() {
-            return;
-        }
-        self.err = (|| {
-            self.w.write_char(',')?;
-            json_str(self.w, field.name())?;
-            self.w.write_char(':')?;
-            value(self.w)
-        })();
-    }
-}
-
-impl Visit for JsonFields<'_, '_> {
-    fn record_str(&mut self, field: &Field, value: &str) {
-        self.put(field, |w| json_str(w, value));
-    }
-
-    fn record_u64(&mut self, field: &Field, value: u64) {
-        self.put(field, |w| w.write_str(itoa::Buffer::new().format(value)));
-    }
-
-    fn record_i64(&mut self, field: &Field, value: i64) {
-        self.put(field, |w| w.write_str(itoa::Buffer::new().format(value)));
-    }
-
-    fn record_bool(&mut self, field: &Field, value: bool) {
-        self.put(field, |w| w.write_str(if value { "true" } else { "false" }));
-    }
-
-    fn record_f64(&mut self, field: &Field, value: f64) {
+        let json = self.json;
         self.put(field, |w| {
-            if value.is_finite() {
-                w.write_str(ryu::Buffer::new().format_finite(rounded(value)))
+            if json {
+                w.write_char('"')?;
+                write!(JsonEscaped(&mut *w), "{value:?}")?;
+                w.write_char('"')
             } else {
-                // JSON has no NaN or infinity.
-                w.write_str("null")
+                write!(w, "{value:?}")
             }
-        });
-    }
-
-    fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.put(field, |w| {
-            w.write_char('"')?;
-            write!(JsonEscaped(&mut *w), "{value:?}")?;
-            w.write_char('"')
         });
     }
 }
