@@ -34,6 +34,7 @@ pub mod live;
 pub mod log_format;
 pub mod log_writer;
 pub mod metrics;
+pub mod mis_pool;
 pub mod mock_mis;
 pub mod normalize;
 pub mod redis_store;

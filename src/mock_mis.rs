@@ -24,6 +24,8 @@ use crate::server::{self, ConnLimits, Handler};
 #[derive(Debug, Clone)]
 pub struct Received {
     pub method: Method,
+    /// HTTP/1.1 or HTTP/2, as the connection negotiated.
+    pub version: http::Version,
     pub path: String,
     pub headers: HeaderMap,
     pub body: Bytes,
@@ -78,6 +80,7 @@ impl Handler for MockHandler {
                 .unwrap_or_default();
             let received = Received {
                 method: parts.method,
+                version: parts.version,
                 path: parts.uri.path().to_owned(),
                 headers: parts.headers,
                 body,

@@ -1,21 +1,20 @@
-//! The only outbound I/O: one pooled HTTP(S) client per MIS backend and worker thread.
+//! The only outbound I/O: per MIS backend, a connection pool ([`crate::mis_pool`]) for each
+//! worker thread.
 //!
 //! Failures are classified by what the MIS may have seen, because that decides whether a booking
 //! can be retried: a connect error means nothing was sent ([`GatewayError::MisUnreachable`]);
 //! anything after the request was handed to a connection means the booking may exist
-//! ([`GatewayError::OutcomeUnknown`], [`GatewayError::MisTimeout`]). The only retry is hyper's own
-//! resend of a request whose pooled connection turned out dead before a byte was written.
+//! ([`GatewayError::OutcomeUnknown`], [`GatewayError::MisTimeout`]). The only retries are the
+//! pool's resend of a request whose idle connection turned out dead before a byte was written,
+//! and one fresh connection after a refused connect.
 
 use std::sync::{Arc, OnceLock};
-use std::time::Duration;
 
 use bytes::Bytes;
 use http::{HeaderValue, Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_rustls::HttpsConnector;
-use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::sync::Semaphore;
 
 use opentelemetry::trace::TraceContextExt;
@@ -25,6 +24,7 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 use crate::config::Backend;
 use crate::error::GatewayError;
 use crate::guard::Guard;
+use crate::mis_pool::{Pool, SendError};
 
 /// A MIS answer read in full, within the backend's size cap.
 #[derive(Debug)]
@@ -32,8 +32,6 @@ pub struct MisAnswer {
     pub status: StatusCode,
     pub body: Bytes,
 }
-
-type Pool = Client<HttpsConnector<HttpConnector>, Full<Bytes>>;
 
 /// A backend and its connection pools. Pools live as long as the `Upstream`; a reload that keeps
 /// a backend's URL keeps its `Upstream` (see [`Upstream::reusable_for`]).
@@ -46,7 +44,7 @@ pub struct Upstream {
     /// serves threads that are not workers), made on first use. A MIS connection is driven by
     /// a task on the runtime that opened it: a booking that used another thread's connection
     /// would wake that thread twice.
-    pools: Arc<[OnceLock<Pool>]>,
+    pools: Arc<[OnceLock<Arc<Pool>>]>,
     /// One permit per connection the pool may use at once (`max_connections`): a booking holds
     /// one from before its request is handed to the pool until its answer is read, so the pool
     /// never opens more connections than that to a MIS, however many bookings are admitted.
@@ -85,13 +83,12 @@ impl Upstream {
     fn pool(&self) -> &Pool {
         let slot = &self.pools[crate::workers::index() % self.pools.len()];
         slot.get_or_init(|| {
-            Client::builder(TokioExecutor::new())
-                .timer(TokioTimer::new())
-                .pool_timer(TokioTimer::new())
-                .pool_idle_timeout(Duration::from_secs(30))
-                .pool_max_idle_per_host(256)
-                .retry_canceled_requests(true)
-                .build(self.connector.clone())
+            let pool = Arc::new(Pool::new(
+                self.connector.clone(),
+                self.backend.limits.max_connections,
+            ));
+            Pool::reap_idle(Arc::downgrade(&pool));
+            pool
         })
     }
 
@@ -227,20 +224,23 @@ impl Upstream {
             req.headers_mut().insert("traceparent", tp.clone());
         }
         let limit = b.max_response_bytes;
+        let pool = self.pool();
         let exchange = async {
-            let resp = match tokio::time::timeout(b.headers_timeout, self.pool().request(req)).await
-            {
+            let sent = pool.send(&b.appointments_uri, req);
+            let (resp, lease) = match tokio::time::timeout(b.headers_timeout, sent).await {
                 Err(_) => return Err(GatewayError::MisTimeout),
-                Ok(Err(e)) if e.is_connect() && tls_error(&e).is_some() => {
+                Ok(Err(SendError::Connect(e))) if tls_error(&*e).is_some() => {
                     return Err(GatewayError::MisTls);
                 }
-                Ok(Err(e)) if e.is_connect() => return Err(GatewayError::MisUnreachable),
+                Ok(Err(SendError::Connect(_))) => return Err(GatewayError::MisUnreachable),
                 // TLS 1.3 lets the client finish its side of the handshake before the server
                 // checks the client's certificate: a refusal then arrives as an alert on the
                 // first read. The server never accepted the connection, so nothing was booked.
-                Ok(Err(e)) if is_tls_refusal(&e) => return Err(GatewayError::MisTls),
-                Ok(Err(_)) => return Err(GatewayError::OutcomeUnknown),
-                Ok(Ok(resp)) => resp,
+                Ok(Err(SendError::Sent(e))) if is_tls_refusal(&e) => {
+                    return Err(GatewayError::MisTls);
+                }
+                Ok(Err(SendError::Sent(_))) => return Err(GatewayError::OutcomeUnknown),
+                Ok(Ok(sent)) => sent,
             };
             let status = resp.status();
             if resp
@@ -264,6 +264,7 @@ impl Upstream {
                     }
                 })?
                 .to_bytes();
+            pool.release(lease);
             Ok(MisAnswer { status, body })
         };
         match tokio::time::timeout(b.timeout, exchange).await {

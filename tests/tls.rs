@@ -167,6 +167,17 @@ async fn an_https_backend_with_its_own_ca_and_client_certificate_books() {
     let r = gw.book(&fresh_booking(), PORTAL).await;
     assert_eq!(r.status, StatusCode::OK, "{}", r.text());
     assert_eq!(mis.count(), 1);
+    let got = &mis.received()[0];
+    assert_eq!(
+        got.version,
+        http::Version::HTTP_11,
+        "no ALPN offered: HTTP/1.1"
+    );
+    assert_eq!(
+        got.headers.get(http::header::HOST).unwrap(),
+        &format!("localhost:{port}"),
+        "origin-form request with its Host"
+    );
 
     // Without the client certificate the clinic refuses the handshake; trusting only the
     // system roots, the clinic's certificate is not accepted. Either way: a clear 502, not sent.
@@ -223,4 +234,32 @@ fn tls_settings_are_validated() {
             .any(|p| p.location == "server.tls" && p.message.contains("cert")),
         "{p:?}"
     );
+}
+
+#[tokio::test]
+async fn an_https_backend_that_offers_http2_is_booked_over_http2() {
+    let mis_pki = Pki::new("clinic CA");
+    let dir = tempfile::tempdir().unwrap();
+    let leaf = mis_pki.leaf(&["localhost", "127.0.0.1"]);
+    let mut server = (*Pki::server_config(&leaf, None)).clone();
+    server.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let mis = MockMis::start_tls(listener, echo_mis(), Some(Arc::new(server)));
+    let ca = dir.path().join("clinic-ca.pem");
+    std::fs::write(&ca, mis_pki.ca_pem()).unwrap();
+    let spec = BackendSpec::new("mis-a", format!("https://localhost:{port}")).extra(Box::leak(
+        format!("ca_file = \"{}\"", ca.display()).into_boxed_str(),
+    ));
+    let gw = TestGateway::start(&config_toml(&[spec], &[(SEED_LPU, "mis-a")])).await;
+    for _ in 0..3 {
+        let r = gw.book(&fresh_booking(), PORTAL).await;
+        assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    }
+    let got = mis.received();
+    assert_eq!(got.len(), 3);
+    for r in &got {
+        assert_eq!(r.version, http::Version::HTTP_2);
+        assert_eq!(r.path, "/dir/appointments");
+    }
 }
