@@ -151,8 +151,7 @@ impl Gateway {
     {
         let started = Instant::now();
         let request_id = Uuid::now_v7().hyphenated().to_string();
-        let span = server_span(&req, &request_id);
-        let (trace_id, traceparent) = trace_ids(&span);
+        let (span, trace_id, traceparent) = request_trace(&req, &request_id);
         let ids = Ids {
             request_id,
             trace_id,
@@ -525,13 +524,6 @@ struct Ids {
 /// The server span of one request, named by route (never by raw path), child of the
 /// integrator's `traceparent` when it sent one.
 fn server_span<B>(req: &Request<B>, request_id: &str) -> tracing::Span {
-    // Without an exporter the span only carries the trace context (for the trace id in
-    // answers and logs, and the traceparent sent to the MIS): its fields would go nowhere.
-    if !crate::telemetry::exporting() {
-        let span = tracing::info_span!("request");
-        let _ = span.set_parent(parent_context(req.headers()));
-        return span;
-    }
     let routed = req.uri().path() == APPOINTMENTS_PATH;
     let name = if routed {
         "POST /dir/appointments"
@@ -560,6 +552,31 @@ fn server_span<B>(req: &Request<B>, request_id: &str) -> tracing::Span {
 }
 
 /// The integrator's trace context from `traceparent` (an empty context without one).
+/// The request's server span, its trace id and its own `traceparent` (what the MIS gets when
+/// no client span is made).
+///
+/// Without an exporter a span would only carry the trace context, so none is made: the
+/// context is derived here as the SDK would (the integrator's trace, or a new one; a new span
+/// id), sparing each request the span's creation, its enters and exits on every poll and
+/// its closing in the subscriber and the OpenTelemetry layer.
+fn request_trace<B>(
+    req: &Request<B>,
+    request_id: &str,
+) -> (tracing::Span, Option<String>, Option<HeaderValue>) {
+    if !crate::telemetry::exporting() {
+        let sc = crate::telemetry::child_of(&parent_context(req.headers()));
+        let trace_id = Some(sc.trace_id().to_string());
+        return (
+            tracing::Span::none(),
+            trace_id,
+            crate::telemetry::traceparent(&sc),
+        );
+    }
+    let span = server_span(req, request_id);
+    let (trace_id, traceparent) = trace_ids(&span);
+    (span, trace_id, traceparent)
+}
+
 fn parent_context(headers: &HeaderMap) -> opentelemetry::Context {
     TraceContextPropagator::new().extract(&opentelemetry_http::HeaderExtractor(headers))
 }

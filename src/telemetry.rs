@@ -52,6 +52,26 @@ pub fn traceparent(sc: &opentelemetry::trace::SpanContext) -> Option<http::Heade
     http::HeaderValue::from_bytes(&header).ok()
 }
 
+/// A new span context under `parent`'s span, as the SDK's tracer makes one with its default
+/// parent-based sampler: the parent's trace id, flags and trace state when it has a valid span
+/// context, else a new sampled trace; always a new span id.
+pub fn child_of(parent: &opentelemetry::Context) -> opentelemetry::trace::SpanContext {
+    use opentelemetry::trace::{SpanContext, TraceContextExt, TraceFlags, TraceState};
+    use opentelemetry_sdk::trace::{IdGenerator, RandomIdGenerator};
+    let ids = RandomIdGenerator::default();
+    let p = parent.span().span_context().clone();
+    let (trace_id, flags, state) = if p.is_valid() {
+        (p.trace_id(), p.trace_flags(), p.trace_state().clone())
+    } else {
+        (
+            ids.new_trace_id(),
+            TraceFlags::SAMPLED,
+            TraceState::default(),
+        )
+    };
+    SpanContext::new(trace_id, ids.new_span_id(), flags, false, state)
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogFormat {
@@ -314,5 +334,32 @@ mod tests {
         let invalid = SpanContext::empty_context();
         assert_eq!(super::traceparent(&invalid), None);
         assert_eq!(injected(&invalid), None);
+    }
+
+    #[test]
+    fn a_child_keeps_the_parents_trace_and_flags_with_a_span_id_of_its_own() {
+        for flags in [TraceFlags::SAMPLED, TraceFlags::default()] {
+            let parent = SpanContext::new(
+                TraceId::from(0x4bf92f3577b34da6a3ce929d0e0e4736),
+                SpanId::from(0x00f067aa0ba902b7),
+                flags,
+                true,
+                TraceState::default(),
+            );
+            let cx = opentelemetry::Context::new().with_remote_span_context(parent.clone());
+            let child = super::child_of(&cx);
+            assert!(child.is_valid() && !child.is_remote());
+            assert_eq!(child.trace_id(), parent.trace_id());
+            assert_eq!(child.trace_flags(), flags);
+            assert_ne!(child.span_id(), parent.span_id());
+        }
+        // No parent: a new sampled trace each time.
+        let (a, b) = (
+            super::child_of(&opentelemetry::Context::new()),
+            super::child_of(&opentelemetry::Context::new()),
+        );
+        assert!(a.is_valid() && a.is_sampled());
+        assert_ne!(a.trace_id(), b.trace_id());
+        assert_ne!(a.span_id(), b.span_id());
     }
 }
