@@ -41,6 +41,31 @@ async fn f1_a_refusing_mis_is_502_within_the_connect_timeout_and_nothing_reached
 }
 
 #[tokio::test]
+async fn a_headers_timeout_shorter_than_the_timeout_ends_the_wait_for_the_answers_head() {
+    // A MIS that never answers: headers_timeout_ms ends the wait at 300 ms, long before
+    // timeout_ms (10 s) would.
+    let mis = FaultMis::spawn(Fault::Hang).await;
+    let gw = gateway_for(
+        mis.url(),
+        "timeout_ms = 10000\nheaders_timeout_ms = 300\nconnect_timeout_ms = 200",
+    )
+    .await;
+    let started = Instant::now();
+    let r = gw.book(&fresh_booking(), PORTAL).await;
+    let took = started.elapsed();
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (StatusCode::GATEWAY_TIMEOUT, "95040")
+    );
+    eprintln!("headers timeout: 504 after {took:?} (headers 300 ms, total 10 s)");
+    assert!(
+        took >= Duration::from_millis(300) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+    assert_eq!(mis.count(), 1, "never resent");
+}
+
+#[tokio::test]
 async fn f2_f5_a_hanging_mis_is_504_at_its_timeout_without_a_retry_and_frees_its_permit() {
     let mis = FaultMis::spawn(Fault::Hang).await;
     let gw = gateway_for(
