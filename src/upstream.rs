@@ -227,16 +227,7 @@ impl Upstream {
         let pool = self.pool();
         let exchange = async {
             let sent = pool.send(&b.appointments_uri, req);
-            // The whole exchange is under `timeout` already: a headers timeout that is not
-            // shorter (the default: equal) needs no timer of its own.
-            let sent = async {
-                if b.headers_timeout < b.timeout {
-                    tokio::time::timeout(b.headers_timeout, sent).await
-                } else {
-                    Ok(sent.await)
-                }
-            };
-            let (resp, lease) = match sent.await {
+            let (resp, lease) = match tokio::time::timeout(b.headers_timeout, sent).await {
                 Err(_) => return Err(GatewayError::MisTimeout),
                 Ok(Err(SendError::Connect(e))) if tls_error(&*e).is_some() => {
                     return Err(GatewayError::MisTls);
