@@ -1,5 +1,5 @@
-//! The MIS connections of one worker thread: hyper's connection API with a small idle list, no
-//! background tasks of its own.
+//! The MIS connections of one worker thread: hyper's connection API with a small idle list and
+//! one reaper task that closes connections idle for [`IDLE_TIMEOUT`].
 //!
 //! Each worker thread has its own [`Pool`] per backend (see [`crate::upstream`]), so the list is
 //! only ever locked by its own thread. Compared with hyper-util's pooling client this spends no
@@ -15,7 +15,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{Request, Response, Uri};
+use http::{HeaderValue, Request, Response, Uri};
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::client::conn::{http1, http2};
@@ -51,6 +51,11 @@ struct Idle {
 /// Connections to one MIS for one worker thread.
 pub struct Pool {
     connector: HttpsConnector<HttpConnector>,
+    /// Where requests go: absolute (to connect, and for HTTP/2) ...
+    uri: Uri,
+    /// ... and its HTTP/1.1 request target and `Host`, worked out once, not per request.
+    origin: Uri,
+    host: Option<HeaderValue>,
     idle: Mutex<Vec<Idle>>,
     max_idle: usize,
 }
@@ -60,9 +65,20 @@ pub struct Pool {
 pub struct Lease(Option<http1::SendRequest<Body>>);
 
 impl Pool {
-    pub fn new(connector: HttpsConnector<HttpConnector>, max_idle: usize) -> Pool {
+    /// A pool for requests to `uri` (absolute).
+    pub fn new(connector: HttpsConnector<HttpConnector>, uri: Uri, max_idle: usize) -> Pool {
+        let origin = uri
+            .path_and_query()
+            .and_then(|pq| Uri::try_from(pq.as_str()).ok())
+            .unwrap_or_else(|| Uri::from_static("/"));
+        let host = uri
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
         Pool {
             connector,
+            uri,
+            origin,
+            host,
             idle: Mutex::default(),
             max_idle,
         }
@@ -106,11 +122,10 @@ impl Pool {
         }
     }
 
-    /// Sends `req` (its URI absolute: `uri`'s scheme and authority) on an idle connection, or
-    /// on a new one. The answer's body is still to be read.
+    /// Sends `req` (its URI the pool's, absolute) on an idle connection, or on a new one. The
+    /// answer's body is still to be read.
     pub async fn send(
         &self,
-        uri: &Uri,
         mut req: Request<Body>,
     ) -> Result<(Response<Incoming>, Lease), SendError> {
         // The most recently used first: the likeliest to be alive.
@@ -123,10 +138,10 @@ impl Pool {
                     if s.is_closed() || s.ready().await.is_err() {
                         continue;
                     }
-                    match s.try_send_request(origin_form(req, uri)).await {
+                    match s.try_send_request(self.origin_form(req)).await {
                         Ok(resp) => return Ok((resp, Lease(Some(s)))),
                         Err(mut e) => match e.take_message() {
-                            Some(back) => req = absolute_form(back, uri),
+                            Some(back) => req = self.absolute_form(back),
                             None => return Err(SendError::Sent(e.into_error())),
                         },
                     }
@@ -141,7 +156,7 @@ impl Pool {
         }
         // Boxed: connecting (DNS, TCP, TLS, the HTTP/2 handshake) is a future of many
         // kilobytes that every exchange would otherwise carry, and move, unused.
-        Box::pin(self.send_fresh(uri, req)).await
+        Box::pin(self.send_fresh(req)).await
     }
 
     /// `req` on an idle HTTP/2 connection; handed back if the connection turned out unusable
@@ -167,13 +182,12 @@ impl Pool {
 
     async fn send_fresh(
         &self,
-        uri: &Uri,
         req: Request<Body>,
     ) -> Result<(Response<Incoming>, Lease), SendError> {
         let stream = self
             .connector
             .clone()
-            .oneshot(uri.clone())
+            .oneshot(self.uri.clone())
             .await
             .map_err(SendError::Connect)?;
         if stream.connected().is_negotiated_h2() {
@@ -190,32 +204,26 @@ impl Pool {
                 .map_err(|e| SendError::Connect(e.into()))?;
             tokio::spawn(conn);
             let resp = s
-                .send_request(origin_form(req, uri))
+                .send_request(self.origin_form(req))
                 .await
                 .map_err(SendError::Sent)?;
             Ok((resp, Lease(Some(s))))
         }
     }
-}
 
-/// HTTP/1.1 wants `POST /path` with a `Host` header, not the absolute URI.
-fn origin_form(mut req: Request<Body>, uri: &Uri) -> Request<Body> {
-    if let Some(authority) = uri.authority()
-        && let Ok(host) = http::HeaderValue::from_str(authority.as_str())
-    {
-        req.headers_mut().insert(http::header::HOST, host);
+    /// HTTP/1.1 wants `POST /path` with a `Host` header, not the absolute URI.
+    fn origin_form(&self, mut req: Request<Body>) -> Request<Body> {
+        if let Some(host) = &self.host {
+            req.headers_mut().insert(http::header::HOST, host.clone());
+        }
+        *req.uri_mut() = self.origin.clone();
+        req
     }
-    if let Some(pq) = uri.path_and_query()
-        && let Ok(origin) = Uri::try_from(pq.as_str())
-    {
-        *req.uri_mut() = origin;
-    }
-    req
-}
 
-/// The absolute URI back (for a request handed back unsent, which may go out over HTTP/2).
-fn absolute_form(mut req: Request<Body>, uri: &Uri) -> Request<Body> {
-    req.headers_mut().remove(http::header::HOST);
-    *req.uri_mut() = uri.clone();
-    req
+    /// The absolute URI back (for a request handed back unsent, which may go out over HTTP/2).
+    fn absolute_form(&self, mut req: Request<Body>) -> Request<Body> {
+        req.headers_mut().remove(http::header::HOST);
+        *req.uri_mut() = self.uri.clone();
+        req
+    }
 }

@@ -45,9 +45,10 @@ pub struct Upstream {
     /// a task on the runtime that opened it: a booking that used another thread's connection
     /// would wake that thread twice.
     pools: Arc<[OnceLock<Arc<Pool>>]>,
-    /// One permit per connection the pool may use at once (`max_connections`): a booking holds
-    /// one from before its request is handed to the pool until its answer is read, so the pool
-    /// never opens more connections than that to a MIS, however many bookings are admitted.
+    /// One permit per connection in use at once (`max_connections`), shared by the worker
+    /// pools: a booking holds one from before its request is handed to a pool until its answer
+    /// is read, so no more than that many connections carry bookings to a MIS, however many
+    /// are admitted (each worker may keep up to as many idle).
     connections: Arc<Semaphore>,
 }
 
@@ -85,6 +86,7 @@ impl Upstream {
         slot.get_or_init(|| {
             let pool = Arc::new(Pool::new(
                 self.connector.clone(),
+                self.backend.appointments_uri.clone(),
                 self.backend.limits.max_connections,
             ));
             Pool::reap_idle(Arc::downgrade(&pool));
@@ -226,7 +228,7 @@ impl Upstream {
         let limit = b.max_response_bytes;
         let pool = self.pool();
         let exchange = async {
-            let sent = pool.send(&b.appointments_uri, req);
+            let sent = pool.send(req);
             let (resp, lease) = match tokio::time::timeout(b.headers_timeout, sent).await {
                 Err(_) => return Err(GatewayError::MisTimeout),
                 Ok(Err(SendError::Connect(e))) if tls_error(&*e).is_some() => {
