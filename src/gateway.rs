@@ -551,7 +551,6 @@ fn server_span<B>(req: &Request<B>, request_id: &str) -> tracing::Span {
     span
 }
 
-/// The integrator's trace context from `traceparent` (an empty context without one).
 /// The request's server span, its trace id and its own `traceparent` (what the MIS gets when
 /// no client span is made).
 ///
@@ -577,6 +576,7 @@ fn request_trace<B>(
     (span, trace_id, traceparent)
 }
 
+/// The integrator's trace context from `traceparent` (an empty context without one).
 fn parent_context(headers: &HeaderMap) -> opentelemetry::Context {
     TraceContextPropagator::new().extract(&opentelemetry_http::HeaderExtractor(headers))
 }

@@ -50,6 +50,19 @@ struct Verified {
     password_hash: Arc<str>,
 }
 
+impl Verified {
+    /// The integrator this verification stands for in `config` (rights always come from the
+    /// request's generation); `None` when it was verified against a hash `config` no longer
+    /// has, so the header must be verified afresh.
+    fn in_generation(&self, config: &Config) -> Option<Result<Arc<Integrator>, AuthFailure>> {
+        match config.integrators.get(&self.login) {
+            Some(i) if i.password_hash == self.password_hash => Some(Ok(i.clone())),
+            Some(_) => None,
+            None => Some(Err(AuthFailure::Rejected)),
+        }
+    }
+}
+
 pub struct Authenticator {
     /// HMAC-SHA256 keyed with a random process key, its key blocks already absorbed: each
     /// fingerprint clones it instead of hashing the key again (two SHA-256 blocks saved).
@@ -105,11 +118,9 @@ impl Authenticator {
         // several times the size of this one, and every request's future would otherwise
         // carry, and move, that space.
         if let Some(verified) = cached {
-            return match config.integrators.get(&verified.login) {
-                Some(i) if i.password_hash == verified.password_hash => Ok(i.clone()),
-                None => Err(AuthFailure::Rejected),
-                // Verified against a hash this generation no longer has: verify afresh.
-                Some(_) => Box::pin(self.check(config, header, key)).await,
+            return match verified.in_generation(config) {
+                Some(rights) => rights,
+                None => Box::pin(self.check(config, header, key)).await,
             };
         }
         let login = decode_basic(header).map(|(l, _)| l);
@@ -141,11 +152,9 @@ impl Authenticator {
                 .try_get_with(key, self.verify(config, header))
                 .await
                 .map_err(|e| *e)?;
-            match config.integrators.get(&verified.login) {
-                Some(i) if i.password_hash == verified.password_hash => return Ok(i.clone()),
-                // Verified against a hash this generation no longer has: verify afresh.
-                Some(_) => self.cache.invalidate(&key).await,
-                None => return Err(AuthFailure::Rejected),
+            match verified.in_generation(config) {
+                Some(rights) => return rights,
+                None => self.cache.invalidate(&key).await,
             }
         }
         Err(AuthFailure::Rejected)
