@@ -121,9 +121,21 @@ impl<'a> Node<'a> {
     }
 }
 
-/// `s` as a JSON string literal, escaped as `serde_json` escapes: `"`, `\` and control
-/// characters only (the short forms where JSON has them, else `\u00XX`).
+/// `s` as a JSON string literal.
 fn write_json_str(s: &str, out: &mut Vec<u8>) {
+    out.reserve(s.len() + 2);
+    out.push(b'"');
+    let _ = escape_json(s, |piece| {
+        out.extend_from_slice(piece.as_bytes());
+        Ok::<(), std::convert::Infallible>(())
+    });
+    out.push(b'"');
+}
+
+/// The inside of a JSON string literal for `s`, handed to `put` piece by piece, escaped as
+/// `serde_json` escapes: `"`, `\` and control characters only (the short forms where JSON has
+/// them, else `\u00XX`). Shared by [`Node::to_json`] and the JSON log lines.
+pub fn escape_json<E>(s: &str, mut put: impl FnMut(&str) -> Result<(), E>) -> Result<(), E> {
     const HEX: &[u8; 16] = b"0123456789abcdef";
     // Per byte: 0 copies it; `u` writes `\u00XX`; anything else follows a backslash.
     const ESCAPE: [u8; 256] = {
@@ -142,28 +154,29 @@ fn write_json_str(s: &str, out: &mut Vec<u8>) {
         t[b'\\' as usize] = b'\\';
         t
     };
-    out.reserve(s.len() + 2);
-    out.push(b'"');
-    let bytes = s.as_bytes();
     let mut run = 0;
-    for (i, &b) in bytes.iter().enumerate() {
+    for (i, &b) in s.as_bytes().iter().enumerate() {
         let escape = ESCAPE[usize::from(b)];
         if escape == 0 {
             continue;
         }
-        out.extend_from_slice(&bytes[run..i]);
-        if escape == b'u' {
-            out.extend_from_slice(b"\\u00");
-            out.push(HEX[usize::from(b >> 4)]);
-            out.push(HEX[usize::from(b & 15)]);
-        } else {
-            out.push(b'\\');
-            out.push(escape);
-        }
+        // Every escaped byte is ASCII, so `run..i` is on char boundaries.
+        put(&s[run..i])?;
+        let seq = [
+            b'\\',
+            b'u',
+            b'0',
+            b'0',
+            HEX[usize::from(b >> 4)],
+            HEX[usize::from(b & 15)],
+        ];
+        let short = [b'\\', escape];
+        let piece: &[u8] = if escape == b'u' { &seq } else { &short };
+        // ASCII by construction.
+        put(std::str::from_utf8(piece).unwrap_or_default())?;
         run = i + 1;
     }
-    out.extend_from_slice(&bytes[run..]);
-    out.push(b'"');
+    put(&s[run..])
 }
 
 /// A parse error as a sentence without any of the input's text.

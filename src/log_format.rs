@@ -237,26 +237,7 @@ struct JsonEscaped<W>(W);
 
 impl<W: Write> Write for JsonEscaped<W> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        let mut start = 0;
-        for (i, b) in s.bytes().enumerate() {
-            let esc = match b {
-                b'"' => "\\\"",
-                b'\\' => "\\\\",
-                b'\n' => "\\n",
-                b'\r' => "\\r",
-                b'\t' => "\\t",
-                0..=0x1f | 0x7f => "",
-                _ => continue,
-            };
-            self.0.write_str(&s[start..i])?;
-            if esc.is_empty() {
-                write!(self.0, "\\u{:04x}", b)?;
-            } else {
-                self.0.write_str(esc)?;
-            }
-            start = i + 1;
-        }
-        self.0.write_str(&s[start..])
+        crate::json::escape_json(s, |piece| self.0.write_str(piece))
     }
 }
 
