@@ -259,17 +259,30 @@ impl TestGateway {
 
     /// `n` distinct bookings by the portal sent at once; their statuses in order.
     pub async fn book_at_once(self: &Arc<Self>, n: usize) -> Vec<StatusCode> {
+        let answers = self.book_at_once_timed(n).await;
+        answers.into_iter().map(|(r, _)| r.status).collect()
+    }
+
+    /// As [`TestGateway::book_at_once`]: each answer with how long it took.
+    pub async fn book_at_once_timed(
+        self: &Arc<Self>,
+        n: usize,
+    ) -> Vec<(TestResponse, std::time::Duration)> {
         let tasks: Vec<_> = (0..n)
             .map(|_| {
                 let gw = self.clone();
-                tokio::spawn(async move { gw.book(&fresh_booking(), PORTAL).await.status })
+                tokio::spawn(async move {
+                    let t = std::time::Instant::now();
+                    let r = gw.book(&fresh_booking(), PORTAL).await;
+                    (r, t.elapsed())
+                })
             })
             .collect();
-        let mut statuses = Vec::with_capacity(n);
+        let mut answers = Vec::with_capacity(n);
         for t in tasks {
-            statuses.push(t.await.unwrap());
+            answers.push(t.await.unwrap());
         }
-        statuses
+        answers
     }
 
     pub async fn send(&self, req: Request<Full<Bytes>>) -> TestResponse {
