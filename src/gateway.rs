@@ -3,8 +3,9 @@
 //! Phases, in order, each one able to end the request with a [`GatewayError`]:
 //! 1. on the connection's task: route the path → authenticate → check the idempotency key's
 //!    syntax, media type and size → read the body;
-//! 2. on a task of its own, which runs to the end even if the client goes away (a booking that
-//!    reached the MIS is always recorded, logged and remembered under its key): parse and
+//! 2. polled by the connection's task too, but run to the end on a task of its own if the client
+//!    goes away ([`run_to_end`]: a booking that reached the MIS is always recorded, logged and
+//!    remembered under its key): parse and
 //!    validate → authorize the LPU → pick the backend → claim the idempotency key or the
 //!    double-submit slot → admit through the backend's guard → forward → normalize → remember.
 //!
@@ -34,6 +35,7 @@ use crate::idempotency::{self, Begin, InFlight, MemoryStore, Outcome, Store};
 use crate::live::{Generation, Live};
 use crate::normalize;
 use crate::redis_store::RedisStore;
+use crate::run_to_end::run_to_end;
 use crate::server::PeerAddr;
 
 pub const APPOINTMENTS_PATH: &str = "/dir/appointments";
@@ -163,9 +165,9 @@ impl Gateway {
             Ok(b) => b,
             Err(e) => return span.in_scope(|| finish(Err(e), &ids, rec, started)),
         };
-        // Phase 2 on its own task: dropping this future (client gone) does not cancel it.
+        // Phase 2 runs to its end: dropping this future (client gone) moves it to a task.
         let me = self.clone();
-        let task = tokio::spawn(
+        let phase2 = run_to_end(
             async move {
                 let result = me.process(booking, &ids, &mut rec).await;
                 finish(result, &ids, rec, started)
@@ -174,7 +176,7 @@ impl Gateway {
         );
         // Phase 2 only ends early through a bug (a panic); it may have sent the booking already,
         // so the honest answer is "outcome unknown", never "not sent".
-        task.await.unwrap_or_else(|_| {
+        phase2.await.unwrap_or_else(|_| {
             let id = Uuid::now_v7().hyphenated().to_string();
             GatewayError::OutcomeUnknown.into_response(&id, None)
         })

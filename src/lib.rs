@@ -39,6 +39,7 @@ pub mod mock_mis;
 pub mod normalize;
 pub mod redis_store;
 pub mod reload;
+pub mod run_to_end;
 pub mod server;
 pub mod telemetry;
 pub mod upstream;
