@@ -8,14 +8,17 @@
 //! pool's resend of a request whose idle connection turned out dead before a byte was written,
 //! and one fresh connection after a refused connect.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, StatusCode, header};
+use http::{HeaderName, HeaderValue, Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use tokio::sync::Semaphore;
+use tokio::time::Sleep;
 
 use opentelemetry::trace::TraceContextExt;
 use tracing::Instrument;
@@ -168,12 +171,19 @@ impl Upstream {
         let result = async {
             // A free connection first: nothing is sent while waiting, so running out of time
             // here is the same safe refusal as a full max_in_flight.
-            let Ok(Ok(_connection)) =
-                tokio::time::timeout(b.connect_timeout, self.connections.acquire()).await
-            else {
-                return Err(GatewayError::Overloaded {
-                    retry_after_secs: 1,
-                });
+            // (A free permit needs no timer.)
+            let _connection = match self.connections.try_acquire() {
+                Ok(permit) => permit,
+                Err(_) => {
+                    let waited =
+                        tokio::time::timeout(b.connect_timeout, self.connections.acquire()).await;
+                    let Ok(Ok(permit)) = waited else {
+                        return Err(GatewayError::Overloaded {
+                            retry_after_secs: 1,
+                        });
+                    };
+                    permit
+                }
             };
             let started = std::time::Instant::now();
             match self.exchange(body.clone(), request_id, traceparent).await {
@@ -208,71 +218,79 @@ impl Upstream {
         traceparent: Option<&HeaderValue>,
     ) -> Result<MisAnswer, GatewayError> {
         let b = &self.backend;
-        let mut req = Request::builder()
-            .method(Method::POST)
-            .uri(b.appointments_uri.clone())
-            .header(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            )
-            .header(header::ACCEPT, HeaderValue::from_static("application/json"))
-            .header(header::AUTHORIZATION, b.authorization.clone())
-            .body(Full::new(body))
-            .map_err(|_| GatewayError::Internal)?;
+        // Built in place: `Request::builder()` moves its ~200-byte state through every call.
+        let mut req = Request::new(Full::new(body));
+        *req.method_mut() = Method::POST;
+        *req.uri_mut() = b.appointments_uri.clone();
+        let headers = req.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        headers.insert(header::AUTHORIZATION, b.authorization.clone());
         if let Ok(v) = HeaderValue::from_str(request_id) {
-            req.headers_mut().insert("x-request-id", v);
+            headers.insert(X_REQUEST_ID, v);
         }
         if let Some(tp) = traceparent {
-            req.headers_mut().insert("traceparent", tp.clone());
+            headers.insert(TRACEPARENT, tp.clone());
         }
         let limit = b.max_response_bytes;
         let pool = self.pool();
-        let exchange = async {
-            let sent = pool.send(req);
-            let (resp, lease) = match tokio::time::timeout(b.headers_timeout, sent).await {
-                Err(_) => return Err(GatewayError::MisTimeout),
-                Ok(Err(SendError::Connect(e))) if tls_error(&*e).is_some() => {
-                    return Err(GatewayError::MisTls);
-                }
-                Ok(Err(SendError::Connect(_))) => return Err(GatewayError::MisUnreachable),
-                // TLS 1.3 lets the client finish its side of the handshake before the server
-                // checks the client's certificate: a refusal then arrives as an alert on the
-                // first read. The server never accepted the connection, so nothing was booked.
-                Ok(Err(SendError::Sent(e))) if is_tls_refusal(&e) => {
-                    return Err(GatewayError::MisTls);
-                }
-                Ok(Err(SendError::Sent(_))) => return Err(GatewayError::OutcomeUnknown),
-                Ok(Ok(sent)) => sent,
-            };
-            let status = resp.status();
-            if resp
-                .headers()
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-                .is_some_and(|n| n > limit as u64)
-            {
+        // One timer for both limits, both counted from now: first the answer's headers
+        // (headers_timeout, at most the timeout), then the whole answer (timeout).
+        let start = tokio::time::Instant::now();
+        let deadline = tokio::time::sleep_until(start + b.headers_timeout.min(b.timeout));
+        tokio::pin!(deadline);
+        let (resp, lease) = match before(deadline.as_mut(), pool.send(req)).await {
+            None => return Err(GatewayError::MisTimeout),
+            Some(Err(SendError::Connect(e))) if tls_error(&*e).is_some() => {
+                return Err(GatewayError::MisTls);
+            }
+            Some(Err(SendError::Connect(_))) => return Err(GatewayError::MisUnreachable),
+            // TLS 1.3 lets the client finish its side of the handshake before the server
+            // checks the client's certificate: a refusal then arrives as an alert on the
+            // first read. The server never accepted the connection, so nothing was booked.
+            Some(Err(SendError::Sent(e))) if is_tls_refusal(&e) => {
+                return Err(GatewayError::MisTls);
+            }
+            Some(Err(SendError::Sent(_))) => return Err(GatewayError::OutcomeUnknown),
+            Some(Ok(sent)) => sent,
+        };
+        let status = resp.status();
+        if resp
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+            .is_some_and(|n| n > limit as u64)
+        {
+            return Err(too_large(status));
+        }
+        deadline.as_mut().reset(start + b.timeout);
+        let read = Limited::new(resp.into_body(), limit).collect();
+        let body = match before(deadline, read).await {
+            None => return Err(GatewayError::MisTimeout),
+            Some(Ok(collected)) => collected.to_bytes(),
+            Some(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
                 return Err(too_large(status));
             }
-            let body = Limited::new(resp.into_body(), limit)
-                .collect()
-                .await
-                .map_err(|e| {
-                    if e.is::<http_body_util::LengthLimitError>() {
-                        too_large(status)
-                    } else if status.is_success() {
-                        GatewayError::OutcomeUnknown
-                    } else {
-                        GatewayError::MisBadAnswer
-                    }
-                })?
-                .to_bytes();
-            pool.release(lease);
-            Ok(MisAnswer { status, body })
+            Some(Err(_)) if status.is_success() => return Err(GatewayError::OutcomeUnknown),
+            Some(Err(_)) => return Err(GatewayError::MisBadAnswer),
         };
-        match tokio::time::timeout(b.timeout, exchange).await {
-            Ok(result) => result,
-            Err(_) => Err(GatewayError::MisTimeout),
-        }
+        pool.release(lease);
+        Ok(MisAnswer { status, body })
+    }
+}
+
+const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
+
+/// `fut`'s output, or `None` if `deadline` passes first.
+async fn before<F: Future>(deadline: Pin<&mut Sleep>, fut: F) -> Option<F::Output> {
+    tokio::select! {
+        biased;
+        out = fut => Some(out),
+        () = deadline => None,
     }
 }
 
