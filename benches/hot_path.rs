@@ -1,4 +1,5 @@
-//! The booking's hot functions, one by one: parse + validate the seed's request, normalize a
+//! The booking's hot functions, one by one: check the seed's request in one pass (the
+//! gateway's path) and, as the reference it replaced, parse + validate it over a tree; normalize a
 //! MIS answer, render an error. Run: `cargo bench --bench hot_path`.
 
 use std::hint::black_box;
@@ -12,6 +13,9 @@ const SEED: &str = include_str!("../tests/data/seed_request.json");
 const ANSWER: &str = r#"{"guid":"EE5AE221-DDC8-40CF-A61B-4E7926A2501C","number":17,"slot":"766998fb-1915-4d54-a3f3-934f60125aac","createTime":"2023-04-05 14:00:00.000"}"#;
 
 fn bench(c: &mut Criterion) {
+    c.bench_function("check_seed", |b| {
+        b.iter(|| black_box(booking::check(black_box(SEED.as_bytes())).unwrap()))
+    });
     c.bench_function("parse_validate_seed", |b| {
         b.iter(|| {
             let root = booking::parse(black_box(SEED.as_bytes())).unwrap();

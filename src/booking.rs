@@ -31,6 +31,16 @@ pub struct Field {
     pub name: &'static str,
     pub kind: Kind,
     pub required: bool,
+    /// Which GUID of the [`Checked`] booking this field is, if any.
+    pub capture: Option<Capture>,
+}
+
+/// The GUIDs the gateway acts on, by the field that holds each.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Capture {
+    Slot,
+    LpuTo,
+    DirectionGuid,
 }
 
 const fn req(name: &'static str, kind: Kind) -> Field {
@@ -38,6 +48,7 @@ const fn req(name: &'static str, kind: Kind) -> Field {
         name,
         kind,
         required: true,
+        capture: None,
     }
 }
 const fn opt(name: &'static str, kind: Kind) -> Field {
@@ -45,6 +56,13 @@ const fn opt(name: &'static str, kind: Kind) -> Field {
         name,
         kind,
         required: false,
+        capture: None,
+    }
+}
+const fn captured(field: Field, capture: Capture) -> Field {
+    Field {
+        capture: Some(capture),
+        ..field
     }
 }
 
@@ -81,18 +99,18 @@ const DOC_SENDER: &[Field] = &[
 const DIAGNOSIS: &[Field] = &[req("code", Kind::Icd10), opt("name", Kind::Str)];
 /// ConsultDirection, the referral.
 pub const DIRECTION: &[Field] = &[
-    req("guid", Kind::Guid),
+    captured(req("guid", Kind::Guid), Capture::DirectionGuid),
     req("number", Kind::Str),
     opt("reason", Kind::Str),
     opt("speciality", Kind::Obj(CODED)),
     req("lpuFromGuid", Kind::Guid),
-    req("lpuToGuid", Kind::Guid),
+    captured(req("lpuToGuid", Kind::Guid), Capture::LpuTo),
     req("dateDirection", Kind::DateTimeOffset),
     opt("diagnosis", Kind::Obj(DIAGNOSIS)),
 ];
 /// The request body of `POST /dir/appointments`.
 pub const REQUEST: &[Field] = &[
-    req("slot", Kind::Guid),
+    captured(req("slot", Kind::Guid), Capture::Slot),
     req("patient", Kind::Obj(PATIENT)),
     req("docSender", Kind::Obj(DOC_SENDER)),
     req("direction", Kind::Obj(DIRECTION)),
@@ -136,6 +154,174 @@ pub fn validate<'n, 'a>(root: &'n Node<'a>) -> Result<Booking<'n>, GatewayError>
             direction,
         }),
         _ => Err(GatewayError::Internal),
+    }
+}
+
+/// The GUIDs of a valid booking, found without building a tree.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Checked {
+    pub slot: Uuid,
+    pub lpu_to: Uuid,
+    pub direction_guid: Uuid,
+}
+
+/// [`parse`] then [`validate`] in one pass over the body, building no tree: the same
+/// [`GatewayError`] for every input (the same syntax error and position, or the same problems
+/// in the same order; a property test holds them equal), with the booking's GUIDs.
+///
+/// Members the schema does not model are checked for syntax and skipped; a modelled object's
+/// problems are gathered per field and listed as [`validate`] lists them: repeated keys first,
+/// then the fields in schema order.
+pub fn check(body: &[u8]) -> Result<Checked, GatewayError> {
+    let Ok(text) = std::str::from_utf8(body) else {
+        // Not UTF-8: the tree parser's error names the bad sequence (it never accepts one).
+        parse(body)?;
+        return Err(GatewayError::Internal);
+    };
+    let mut walk = Walk {
+        p: crate::json::Parser::new(text),
+        guids: [None; 3],
+    };
+    let mut problems = Vec::new();
+    walk.document(&mut problems)
+        .map_err(|e| GatewayError::MalformedJson {
+            detail: e.describe(text),
+        })?;
+    if !problems.is_empty() {
+        return Err(GatewayError::Invalid { problems });
+    }
+    match walk.guids {
+        [Some(slot), Some(lpu_to), Some(direction_guid)] => Ok(Checked {
+            slot,
+            lpu_to,
+            direction_guid,
+        }),
+        // Validation guarantees every capture; stay total anyway.
+        _ => Err(GatewayError::Internal),
+    }
+}
+
+/// Most members a modelled object has (a `u8` bitmask per object).
+const MAX_FIELDS: usize = 8;
+const _: () = {
+    let all = [
+        REQUEST,
+        PATIENT,
+        POLIS,
+        IDENTITY_DOCUMENT,
+        CODED,
+        DOC_SENDER,
+        DIAGNOSIS,
+        DIRECTION,
+    ];
+    let mut i = 0;
+    while i < all.len() {
+        assert!(all[i].len() <= MAX_FIELDS);
+        i += 1;
+    }
+};
+
+/// [`check`]'s walk: the parser, and the GUIDs captured so far (by [`Capture`] order).
+struct Walk<'a> {
+    p: crate::json::Parser<'a>,
+    guids: [Option<Uuid>; 3],
+}
+
+type Step<T = ()> = Result<T, crate::json::ParseError>;
+
+impl Walk<'_> {
+    fn document(&mut self, out: &mut Vec<FieldProblem>) -> Step {
+        if self.p.peek_value() == Some(b'{') {
+            self.object(REQUEST, &Path::Root, out)?;
+        } else {
+            out.push(Path::Root.problem("must be an object"));
+            self.p.skip_value()?;
+        }
+        self.p.end()
+    }
+
+    /// The object at the current byte against `fields`.
+    fn object(&mut self, fields: &[Field], path: &Path, out: &mut Vec<FieldProblem>) -> Step {
+        let mut seen = 0u8;
+        let mut present = 0u8;
+        let mut own: [Vec<FieldProblem>; MAX_FIELDS] = Default::default();
+        let mut repeated = Vec::new();
+        let mut unmodelled = Vec::new();
+        if self.p.open_object()? {
+            loop {
+                let span = self.p.key()?;
+                let key = self.p.key_text(span);
+                match fields.iter().position(|f| f.name == key) {
+                    Some(i) if seen & 1 << i == 0 => {
+                        seen |= 1 << i;
+                        let here = Path::Member(path, fields[i].name);
+                        if self.value(&fields[i], &here, &mut own[i])? {
+                            present |= 1 << i;
+                        }
+                    }
+                    Some(i) => {
+                        repeated.push(
+                            Path::Member(path, fields[i].name).problem("appears more than once"),
+                        );
+                        self.p.skip_value()?;
+                    }
+                    None => {
+                        if unmodelled.contains(&key) {
+                            repeated.push(path.problem("has a member that appears more than once"));
+                        } else {
+                            unmodelled.push(key);
+                        }
+                        self.p.skip_value()?;
+                    }
+                }
+                if !self.p.next_member()? {
+                    break;
+                }
+            }
+        }
+        out.append(&mut repeated);
+        for (i, f) in fields.iter().enumerate() {
+            if present & 1 << i != 0 {
+                out.append(&mut own[i]);
+            } else if f.required {
+                out.push(Path::Member(path, f.name).problem("is required"));
+            }
+        }
+        Ok(())
+    }
+
+    /// The value of field `f`; whether it is there (anything but `null`).
+    fn value(&mut self, f: &Field, path: &Path, out: &mut Vec<FieldProblem>) -> Step<bool> {
+        let first = self.p.peek_value();
+        if first == Some(b'n') {
+            // `null`, or a syntax error the skip reports.
+            self.p.skip_value()?;
+            return Ok(false);
+        }
+        match f.kind {
+            Kind::Any => self.p.skip_value()?,
+            Kind::Obj(fields) if first == Some(b'{') => self.object(fields, path, out)?,
+            Kind::Obj(_) => {
+                out.push(path.problem("must be an object"));
+                self.p.skip_value()?;
+            }
+            kind if first == Some(b'"') => {
+                let s = self.p.string_value()?;
+                match string_problem(&s, kind) {
+                    Some(reason) => out.push(path.problem(reason)),
+                    None => {
+                        if let Some(c) = f.capture {
+                            self.guids[c as usize] = parse_guid(&s);
+                        }
+                    }
+                }
+            }
+            _ => {
+                out.push(path.problem("must be a string"));
+                self.p.skip_value()?;
+            }
+        }
+        Ok(true)
     }
 }
 
@@ -198,25 +384,28 @@ fn check_value(v: &Node, kind: Kind, path: &Path, out: &mut Vec<FieldProblem>) {
     match kind {
         Kind::Any => {}
         Kind::Obj(fields) => check_object(v, fields, path, out),
-        Kind::Str | Kind::Guid | Kind::DateTimeOffset | Kind::Icd10 => {
-            let Some(s) = v.as_str() else {
-                out.push(path.problem("must be a string"));
-                return;
-            };
-            let reason = match kind {
-                Kind::Guid if parse_guid(s).is_none() => {
-                    "must be a GUID (8-4-4-4-12 hexadecimal digits)"
+        Kind::Str | Kind::Guid | Kind::DateTimeOffset | Kind::Icd10 => match v.as_str() {
+            None => out.push(path.problem("must be a string")),
+            Some(s) => {
+                if let Some(reason) = string_problem(s, kind) {
+                    out.push(path.problem(reason));
                 }
-                Kind::DateTimeOffset if !is_datetime_with_offset(s) => {
-                    "must be a date-time with a UTC offset (RFC 3339, e.g. 2021-04-21T03:00:00+03:00)"
-                }
-                Kind::Icd10 if !is_icd10(s) => "must be an ICD-10 code (e.g. A01.0)",
-                _ if s.len() > MAX_STRING => "is longer than 1024 bytes",
-                _ => return,
-            };
-            out.push(path.problem(reason));
-        }
+            }
+        },
     }
+}
+
+/// What is wrong with string `s` as a `kind` field, if anything.
+fn string_problem(s: &str, kind: Kind) -> Option<&'static str> {
+    Some(match kind {
+        Kind::Guid if parse_guid(s).is_none() => "must be a GUID (8-4-4-4-12 hexadecimal digits)",
+        Kind::DateTimeOffset if !is_datetime_with_offset(s) => {
+            "must be a date-time with a UTC offset (RFC 3339, e.g. 2021-04-21T03:00:00+03:00)"
+        }
+        Kind::Icd10 if !is_icd10(s) => "must be an ICD-10 code (e.g. A01.0)",
+        _ if s.len() > MAX_STRING => "is longer than 1024 bytes",
+        _ => return None,
+    })
 }
 
 /// Longest string a modelled field may hold; real names, numbers and reasons are far shorter.

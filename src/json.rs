@@ -197,12 +197,20 @@ fn describe(e: &serde_json::Error) -> String {
     )
 }
 
+/// Where a key is in the text (between its quotes) and whether it has escapes.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct KeySpan {
+    start: usize,
+    end: usize,
+    escaped: bool,
+}
+
 /// Nesting deeper than this is refused (`serde_json`'s limit, kept for the same answers).
 const MAX_DEPTH: usize = 128;
 
 /// What went wrong, and where (a byte offset into the input).
 #[derive(Debug, PartialEq)]
-struct ParseError {
+pub(crate) struct ParseError {
     kind: ErrorKind,
     at: usize,
 }
@@ -217,7 +225,7 @@ enum ErrorKind {
 impl ParseError {
     /// The sentence [`describe`] writes for `serde_json`'s errors, with the same line and
     /// column numbering (1-based; columns count bytes).
-    fn describe(&self, text: &str) -> String {
+    pub(crate) fn describe(&self, text: &str) -> String {
         let what = match self.kind {
             ErrorKind::Eof => "it ends before the JSON value is complete",
             ErrorKind::Syntax => "it has a syntax error",
@@ -237,7 +245,7 @@ impl ParseError {
 /// A strict RFC 8259 parser over text already known to be UTF-8, building [`Node`]s directly:
 /// the same trees and the same refusals as going through `serde_json` with [`NodeVisitor`]
 /// (a property test holds them equal), for about half the instructions.
-struct Parser<'a> {
+pub(crate) struct Parser<'a> {
     text: &'a str,
     bytes: &'a [u8],
     at: usize,
@@ -245,7 +253,7 @@ struct Parser<'a> {
 }
 
 impl<'a> Parser<'a> {
-    fn new(text: &'a str) -> Self {
+    pub(crate) fn new(text: &'a str) -> Self {
         Parser {
             text,
             bytes: text.as_bytes(),
@@ -275,6 +283,137 @@ impl<'a> Parser<'a> {
             return Err(self.error(ErrorKind::Syntax));
         }
         Ok(value)
+    }
+
+    // ---- The walk without a tree (`crate::booking::check`): the same steps, errors and
+    // positions as `value` and `object`, exposed one step at a time.
+
+    /// The first byte of the next value, after white space.
+    #[inline]
+    pub(crate) fn peek_value(&mut self) -> Option<u8> {
+        self.skip_ws();
+        self.peek()
+    }
+
+    /// Past the `{` at the current byte (see [`Parser::peek_value`]); whether a member
+    /// follows (`false`: the object was empty and is closed).
+    #[inline]
+    pub(crate) fn open_object(&mut self) -> Result<bool, ParseError> {
+        self.enter()?;
+        self.skip_ws();
+        if self.peek() == Some(b'}') {
+            self.leave();
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// The next member's key, past its `:`: where it is, for [`Parser::key_text`]. (A span,
+    /// not the text, so that the common borrowed key is not moved around as a `Cow`.)
+    #[inline]
+    pub(crate) fn key(&mut self) -> Result<KeySpan, ParseError> {
+        self.skip_ws();
+        if self.peek() != Some(b'"') {
+            return Err(self.unexpected());
+        }
+        self.at += 1;
+        let start = self.at;
+        let escaped = matches!(self.string()?, Cow::Owned(_));
+        let span = KeySpan {
+            start,
+            end: self.at - 1,
+            escaped,
+        };
+        self.skip_ws();
+        if self.peek() != Some(b':') {
+            return Err(self.unexpected());
+        }
+        self.at += 1;
+        Ok(span)
+    }
+
+    /// The text of a key [`Parser::key`] returned, its escapes decoded.
+    pub(crate) fn key_text(&self, span: KeySpan) -> Cow<'a, str> {
+        if !span.escaped {
+            return Cow::Borrowed(&self.text[span.start..span.end]);
+        }
+        let mut again = Parser::new(self.text);
+        again.at = span.start;
+        // The same bytes parsed a second time: cannot fail.
+        again.string().unwrap_or_default()
+    }
+
+    /// After a member's value: whether another member follows (`false`: the object is closed).
+    #[inline]
+    pub(crate) fn next_member(&mut self) -> Result<bool, ParseError> {
+        self.skip_ws();
+        match self.peek() {
+            Some(b',') => {
+                self.at += 1;
+                Ok(true)
+            }
+            Some(b'}') => {
+                self.leave();
+                Ok(false)
+            }
+            _ => Err(self.unexpected()),
+        }
+    }
+
+    /// The string at the current byte (a `"`, see [`Parser::peek_value`]).
+    #[inline]
+    pub(crate) fn string_value(&mut self) -> Result<Cow<'a, str>, ParseError> {
+        self.at += 1;
+        self.string()
+    }
+
+    /// Checks the next value as [`Parser::value`] would, building nothing.
+    pub(crate) fn skip_value(&mut self) -> Result<(), ParseError> {
+        match self.peek_value() {
+            Some(b'{') => {
+                if self.open_object()? {
+                    loop {
+                        self.key()?;
+                        self.skip_value()?;
+                        if !self.next_member()? {
+                            break;
+                        }
+                    }
+                }
+                Ok(())
+            }
+            Some(b'[') => {
+                self.enter()?;
+                self.skip_ws();
+                if self.peek() == Some(b']') {
+                    self.leave();
+                    return Ok(());
+                }
+                loop {
+                    self.skip_value()?;
+                    self.skip_ws();
+                    match self.peek() {
+                        Some(b',') => self.at += 1,
+                        Some(b']') => {
+                            self.leave();
+                            return Ok(());
+                        }
+                        _ => return Err(self.unexpected()),
+                    }
+                }
+            }
+            Some(b'"') => self.string_value().map(drop),
+            _ => self.value().map(drop),
+        }
+    }
+
+    /// Nothing but white space after the document's value.
+    pub(crate) fn end(&mut self) -> Result<(), ParseError> {
+        self.skip_ws();
+        if self.at < self.bytes.len() {
+            return Err(self.error(ErrorKind::Syntax));
+        }
+        Ok(())
     }
 
     fn skip_ws(&mut self) {
@@ -387,6 +526,7 @@ impl<'a> Parser<'a> {
     }
 
     /// The rest of a string whose opening quote was consumed; borrowed unless it has escapes.
+    #[inline]
     fn string(&mut self) -> Result<Cow<'a, str>, ParseError> {
         let start = self.at;
         let mut owned: Option<String> = None;

@@ -189,6 +189,50 @@ fn validate_without_echo(body: &Value) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// `booking::check` (one pass, no tree) answers exactly as `parse` then `validate`: the same
+/// syntax error, the same problems in the same order, or the same GUIDs.
+fn check_agrees(text: &[u8]) -> Result<(), TestCaseError> {
+    let reference = booking::parse(text)
+        .and_then(|root| booking::validate(&root).map(|b| (b.slot, b.lpu_to, b.direction_guid)));
+    let streamed = booking::check(text).map(|c| (c.slot, c.lpu_to, c.direction_guid));
+    prop_assert_eq!(format!("{reference:?}"), format!("{streamed:?}"));
+    Ok(())
+}
+
+/// A mutated seed as text, with one more member (`"key": value,`) written just inside one of
+/// its objects: a repeated key whenever the key is already there.
+fn seed_with_repeat() -> impl Strategy<Value = Vec<u8>> {
+    (mutated_seed(), any::<prop::sample::Index>(), key(), leaf()).prop_map(
+        |(body, at, key, value)| {
+            let text = serde_json::to_string_pretty(&body).unwrap();
+            let opens: Vec<usize> = text.match_indices('{').map(|(i, _)| i + 1).collect();
+            let i = opens[at.index(opens.len())];
+            let member = format!("{}: {},", Value::String(key), value);
+            format!("{}{member}{}", &text[..i], &text[i..]).into_bytes()
+        },
+    )
+}
+
+/// The seed as text with one byte replaced by a byte JSON gives meaning to, or cut short.
+fn broken_seed() -> impl Strategy<Value = Vec<u8>> {
+    let bytes = b"{}[]\",:0-.eEtn \\u\n".to_vec();
+    (
+        any::<prop::sample::Index>(),
+        prop::sample::select(bytes),
+        any::<bool>(),
+    )
+        .prop_map(|(at, byte, cut)| {
+            let mut text = SEED.as_bytes().to_vec();
+            let i = at.index(text.len());
+            if cut {
+                text.truncate(i);
+            } else {
+                text[i] = byte;
+            }
+            text
+        })
+}
+
 proptest! {
     #![proptest_config(ProptestConfig {
         cases: 128,
@@ -260,6 +304,21 @@ proptest! {
     #[test]
     fn validate_survives_mutated_seeds(body in mutated_seed()) {
         validate_without_echo(&body)?;
+    }
+
+    /// (c) The one-pass check the gateway runs agrees with parse + validate on arbitrary
+    /// trees, mutated seeds, repeated keys and broken syntax.
+    #[test]
+    fn check_agrees_with_parse_and_validate(
+        tree in tree(),
+        seed in mutated_seed(),
+        repeat in seed_with_repeat(),
+        broken in broken_seed(),
+    ) {
+        check_agrees(&serde_json::to_vec(&tree).unwrap())?;
+        check_agrees(serde_json::to_string_pretty(&seed).unwrap().as_bytes())?;
+        check_agrees(&repeat)?;
+        check_agrees(&broken)?;
     }
 
     /// (d) Any object with a valid guid, number and createTime normalizes to a fixed point.
