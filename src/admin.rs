@@ -32,7 +32,11 @@ pub struct Admin {
 }
 
 impl Handler for Admin {
-    async fn call(self: Arc<Self>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    async fn call(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        _peer: std::net::SocketAddr,
+    ) -> Response<Full<Bytes>> {
         self.route(req.method(), req.uri().path(), req.headers())
             .await
     }

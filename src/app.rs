@@ -21,8 +21,9 @@ impl Handler for Gateway {
     async fn call(
         self: Arc<Self>,
         req: http::Request<hyper::body::Incoming>,
+        peer: std::net::SocketAddr,
     ) -> http::Response<http_body_util::Full<bytes::Bytes>> {
-        self.handle(req).await
+        self.handle(req, Some(peer.ip())).await
     }
 }
 

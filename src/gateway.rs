@@ -36,10 +36,10 @@ use crate::live::{Generation, Live};
 use crate::normalize;
 use crate::redis_store::RedisStore;
 use crate::run_to_end::run_to_end;
-use crate::server::PeerAddr;
 
 pub const APPOINTMENTS_PATH: &str = "/dir/appointments";
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
+const IDEMPOTENT_REPLAYED: http::HeaderName = http::HeaderName::from_static("idempotent-replayed");
 
 /// Shared state of the booking listener.
 pub struct Gateway {
@@ -138,8 +138,13 @@ impl Gateway {
         }
     }
 
-    /// Serves one request. Never returns an error: failures are rendered as responses.
-    pub async fn handle<B>(self: &Arc<Self>, req: Request<B>) -> Response<Full<Bytes>>
+    /// Serves one request from `peer` (the client's address, for failed-login throttling).
+    /// Never returns an error: failures are rendered as responses.
+    pub async fn handle<B>(
+        self: &Arc<Self>,
+        req: Request<B>,
+        peer: Option<std::net::IpAddr>,
+    ) -> Response<Full<Bytes>>
     where
         B: http_body::Body<Data = Bytes> + Send,
         B::Error: Into<BoxError>,
@@ -154,7 +159,7 @@ impl Gateway {
         };
         let generation = self.live.load();
         let mut rec = Record::default();
-        let booking = match self.receive(req, generation, &mut rec).await {
+        let booking = match self.receive(req, peer, generation, &mut rec).await {
             Ok(b) => b,
             Err(e) => return span.in_scope(|| finish(Err(e), &ids, rec, started)),
         };
@@ -179,6 +184,7 @@ impl Gateway {
     async fn receive<B>(
         &self,
         req: Request<B>,
+        peer: Option<std::net::IpAddr>,
         generation: Arc<Generation>,
         rec: &mut Record,
     ) -> Result<Booking, GatewayError>
@@ -200,7 +206,7 @@ impl Gateway {
                 req.headers()
                     .get(header::AUTHORIZATION)
                     .map(HeaderValue::as_bytes),
-                req.extensions().get::<PeerAddr>().map(|p| p.0.ip()),
+                peer,
             )
             .await
             .map_err(|e| match e {
@@ -479,7 +485,7 @@ fn finish(
             let mut resp = crate::error::json_answer(answer.body, request_id);
             let h = resp.headers_mut();
             if answer.replayed {
-                h.insert("idempotent-replayed", HeaderValue::from_static("true"));
+                h.insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
             }
             resp
         }
@@ -488,7 +494,7 @@ fn finish(
             let mut resp = e.into_response(request_id, ids.trace_id.as_deref());
             if rec.replayed {
                 resp.headers_mut()
-                    .insert("idempotent-replayed", HeaderValue::from_static("true"));
+                    .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
             }
             resp
         }
@@ -551,12 +557,13 @@ fn request_trace<B>(
 ) -> (tracing::Span, Option<String>, Option<HeaderValue>) {
     if !crate::telemetry::exporting() {
         let sc = crate::telemetry::child_of(&parent_context(req.headers()));
-        let trace_id = Some(sc.trace_id().to_string());
-        return (
-            tracing::Span::none(),
-            trace_id,
-            crate::telemetry::traceparent(&sc),
-        );
+        let traceparent = crate::telemetry::traceparent(&sc);
+        // The trace id's hex is in the header already (`00-<trace id>-...`): no formatting.
+        let trace_id = traceparent
+            .as_ref()
+            .and_then(|h| h.to_str().ok()?.get(3..35).map(str::to_owned))
+            .or_else(|| Some(sc.trace_id().to_string()));
+        return (tracing::Span::none(), trace_id, traceparent);
     }
     let span = server_span(req, request_id);
     let (trace_id, traceparent) = trace_ids(&span);

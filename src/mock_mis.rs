@@ -70,7 +70,11 @@ struct MockHandler {
 }
 
 impl Handler for MockHandler {
-    async fn call(self: Arc<Self>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    async fn call(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        _peer: std::net::SocketAddr,
+    ) -> Response<Full<Bytes>> {
         {
             let (parts, body) = req.into_parts();
             let body = body

@@ -61,15 +61,14 @@ impl Default for ConnLimits {
 /// rotates certificates applies to every later connection). `None`: plain TCP.
 pub type TlsSource = Arc<dyn Fn() -> Option<Arc<rustls::ServerConfig>> + Send + Sync>;
 
-/// The client's address, in every request's extensions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct PeerAddr(pub SocketAddr);
-
 /// Anything that turns a request into a response without failing.
 pub trait Handler: Send + Sync + 'static {
+    /// `peer`: the client's address. (An argument, not a request extension: inserting one
+    /// costs every request two allocations.)
     fn call(
         self: Arc<Self>,
         req: Request<Incoming>,
+        peer: SocketAddr,
     ) -> impl Future<Output = Response<Full<Bytes>>> + Send;
 }
 
@@ -277,10 +276,9 @@ fn service<H: Handler>(
                 GatewayError::Internal.into_response(&id, None)
             },
         ))
-        .service_fn(move |mut req: Request<Incoming>| {
-            req.extensions_mut().insert(PeerAddr(peer));
+        .service_fn(move |req: Request<Incoming>| {
             let handler = handler.clone();
-            async move { Ok::<_, Infallible>(handler.call(req).await) }
+            async move { Ok::<_, Infallible>(handler.call(req, peer).await) }
         });
     TowerToHyperService::new(service)
 }

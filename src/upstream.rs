@@ -25,7 +25,7 @@ use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::config::Backend;
-use crate::error::GatewayError;
+use crate::error::{GatewayError, X_REQUEST_ID};
 use crate::guard::Guard;
 use crate::mis_pool::{Pool, SendError};
 
@@ -220,6 +220,9 @@ impl Upstream {
         let b = &self.backend;
         // Built in place: `Request::builder()` moves its ~200-byte state through every call.
         let mut req = Request::new(Full::new(body));
+        // Room for these five, traceparent, and the Host and Content-Length hyper adds,
+        // without growing the map.
+        *req.headers_mut() = http::HeaderMap::with_capacity(8);
         *req.method_mut() = Method::POST;
         *req.uri_mut() = b.appointments_uri.clone();
         let headers = req.headers_mut();
@@ -282,7 +285,6 @@ impl Upstream {
     }
 }
 
-const X_REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// `fut`'s output, or `None` if `deadline` passes first.

@@ -34,7 +34,11 @@ struct Receiver {
 }
 
 impl Handler for Receiver {
-    async fn call(self: Arc<Self>, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    async fn call(
+        self: Arc<Self>,
+        req: Request<Incoming>,
+        _peer: std::net::SocketAddr,
+    ) -> Response<Full<Bytes>> {
         if self.hang {
             std::future::pending::<()>().await;
         }
