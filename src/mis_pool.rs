@@ -199,7 +199,10 @@ impl Pool {
             let resp = s.send_request(req).await.map_err(SendError::Sent)?;
             Ok((resp, Lease(None)))
         } else {
-            let (mut s, conn) = http1::handshake(stream)
+            // One send(2) per request, as for the answers (see `server::builder`).
+            let (mut s, conn) = http1::Builder::new()
+                .writev(false)
+                .handshake(stream)
                 .await
                 .map_err(|e| SendError::Connect(e.into()))?;
             tokio::spawn(conn);
