@@ -572,6 +572,10 @@ fn request_trace<B>(
 
 /// The integrator's trace context from `traceparent` (an empty context without one).
 fn parent_context(headers: &HeaderMap) -> opentelemetry::Context {
+    // Most integrators send none: skip the propagator's look-ups and its context.
+    if !headers.contains_key("traceparent") {
+        return opentelemetry::Context::new();
+    }
     TraceContextPropagator::new().extract(&opentelemetry_http::HeaderExtractor(headers))
 }
 
