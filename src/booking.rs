@@ -244,7 +244,8 @@ impl Walk<'_> {
     fn object(&mut self, fields: &[Field], path: &Path, out: &mut Vec<FieldProblem>) -> Step {
         let mut seen = 0u8;
         let mut present = 0u8;
-        let mut own: [Vec<FieldProblem>; MAX_FIELDS] = Default::default();
+        // Each field's own problems, by field: usually none, so nothing is allocated.
+        let mut own: Vec<(usize, Vec<FieldProblem>)> = Vec::new();
         let mut repeated = Vec::new();
         let mut unmodelled = Vec::new();
         if self.p.open_object()? {
@@ -255,8 +256,12 @@ impl Walk<'_> {
                     Some(i) if seen & 1 << i == 0 => {
                         seen |= 1 << i;
                         let here = Path::Member(path, fields[i].name);
-                        if self.value(&fields[i], &here, &mut own[i])? {
+                        let mut problems = Vec::new();
+                        if self.value(&fields[i], &here, &mut problems)? {
                             present |= 1 << i;
+                        }
+                        if !problems.is_empty() {
+                            own.push((i, problems));
                         }
                     }
                     Some(i) => {
@@ -282,7 +287,9 @@ impl Walk<'_> {
         out.append(&mut repeated);
         for (i, f) in fields.iter().enumerate() {
             if present & 1 << i != 0 {
-                out.append(&mut own[i]);
+                if let Some((_, problems)) = own.iter_mut().find(|(at, _)| *at == i) {
+                    out.append(problems);
+                }
             } else if f.required {
                 out.push(Path::Member(path, f.name).problem("is required"));
             }
