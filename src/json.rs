@@ -26,7 +26,7 @@ pub enum Node<'a> {
 impl<'a> Node<'a> {
     /// Parses `input` strictly (one value, nothing after it but white space).
     ///
-    /// UTF-8 is checked once over the whole input, then [`Parser`] builds the tree in one pass
+    /// UTF-8 is checked once over the whole input, then `Parser` builds the tree in one pass
     /// (strings without escapes are borrowed). Input that is not UTF-8 goes through
     /// `serde_json`'s byte parser, whose error names the line and column of the bad sequence.
     pub fn parse(input: &'a [u8]) -> Result<Node<'a>, String> {
