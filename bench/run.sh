@@ -108,29 +108,8 @@ cp "$SEED" "$T/body.json"
 write_mis_config
 
 # ---------------------------------------------------------------- unique bodies
-# $T/body.tmpl for bench/unique.lua: the seed with its slot replaced by 36 'S' and its
-# direction.guid by 36 'D' (the docSender's guid, equal in the seed, stays). Checked once here:
-# filled with two fresh GUIDs it is the seed with exactly those two fields changed, same length.
-# $T/fresh.json is such a body, for the start-up checks.
-python3 - "$T/body.json" "$T/body.tmpl" "$T/fresh.json" <<'PY' || die "cannot make the body template from $SEED"
-import json, sys, uuid
-raw = open(sys.argv[1], "rb").read()
-seed = json.loads(raw)
-slot, dguid = seed["slot"].encode(), seed["direction"]["guid"].encode()
-assert len(slot) == 36 and len(dguid) == 36, "slot and direction.guid must be 36-character GUIDs"
-s = raw.index(slot, raw.index(b'"slot"'))
-d = raw.index(dguid, raw.index(b'"direction"'))
-assert s < d, "the script expects the slot before the direction"
-tmpl = raw[:s] + b"S" * 36 + raw[s + 36:d] + b"D" * 36 + raw[d + 36:]
-assert tmpl.count(b"S" * 36) == 1 and tmpl.count(b"D" * 36) == 1
-a, b = str(uuid.uuid4()), str(uuid.uuid4())
-fresh = tmpl.replace(b"S" * 36, a.encode()).replace(b"D" * 36, b.encode())
-want = json.loads(raw)
-want["slot"], want["direction"]["guid"] = a, b
-assert json.loads(fresh) == want and len(fresh) == len(raw)
-open(sys.argv[2], "wb").write(tmpl)
-open(sys.argv[3], "wb").write(fresh)
-PY
+# $T/body.tmpl for bench/unique.lua and $T/fresh.json, a body of fresh GUIDs (bench/lib.sh).
+write_body_template
 
 # ---------------------------------------------------------------- HAProxy at the same job
 printf '%s backend_mis_bench\n' "$LPU" > "$T/lpu.map"
