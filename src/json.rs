@@ -278,18 +278,15 @@ impl<'a> Parser<'a> {
     /// One value and nothing after it but white space.
     fn document(mut self) -> Result<Node<'a>, ParseError> {
         let value = self.value()?;
-        self.skip_ws();
-        if self.at < self.bytes.len() {
-            return Err(self.error(ErrorKind::Syntax));
-        }
+        self.end()?;
         Ok(value)
     }
 
-    // ---- The walk without a tree (`crate::booking::check`): the same steps, errors and
-    // positions as `value` and `object`, exposed one step at a time.
+    // ---- The steps of the grammar's containers, shared by the tree (`value`) and the walks
+    // that build none (`skip_value`, `crate::booking::check`): the same errors at the same
+    // positions whichever way a document is read.
 
     /// The first byte of the next value, after white space.
-    #[inline]
     pub(crate) fn peek_value(&mut self) -> Option<u8> {
         self.skip_ws();
         self.peek()
@@ -297,7 +294,6 @@ impl<'a> Parser<'a> {
 
     /// Past the `{` at the current byte (see [`Parser::peek_value`]); whether a member
     /// follows (`false`: the object was empty and is closed).
-    #[inline]
     pub(crate) fn open_object(&mut self) -> Result<bool, ParseError> {
         self.enter()?;
         self.skip_ws();
@@ -310,7 +306,6 @@ impl<'a> Parser<'a> {
 
     /// The next member's key, past its `:`: where it is, for [`Parser::key_text`]. (A span,
     /// not the text, so that the common borrowed key is not moved around as a `Cow`.)
-    #[inline]
     pub(crate) fn key(&mut self) -> Result<KeySpan, ParseError> {
         self.skip_ws();
         if self.peek() != Some(b'"') {
@@ -344,7 +339,6 @@ impl<'a> Parser<'a> {
     }
 
     /// After a member's value: whether another member follows (`false`: the object is closed).
-    #[inline]
     pub(crate) fn next_member(&mut self) -> Result<bool, ParseError> {
         self.skip_ws();
         match self.peek() {
@@ -360,8 +354,35 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// Past the `[` at the current byte; whether an item follows (`false`: the array was empty
+    /// and is closed).
+    fn open_array(&mut self) -> Result<bool, ParseError> {
+        self.enter()?;
+        self.skip_ws();
+        if self.peek() == Some(b']') {
+            self.leave();
+            return Ok(false);
+        }
+        Ok(true)
+    }
+
+    /// After an item: whether another follows (`false`: the array is closed).
+    fn next_item(&mut self) -> Result<bool, ParseError> {
+        self.skip_ws();
+        match self.peek() {
+            Some(b',') => {
+                self.at += 1;
+                Ok(true)
+            }
+            Some(b']') => {
+                self.leave();
+                Ok(false)
+            }
+            _ => Err(self.unexpected()),
+        }
+    }
+
     /// The string at the current byte (a `"`, see [`Parser::peek_value`]).
-    #[inline]
     pub(crate) fn string_value(&mut self) -> Result<Cow<'a, str>, ParseError> {
         self.at += 1;
         self.string()
@@ -371,36 +392,21 @@ impl<'a> Parser<'a> {
     pub(crate) fn skip_value(&mut self) -> Result<(), ParseError> {
         match self.peek_value() {
             Some(b'{') => {
-                if self.open_object()? {
-                    loop {
-                        self.key()?;
-                        self.skip_value()?;
-                        if !self.next_member()? {
-                            break;
-                        }
-                    }
+                let mut more = self.open_object()?;
+                while more {
+                    self.key()?;
+                    self.skip_value()?;
+                    more = self.next_member()?;
                 }
                 Ok(())
             }
             Some(b'[') => {
-                self.enter()?;
-                self.skip_ws();
-                if self.peek() == Some(b']') {
-                    self.leave();
-                    return Ok(());
-                }
-                loop {
+                let mut more = self.open_array()?;
+                while more {
                     self.skip_value()?;
-                    self.skip_ws();
-                    match self.peek() {
-                        Some(b',') => self.at += 1,
-                        Some(b']') => {
-                            self.leave();
-                            return Ok(());
-                        }
-                        _ => return Err(self.unexpected()),
-                    }
+                    more = self.next_item()?;
                 }
+                Ok(())
             }
             Some(b'"') => self.string_value().map(drop),
             _ => self.value().map(drop),
@@ -470,63 +476,27 @@ impl<'a> Parser<'a> {
     }
 
     fn array(&mut self) -> Result<Node<'a>, ParseError> {
-        self.enter()?;
         let mut items = Vec::new();
-        self.skip_ws();
-        if self.peek() == Some(b']') {
-            self.leave();
-            return Ok(Node::Arr(items));
-        }
-        loop {
+        let mut more = self.open_array()?;
+        while more {
             items.push(self.value()?);
-            self.skip_ws();
-            match self.peek() {
-                Some(b',') => self.at += 1,
-                Some(b']') => {
-                    self.leave();
-                    return Ok(Node::Arr(items));
-                }
-                _ => return Err(self.unexpected()),
-            }
+            more = self.next_item()?;
         }
+        Ok(Node::Arr(items))
     }
 
     fn object(&mut self) -> Result<Node<'a>, ParseError> {
-        self.enter()?;
         let mut members = Vec::with_capacity(8);
-        self.skip_ws();
-        if self.peek() == Some(b'}') {
-            self.leave();
-            return Ok(Node::Obj(members));
+        let mut more = self.open_object()?;
+        while more {
+            let key = self.key()?;
+            members.push((self.key_text(key), self.value()?));
+            more = self.next_member()?;
         }
-        loop {
-            self.skip_ws();
-            if self.peek() != Some(b'"') {
-                return Err(self.unexpected());
-            }
-            self.at += 1;
-            let key = self.string()?;
-            self.skip_ws();
-            if self.peek() != Some(b':') {
-                return Err(self.unexpected());
-            }
-            self.at += 1;
-            let value = self.value()?;
-            members.push((key, value));
-            self.skip_ws();
-            match self.peek() {
-                Some(b',') => self.at += 1,
-                Some(b'}') => {
-                    self.leave();
-                    return Ok(Node::Obj(members));
-                }
-                _ => return Err(self.unexpected()),
-            }
-        }
+        Ok(Node::Obj(members))
     }
 
     /// The rest of a string whose opening quote was consumed; borrowed unless it has escapes.
-    #[inline]
     fn string(&mut self) -> Result<Cow<'a, str>, ParseError> {
         let start = self.at;
         let mut owned: Option<String> = None;
