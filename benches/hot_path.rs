@@ -36,6 +36,7 @@ fn bench(c: &mut Criterion) {
 
     let root = booking::parse(SEED.as_bytes()).unwrap();
     let booking = booking::validate(&root).unwrap();
+    let direction = root.get("direction").unwrap();
     let tz = jiff::tz::TimeZone::get("Asia/Novosibirsk").unwrap();
     let ctx = normalize::Context {
         slot: booking.slot,
@@ -46,7 +47,7 @@ fn bench(c: &mut Criterion) {
             let n = normalize::answer(StatusCode::OK, black_box(ANSWER.as_bytes()), &ctx).unwrap();
             black_box(normalize::render(
                 &n.fields,
-                n.mis_direction.as_ref().unwrap_or(booking.direction),
+                n.mis_direction.as_ref().unwrap_or(direction),
             ))
         })
     });

@@ -124,7 +124,7 @@ pub fn request(data: &[u8]) {
                 Some(b.direction_guid),
                 guid(direction.and_then(|d| d.get("guid")))
             );
-            assert!(matches!(b.direction, Node::Obj(_)));
+            assert!(matches!(direction, Some(Node::Obj(_))));
         }
         Err(GatewayError::Invalid { problems }) => {
             assert!(!problems.is_empty(), "Invalid without problems");

@@ -1,9 +1,11 @@
 //! The booking request of the seed (`POST /dir/appointments`): its schema and its validation.
 //!
-//! Validation walks the strict [`Node`] tree against [`REQUEST`], a static description of the
-//! seed's model, and collects *every* problem with its JSON path before refusing. Reasons name the
-//! rule, never the value: a value may be patient data. Members the schema does not name are
-//! allowed and reach the MIS untouched (the gateway forwards the bytes it received).
+//! [`check`], the gateway's path, reads the body once against [`REQUEST`], a static description
+//! of the seed's model, building no tree; [`validate`] does the same over a strict [`Node`] tree
+//! and is the reference `check` is held equal to. Both collect *every* problem with its JSON path
+//! before refusing. Reasons name the rule, never the value: a value may be patient data. Members
+//! the schema does not name are allowed and reach the MIS untouched (the gateway forwards the
+//! bytes it received).
 
 use uuid::Uuid;
 
@@ -116,23 +118,14 @@ pub const REQUEST: &[Field] = &[
     req("direction", Kind::Obj(DIRECTION)),
 ];
 
-/// The facts of a valid booking the gateway acts on; the rest of the body is only forwarded.
-#[derive(Debug)]
-pub struct Booking<'a> {
-    pub slot: Uuid,
-    pub lpu_to: Uuid,
-    pub direction_guid: Uuid,
-    /// The request's `direction` object, used when the MIS answer omits it.
-    pub direction: &'a Node<'a>,
-}
-
 /// Parses a request body strictly; syntax errors name their position, never the input.
 pub fn parse(body: &[u8]) -> Result<Node<'_>, GatewayError> {
     Node::parse(body).map_err(|detail| GatewayError::MalformedJson { detail })
 }
 
-/// Validates a parsed body against [`REQUEST`] and extracts the [`Booking`].
-pub fn validate<'n, 'a>(root: &'n Node<'a>) -> Result<Booking<'n>, GatewayError> {
+/// Validates a parsed body against [`REQUEST`] and extracts its GUIDs: the reference for
+/// [`check`], over a tree.
+pub fn validate(root: &Node) -> Result<Checked, GatewayError> {
     let mut problems = Vec::new();
     check_object(root, REQUEST, &Path::Root, &mut problems);
     if !problems.is_empty() {
@@ -145,19 +138,17 @@ pub fn validate<'n, 'a>(root: &'n Node<'a>) -> Result<Booking<'n>, GatewayError>
         guid(root.get("slot")),
         guid(direction.and_then(|d| d.get("lpuToGuid"))),
         guid(direction.and_then(|d| d.get("guid"))),
-        direction,
     ) {
-        (Some(slot), Some(lpu_to), Some(direction_guid), Some(direction)) => Ok(Booking {
+        (Some(slot), Some(lpu_to), Some(direction_guid)) => Ok(Checked {
             slot,
             lpu_to,
             direction_guid,
-            direction,
         }),
         _ => Err(GatewayError::Internal),
     }
 }
 
-/// The GUIDs of a valid booking, found without building a tree.
+/// The facts of a valid booking the gateway acts on; the rest of the body is only forwarded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Checked {
     pub slot: Uuid,
@@ -314,11 +305,11 @@ impl Walk<'_> {
             }
             kind if first == Some(b'"') => {
                 let s = self.p.string_value()?;
-                match string_problem(&s, kind) {
-                    Some(reason) => out.push(path.problem(reason)),
-                    None => {
+                match check_string(&s, kind) {
+                    Err(reason) => out.push(path.problem(reason)),
+                    Ok(guid) => {
                         if let Some(c) = f.capture {
-                            self.guids[c as usize] = parse_guid(&s);
+                            self.guids[c as usize] = guid;
                         }
                     }
                 }
@@ -394,7 +385,7 @@ fn check_value(v: &Node, kind: Kind, path: &Path, out: &mut Vec<FieldProblem>) {
         Kind::Str | Kind::Guid | Kind::DateTimeOffset | Kind::Icd10 => match v.as_str() {
             None => out.push(path.problem("must be a string")),
             Some(s) => {
-                if let Some(reason) = string_problem(s, kind) {
+                if let Err(reason) = check_string(s, kind) {
                     out.push(path.problem(reason));
                 }
             }
@@ -402,17 +393,20 @@ fn check_value(v: &Node, kind: Kind, path: &Path, out: &mut Vec<FieldProblem>) {
     }
 }
 
-/// What is wrong with string `s` as a `kind` field, if anything.
-fn string_problem(s: &str, kind: Kind) -> Option<&'static str> {
-    Some(match kind {
-        Kind::Guid if parse_guid(s).is_none() => "must be a GUID (8-4-4-4-12 hexadecimal digits)",
+/// String `s` as a `kind` field: the GUID it holds (for [`Kind::Guid`]), or what is wrong.
+fn check_string(s: &str, kind: Kind) -> Result<Option<Uuid>, &'static str> {
+    match kind {
+        Kind::Guid => match parse_guid(s) {
+            Some(guid) => Ok(Some(guid)),
+            None => Err("must be a GUID (8-4-4-4-12 hexadecimal digits)"),
+        },
         Kind::DateTimeOffset if !is_datetime_with_offset(s) => {
-            "must be a date-time with a UTC offset (RFC 3339, e.g. 2021-04-21T03:00:00+03:00)"
+            Err("must be a date-time with a UTC offset (RFC 3339, e.g. 2021-04-21T03:00:00+03:00)")
         }
-        Kind::Icd10 if !is_icd10(s) => "must be an ICD-10 code (e.g. A01.0)",
-        _ if s.len() > MAX_STRING => "is longer than 1024 bytes",
-        _ => return None,
-    })
+        Kind::Icd10 if !is_icd10(s) => Err("must be an ICD-10 code (e.g. A01.0)"),
+        _ if s.len() > MAX_STRING => Err("is longer than 1024 bytes"),
+        _ => Ok(None),
+    }
 }
 
 /// Longest string a modelled field may hold; real names, numbers and reasons are far shorter.
