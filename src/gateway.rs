@@ -36,6 +36,7 @@ use crate::live::{Generation, Live};
 use crate::normalize;
 use crate::redis_store::RedisStore;
 use crate::run_to_end::run_to_end;
+use crate::telemetry::TRACEPARENT;
 
 pub const APPOINTMENTS_PATH: &str = "/dir/appointments";
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -241,7 +242,7 @@ impl Gateway {
             }
             return Err(GatewayError::PayloadTooLarge { limit });
         }
-        let traceparent = req.headers().get("traceparent").cloned();
+        let traceparent = req.headers().get(TRACEPARENT).cloned();
         let body = read_body(
             req.into_body(),
             limit,
@@ -557,36 +558,22 @@ fn request_trace<B>(
 ) -> (tracing::Span, Option<String>, Option<HeaderValue>) {
     if !crate::telemetry::exporting() {
         let sc = crate::telemetry::child_of(&parent_context(req.headers()));
-        let traceparent = crate::telemetry::traceparent(&sc);
-        // The trace id's hex is in the header already (`00-<trace id>-...`): no formatting.
-        let trace_id = traceparent
-            .as_ref()
-            .and_then(|h| h.to_str().ok()?.get(3..35).map(str::to_owned))
-            .or_else(|| Some(sc.trace_id().to_string()));
+        let (trace_id, traceparent) = crate::telemetry::trace_ids(&sc);
         return (tracing::Span::none(), trace_id, traceparent);
     }
     let span = server_span(req, request_id);
-    let (trace_id, traceparent) = trace_ids(&span);
+    let (trace_id, traceparent) =
+        crate::telemetry::trace_ids(&span.context().span().span_context().clone());
     (span, trace_id, traceparent)
 }
 
 /// The integrator's trace context from `traceparent` (an empty context without one).
 fn parent_context(headers: &HeaderMap) -> opentelemetry::Context {
     // Most integrators send none: skip the propagator's look-ups and its context.
-    if !headers.contains_key("traceparent") {
+    if !headers.contains_key(TRACEPARENT) {
         return opentelemetry::Context::new();
     }
     TraceContextPropagator::new().extract(&opentelemetry_http::HeaderExtractor(headers))
-}
-
-/// The span's trace id (hex) and `traceparent`, from one look-up of its context.
-fn trace_ids(span: &tracing::Span) -> (Option<String>, Option<HeaderValue>) {
-    let cx = span.context();
-    let sc = cx.span().span_context().clone();
-    (
-        sc.is_valid().then(|| sc.trace_id().to_string()),
-        crate::telemetry::traceparent(&sc),
-    )
 }
 
 /// Span fields and metrics of a finished request.

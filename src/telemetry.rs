@@ -6,8 +6,9 @@
 //! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set; `OTEL_SERVICE_NAME`, `OTEL_TRACES_SAMPLER` and
 //! `OTEL_TRACES_SAMPLER_ARG` apply as the OpenTelemetry spec says. Spans are batched on a bounded
 //! queue by the SDK's own thread: a collector that is down or slow drops spans, never slows a
-//! booking. Without an endpoint spans still get W3C trace ids (for error bodies, logs and the
-//! `traceparent` sent to the MIS) but are not exported.
+//! booking. Without an endpoint no spans are made, but every request still gets a W3C trace
+//! context (the integrator's trace, or a new one; see [`child_of`]) for error bodies, logs and
+//! the `traceparent` sent to the MIS.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,6 +22,22 @@ use tracing_subscriber::filter::{EnvFilter, Targets};
 use tracing_subscriber::fmt::MakeWriter;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
+
+/// The W3C trace context header's name.
+pub const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+
+/// The trace id of `sc` (32 hex digits) and its `traceparent`; both `None` when `sc` is not
+/// valid. The id is cut from the header just written, not formatted a second time.
+pub fn trace_ids(
+    sc: &opentelemetry::trace::SpanContext,
+) -> (Option<String>, Option<http::HeaderValue>) {
+    let traceparent = traceparent(sc);
+    // `00-<trace id>-<span id>-<flags>`.
+    let trace_id = traceparent
+        .as_ref()
+        .and_then(|h| h.to_str().ok()?.get(3..35).map(str::to_owned));
+    (trace_id, traceparent)
+}
 
 /// The W3C `traceparent` header of `sc` (`00-<trace id>-<span id>-<flags>`), or `None` when
 /// the context is not valid. Written straight into a buffer: the propagator's injector
@@ -330,10 +347,16 @@ mod tests {
             );
             let ours = super::traceparent(&sc).unwrap();
             assert_eq!(Some(ours.to_str().unwrap().to_owned()), injected(&sc));
+            // The trace id cut from the header is the id's own 32-digit hex.
+            assert_eq!(
+                super::trace_ids(&sc),
+                (Some(format!("{:032x}", trace)), Some(ours))
+            );
         }
         let invalid = SpanContext::empty_context();
         assert_eq!(super::traceparent(&invalid), None);
         assert_eq!(injected(&invalid), None);
+        assert_eq!(super::trace_ids(&invalid), (None, None));
     }
 
     #[test]

@@ -13,7 +13,7 @@ use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
-use http::{HeaderName, HeaderValue, Method, Request, StatusCode, header};
+use http::{HeaderValue, Method, Request, StatusCode, header};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -28,6 +28,7 @@ use crate::config::Backend;
 use crate::error::{GatewayError, X_REQUEST_ID};
 use crate::guard::Guard;
 use crate::mis_pool::{Pool, SendError};
+use crate::telemetry::TRACEPARENT;
 
 /// A MIS answer read in full, within the backend's size cap.
 #[derive(Debug)]
@@ -284,8 +285,6 @@ impl Upstream {
         Ok(MisAnswer { status, body })
     }
 }
-
-const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// `fut`'s output, or `None` if `deadline` passes first.
 async fn before<F: Future>(deadline: Pin<&mut Sleep>, fut: F) -> Option<F::Output> {
