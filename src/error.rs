@@ -297,11 +297,11 @@ impl GatewayError {
     }
 }
 
-/// A JSON answer to an integrator (Appointment or error): content type, no caching, request id.
 /// The request id header of every answer and of every request to a MIS. A constant: a header
 /// name given as a string is parsed, and a non-standard one allocated, on every use.
 pub const X_REQUEST_ID: header::HeaderName = header::HeaderName::from_static("x-request-id");
 
+/// A JSON answer to an integrator (Appointment or error): content type, no caching, request id.
 pub fn json_answer(body: Vec<u8>, request_id: &str) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     let h = resp.headers_mut();

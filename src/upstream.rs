@@ -18,7 +18,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use tokio::sync::Semaphore;
-use tokio::time::Sleep;
+use tokio::time::{Sleep, timeout};
 
 use opentelemetry::trace::TraceContextExt;
 use tracing::Instrument;
@@ -171,20 +171,18 @@ impl Upstream {
         let traceparent = own.as_ref().or(traceparent);
         let result = async {
             // A free connection first: nothing is sent while waiting, so running out of time
-            // here is the same safe refusal as a full max_in_flight.
-            // (A free permit needs no timer.)
+            // here is the same safe refusal as a full max_in_flight. (A permit free at once
+            // needs no timer.)
             let _connection = match self.connections.try_acquire() {
                 Ok(permit) => permit,
-                Err(_) => {
-                    let waited =
-                        tokio::time::timeout(b.connect_timeout, self.connections.acquire()).await;
-                    let Ok(Ok(permit)) = waited else {
+                Err(_) => match timeout(b.connect_timeout, self.connections.acquire()).await {
+                    Ok(Ok(permit)) => permit,
+                    _ => {
                         return Err(GatewayError::Overloaded {
                             retry_after_secs: 1,
                         });
-                    };
-                    permit
-                }
+                    }
+                },
             };
             let started = std::time::Instant::now();
             match self.exchange(body.clone(), request_id, traceparent).await {
