@@ -3,9 +3,10 @@
 #
 #   bench/ab.sh BIN_A BIN_B
 #
-# For judging one change on a noisy machine, where back-to-back throughput runs of the same
-# binary differ by ±10%: the gateway's own CPU time per booking (user and kernel, from
-# /proc/<pid>/stat) moves less than rps, and pairs run one after the other see the same noise.
+# For judging one change on a noisy machine, where back-to-back runs of the same binary differ
+# by ±10%: the gateway's own CPU time per booking (user and kernel, from /proc/<pid>/stat) is
+# read for A and B run one after the other, which see mostly the same noise (see
+# bench/README.md: trust the pairs that agree, not a median alone).
 # Each round starts A then B afresh (same generated config, nginx as the fixed MIS as in
 # bench/run.sh), loads it with wrk and bench/unique.lua (every request a distinct booking) and
 # prints rps and µs per booking; the end prints the medians over rounds and B/A.
