@@ -287,6 +287,7 @@ impl<'a> Parser<'a> {
     // positions whichever way a document is read.
 
     /// The first byte of the next value, after white space.
+    #[inline]
     pub(crate) fn peek_value(&mut self) -> Option<u8> {
         self.skip_ws();
         self.peek()
@@ -294,6 +295,7 @@ impl<'a> Parser<'a> {
 
     /// Past the `{` at the current byte (see [`Parser::peek_value`]); whether a member
     /// follows (`false`: the object was empty and is closed).
+    #[inline]
     pub(crate) fn open_object(&mut self) -> Result<bool, ParseError> {
         self.enter()?;
         self.skip_ws();
@@ -306,6 +308,7 @@ impl<'a> Parser<'a> {
 
     /// The next member's key, past its `:`: where it is, for [`Parser::key_text`]. (A span,
     /// not the text, so that the common borrowed key is not moved around as a `Cow`.)
+    #[inline]
     pub(crate) fn key(&mut self) -> Result<KeySpan, ParseError> {
         self.skip_ws();
         if self.peek() != Some(b'"') {
@@ -339,6 +342,7 @@ impl<'a> Parser<'a> {
     }
 
     /// After a member's value: whether another member follows (`false`: the object is closed).
+    #[inline]
     pub(crate) fn next_member(&mut self) -> Result<bool, ParseError> {
         self.skip_ws();
         match self.peek() {
@@ -356,6 +360,7 @@ impl<'a> Parser<'a> {
 
     /// Past the `[` at the current byte; whether an item follows (`false`: the array was empty
     /// and is closed).
+    #[inline]
     fn open_array(&mut self) -> Result<bool, ParseError> {
         self.enter()?;
         self.skip_ws();
@@ -367,6 +372,7 @@ impl<'a> Parser<'a> {
     }
 
     /// After an item: whether another follows (`false`: the array is closed).
+    #[inline]
     fn next_item(&mut self) -> Result<bool, ParseError> {
         self.skip_ws();
         match self.peek() {
@@ -383,6 +389,7 @@ impl<'a> Parser<'a> {
     }
 
     /// The string at the current byte (a `"`, see [`Parser::peek_value`]).
+    #[inline]
     pub(crate) fn string_value(&mut self) -> Result<Cow<'a, str>, ParseError> {
         self.at += 1;
         self.string()
