@@ -239,7 +239,7 @@ impl Walk<'_> {
         let mut own: Vec<(usize, Vec<FieldProblem>)> = Vec::new();
         let mut repeated = Vec::new();
         let mut unmodelled = Vec::new();
-        if self.p.open_object()? {
+        if self.p.open(b'}')? {
             loop {
                 let span = self.p.key()?;
                 let key = self.p.key_text(span);
@@ -270,7 +270,7 @@ impl Walk<'_> {
                         self.p.skip_value()?;
                     }
                 }
-                if !self.p.next_member()? {
+                if !self.p.next(b'}')? {
                     break;
                 }
             }

@@ -293,13 +293,13 @@ impl<'a> Parser<'a> {
         self.peek()
     }
 
-    /// Past the `{` at the current byte (see [`Parser::peek_value`]); whether a member
-    /// follows (`false`: the object was empty and is closed).
+    /// Past the `{` or `[` at the current byte (see [`Parser::peek_value`]), `close` being
+    /// its `}` or `]`; whether a member or item follows (`false`: it was empty and is closed).
     #[inline]
-    pub(crate) fn open_object(&mut self) -> Result<bool, ParseError> {
+    pub(crate) fn open(&mut self, close: u8) -> Result<bool, ParseError> {
         self.enter()?;
         self.skip_ws();
-        if self.peek() == Some(b'}') {
+        if self.peek() == Some(close) {
             self.leave();
             return Ok(false);
         }
@@ -341,46 +341,17 @@ impl<'a> Parser<'a> {
         again.string().unwrap_or_default()
     }
 
-    /// After a member's value: whether another member follows (`false`: the object is closed).
+    /// After a member's value or an item: whether another follows (`false`: the container
+    /// is closed by `close`).
     #[inline]
-    pub(crate) fn next_member(&mut self) -> Result<bool, ParseError> {
+    pub(crate) fn next(&mut self, close: u8) -> Result<bool, ParseError> {
         self.skip_ws();
         match self.peek() {
             Some(b',') => {
                 self.at += 1;
                 Ok(true)
             }
-            Some(b'}') => {
-                self.leave();
-                Ok(false)
-            }
-            _ => Err(self.unexpected()),
-        }
-    }
-
-    /// Past the `[` at the current byte; whether an item follows (`false`: the array was empty
-    /// and is closed).
-    #[inline]
-    fn open_array(&mut self) -> Result<bool, ParseError> {
-        self.enter()?;
-        self.skip_ws();
-        if self.peek() == Some(b']') {
-            self.leave();
-            return Ok(false);
-        }
-        Ok(true)
-    }
-
-    /// After an item: whether another follows (`false`: the array is closed).
-    #[inline]
-    fn next_item(&mut self) -> Result<bool, ParseError> {
-        self.skip_ws();
-        match self.peek() {
-            Some(b',') => {
-                self.at += 1;
-                Ok(true)
-            }
-            Some(b']') => {
+            Some(b) if b == close => {
                 self.leave();
                 Ok(false)
             }
@@ -399,19 +370,19 @@ impl<'a> Parser<'a> {
     pub(crate) fn skip_value(&mut self) -> Result<(), ParseError> {
         match self.peek_value() {
             Some(b'{') => {
-                let mut more = self.open_object()?;
+                let mut more = self.open(b'}')?;
                 while more {
                     self.key()?;
                     self.skip_value()?;
-                    more = self.next_member()?;
+                    more = self.next(b'}')?;
                 }
                 Ok(())
             }
             Some(b'[') => {
-                let mut more = self.open_array()?;
+                let mut more = self.open(b']')?;
                 while more {
                     self.skip_value()?;
-                    more = self.next_item()?;
+                    more = self.next(b']')?;
                 }
                 Ok(())
             }
@@ -484,21 +455,21 @@ impl<'a> Parser<'a> {
 
     fn array(&mut self) -> Result<Node<'a>, ParseError> {
         let mut items = Vec::new();
-        let mut more = self.open_array()?;
+        let mut more = self.open(b']')?;
         while more {
             items.push(self.value()?);
-            more = self.next_item()?;
+            more = self.next(b']')?;
         }
         Ok(Node::Arr(items))
     }
 
     fn object(&mut self) -> Result<Node<'a>, ParseError> {
         let mut members = Vec::with_capacity(8);
-        let mut more = self.open_object()?;
+        let mut more = self.open(b'}')?;
         while more {
             let key = self.key()?;
             members.push((self.key_text(key), self.value()?));
-            more = self.next_member()?;
+            more = self.next(b'}')?;
         }
         Ok(Node::Obj(members))
     }
