@@ -36,7 +36,7 @@ fn bench(c: &mut Criterion) {
 
     let root = booking::parse(SEED.as_bytes()).unwrap();
     let booking = booking::validate(&root).unwrap();
-    let direction = root.get("direction").unwrap();
+    let direction = root.get("direction").unwrap().to_json();
     let tz = jiff::tz::TimeZone::get("Asia/Novosibirsk").unwrap();
     let ctx = normalize::Context {
         slot: booking.slot,
@@ -45,9 +45,9 @@ fn bench(c: &mut Criterion) {
     c.bench_function("normalize_and_render_answer", |b| {
         b.iter(|| {
             let n = normalize::answer(StatusCode::OK, black_box(ANSWER.as_bytes()), &ctx).unwrap();
-            black_box(normalize::render(
+            black_box(normalize::render_json(
                 &n.fields,
-                n.mis_direction.as_ref().unwrap_or(direction),
+                n.mis_direction.as_ref().unwrap_or(&direction),
             ))
         })
     });

@@ -363,7 +363,7 @@ impl Gateway {
                 };
                 let n = normalize::answer(answer.status, &answer.body, &ctx)?;
                 let body = match &n.mis_direction {
-                    Some(own) => normalize::render(&n.fields, own),
+                    Some(own) => normalize::render_json(&n.fields, own),
                     None => normalize::render_json(&n.fields, &direction_of(&b.body)?),
                 };
                 Ok((body, n.fields))

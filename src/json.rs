@@ -121,8 +121,8 @@ impl<'a> Node<'a> {
     }
 }
 
-/// `s` as a JSON string literal.
-fn write_json_str(s: &str, out: &mut Vec<u8>) {
+/// `s` as a JSON string literal, escaped as [`escape_json`] escapes.
+pub fn write_json_str(s: &str, out: &mut Vec<u8>) {
     out.reserve(s.len() + 2);
     out.push(b'"');
     let _ = escape_json(s, |piece| {
@@ -391,6 +391,44 @@ impl<'a> Parser<'a> {
         }
     }
 
+    /// Checks the next value as [`Parser::value`] would and writes it to `out` as
+    /// [`Node::to_json`] writes the tree that would give, building none: the same errors at the
+    /// same positions, the same bytes.
+    pub(crate) fn transcode(&mut self, out: &mut Vec<u8>) -> Result<(), ParseError> {
+        match self.peek_value() {
+            Some(open @ (b'{' | b'[')) => {
+                let close = if open == b'{' { b'}' } else { b']' };
+                out.push(open);
+                let mut more = self.open(close)?;
+                let mut first = true;
+                while more {
+                    if !first {
+                        out.push(b',');
+                    }
+                    first = false;
+                    if open == b'{' {
+                        let key = self.key()?;
+                        write_json_str(&self.key_text(key), out);
+                        out.push(b':');
+                    }
+                    self.transcode(out)?;
+                    more = self.next(close)?;
+                }
+                out.push(close);
+                Ok(())
+            }
+            Some(b'"') => {
+                let s = self.string_value()?;
+                write_json_str(&s, out);
+                Ok(())
+            }
+            _ => {
+                self.value()?.write_json(out);
+                Ok(())
+            }
+        }
+    }
+
     /// Nothing but white space after the document's value.
     pub(crate) fn end(&mut self) -> Result<(), ParseError> {
         self.skip_ws();
@@ -410,7 +448,8 @@ impl<'a> Parser<'a> {
         self.bytes.get(self.at).copied()
     }
 
-    fn value(&mut self) -> Result<Node<'a>, ParseError> {
+    /// The next value as a tree.
+    pub(crate) fn value(&mut self) -> Result<Node<'a>, ParseError> {
         self.skip_ws();
         match self.peek() {
             None => Err(self.error(ErrorKind::Eof)),
@@ -820,8 +859,24 @@ mod tests {
     }
 
     /// Our parser against `serde_json` driving [`NodeVisitor`]: the same tree, or a refusal of
-    /// the same kind.
+    /// the same kind; and [`Parser::transcode`] against our tree.
     fn same_as_serde(text: &str) -> Result<(), String> {
+        // The transcoder first: it reads as the tree parser reads (the same errors at the same
+        // positions) and writes what `to_json` writes for the tree.
+        let mut written = Vec::new();
+        let mut p = Parser::new(text);
+        let transcoded = p.transcode(&mut written).and_then(|()| p.end());
+        let tree = Parser::new(text).document();
+        match (&tree, &transcoded) {
+            (Ok(node), Ok(())) if node.to_json() == written => {}
+            (Err(a), Err(b)) if a == b => {}
+            _ => {
+                return Err(format!(
+                    "{text:?}: tree {tree:?}, transcoded {transcoded:?} to {:?}",
+                    String::from_utf8_lossy(&written)
+                ));
+            }
+        }
         let ours = Parser::new(text).document();
         let theirs = serde_json::from_str::<Node>(text);
         match (&ours, &theirs) {

@@ -4,13 +4,14 @@
 //! one fixed shape. Nothing from a MIS body is copied to the client raw, and a 2xx that is not
 //! a valid Appointment is never passed through.
 
+use std::borrow::Cow;
+
 use http::StatusCode;
 use jiff::tz::TimeZone;
-use serde::Serialize;
 
 use crate::booking::parse_guid;
 use crate::error::{GatewayError, MisRejection};
-use crate::json::Node;
+use crate::json::{Node, Parser, write_json_str};
 
 /// Booking sources of this MIS family, in their canonical spelling.
 pub const SOURCES: &[&str] = &[
@@ -39,19 +40,16 @@ pub struct Context<'a> {
     pub timezone: &'a TimeZone,
 }
 
-/// A successful answer: the fields, and the MIS's own `direction` if it sent one.
+/// A successful answer: the fields, and the MIS's own `direction` if it sent one, as compact
+/// JSON text (what [`Node::to_json`] writes for it).
 #[derive(Debug)]
-pub struct Normalized<'m> {
+pub struct Normalized {
     pub fields: Fields,
-    pub mis_direction: Option<Node<'m>>,
+    pub mis_direction: Option<Vec<u8>>,
 }
 
 /// Normalizes a complete MIS answer (status and body already capped in size).
-pub fn answer<'m>(
-    status: StatusCode,
-    body: &'m [u8],
-    ctx: &Context,
-) -> Result<Normalized<'m>, GatewayError> {
+pub fn answer(status: StatusCode, body: &[u8], ctx: &Context) -> Result<Normalized, GatewayError> {
     if status.is_success() {
         // The MIS said it booked: an unusable body means the booking may exist.
         return appointment(body, ctx).ok_or(GatewayError::OutcomeUnknown);
@@ -79,30 +77,27 @@ pub fn render(fields: &Fields, direction: &Node) -> Vec<u8> {
     render_json(fields, &direction.to_json())
 }
 
-/// As [`render`], with `direction` already serialized (a JSON object).
+/// As [`render`], with `direction` already serialized (a JSON object). Byte for byte what
+/// `serde_json` writes for these fields in this order.
 pub fn render_json(fields: &Fields, direction: &[u8]) -> Vec<u8> {
-    #[derive(Serialize)]
-    struct Appointment<'a> {
-        guid: uuid::fmt::Hyphenated,
-        number: &'a str,
-        slot: uuid::fmt::Hyphenated,
-        source: &'a str,
-        #[serde(rename = "createTime")]
-        create_time: &'a str,
-    }
-    let a = Appointment {
-        guid: fields.guid.hyphenated(),
-        number: &fields.number,
-        slot: fields.slot.hyphenated(),
-        source: &fields.source,
-        create_time: &fields.create_time,
-    };
-    let mut out = Vec::with_capacity(256 + direction.len());
-    if serde_json::to_writer(&mut out, &a).is_err() {
-        return Vec::new();
-    }
-    // `{...}` becomes `{...,"direction":<direction>}`: the seed's field order, direction last.
-    out.pop();
+    let mut out = Vec::with_capacity(
+        160 + fields.number.len()
+            + fields.source.len()
+            + fields.create_time.len()
+            + direction.len(),
+    );
+    let mut guid = uuid::Uuid::encode_buffer();
+    out.extend_from_slice(b"{\"guid\":\"");
+    out.extend_from_slice(fields.guid.hyphenated().encode_lower(&mut guid).as_bytes());
+    out.extend_from_slice(b"\",\"number\":");
+    write_json_str(&fields.number, &mut out);
+    out.extend_from_slice(b",\"slot\":\"");
+    out.extend_from_slice(fields.slot.hyphenated().encode_lower(&mut guid).as_bytes());
+    out.extend_from_slice(b"\",\"source\":");
+    write_json_str(&fields.source, &mut out);
+    out.extend_from_slice(b",\"createTime\":");
+    write_json_str(&fields.create_time, &mut out);
+    // The seed's field order, direction last.
     out.extend_from_slice(b",\"direction\":");
     out.extend_from_slice(direction);
     out.push(b'}');
@@ -144,53 +139,85 @@ fn clean_message(m: &str) -> String {
         .to_owned()
 }
 
-fn appointment<'m>(body: &'m [u8], ctx: &Context) -> Option<Normalized<'m>> {
-    let root = Node::parse(body).ok()?;
-    if !matches!(root, Node::Obj(_)) || root.duplicate_keys().next().is_some() {
+/// The Appointment in a 2xx body, read in one pass that builds no tree: the top-level members
+/// the gateway reads are taken as values, `direction` is re-serialized as it is read, the rest
+/// is checked and skipped. `None` for anything [`Node::parse`] refuses, a repeated top-level
+/// key, or a field that fails its check.
+fn appointment(body: &[u8], ctx: &Context) -> Option<Normalized> {
+    let text = std::str::from_utf8(body).ok()?;
+    let mut p = Parser::new(text);
+    if p.peek_value() != Some(b'{') {
         return None;
     }
-    let guid = parse_guid(root.get("guid")?.as_str()?)?;
-    let number = match root.get("number")? {
-        Node::Str(s) if !s.is_empty() && s.len() <= 64 => s.to_string(),
+    let mut keys: Vec<Cow<str>> = Vec::with_capacity(8);
+    let (mut guid, mut number, mut slot, mut source, mut create_time) =
+        (None, None, None, None, None);
+    let mut direction = None;
+    let mut more = p.open(b'}').ok()?;
+    while more {
+        let span = p.key().ok()?;
+        let key = p.key_text(span);
+        if keys.contains(&key) {
+            return None;
+        }
+        let taken = match key.as_ref() {
+            "guid" => Some(&mut guid),
+            "number" => Some(&mut number),
+            "slot" => Some(&mut slot),
+            "source" => Some(&mut source),
+            "createTime" => Some(&mut create_time),
+            _ => None,
+        };
+        match taken {
+            Some(value) => *value = Some(p.value().ok()?),
+            None if key == "direction" => match p.peek_value() {
+                Some(b'{') => {
+                    let mut json = Vec::with_capacity(512);
+                    p.transcode(&mut json).ok()?;
+                    direction = Some(json);
+                }
+                Some(b'n') => {
+                    p.value().ok()?;
+                }
+                _ => return None,
+            },
+            None => p.skip_value().ok()?,
+        }
+        keys.push(key);
+        more = p.next(b'}').ok()?;
+    }
+    p.end().ok()?;
+
+    let guid = parse_guid(guid?.as_str()?)?;
+    let number = match number? {
+        Node::Str(s) if !s.is_empty() && s.len() <= 64 => s.into_owned(),
         Node::Num(n) if n.is_u64() || n.is_i64() => n.to_string(),
         _ => return None,
     };
-    let slot = match root.get("slot") {
+    let slot = match slot {
         None | Some(Node::Null) => ctx.slot,
-        Some(Node::Str(s)) => parse_guid(s)?,
+        Some(Node::Str(s)) => parse_guid(&s)?,
         Some(_) => return None,
     };
     if slot != ctx.slot {
         // A booking into another slot than asked is not something to hand back as success.
         return None;
     }
-    let source = match root.get("source") {
+    let source = match source {
         None | Some(Node::Null) => "Internet",
-        Some(Node::Str(s)) => SOURCES.iter().find(|c| c.eq_ignore_ascii_case(s))?,
+        Some(Node::Str(s)) => SOURCES.iter().find(|c| c.eq_ignore_ascii_case(&s))?,
         Some(_) => return None,
     };
-    let create_time = rfc3339(root.get("createTime")?.as_str()?, ctx.timezone)?;
-    match root.get("direction") {
-        None | Some(Node::Null) | Some(Node::Obj(_)) => {}
-        Some(_) => return None,
-    }
-    let fields = Fields {
-        guid,
-        number,
-        slot,
-        source: (*source).to_owned(),
-        create_time,
-    };
-    let Node::Obj(members) = root else {
-        return None;
-    };
-    let mis_direction = members
-        .into_iter()
-        .find(|(k, v)| k == "direction" && matches!(v, Node::Obj(_)))
-        .map(|(_, v)| v);
+    let create_time = rfc3339(create_time?.as_str()?, ctx.timezone)?;
     Some(Normalized {
-        fields,
-        mis_direction,
+        fields: Fields {
+            guid,
+            number,
+            slot,
+            source: source.to_owned(),
+            create_time,
+        },
+        mis_direction: direction,
     })
 }
 
