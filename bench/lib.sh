@@ -128,6 +128,51 @@ EOF
   "$BIN" check --config "$T/routes.toml" >/dev/null || die "the generated routes.toml does not pass mis-gateway check"
 }
 
+# $T/haproxy.cfg and $T/lpu.map: HAProxy 2.6 at the gateway's job on 127.0.0.1:$1 (Basic auth,
+# route on the body's direction.lpuToGuid, the MIS's credentials swapped in; bench/README.md),
+# to the MIS on $MIS_PORT with at most MIS_CONNS [64] connections. Expects LPU (write_mis_config).
+write_haproxy_config() {
+  MIS_CONNS=${MIS_CONNS:-64}
+  printf '%s backend_mis_bench\n' "$LPU" > "$T/lpu.map"
+  cat > "$T/haproxy.cfg" <<EOF
+global
+  # default threads: HAProxy 2.6 starts one per available CPU. maxconn 4096 (> BIG_CONNS)
+  # keeps its FD need (~2 per connection) under a hard descriptor limit of 20,000 (as on the 2-core machines).
+  maxconn 4096
+
+defaults
+  mode http
+  maxconn 4096
+  timeout connect 5s
+  timeout client 30s
+  timeout server 30s
+  timeout http-keep-alive 30s
+
+# insecure-password: a plain-text comparison, the closest match to the gateway's cached check of
+# an already-verified Authorization header. HAProxy caches nothing, so a crypt(3) hash
+# (e.g. \$6\$ sha512crypt) would cost thousands of SHA-512 rounds on every request.
+userlist integrators
+  user portal insecure-password portal-demo
+
+frontend api
+  bind 127.0.0.1:$1
+  option http-buffer-request
+  http-request auth realm mis-gateway unless { http_auth(integrators) }
+  http-request set-var(txn.lpu) req.body,json_query('\$.direction.lpuToGuid')
+  use_backend %[var(txn.lpu),map($T/lpu.map)]
+  default_backend no_route
+
+backend backend_mis_bench
+  http-reuse always
+  http-request set-header Authorization "Basic $(printf 'gateway:bench-secret' | base64)"
+  # maxconn: at most MIS_CONNS connections to the MIS, the rest queue (the gateway's max_connections)
+  server mis 127.0.0.1:$MIS_PORT maxconn $MIS_CONNS
+
+backend no_route
+  http-request return status 404 content-type application/json string '{"error":"no route"}'
+EOF
+}
+
 # $T/body.tmpl for bench/unique.lua: the seed with its slot replaced by 36 'S' and its
 # direction.guid by 36 'D' (the docSender's guid, equal in the seed, stays). Checked once here:
 # filled with two fresh GUIDs it is the seed with exactly those two fields changed, same length.

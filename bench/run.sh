@@ -44,9 +44,8 @@ HAPROXY_PORT=18081
 GATEWAY_PORT=18080
 ADMIN_PORT=19090
 PATH_=/dir/appointments
-# portal:portal-demo (the integrator) and gateway:bench-secret (the gateway's login at the MIS)
+# portal:portal-demo (the integrator)
 PORTAL_BASIC="Basic $(printf 'portal:portal-demo' | base64)"
-MIS_BASIC="Basic $(printf 'gateway:bench-secret' | base64)"
 TARGETS=(direct haproxy gateway)
 
 # say, die, write_mis_config, write_gateway_config (shared with bench/callgrind.sh)
@@ -112,44 +111,8 @@ write_mis_config
 write_body_template
 
 # ---------------------------------------------------------------- HAProxy at the same job
-printf '%s backend_mis_bench\n' "$LPU" > "$T/lpu.map"
-cat > "$T/haproxy.cfg" <<EOF
-global
-  # default threads: HAProxy 2.6 starts one per available CPU. maxconn 4096 (> BIG_CONNS)
-  # keeps its FD need (~2 per connection) under a hard descriptor limit of 20,000 (as on the 2-core machines).
-  maxconn 4096
-
-defaults
-  mode http
-  maxconn 4096
-  timeout connect 5s
-  timeout client 30s
-  timeout server 30s
-  timeout http-keep-alive 30s
-
-# insecure-password: a plain-text comparison, the closest match to the gateway's cached check of
-# an already-verified Authorization header. HAProxy caches nothing, so a crypt(3) hash
-# (e.g. \$6\$ sha512crypt) would cost thousands of SHA-512 rounds on every request.
-userlist integrators
-  user portal insecure-password portal-demo
-
-frontend api
-  bind 127.0.0.1:$HAPROXY_PORT
-  option http-buffer-request
-  http-request auth realm mis-gateway unless { http_auth(integrators) }
-  http-request set-var(txn.lpu) req.body,json_query('\$.direction.lpuToGuid')
-  use_backend %[var(txn.lpu),map($T/lpu.map)]
-  default_backend no_route
-
-backend backend_mis_bench
-  http-reuse always
-  http-request set-header Authorization "$MIS_BASIC"
-  # maxconn: at most MIS_CONNS connections to the MIS, the rest queue (the gateway's max_connections)
-  server mis 127.0.0.1:$MIS_PORT maxconn $MIS_CONNS
-
-backend no_route
-  http-request return status 404 content-type application/json string '{"error":"no route"}'
-EOF
+# $T/haproxy.cfg and $T/lpu.map (bench/lib.sh).
+write_haproxy_config "$HAPROXY_PORT"
 
 # ---------------------------------------------------------------- the gateway
 # $T/routes.toml, checked with `mis-gateway check`; exports MIS_BENCH_PASSWORD.
