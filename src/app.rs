@@ -18,12 +18,14 @@ use crate::reload::Reloader;
 use crate::server::{self, ConnLimits, Handler};
 
 impl Handler for Gateway {
-    async fn call(
+    // `handle`'s own future, not one wrapping it: every booking's future is moved whole a few
+    // times on its way into hyper, and a wrapper would add its size to each move.
+    fn call(
         self: Arc<Self>,
         req: http::Request<hyper::body::Incoming>,
         peer: std::net::SocketAddr,
-    ) -> http::Response<http_body_util::Full<bytes::Bytes>> {
-        self.handle(req, Some(peer.ip())).await
+    ) -> impl Future<Output = http::Response<http_body_util::Full<bytes::Bytes>>> + Send {
+        self.handle(req, Some(peer.ip()))
     }
 }
 

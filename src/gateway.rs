@@ -142,7 +142,7 @@ impl Gateway {
     /// Serves one request from `peer` (the client's address, for failed-login throttling).
     /// Never returns an error: failures are rendered as responses.
     pub async fn handle<B>(
-        self: &Arc<Self>,
+        self: Arc<Self>,
         req: Request<B>,
         peer: Option<std::net::IpAddr>,
     ) -> Response<Full<Bytes>>
@@ -165,7 +165,7 @@ impl Gateway {
             Err(e) => return span.in_scope(|| finish(Err(e), &ids, rec, started)),
         };
         // Phase 2 runs to its end: dropping this future (client gone) moves it to a task.
-        let me = self.clone();
+        let me = self;
         let phase2 = run_to_end(
             async move {
                 let result = me.process(booking, &ids, &mut rec).await;

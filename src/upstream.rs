@@ -8,8 +8,6 @@
 //! pool's resend of a request whose idle connection turned out dead before a byte was written,
 //! and one fresh connection after a refused connect.
 
-use std::future::Future;
-use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
@@ -18,7 +16,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use tokio::sync::Semaphore;
-use tokio::time::{Sleep, timeout};
+use tokio::time::timeout;
 
 use opentelemetry::trace::TraceContextExt;
 use tracing::Instrument;
@@ -169,32 +167,15 @@ impl Upstream {
             crate::telemetry::traceparent(&span.context().span().span_context().clone())
         };
         let traceparent = own.as_ref().or(traceparent);
-        let result = async {
-            // A free connection first: nothing is sent while waiting, so running out of time
-            // here is the same safe refusal as a full max_in_flight. (A permit free at once
-            // needs no timer.)
-            let _connection = match self.connections.try_acquire() {
-                Ok(permit) => permit,
-                Err(_) => match timeout(b.connect_timeout, self.connections.acquire()).await {
-                    Ok(Ok(permit)) => permit,
-                    _ => {
-                        return Err(GatewayError::Overloaded {
-                            retry_after_secs: 1,
-                        });
-                    }
-                },
-            };
-            let started = std::time::Instant::now();
-            match self.exchange(body.clone(), request_id, traceparent).await {
-                Err(GatewayError::MisUnreachable) if started.elapsed() < b.connect_timeout / 2 => {
-                    tracing::debug!(backend = %b.name, "connection refused; one retry on a fresh connection");
-                    self.exchange(body, request_id, traceparent).await
-                }
-                other => other,
-            }
-        }
-        .instrument(span.clone())
-        .await;
+        // Without an exporter the span is none: no `Instrumented` around the attempt (its
+        // ~1.5 KiB future would be copied into the wrapper and then into this one's state).
+        let result = if span.is_none() {
+            self.attempt(body, request_id, traceparent).await
+        } else {
+            self.attempt(body, request_id, traceparent)
+                .instrument(span.clone())
+                .await
+        };
         match &result {
             Ok(a) => {
                 span.record("http.response.status_code", a.status.as_u16());
@@ -210,11 +191,50 @@ impl Upstream {
         result
     }
 
+    /// A connection permit, then the exchange; once more on a fresh connection if the first
+    /// was refused at once.
+    async fn attempt(
+        &self,
+        body: Bytes,
+        request_id: &str,
+        traceparent: Option<&HeaderValue>,
+    ) -> Result<MisAnswer, GatewayError> {
+        let b = &self.backend;
+        // A free connection first: nothing is sent while waiting, so running out of time here
+        // is the same safe refusal as a full max_in_flight. (A permit free at once needs no
+        // timer.)
+        let _connection = match self.connections.try_acquire() {
+            Ok(permit) => permit,
+            Err(_) => match timeout(b.connect_timeout, self.connections.acquire()).await {
+                Ok(Ok(permit)) => permit,
+                _ => {
+                    return Err(GatewayError::Overloaded {
+                        retry_after_secs: 1,
+                    });
+                }
+            },
+        };
+        let started = tokio::time::Instant::now();
+        match self
+            .exchange(body.clone(), request_id, traceparent, started)
+            .await
+        {
+            Err(GatewayError::MisUnreachable) if started.elapsed() < b.connect_timeout / 2 => {
+                tracing::debug!(backend = %b.name, "connection refused; one retry on a fresh connection");
+                let again = tokio::time::Instant::now();
+                self.exchange(body, request_id, traceparent, again).await
+            }
+            other => other,
+        }
+    }
+
+    /// One request to the MIS and its whole answer, its time limits counted from `start`.
     async fn exchange(
         &self,
         body: Bytes,
         request_id: &str,
         traceparent: Option<&HeaderValue>,
+        start: tokio::time::Instant,
     ) -> Result<MisAnswer, GatewayError> {
         let b = &self.backend;
         // Built in place: `Request::builder()` moves its ~200-byte state through every call.
@@ -239,12 +259,19 @@ impl Upstream {
         }
         let limit = b.max_response_bytes;
         let pool = self.pool();
-        // One timer for both limits, both counted from now: first the answer's headers
+        // One timer for both limits, both counted from `start`: first the answer's headers
         // (headers_timeout, at most the timeout), then the whole answer (timeout).
-        let start = tokio::time::Instant::now();
         let deadline = tokio::time::sleep_until(start + b.headers_timeout.min(b.timeout));
         tokio::pin!(deadline);
-        let (resp, lease) = match before(deadline.as_mut(), pool.send(req)).await {
+        // `select!` here rather than in a helper taking the future: an async fn's argument is
+        // kept in its state twice (as passed, and moved to where it is polled), and this
+        // future is moved, whole, with every booking's.
+        let sent = tokio::select! {
+            biased;
+            sent = pool.send(req) => Some(sent),
+            () = deadline.as_mut() => None,
+        };
+        let (resp, lease) = match sent {
             None => return Err(GatewayError::MisTimeout),
             Some(Err(SendError::Connect(e))) if tls_error(&*e).is_some() => {
                 return Err(GatewayError::MisTls);
@@ -269,8 +296,12 @@ impl Upstream {
             return Err(too_large(status));
         }
         deadline.as_mut().reset(start + b.timeout);
-        let read = Limited::new(resp.into_body(), limit).collect();
-        let body = match before(deadline, read).await {
+        let read = tokio::select! {
+            biased;
+            read = Limited::new(resp.into_body(), limit).collect() => Some(read),
+            () = deadline => None,
+        };
+        let body = match read {
             None => return Err(GatewayError::MisTimeout),
             Some(Ok(collected)) => collected.to_bytes(),
             Some(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
@@ -281,15 +312,6 @@ impl Upstream {
         };
         pool.release(lease);
         Ok(MisAnswer { status, body })
-    }
-}
-
-/// `fut`'s output, or `None` if `deadline` passes first.
-async fn before<F: Future>(deadline: Pin<&mut Sleep>, fut: F) -> Option<F::Output> {
-    tokio::select! {
-        biased;
-        out = fut => Some(out),
-        () = deadline => None,
     }
 }
 
