@@ -8,7 +8,8 @@
 //! per-field ANSI wrappers even with colour off, a calendar computation per timestamp and, for
 //! JSON, a `serde_json` map. Here a timestamp's date and time are computed once a second per
 //! thread, integers go through `itoa`, floats are rounded to three decimals (milliseconds to the
-//! microsecond) and go through `ryu`, and strings are copied with an escape only where needed.
+//! microsecond) and written from the integer count of thousandths (through `ryu` when huge), and
+//! strings are copied with an escape only where needed.
 //! Values captured as `Debug`/`Display` (GUIDs, errors) still use `core::fmt`.
 
 use std::cell::Cell;
@@ -134,6 +135,34 @@ fn rounded(f: f64) -> f64 {
     (f * 1e3).round() / 1e3
 }
 
+/// What `ryu` writes for [`rounded`]`(f)`, without going through floating point for the
+/// values the access line has (0 to a billion): the shortest decimal that reads back as the
+/// double nearest to k/1000 is k/1000 itself, its trailing zeros dropped (`.0` kept).
+fn write_rounded(w: &mut impl Write, f: f64) -> fmt::Result {
+    let k = (f * 1e3).round();
+    if !(0.0..1e12).contains(&k) {
+        return w.write_str(ryu::Buffer::new().format_finite(rounded(f)));
+    }
+    let k = k as u64;
+    let frac = k % 1000;
+    w.write_str(itoa::Buffer::new().format(k / 1000))?;
+    let digit = |d: u64| b'0' + d as u8;
+    let digits = [
+        b'.',
+        digit(frac / 100),
+        digit(frac / 10 % 10),
+        digit(frac % 10),
+    ];
+    let len = match frac {
+        0 => 2,
+        f if f % 100 == 0 => 2,
+        f if f % 10 == 0 => 3,
+        _ => 4,
+    };
+    // ASCII digits and a dot.
+    w.write_str(std::str::from_utf8(&digits[..len]).map_err(|_| fmt::Error)?)
+}
+
 /// Writes an event's fields after the line's head, `key=value` (text) or `,"key":value` (JSON).
 struct Fields<'a, 'w> {
     w: &'a mut Writer<'w>,
@@ -201,7 +230,7 @@ impl Visit for Fields<'_, '_> {
         let json = self.json;
         self.put(field, |w| {
             if value.is_finite() {
-                w.write_str(ryu::Buffer::new().format_finite(rounded(value)))
+                write_rounded(w, value)
             } else if json {
                 // JSON has no NaN or infinity.
                 w.write_str("null")
@@ -326,6 +355,30 @@ mod tests {
         let parsed: jiff::Timestamp = ts.parse().unwrap();
         let age = jiff::Timestamp::now().duration_since(parsed);
         assert!(age.as_secs().abs() < 60, "{ts}");
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn rounded_milliseconds_read_as_ryu_writes_them(
+            f in proptest::prop_oneof![0.0..10.0f64, 0.0..1e6f64, 0.0..2e12f64, -5.0..0.0f64],
+        ) {
+            let mut fast = String::new();
+            write_rounded(&mut fast, f).unwrap();
+            let mut buf = ryu::Buffer::new();
+            proptest::prop_assert_eq!(fast.as_str(), buf.format_finite(rounded(f)));
+        }
+    }
+
+    #[test]
+    fn rounded_milliseconds_at_the_edges() {
+        for f in [
+            0.0, 0.0004, 0.0005, 0.001, 0.0015, 0.01, 0.1, 0.999_5, 1.0, 2.5, 10.05, 999.999_4,
+        ] {
+            let mut fast = String::new();
+            write_rounded(&mut fast, f).unwrap();
+            let mut buf = ryu::Buffer::new();
+            assert_eq!(fast, buf.format_finite(rounded(f)), "{f}");
+        }
     }
 
     #[test]
