@@ -1,7 +1,8 @@
 //! HTTP Basic authentication of integrators (RFC 7617) with Argon2id and a positive-result cache.
 //!
-//! The hot path is one HMAC and one cache lookup: a verified `Authorization` header is cached
-//! under HMAC-SHA256(process key, header) — never the header itself. Concurrent requests with the
+//! The hot path is one HMAC and one look-up in the calling thread's own small cache: a verified
+//! `Authorization` header is cached under HMAC-SHA256(process key, header) — never the header
+//! itself — in a shared cache, and for [`LOCAL_FOR`] in the thread's. Concurrent requests with the
 //! same uncached header share one verification (moka coalesces them), so a cache expiry under
 //! load costs one Argon2 run, not one per request in flight. Verification runs on the fixed
 //! [`hasher`] pool, never on the async workers. An unknown login is verified against a dummy
@@ -10,8 +11,10 @@
 pub mod hasher;
 pub mod throttle;
 
+use std::cell::RefCell;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
 use argon2::password_hash::phc::PasswordHash;
 use base64::Engine;
@@ -28,6 +31,13 @@ type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 /// takes effect with the next config generation regardless of the cache.
 pub const CACHE_IDLE: Duration = Duration::from_secs(15 * 60);
 const CACHE_CAPACITY: u64 = 10_000;
+/// A header the shared cache vouched for is taken from the thread's own cache for this long,
+/// then looked up in the shared one again (which keeps its idle time from running out while the
+/// header is in use). Every hit, from either, is checked against the request's generation.
+pub const LOCAL_FOR: Duration = Duration::from_secs(10);
+/// Headers a thread keeps at most (one per integrator in use, usually a handful); when full,
+/// the expired ones go, then all of them.
+const LOCAL_CAPACITY: usize = 64;
 /// Verifications waiting for a hashing thread before new ones are refused with 503.
 const HASH_QUEUE: usize = 256;
 
@@ -63,7 +73,19 @@ impl Verified {
     }
 }
 
+/// One thread's recent verifications: (authenticator, fingerprint, what was verified, when
+/// the shared cache vouched for it). Searched linearly: it holds a handful of entries.
+type Local = Vec<(u64, [u8; 32], Verified, Instant)>;
+
+thread_local! {
+    static LOCAL: RefCell<Local> = const { RefCell::new(Vec::new()) };
+}
+
+/// Tells the authenticators of one process apart in the threads' caches (tests run many).
+static NEXT_ID: AtomicU64 = AtomicU64::new(0);
+
 pub struct Authenticator {
+    id: u64,
     /// HMAC-SHA256 keyed with a random process key, its key blocks already absorbed: each
     /// fingerprint clones it instead of hashing the key again (two SHA-256 blocks saved).
     mac: HmacSha256,
@@ -79,6 +101,7 @@ impl Authenticator {
         getrandom::fill(&mut key).expect("the OS random source is available");
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
         Authenticator {
+            id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
             mac: HmacSha256::new_from_slice(&key).expect("HMAC takes any key length"),
             cache: Cache::builder()
                 .max_capacity(CACHE_CAPACITY)
@@ -92,8 +115,8 @@ impl Authenticator {
 
     /// Checks an `Authorization` header against the integrators of `config`.
     ///
-    /// Rights are always read from `config`, the generation the request runs under; the cache
-    /// only says "this header's password matched this hash".
+    /// Rights are always read from `config`, the generation the request runs under; the caches
+    /// only say "this header's password matched this hash".
     pub async fn authenticate(
         &self,
         config: &Config,
@@ -105,24 +128,57 @@ impl Authenticator {
             return Err(AuthFailure::Malformed);
         }
         let key = self.fingerprint(header);
-        let cached = self.cache.get(&key).await;
-        crate::metrics::get().auth_cache.add(
-            1,
-            &[opentelemetry::KeyValue::new(
-                "result",
-                if cached.is_some() { "hit" } else { "miss" },
-            )],
-        );
-        // The steady state: a cached header whose hash this generation still has. Everything
-        // else goes through `check`, boxed: its future (the cache's coalescing loader) is
-        // several times the size of this one, and every request's future would otherwise
-        // carry, and move, that space.
-        if let Some(verified) = cached {
-            return match verified.in_generation(config) {
-                Some(rights) => rights,
-                None => Box::pin(self.check(config, header, key)).await,
-            };
+        let now = Instant::now();
+        // The steady state, without an await: the thread's own cache vouches for the header and
+        // this generation still has its hash.
+        if let Some(rights) = self.local(&key, now).and_then(|v| v.in_generation(config)) {
+            count_cache_lookup(true);
+            return rights;
         }
+        // Everything else is boxed: the shared cache's look-up and its coalescing loader are
+        // futures several times the size of this one, which every request's future would
+        // otherwise carry, and move.
+        Box::pin(self.shared(config, header, key, peer, now)).await
+    }
+
+    /// The shared cache, then (on a miss, or a hash this generation no longer has) the
+    /// verification.
+    async fn shared(
+        &self,
+        config: &Config,
+        header: &[u8],
+        key: [u8; 32],
+        peer: Option<std::net::IpAddr>,
+        now: Instant,
+    ) -> Result<Arc<Integrator>, AuthFailure> {
+        let cached = self.cache.get(&key).await;
+        count_cache_lookup(cached.is_some());
+        let result = match cached.map(|v| v.in_generation(config)) {
+            Some(Some(rights)) => rights,
+            Some(None) => self.check(config, header, key).await,
+            None => self.verify_throttled(config, header, key, peer).await,
+        };
+        // Whatever vouched for it, an integrator granted now was checked against its hash in
+        // this generation: that is what the thread's cache remembers.
+        if let Ok(i) = &result {
+            let verified = Verified {
+                login: i.login.clone(),
+                password_hash: i.password_hash.clone(),
+            };
+            self.remember_locally(key, verified, now);
+        }
+        result
+    }
+
+    /// A header the shared cache does not have: verified, unless its address or login has
+    /// failed too often lately.
+    async fn verify_throttled(
+        &self,
+        config: &Config,
+        header: &[u8],
+        key: [u8; 32],
+        peer: Option<std::net::IpAddr>,
+    ) -> Result<Arc<Integrator>, AuthFailure> {
         let login = decode_basic(header).map(|(l, _)| l);
         let s = &config.server;
         if self.throttle.blocked(
@@ -133,11 +189,35 @@ impl Authenticator {
         ) {
             return Err(AuthFailure::Throttled);
         }
-        let result = Box::pin(self.check(config, header, key)).await;
+        let result = self.check(config, header, key).await;
         if matches!(result, Err(AuthFailure::Rejected | AuthFailure::Malformed)) {
             self.throttle.failed(peer, login.as_deref());
         }
         result
+    }
+
+    /// What this thread's cache holds for `key`, if the shared cache vouched for it less than
+    /// [`LOCAL_FOR`] before `now`.
+    fn local(&self, key: &[u8; 32], now: Instant) -> Option<Verified> {
+        LOCAL.with_borrow(|local| {
+            local
+                .iter()
+                .find(|(id, k, _, _)| *id == self.id && k == key)
+                .filter(|(.., at)| now.saturating_duration_since(*at) < LOCAL_FOR)
+                .map(|(_, _, v, _)| v.clone())
+        })
+    }
+
+    fn remember_locally(&self, key: [u8; 32], verified: Verified, now: Instant) {
+        LOCAL.with_borrow_mut(|local| {
+            local.retain(|(id, k, _, at)| {
+                !(*id == self.id && *k == key) && now.saturating_duration_since(*at) < LOCAL_FOR
+            });
+            if local.len() >= LOCAL_CAPACITY {
+                local.clear();
+            }
+            local.push((self.id, key, verified, now));
+        });
     }
 
     async fn check(
@@ -188,6 +268,17 @@ impl Authenticator {
         mac.update(header);
         mac.finalize().into_bytes().into()
     }
+}
+
+/// The `auth_cache` metric: one look-up, a hit in either cache or a miss.
+fn count_cache_lookup(hit: bool) {
+    crate::metrics::get().auth_cache.add(
+        1,
+        &[opentelemetry::KeyValue::new(
+            "result",
+            if hit { "hit" } else { "miss" },
+        )],
+    );
 }
 
 impl Default for Authenticator {
@@ -242,6 +333,80 @@ fn dummy_hash() -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    struct Env;
+    impl crate::config::Secrets for Env {
+        fn env(&self, _: &str) -> Option<String> {
+            Some("mis-secret".into())
+        }
+        fn file(&self, _: &std::path::Path) -> std::io::Result<String> {
+            Err(std::io::ErrorKind::NotFound.into())
+        }
+    }
+
+    fn config(password: &str) -> Config {
+        let toml = format!(
+            r#"
+[[integrators]]
+login = "portal"
+password_hash = "{}"
+lpus = ["*"]
+
+[[backends]]
+name = "mis"
+url = "http://127.0.0.1:9"
+login = "gateway"
+password_env = "MIS_PASSWORD"
+timezone = "Europe/Moscow"
+
+[routes]
+"1dadf64c-f34a-4023-98a6-3e7b7be4f243" = "mis"
+"#,
+            hash_password(password).unwrap()
+        );
+        Config::from_bytes(toml.as_bytes(), std::path::Path::new("."), &Env).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_threads_cache_vouches_for_a_while_then_the_shared_one_is_asked_again() {
+        let auth = Authenticator::new();
+        let c = config("pw");
+        let header = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode("portal:pw")
+        );
+        let header = header.as_bytes();
+        let ok = |r: Result<Arc<Integrator>, AuthFailure>| r.map(|i| i.login.to_string());
+        assert_eq!(
+            ok(auth.authenticate(&c, Some(header), None).await),
+            Ok("portal".into())
+        );
+        assert_eq!(auth.verifications(), 1);
+
+        // The shared cache forgets the header: this thread's cache still vouches for it.
+        let key = auth.fingerprint(header);
+        auth.cache.invalidate(&key).await;
+        assert!(auth.local(&key, Instant::now()).is_some());
+        assert_eq!(
+            ok(auth.authenticate(&c, Some(header), None).await),
+            Ok("portal".into())
+        );
+        assert_eq!(auth.verifications(), 1, "served from the thread's cache");
+
+        // A new password in the next generation: the thread's entry no longer matches a hash
+        // there, so the header is verified again (and fails).
+        let changed = config("other");
+        assert_eq!(
+            ok(auth.authenticate(&changed, Some(header), None).await),
+            Err(AuthFailure::Rejected)
+        );
+        assert_eq!(auth.verifications(), 2);
+
+        // Past LOCAL_FOR the thread's cache does not answer; another authenticator's entries
+        // are never its own.
+        assert!(auth.local(&key, Instant::now() + LOCAL_FOR).is_none());
+        assert!(Authenticator::new().local(&key, Instant::now()).is_none());
+    }
 
     #[test]
     fn the_dummy_hash_costs_a_full_verification_and_matches_nothing() {
