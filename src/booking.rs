@@ -243,7 +243,7 @@ impl Walk<'_> {
             loop {
                 let span = self.p.key()?;
                 let key = self.p.key_text(span);
-                match fields.iter().position(|f| f.name == key) {
+                match fields.iter().position(|f| same_name(f.name, &key)) {
                     Some(i) if seen & 1 << i == 0 => {
                         seen |= 1 << i;
                         let here = Path::Member(path, fields[i].name);
@@ -320,6 +320,33 @@ impl Walk<'_> {
             }
         }
         Ok(true)
+    }
+}
+
+/// `a == b` for member names without a call into libc's `memcmp` for every candidate: a
+/// schema name is 4 to 16 bytes, compared as two overlapping words (other lengths as slices).
+#[inline]
+fn same_name(a: &str, b: &str) -> bool {
+    fn word<const N: usize>(s: &[u8], at: usize) -> [u8; N] {
+        let mut w = [0; N];
+        w.copy_from_slice(&s[at..at + N]);
+        w
+    }
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    let n = a.len();
+    if n != b.len() {
+        return false;
+    }
+    match n {
+        8..=16 => {
+            u64::from_ne_bytes(word(a, 0)) == u64::from_ne_bytes(word(b, 0))
+                && u64::from_ne_bytes(word(a, n - 8)) == u64::from_ne_bytes(word(b, n - 8))
+        }
+        4..=7 => {
+            u32::from_ne_bytes(word(a, 0)) == u32::from_ne_bytes(word(b, 0))
+                && u32::from_ne_bytes(word(a, n - 4)) == u32::from_ne_bytes(word(b, n - 4))
+        }
+        _ => a == b,
     }
 }
 
@@ -471,6 +498,42 @@ fn is_icd10(s: &str) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn member_names_compare_as_strings_do() {
+        let names = [
+            "",
+            "a",
+            "ab",
+            "abc",
+            "abcd",
+            "abce",
+            "bbcd",
+            "abcde",
+            "slot",
+            "name",
+            "number",
+            "numbeR",
+            "Number",
+            "guid",
+            "direction",
+            "docSender",
+            "direction1",
+            "lpuToGuid",
+            "lpuFromGuid",
+            "identityDocument",
+            "identityDocumenT",
+            "IdentityDocument",
+            "identityDocuments",
+            "дата",
+            "ж",
+        ];
+        for a in names {
+            for b in names {
+                assert_eq!(same_name(a, b), a == b, "{a:?} vs {b:?}");
+            }
+        }
+    }
 
     pub const SEED: &str = include_str!("../tests/data/seed_request.json");
 
