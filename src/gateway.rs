@@ -160,7 +160,7 @@ impl Gateway {
         };
         let generation = self.live.load();
         let mut rec = Record::default();
-        let booking = match self.receive(req, peer, generation, &mut rec).await {
+        let booking = match self.receive(req, peer, generation, &mut rec, started).await {
             Ok(b) => b,
             Err(e) => return span.in_scope(|| finish(Err(e), &ids, rec, started)),
         };
@@ -188,6 +188,7 @@ impl Gateway {
         peer: Option<std::net::IpAddr>,
         generation: Arc<Generation>,
         rec: &mut Record,
+        started: Instant,
     ) -> Result<Booking, GatewayError>
     where
         B: http_body::Body<Data = Bytes> + Send,
@@ -208,6 +209,7 @@ impl Gateway {
                     .get(header::AUTHORIZATION)
                     .map(HeaderValue::as_bytes),
                 peer,
+                started,
             )
             .await
             .map_err(|e| match e {

@@ -105,32 +105,31 @@ impl Pool {
         self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()
     }
 
-    fn put_idle(&self, sender: Sender) {
+    fn put_idle(&self, sender: Sender, since: Instant) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < self.max_idle {
-            idle.push(Idle {
-                sender,
-                since: Instant::now(),
-            });
+            idle.push(Idle { sender, since });
         }
     }
 
-    /// A connection read to the end goes back to the idle list.
-    pub fn release(&self, lease: Lease) {
+    /// A connection read to the end goes back to the idle list, idle since `since` (the
+    /// exchange's start will do: a clock read saved, the reaper at most that much early).
+    pub fn release(&self, lease: Lease, since: Instant) {
         if let Some(sender) = lease.0.filter(|s| !s.is_closed()) {
-            self.put_idle(Sender::H1(sender));
+            self.put_idle(Sender::H1(sender), since);
         }
     }
 
     /// Sends `req` (its URI the pool's, absolute) on an idle connection, or on a new one. The
-    /// answer's body is still to be read.
+    /// answer's body is still to be read. `now`: the time of the call, for the idle limit.
     pub async fn send(
         &self,
         mut req: Request<Body>,
+        now: Instant,
     ) -> Result<(Response<Incoming>, Lease), SendError> {
         // The most recently used first: the likeliest to be alive.
         while let Some(idle) = self.take_idle() {
-            if idle.since.elapsed() > IDLE_TIMEOUT {
+            if now.saturating_duration_since(idle.since) > IDLE_TIMEOUT {
                 continue;
             }
             match idle.sender {
@@ -170,7 +169,7 @@ impl Pool {
             return Ok(Err(req));
         }
         // Multiplexed: the connection stays available to others meanwhile.
-        self.put_idle(Sender::H2(s.clone()));
+        self.put_idle(Sender::H2(s.clone()), Instant::now());
         match s.try_send_request(req).await {
             Ok(resp) => Ok(Ok((resp, Lease(None)))),
             Err(mut e) => match e.take_message() {
@@ -195,7 +194,7 @@ impl Pool {
                 .await
                 .map_err(|e| SendError::Connect(e.into()))?;
             tokio::spawn(conn);
-            self.put_idle(Sender::H2(s.clone()));
+            self.put_idle(Sender::H2(s.clone()), Instant::now());
             let resp = s.send_request(req).await.map_err(SendError::Sent)?;
             Ok((resp, Lease(None)))
         } else {

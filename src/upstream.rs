@@ -268,7 +268,7 @@ impl Upstream {
         // future is moved, whole, with every booking's.
         let sent = tokio::select! {
             biased;
-            sent = pool.send(req) => Some(sent),
+            sent = pool.send(req, start.into_std()) => Some(sent),
             () = deadline.as_mut() => None,
         };
         let (resp, lease) = match sent {
@@ -310,7 +310,7 @@ impl Upstream {
             Some(Err(_)) if status.is_success() => return Err(GatewayError::OutcomeUnknown),
             Some(Err(_)) => return Err(GatewayError::MisBadAnswer),
         };
-        pool.release(lease);
+        pool.release(lease, start.into_std());
         Ok(MisAnswer { status, body })
     }
 }

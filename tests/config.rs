@@ -251,7 +251,7 @@ fn the_shipped_routes_toml_is_valid_and_its_demo_password_matches() {
     let rt = tokio::runtime::Runtime::new().unwrap();
     let auth = mis_gateway::auth::Authenticator::new();
     let who = rt
-        .block_on(auth.authenticate(&c, Some(header.as_bytes()), None))
+        .block_on(auth.authenticate(&c, Some(header.as_bytes()), None, std::time::Instant::now()))
         .expect("the demo password verifies");
     assert_eq!(who.login, portal.login);
 }
@@ -280,7 +280,7 @@ fn hash_password_reads_one_line_and_prints_a_verifiable_phc_string() {
     let auth = mis_gateway::auth::Authenticator::new();
     let h = basic(PORTAL.0, PORTAL.1);
     assert!(
-        rt.block_on(auth.authenticate(&c, Some(h.as_bytes()), None))
+        rt.block_on(auth.authenticate(&c, Some(h.as_bytes()), None, std::time::Instant::now()))
             .is_ok(),
         "the newline is not part of the password"
     );

@@ -116,19 +116,20 @@ impl Authenticator {
     /// Checks an `Authorization` header against the integrators of `config`.
     ///
     /// Rights are always read from `config`, the generation the request runs under; the caches
-    /// only say "this header's password matched this hash".
+    /// only say "this header's password matched this hash". `now`: when the request arrived,
+    /// for the thread cache's [`LOCAL_FOR`].
     pub async fn authenticate(
         &self,
         config: &Config,
         header: Option<&[u8]>,
         peer: Option<std::net::IpAddr>,
+        now: Instant,
     ) -> Result<Arc<Integrator>, AuthFailure> {
         let header = header.ok_or(AuthFailure::Malformed)?;
         if header.len() > 1024 {
             return Err(AuthFailure::Malformed);
         }
         let key = self.fingerprint(header);
-        let now = Instant::now();
         // The steady state, without an await: the thread's own cache vouches for the header and
         // this generation still has its hash.
         if let Some(rights) = self.local(&key, now).and_then(|v| v.in_generation(config)) {
@@ -378,7 +379,9 @@ timezone = "Europe/Moscow"
         let header = header.as_bytes();
         let ok = |r: Result<Arc<Integrator>, AuthFailure>| r.map(|i| i.login.to_string());
         assert_eq!(
-            ok(auth.authenticate(&c, Some(header), None).await),
+            ok(auth
+                .authenticate(&c, Some(header), None, Instant::now())
+                .await),
             Ok("portal".into())
         );
         assert_eq!(auth.verifications(), 1);
@@ -388,7 +391,9 @@ timezone = "Europe/Moscow"
         auth.cache.invalidate(&key).await;
         assert!(auth.local(&key, Instant::now()).is_some());
         assert_eq!(
-            ok(auth.authenticate(&c, Some(header), None).await),
+            ok(auth
+                .authenticate(&c, Some(header), None, Instant::now())
+                .await),
             Ok("portal".into())
         );
         assert_eq!(auth.verifications(), 1, "served from the thread's cache");
@@ -397,7 +402,9 @@ timezone = "Europe/Moscow"
         // there, so the header is verified again (and fails).
         let changed = config("other");
         assert_eq!(
-            ok(auth.authenticate(&changed, Some(header), None).await),
+            ok(auth
+                .authenticate(&changed, Some(header), None, Instant::now())
+                .await),
             Err(AuthFailure::Rejected)
         );
         assert_eq!(auth.verifications(), 2);
