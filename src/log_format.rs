@@ -56,28 +56,62 @@ where
         mut w: Writer<'_>,
         event: &Event<'_>,
     ) -> fmt::Result {
+        // The line is put together in a buffer of our own and handed over in one piece: the
+        // `Writer` is a `dyn fmt::Write`, and a line written to it directly is some sixty small
+        // dynamic calls.
+        LINE.with(|cell| match cell.try_borrow_mut() {
+            Ok(mut line) => {
+                line.clear();
+                self.write_line(&mut line, event)?;
+                let done = w.write_str(&line);
+                if line.capacity() > LINE_KEEP {
+                    *line = String::new();
+                }
+                done
+            }
+            // An event formatted while this thread formats another (a `Debug` that logs).
+            Err(_) => {
+                let mut line = String::new();
+                self.write_line(&mut line, event)?;
+                w.write_str(&line)
+            }
+        })
+    }
+}
+
+thread_local! {
+    /// The line being formatted on this thread, its capacity kept for the next one.
+    static LINE: std::cell::RefCell<String> = const { std::cell::RefCell::new(String::new()) };
+}
+
+/// A line buffer grown past this by an exceptional event is not kept.
+const LINE_KEEP: usize = 16 * 1024;
+
+impl LineFormat {
+    fn write_line(&self, w: &mut String, event: &Event<'_>) -> fmt::Result {
         let meta = event.metadata();
         if self.json {
-            w.write_str("{\"timestamp\":\"")?;
-            timestamp(&mut w)?;
-            w.write_str("\",\"level\":\"")?;
-            w.write_str(meta.level().as_str())?;
-            w.write_str("\",\"target\":")?;
-            json_str(&mut w, meta.target())?;
+            w.push_str("{\"timestamp\":\"");
+            timestamp(w)?;
+            w.push_str("\",\"level\":\"");
+            w.push_str(meta.level().as_str());
+            w.push_str("\",\"target\":");
+            json_str(w, meta.target())?;
         } else {
-            timestamp(&mut w)?;
-            w.write_str(level_text(meta.level(), self.ansi))?;
-            w.write_str(meta.target())?;
-            w.write_char(':')?;
+            timestamp(w)?;
+            w.push_str(level_text(meta.level(), self.ansi));
+            w.push_str(meta.target());
+            w.push(':');
         }
         let mut fields = Fields {
-            w: &mut w,
+            w,
             json: self.json,
             err: Ok(()),
         };
         event.record(&mut fields);
         fields.err?;
-        w.write_str(if self.json { "}\n" } else { "\n" })
+        w.push_str(if self.json { "}\n" } else { "\n" });
+        Ok(())
     }
 }
 
@@ -164,14 +198,14 @@ fn write_rounded(w: &mut impl Write, f: f64) -> fmt::Result {
 }
 
 /// Writes an event's fields after the line's head, `key=value` (text) or `,"key":value` (JSON).
-struct Fields<'a, 'w> {
-    w: &'a mut Writer<'w>,
+struct Fields<'a> {
+    w: &'a mut String,
     json: bool,
     err: fmt::Result,
 }
 
-impl Fields<'_, '_> {
-    fn put(&mut self, field: &Field, value: impl FnOnce(&mut Writer<'_>) -> fmt::Result) {
+impl Fields<'_> {
+    fn put(&mut self, field: &Field, value: impl FnOnce(&mut String) -> fmt::Result) {
         if self.err.is_err() {
             return;
         }
@@ -192,7 +226,7 @@ impl Fields<'_, '_> {
     }
 }
 
-impl Visit for Fields<'_, '_> {
+impl Visit for Fields<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
         let json = self.json;
         let message = field.name() == "message";
@@ -378,6 +412,30 @@ mod tests {
             write_rounded(&mut fast, f).unwrap();
             let mut buf = ryu::Buffer::new();
             assert_eq!(fast, buf.format_finite(rounded(f)), "{f}");
+        }
+    }
+
+    /// A value whose `Debug` logs an event of its own.
+    struct Logs;
+    impl fmt::Debug for Logs {
+        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+            tracing::info!(target: "inner", "nested");
+            f.write_str("outer-value")
+        }
+    }
+
+    #[test]
+    fn a_value_that_logs_while_its_line_is_formatted_leaves_the_line_whole() {
+        // tracing drops an event dispatched from inside another's (no re-entry); were it ever
+        // delivered, the line buffer in use falls back to a fresh one instead of panicking.
+        for format in [LineFormat::text(false), LineFormat::json()] {
+            let out = capture(
+                format,
+                || tracing::info!(target: "outer", v = ?Logs, "outer"),
+            );
+            let lines: Vec<&str> = out.lines().collect();
+            assert_eq!(lines.len(), 1, "{out}");
+            assert!(lines[0].contains("outer-value"), "{out}");
         }
     }
 
