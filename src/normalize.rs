@@ -149,17 +149,18 @@ fn appointment(body: &[u8], ctx: &Context) -> Option<Normalized> {
     if p.peek_value() != Some(b'{') {
         return None;
     }
-    let mut keys: Vec<Cow<str>> = Vec::with_capacity(8);
     let (mut guid, mut number, mut slot, mut source, mut create_time) =
         (None, None, None, None, None);
     let mut direction = None;
+    // A repeated top-level key is refused. A member taken is known to be repeated by its place
+    // being filled already; the other names seen are listed (none in the usual answer, so
+    // nothing is allocated).
+    let mut direction_seen = false;
+    let mut others: Vec<Cow<str>> = Vec::new();
     let mut more = p.open(b'}').ok()?;
     while more {
         let span = p.key().ok()?;
         let key = p.key_text(span);
-        if keys.contains(&key) {
-            return None;
-        }
         let taken = match key.as_ref() {
             "guid" => Some(&mut guid),
             "number" => Some(&mut number),
@@ -169,21 +170,30 @@ fn appointment(body: &[u8], ctx: &Context) -> Option<Normalized> {
             _ => None,
         };
         match taken {
+            Some(Some(_)) => return None,
             Some(value) => *value = Some(p.value().ok()?),
-            None if key == "direction" => match p.peek_value() {
-                Some(b'{') => {
-                    let mut json = Vec::with_capacity(512);
-                    p.transcode(&mut json).ok()?;
-                    direction = Some(json);
+            None if key == "direction" => {
+                if std::mem::replace(&mut direction_seen, true) {
+                    return None;
                 }
-                Some(b'n') => {
-                    p.value().ok()?;
+                match p.peek_value() {
+                    Some(b'{') => {
+                        let mut json = Vec::with_capacity(512);
+                        p.transcode(&mut json).ok()?;
+                        direction = Some(json);
+                    }
+                    Some(b'n') => {
+                        p.value().ok()?;
+                    }
+                    _ => return None,
                 }
-                _ => return None,
-            },
-            None => p.skip_value().ok()?,
+            }
+            None if others.contains(&key) => return None,
+            None => {
+                p.skip_value().ok()?;
+                others.push(key);
+            }
         }
-        keys.push(key);
         more = p.next(b'}').ok()?;
     }
     p.end().ok()?;
