@@ -364,11 +364,11 @@ impl Gateway {
                     timezone: &upstream.backend.timezone,
                 };
                 let n = normalize::answer(answer.status, &answer.body, &ctx)?;
-                let body = match &n.mis_direction {
-                    Some(own) => normalize::render_json(&n.fields, own),
-                    None => normalize::render_json(&n.fields, &direction_of(&b.body)?),
+                let direction = match n.mis_direction {
+                    Some(own) => own,
+                    None => direction_of(&b.body)?,
                 };
-                Ok((body, n.fields))
+                Ok((normalize::render_json(&n.fields, &direction), n.fields))
             });
             permit.record(!normalized.as_ref().is_err_and(is_mis_failure));
             normalized
