@@ -188,7 +188,6 @@ fn write_rounded(w: &mut impl Write, f: f64) -> fmt::Result {
         digit(frac % 10),
     ];
     let len = match frac {
-        0 => 2,
         f if f % 100 == 0 => 2,
         f if f % 10 == 0 => 3,
         _ => 4,
@@ -415,28 +414,27 @@ mod tests {
         }
     }
 
-    /// A value whose `Debug` logs an event of its own.
-    struct Logs;
-    impl fmt::Debug for Logs {
-        fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-            tracing::info!(target: "inner", "nested");
-            f.write_str("outer-value")
-        }
-    }
-
     #[test]
-    fn a_value_that_logs_while_its_line_is_formatted_leaves_the_line_whole() {
-        // tracing drops an event dispatched from inside another's (no re-entry); were it ever
-        // delivered, the line buffer in use falls back to a fresh one instead of panicking.
+    fn a_line_formatted_while_the_threads_buffer_is_in_use_gets_its_own() {
+        // tracing itself drops an event dispatched from inside another's; the buffer is held
+        // here instead, as a re-entry would hold it, and the line must still come out whole.
         for format in [LineFormat::text(false), LineFormat::json()] {
-            let out = capture(
-                format,
-                || tracing::info!(target: "outer", v = ?Logs, "outer"),
-            );
+            let out = LINE.with_borrow_mut(|held| {
+                held.push_str("held");
+                capture(format, || tracing::info!(target: "outer", v = 7u8, "outer"))
+            });
             let lines: Vec<&str> = out.lines().collect();
             assert_eq!(lines.len(), 1, "{out}");
-            assert!(lines[0].contains("outer-value"), "{out}");
+            assert!(
+                lines[0].contains("outer") && !lines[0].contains("held"),
+                "{out}"
+            );
         }
+        assert_eq!(
+            LINE.with_borrow(String::clone),
+            "heldheld",
+            "the held buffer untouched"
+        );
     }
 
     #[test]
