@@ -335,46 +335,31 @@ fn dummy_hash() -> String {
 mod tests {
     use super::*;
 
-    struct Env;
-    impl crate::config::Secrets for Env {
-        fn env(&self, _: &str) -> Option<String> {
-            Some("mis-secret".into())
-        }
-        fn file(&self, _: &std::path::Path) -> std::io::Result<String> {
-            Err(std::io::ErrorKind::NotFound.into())
-        }
-    }
-
-    fn config(password: &str) -> Config {
-        let toml = format!(
-            r#"
-[[integrators]]
-login = "portal"
-password_hash = "{}"
-lpus = ["*"]
-
-[[backends]]
-name = "mis"
-url = "http://127.0.0.1:9"
-login = "gateway"
-password_env = "MIS_PASSWORD"
-timezone = "Europe/Moscow"
-
-[routes]
-"1dadf64c-f34a-4023-98a6-3e7b7be4f243" = "mis"
-"#,
-            hash_password(password).unwrap()
+    /// The shipped routes.toml (the demo integrator's published password), or the same file
+    /// with that integrator's hash replaced by one of `password`.
+    fn shipped(password: Option<&str>) -> Config {
+        use crate::demo::{DEMO_LOGIN, DemoSecrets};
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("routes.toml");
+        let base = Config::load(&path, &DemoSecrets).unwrap();
+        let Some(password) = password else {
+            return base;
+        };
+        let text = std::fs::read_to_string(&path).unwrap().replace(
+            &*base.integrators[DEMO_LOGIN].password_hash,
+            &hash_password(password).unwrap(),
         );
-        Config::from_bytes(toml.as_bytes(), std::path::Path::new("."), &Env).unwrap()
+        Config::from_bytes(text.as_bytes(), path.parent().unwrap(), &DemoSecrets).unwrap()
     }
 
     #[tokio::test]
     async fn a_threads_cache_vouches_for_a_while_then_the_shared_one_is_asked_again() {
+        use crate::demo::{DEMO_LOGIN, DEMO_PASSWORD};
         let auth = Authenticator::new();
-        let c = config("pw");
+        let c = shipped(None);
         let header = format!(
             "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode("portal:pw")
+            base64::engine::general_purpose::STANDARD
+                .encode(format!("{DEMO_LOGIN}:{DEMO_PASSWORD}"))
         );
         let header = header.as_bytes();
         let ok = |r: Result<Arc<Integrator>, AuthFailure>| r.map(|i| i.login.to_string());
@@ -382,7 +367,7 @@ timezone = "Europe/Moscow"
             ok(auth
                 .authenticate(&c, Some(header), None, Instant::now())
                 .await),
-            Ok("portal".into())
+            Ok(DEMO_LOGIN.into())
         );
         assert_eq!(auth.verifications(), 1);
 
@@ -394,13 +379,13 @@ timezone = "Europe/Moscow"
             ok(auth
                 .authenticate(&c, Some(header), None, Instant::now())
                 .await),
-            Ok("portal".into())
+            Ok(DEMO_LOGIN.into())
         );
         assert_eq!(auth.verifications(), 1, "served from the thread's cache");
 
         // A new password in the next generation: the thread's entry no longer matches a hash
         // there, so the header is verified again (and fails).
-        let changed = config("other");
+        let changed = shipped(Some("other"));
         assert_eq!(
             ok(auth
                 .authenticate(&changed, Some(header), None, Instant::now())
