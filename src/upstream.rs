@@ -239,7 +239,7 @@ impl Upstream {
         let b = &self.backend;
         // Built in place: `Request::builder()` moves its ~200-byte state through every call.
         let mut req = Request::new(Full::new(body));
-        // Room for these five, traceparent, and the Host and Content-Length hyper adds,
+        // Room for the four below, traceparent, the pool's Host and hyper's Content-Length,
         // without growing the map.
         *req.headers_mut() = http::HeaderMap::with_capacity(8);
         *req.method_mut() = Method::POST;
