@@ -595,39 +595,32 @@ fn record(rec: &Record, status: StatusCode, took: Duration) {
         record_span(rec, status, outcome);
     }
 
-    // Attribute values share the config's strings (Arc) and the error table's (static): no
-    // copies per request.
     let m = crate::metrics::get();
-    let backend: opentelemetry::StringValue = match &rec.backend {
-        Some(b) => b.clone().into(),
-        None => "none".into(),
-    };
-    let integrator: opentelemetry::StringValue = match &rec.integrator {
-        Some(i) => i.clone().into(),
-        None => "unauthenticated".into(),
-    };
-    m.requests.add(
-        1,
-        &[
-            KeyValue::new("integrator", integrator),
-            KeyValue::new("backend", backend.clone()),
-            KeyValue::new(
-                "status_class",
-                crate::metrics::status_class(status.as_u16()),
-            ),
-            KeyValue::new("code", rec.code.clone().unwrap_or("ok".into())),
-        ],
+    m.record_request(
+        crate::metrics::RequestLabels {
+            integrator: rec.integrator.as_ref(),
+            backend: rec.backend.as_ref(),
+            class: crate::metrics::status_class(status.as_u16()),
+            code: rec.code.as_ref(),
+        },
+        took,
+        rec.mis_time,
     );
-    let by_backend = [KeyValue::new("backend", backend)];
-    m.duration.record(took.as_secs_f64(), &by_backend);
-    if let Some(t) = rec.mis_time {
-        m.mis_duration.record(t.as_secs_f64(), &by_backend);
-    }
-    if rec.replayed {
-        m.replays.add(1, &by_backend);
-    }
-    if outcome == "outcome_unknown" && !rec.replayed {
-        m.outcome_unknown.add(1, &by_backend);
+    // Replays and lost answers are rare: their counters stay unbound.
+    let unknown = outcome == "outcome_unknown" && !rec.replayed;
+    if rec.replayed || unknown {
+        let by_backend = [KeyValue::new(
+            "backend",
+            match &rec.backend {
+                Some(b) => opentelemetry::StringValue::from(b.clone()),
+                None => "none".into(),
+            },
+        )];
+        if rec.replayed {
+            m.replays.add(1, &by_backend);
+        } else {
+            m.outcome_unknown.add(1, &by_backend);
+        }
     }
 }
 

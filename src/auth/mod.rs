@@ -273,13 +273,7 @@ impl Authenticator {
 
 /// The `auth_cache` metric: one look-up, a hit in either cache or a miss.
 fn count_cache_lookup(hit: bool) {
-    crate::metrics::get().auth_cache.add(
-        1,
-        &[opentelemetry::KeyValue::new(
-            "result",
-            if hit { "hit" } else { "miss" },
-        )],
-    );
+    crate::metrics::get().count_auth_lookup(hit);
 }
 
 impl Default for Authenticator {
