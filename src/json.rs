@@ -515,30 +515,48 @@ impl<'a> Parser<'a> {
     }
 
     /// The rest of a string whose opening quote was consumed; borrowed unless it has escapes.
+    /// The common string has none: this path stays small, and a backslash hands the string
+    /// over to [`Parser::string_escaped`].
+    #[inline(always)]
     fn string(&mut self) -> Result<Cow<'a, str>, ParseError> {
         let start = self.at;
-        let mut owned: Option<String> = None;
+        loop {
+            self.at += plain_prefix(&self.bytes[self.at..]);
+            match self.bytes.get(self.at) {
+                Some(b'"') => {
+                    // Every byte that ends a run is ASCII, so the slice is on char boundaries.
+                    let text = &self.text[start..self.at];
+                    self.at += 1;
+                    return Ok(Cow::Borrowed(text));
+                }
+                Some(b'\\') => return self.string_escaped(start).map(Cow::Owned),
+                Some(0..=0x1f) => return Err(self.error(ErrorKind::Syntax)),
+                Some(_) => self.at += 1,
+                None => return Err(self.error(ErrorKind::Eof)),
+            }
+        }
+    }
+
+    /// [`Parser::string`] from the first backslash on (the string began at `start`): the text
+    /// with its escapes decoded.
+    #[cold]
+    #[inline(never)]
+    fn string_escaped(&mut self, start: usize) -> Result<String, ParseError> {
+        let mut s = String::with_capacity(self.at - start + 16);
         let mut run = start;
         loop {
-            self.skip_plain();
+            self.at += plain_prefix(&self.bytes[self.at..]);
             // Every byte that ends a run is ASCII, so the slices below are on char boundaries.
             let Some(&b) = self.bytes.get(self.at) else {
                 return Err(self.error(ErrorKind::Eof));
             };
             match b {
                 b'"' => {
-                    let tail = &self.text[run..self.at];
+                    s.push_str(&self.text[run..self.at]);
                     self.at += 1;
-                    return Ok(match owned {
-                        None => Cow::Borrowed(tail),
-                        Some(mut s) => {
-                            s.push_str(tail);
-                            Cow::Owned(s)
-                        }
-                    });
+                    return Ok(s);
                 }
                 b'\\' => {
-                    let s = owned.get_or_insert_with(String::new);
                     s.push_str(&self.text[run..self.at]);
                     self.at += 1;
                     let Some(&e) = self.bytes.get(self.at) else {
@@ -565,31 +583,6 @@ impl<'a> Parser<'a> {
                 0..=0x1f => return Err(self.error(ErrorKind::Syntax)),
                 _ => self.at += 1,
             }
-        }
-    }
-
-    /// Moves over string bytes that need no attention, eight at a time: stops at (or, within
-    /// the last eight bytes, before) the first `"`, `\` or control character.
-    fn skip_plain(&mut self) {
-        const ONES: u64 = 0x0101_0101_0101_0101;
-        const HIGH: u64 = 0x8080_8080_8080_8080;
-        while let Some(chunk) = self.bytes.get(self.at..self.at + 8) {
-            let mut word = [0u8; 8];
-            word.copy_from_slice(chunk);
-            let w = u64::from_le_bytes(word);
-            // High bit set in a byte that is zero after the XOR / below 0x20 (exact for the
-            // lowest such byte, which is all that is used).
-            let quote = w ^ (ONES * u64::from(b'"'));
-            let slash = w ^ (ONES * u64::from(b'\\'));
-            let found = (quote.wrapping_sub(ONES) & !quote
-                | slash.wrapping_sub(ONES) & !slash
-                | w.wrapping_sub(ONES * 0x20) & !w)
-                & HIGH;
-            if found != 0 {
-                self.at += (found.trailing_zeros() / 8) as usize;
-                return;
-            }
-            self.at += 8;
         }
     }
 
@@ -813,6 +806,41 @@ impl Serialize for Node<'_> {
             }
         }
     }
+}
+
+/// How many leading bytes of `bytes` a JSON string holds as they are (neither `"`, `\` nor a
+/// control character), found eight at a time: exact when one of those bytes lies in the first
+/// `len - len % 8`, else a lower bound that leaves at most the last seven bytes to look at
+/// one by one.
+#[inline]
+fn plain_prefix(bytes: &[u8]) -> usize {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut at = 0;
+    while let Some(chunk) = bytes.get(at..at + 8) {
+        let w = word(chunk);
+        // High bit set in a byte that is zero after the XOR / below 0x20 (exact for the
+        // lowest such byte, which is all that is used).
+        let quote = w ^ (ONES * u64::from(b'"'));
+        let slash = w ^ (ONES * u64::from(b'\\'));
+        let found = (quote.wrapping_sub(ONES) & !quote
+            | slash.wrapping_sub(ONES) & !slash
+            | w.wrapping_sub(ONES * 0x20) & !w)
+            & HIGH;
+        if found != 0 {
+            return at + (found.trailing_zeros() / 8) as usize;
+        }
+        at += 8;
+    }
+    at
+}
+
+/// Eight bytes as a little-endian word (`chunk` is eight bytes long).
+#[inline]
+fn word(chunk: &[u8]) -> u64 {
+    let mut w = [0u8; 8];
+    w.copy_from_slice(chunk);
+    u64::from_le_bytes(w)
 }
 
 #[cfg(test)]
