@@ -4,8 +4,8 @@
 //! The per-connection stack, outermost first:
 //! 1. hyper's connection with a timer installed, so `header_read_timeout` really fires
 //!    (slowloris); header count and size capped.
-//! 2. `CatchPanicLayer`: a bug in a handler becomes a 500 in the error shape, not a dropped
-//!    connection (and nothing of the request is echoed).
+//! 2. `catch_unwind` around each request's handler (see [`service`]): a bug in a handler becomes
+//!    a 500 in the error shape, not a dropped connection (and nothing of the request is echoed).
 //! 3. The handler, whose error type is `Infallible`: every failure is already a response.
 
 use std::convert::Infallible;
@@ -22,11 +22,8 @@ use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
-use tower::ServiceBuilder;
-use tower_http::catch_panic::CatchPanicLayer;
 
 use crate::error::GatewayError;
 use crate::workers::Workers;
@@ -248,39 +245,40 @@ async fn refuse(mut stream: tokio::net::TcpStream) {
     .await;
 }
 
-/// The handler wrapped in the tower layers every request passes.
+/// The handler as hyper's service. Each request's future is created and polled under
+/// `catch_unwind`: a bug in a handler becomes a 500 in the error shape, logged without anything
+/// of the request, and the connection goes on. (What tower-http's `CatchPanicLayer` does, with
+/// none of the tower adapter's layers around every request's future.)
 fn service<H: Handler>(
     handler: Arc<H>,
     peer: SocketAddr,
-) -> TowerToHyperService<
-    impl tower::Service<
-        Request<Incoming>,
-        Response = Response<
-            impl http_body::Body<
-                Data = Bytes,
-                Error = impl Into<Box<dyn std::error::Error + Send + Sync>>,
-            > + Send
-            + 'static,
-        >,
-        Error = Infallible,
-        Future = impl Send + 'static,
-    > + Clone
-    + Send
-    + 'static,
-> {
-    let service = ServiceBuilder::new()
-        .layer(CatchPanicLayer::custom(
-            |_panic: Box<dyn std::any::Any + Send>| {
-                tracing::error!("a request handler panicked");
-                let id = uuid::Uuid::now_v7().hyphenated().to_string();
-                GatewayError::Internal.into_response(&id, None)
-            },
-        ))
-        .service_fn(move |req: Request<Incoming>| {
-            let handler = handler.clone();
-            async move { Ok::<_, Infallible>(handler.call(req, peer).await) }
-        });
-    TowerToHyperService::new(service)
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<Full<Bytes>>,
+    Error = Infallible,
+    Future = impl Future<Output = Result<Response<Full<Bytes>>, Infallible>> + Send + 'static,
+> + 'static {
+    use futures_util::FutureExt;
+    use futures_util::future::{Either, ready};
+    use std::panic::{AssertUnwindSafe, catch_unwind};
+    hyper::service::service_fn(move |req: Request<Incoming>| {
+        let handler = handler.clone();
+        match catch_unwind(AssertUnwindSafe(|| handler.call(req, peer))) {
+            Ok(answer) => Either::Left(
+                AssertUnwindSafe(answer)
+                    .catch_unwind()
+                    .map(|answer| Ok::<_, Infallible>(answer.unwrap_or_else(|_| panicked()))),
+            ),
+            Err(_) => Either::Right(ready(Ok(panicked()))),
+        }
+    })
+}
+
+/// The answer to a request whose handler panicked.
+fn panicked() -> Response<Full<Bytes>> {
+    tracing::error!("a request handler panicked");
+    let id = uuid::Uuid::now_v7().hyphenated().to_string();
+    GatewayError::Internal.into_response(&id, None)
 }
 
 fn builder(limits: ConnLimits) -> auto::Builder<TokioExecutor> {
@@ -300,4 +298,79 @@ fn builder(limits: ConnLimits) -> auto::Builder<TokioExecutor> {
         .max_header_list_size(limits.max_header_bytes as u32)
         .max_concurrent_streams(128);
     builder
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body_util::BodyExt;
+
+    /// Panics while making its future (`/call`), while it is polled (`/poll`), or answers 200.
+    struct Fragile;
+
+    impl Handler for Fragile {
+        fn call(
+            self: Arc<Self>,
+            req: Request<Incoming>,
+            _peer: SocketAddr,
+        ) -> impl Future<Output = Response<Full<Bytes>>> + Send {
+            let path = req.uri().path().to_owned();
+            if path == "/call" {
+                panic!("a bug while making the future");
+            }
+            async move {
+                tokio::task::yield_now().await;
+                if path == "/poll" {
+                    panic!("a bug while polled");
+                }
+                Response::new(Full::new(Bytes::from_static(b"fine")))
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_panicking_handler_answers_500_in_the_error_shape_and_the_connection_goes_on() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(serve(
+            listener,
+            Arc::new(Fragile),
+            ConnLimits::default(),
+            async {
+                let _ = stopped.await;
+            },
+            Duration::from_secs(1),
+        ));
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        // All three on the one connection: a panic does not cost the client its connection.
+        for (path, status, body) in [
+            ("/poll", 500, None),
+            ("/call", 500, None),
+            ("/ok", 200, Some("fine")),
+        ] {
+            send.ready().await.unwrap();
+            let req = Request::get(format!("http://{addr}{path}"))
+                .body(Full::new(Bytes::new()))
+                .unwrap();
+            let resp = send.send_request(req).await.unwrap();
+            assert_eq!(resp.status(), status, "{path}");
+            let bytes = resp.into_body().collect().await.unwrap().to_bytes();
+            match body {
+                Some(text) => assert_eq!(bytes, text),
+                None => {
+                    let v: serde_json::Value = serde_json::from_slice(&bytes).unwrap();
+                    assert_eq!(v["Code"], 500, "{path}: {v}");
+                    assert_eq!(v["Message_code"], "95000", "{path}: {v}");
+                    assert!(v["requestId"].is_string(), "{path}: {v}");
+                }
+            }
+        }
+        let _ = stop.send(());
+        server.await.unwrap();
+    }
 }
