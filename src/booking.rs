@@ -421,6 +421,7 @@ fn check_value(v: &Node, kind: Kind, path: &Path, out: &mut Vec<FieldProblem>) {
 }
 
 /// String `s` as a `kind` field: the GUID it holds (for [`Kind::Guid`]), or what is wrong.
+#[inline(always)]
 fn check_string(s: &str, kind: Kind) -> Result<Option<Uuid>, &'static str> {
     match kind {
         Kind::Guid => match parse_guid(s) {

@@ -309,7 +309,7 @@ impl<'a> Parser<'a> {
 
     /// The next member's key, past its `:`: where it is, for [`Parser::key_text`]. (A span,
     /// not the text, so that the common borrowed key is not moved around as a `Cow`.)
-    #[inline]
+    #[inline(always)]
     pub(crate) fn key(&mut self) -> Result<KeySpan, ParseError> {
         self.skip_ws();
         if self.peek() != Some(b'"') {
@@ -332,10 +332,17 @@ impl<'a> Parser<'a> {
     }
 
     /// The text of a key [`Parser::key`] returned, its escapes decoded.
+    #[inline(always)]
     pub(crate) fn key_text(&self, span: KeySpan) -> Cow<'a, str> {
         if !span.escaped {
             return Cow::Borrowed(&self.text[span.start..span.end]);
         }
+        self.escaped_key_text(span)
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn escaped_key_text(&self, span: KeySpan) -> Cow<'a, str> {
         let mut again = Parser::new(self.text);
         again.at = span.start;
         // The same bytes parsed a second time: cannot fail.
