@@ -228,7 +228,7 @@ impl GatewayError {
             errors,
         };
         let bytes = serde_json::to_vec(&body).unwrap_or_default();
-        let mut resp = json_answer(bytes, request_id);
+        let mut resp = json_answer(bytes, HeaderValue::from_str(request_id).ok());
         *resp.status_mut() = status;
         let h = resp.headers_mut();
         match &self {
@@ -301,8 +301,44 @@ impl GatewayError {
 /// name given as a string is parsed, and a non-standard one allocated, on every use.
 pub const X_REQUEST_ID: header::HeaderName = header::HeaderName::from_static("x-request-id");
 
-/// A JSON answer to an integrator (Appointment or error): content type, no caching, request id.
-pub fn json_answer(body: Vec<u8>, request_id: &str) -> Response<Full<Bytes>> {
+/// A request's id: a new UUIDv7 as text, and as the `X-Request-Id` value that the answer and
+/// the request to the MIS share (one allocation; a clone only counts a reference).
+pub struct RequestId {
+    text: [u8; 36],
+    header: Option<HeaderValue>,
+}
+
+impl RequestId {
+    pub fn new() -> RequestId {
+        let mut text = [0u8; 36];
+        uuid::Uuid::now_v7().hyphenated().encode_lower(&mut text);
+        RequestId {
+            text,
+            // Hyphenated lowercase hex: always a valid header value.
+            header: HeaderValue::from_maybe_shared(Bytes::from_owner(text)).ok(),
+        }
+    }
+
+    pub fn as_str(&self) -> &str {
+        // Written by `encode_lower`: ASCII.
+        std::str::from_utf8(&self.text).unwrap_or_default()
+    }
+
+    /// The `X-Request-Id` value.
+    pub fn header(&self) -> Option<&HeaderValue> {
+        self.header.as_ref()
+    }
+}
+
+impl Default for RequestId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A JSON answer to an integrator (Appointment or error): content type, no caching, and the
+/// request id when there is one.
+pub fn json_answer(body: Vec<u8>, request_id: Option<HeaderValue>) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     let h = resp.headers_mut();
     h.insert(
@@ -310,7 +346,7 @@ pub fn json_answer(body: Vec<u8>, request_id: &str) -> Response<Full<Bytes>> {
         HeaderValue::from_static("application/json; charset=utf-8"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if let Ok(v) = HeaderValue::from_str(request_id) {
+    if let Some(v) = request_id {
         h.insert(X_REQUEST_ID, v);
     }
     resp

@@ -29,7 +29,7 @@ use uuid::Uuid;
 use crate::auth::{AuthFailure, Authenticator};
 use crate::booking;
 use crate::config::{Integrator, StoreKind};
-use crate::error::GatewayError;
+use crate::error::{GatewayError, RequestId};
 use crate::guard::is_mis_failure;
 use crate::idempotency::{self, Begin, InFlight, MemoryStore, Outcome, Store};
 use crate::live::{Generation, Live};
@@ -151,11 +151,10 @@ impl Gateway {
         B::Error: Into<BoxError>,
     {
         let started = Instant::now();
-        let request_id = Uuid::now_v7().hyphenated().to_string();
-        let (span, trace_id, traceparent) = request_trace(&req, &request_id);
+        let request_id = RequestId::new();
+        let (span, traceparent) = request_trace(&req, request_id.as_str());
         let ids = Ids {
             request_id,
-            trace_id,
             traceparent,
         };
         let generation = self.live.load();
@@ -176,8 +175,7 @@ impl Gateway {
         // Phase 2 only ends early through a bug (a panic); it may have sent the booking already,
         // so the honest answer is "outcome unknown", never "not sent".
         phase2.await.unwrap_or_else(|_| {
-            let id = Uuid::now_v7().hyphenated().to_string();
-            GatewayError::OutcomeUnknown.into_response(&id, None)
+            GatewayError::OutcomeUnknown.into_response(RequestId::new().as_str(), None)
         })
     }
 
@@ -352,7 +350,7 @@ impl Gateway {
             let answer = upstream
                 .book(
                     b.body.clone(),
-                    request_id,
+                    ids.request_id.header(),
                     ids.traceparent.as_ref().or(b.traceparent.as_ref()),
                 )
                 .await;
@@ -485,7 +483,7 @@ fn finish(
     let request_id = ids.request_id.as_str();
     let response = match result {
         Ok(answer) => {
-            let mut resp = crate::error::json_answer(answer.body, request_id);
+            let mut resp = crate::error::json_answer(answer.body, ids.request_id.header().cloned());
             let h = resp.headers_mut();
             if answer.replayed {
                 h.insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
@@ -494,7 +492,7 @@ fn finish(
         }
         Err(e) => {
             rec.code = Some(e.code());
-            let mut resp = e.into_response(request_id, ids.trace_id.as_deref());
+            let mut resp = e.into_response(request_id, ids.trace_id());
             if rec.replayed {
                 resp.headers_mut()
                     .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
@@ -508,13 +506,18 @@ fn finish(
     response
 }
 
-/// The request id and, when tracing gave one, the W3C trace id (32 hex digits).
+/// The request id and, when tracing gave one, this request's own `traceparent` (its server
+/// span), sent to the MIS when no client span is made for the call.
 struct Ids {
-    request_id: String,
-    trace_id: Option<String>,
-    /// This request's own `traceparent` (its server span), sent to the MIS when no client
-    /// span is made for the call.
+    request_id: RequestId,
     traceparent: Option<HeaderValue>,
+}
+
+impl Ids {
+    /// The W3C trace id (32 hex digits), for error bodies and logs.
+    fn trace_id(&self) -> Option<&str> {
+        crate::telemetry::trace_id(self.traceparent.as_ref()?)
+    }
 }
 
 /// The server span of one request, named by route (never by raw path), child of the
@@ -547,26 +550,21 @@ fn server_span<B>(req: &Request<B>, request_id: &str) -> tracing::Span {
     span
 }
 
-/// The request's server span, its trace id and its own `traceparent` (what the MIS gets when
-/// no client span is made).
+/// The request's server span and its own `traceparent` (what the MIS gets when no client
+/// span is made; the trace id is cut from it).
 ///
 /// Without an exporter a span would only carry the trace context, so none is made: the
 /// context is derived here as the SDK would (the integrator's trace, or a new one; a new span
 /// id), sparing each request the span's creation, its enters and exits on every poll and
 /// its closing in the subscriber and the OpenTelemetry layer.
-fn request_trace<B>(
-    req: &Request<B>,
-    request_id: &str,
-) -> (tracing::Span, Option<String>, Option<HeaderValue>) {
+fn request_trace<B>(req: &Request<B>, request_id: &str) -> (tracing::Span, Option<HeaderValue>) {
     if !crate::telemetry::exporting() {
         let sc = crate::telemetry::child_of(&parent_context(req.headers()));
-        let (trace_id, traceparent) = crate::telemetry::trace_ids(&sc);
-        return (tracing::Span::none(), trace_id, traceparent);
+        return (tracing::Span::none(), crate::telemetry::traceparent(&sc));
     }
     let span = server_span(req, request_id);
-    let (trace_id, traceparent) =
-        crate::telemetry::trace_ids(&span.context().span().span_context().clone());
-    (span, trace_id, traceparent)
+    let traceparent = crate::telemetry::traceparent(&span.context().span().span_context().clone());
+    (span, traceparent)
 }
 
 /// The integrator's trace context from `traceparent` (an empty context without one).
@@ -744,7 +742,7 @@ const DRAIN_TIME: Duration = Duration::from_secs(2);
 fn log_access(ids: &Ids, rec: &Record, resp: &Response<Full<Bytes>>, took: Duration) {
     let status = resp.status();
     let request_id = ids.request_id.as_str();
-    let trace_id = ids.trace_id.as_deref();
+    let trace_id = ids.trace_id();
     macro_rules! event {
         ($lvl:expr) => {
             tracing::event!(

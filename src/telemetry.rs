@@ -26,22 +26,17 @@ use tracing_subscriber::util::SubscriberInitExt;
 /// The W3C trace context header's name.
 pub const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
 
-/// The trace id of `sc` (32 hex digits) and its `traceparent`; both `None` when `sc` is not
-/// valid. The id is cut from the header just written, not formatted a second time.
-pub fn trace_ids(
-    sc: &opentelemetry::trace::SpanContext,
-) -> (Option<String>, Option<http::HeaderValue>) {
-    let traceparent = traceparent(sc);
+/// The trace id (32 hex digits) in a `traceparent` value [`traceparent`] wrote: cut from the
+/// header, not formatted a second time.
+pub fn trace_id(traceparent: &http::HeaderValue) -> Option<&str> {
     // `00-<trace id>-<span id>-<flags>`.
-    let trace_id = traceparent
-        .as_ref()
-        .and_then(|h| h.to_str().ok()?.get(3..35).map(str::to_owned));
-    (trace_id, traceparent)
+    traceparent.to_str().ok()?.get(3..35)
 }
 
 /// The W3C `traceparent` header of `sc` (`00-<trace id>-<span id>-<flags>`), or `None` when
-/// the context is not valid. Written straight into a buffer: the propagator's injector
-/// formats into a `String` and a header map per call.
+/// the context is not valid. Written straight into a buffer (the propagator's injector
+/// formats into a `String` and a header map per call), and shared: a clone of the value only
+/// counts a reference.
 pub fn traceparent(sc: &opentelemetry::trace::SpanContext) -> Option<http::HeaderValue> {
     if !sc.is_valid() {
         return None;
@@ -66,7 +61,7 @@ pub fn traceparent(sc: &opentelemetry::trace::SpanContext) -> Option<http::Heade
     header[3..35].copy_from_slice(&out[2..34]);
     header[36..52].copy_from_slice(&out[34..50]);
     header[53..55].copy_from_slice(&out[50..52]);
-    http::HeaderValue::from_bytes(&header).ok()
+    http::HeaderValue::from_maybe_shared(bytes::Bytes::from_owner(header)).ok()
 }
 
 /// A new span context under `parent`'s span, as the SDK's tracer makes one with its default
@@ -348,15 +343,11 @@ mod tests {
             let ours = super::traceparent(&sc).unwrap();
             assert_eq!(Some(ours.to_str().unwrap().to_owned()), injected(&sc));
             // The trace id cut from the header is the id's own 32-digit hex.
-            assert_eq!(
-                super::trace_ids(&sc),
-                (Some(format!("{:032x}", trace)), Some(ours))
-            );
+            assert_eq!(super::trace_id(&ours), Some(&*format!("{:032x}", trace)));
         }
         let invalid = SpanContext::empty_context();
         assert_eq!(super::traceparent(&invalid), None);
         assert_eq!(injected(&invalid), None);
-        assert_eq!(super::trace_ids(&invalid), (None, None));
     }
 
     #[test]
