@@ -842,6 +842,32 @@ fn plain_prefix(bytes: &[u8]) -> usize {
     at
 }
 
+/// Whether every byte of `s` is printable ASCII (space to `~`) other than `"` and `\\`, looked
+/// at eight at a time: a text log line quotes such a string as it is.
+pub(crate) fn printable_unquoted(s: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let mut chunks = s.chunks_exact(8);
+    for chunk in &mut chunks {
+        let w = word(chunk);
+        let quote = w ^ (ONES * u64::from(b'"'));
+        let slash = w ^ (ONES * u64::from(b'\\'));
+        // Per byte, the high bit: a zero after the XOR, below 0x20, above 0x7e. Each test is
+        // exact as to whether any byte of the word has it.
+        let bad = quote.wrapping_sub(ONES) & !quote
+            | slash.wrapping_sub(ONES) & !slash
+            | w.wrapping_sub(ONES * 0x20) & !w
+            | (w.wrapping_add(ONES) | w);
+        if bad & HIGH != 0 {
+            return false;
+        }
+    }
+    chunks
+        .remainder()
+        .iter()
+        .all(|&b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\')
+}
+
 /// Eight bytes as a little-endian word (`chunk` is eight bytes long).
 #[inline]
 fn word(chunk: &[u8]) -> u64 {
@@ -1029,6 +1055,26 @@ mod tests {
 
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// The word-at-a-time test answers as the byte-by-byte one, for any bytes and for
+        /// strings that are nearly all printable.
+        #[test]
+        fn printable_unquoted_is_the_byte_by_byte_test(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
+            text in "[ -~]{0,40}",
+            bad in proptest::prelude::any::<u8>(),
+            at in proptest::prelude::any::<proptest::sample::Index>(),
+        ) {
+            let slow = |s: &[u8]| s.iter().all(|&b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\');
+            proptest::prop_assert_eq!(super::printable_unquoted(&bytes), slow(&bytes));
+            let mut text = text.into_bytes();
+            proptest::prop_assert_eq!(super::printable_unquoted(&text), slow(&text));
+            if !text.is_empty() {
+                let i = at.index(text.len());
+                text[i] = bad;
+                proptest::prop_assert_eq!(super::printable_unquoted(&text), slow(&text));
+            }
+        }
 
         #[test]
         fn parser_agrees_with_serde_json_on_valid_json(v in json_value(), pretty: bool) {

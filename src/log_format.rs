@@ -234,10 +234,7 @@ impl Visit for Fields<'_> {
                 json_str(w, value)
             } else if message {
                 w.write_str(value)
-            } else if value
-                .bytes()
-                .all(|b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\')
-            {
+            } else if crate::json::printable_unquoted(value.as_bytes()) {
                 w.write_char('"')?;
                 w.write_str(value)?;
                 w.write_char('"')
