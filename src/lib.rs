@@ -25,6 +25,7 @@ pub mod auth;
 pub mod booking;
 pub mod config;
 pub mod demo;
+pub mod drain;
 pub mod error;
 pub mod gateway;
 pub mod guard;

@@ -21,10 +21,10 @@ use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
-use hyper_util::server::graceful::GracefulShutdown;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use crate::drain::{Drain, Watcher};
 use crate::error::GatewayError;
 use crate::workers::Workers;
 
@@ -96,7 +96,7 @@ pub async fn serve_tls<H, F>(
     H: Handler,
     F: Future<Output = ()>,
 {
-    let graceful = GracefulShutdown::new();
+    let connections = Drain::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let workers = match limits.workers {
         0 => None,
@@ -132,7 +132,7 @@ pub async fn serve_tls<H, F>(
             handler: handler.clone(),
             limits,
             tls: tls.as_ref().and_then(|t| t()),
-            watcher: graceful.watcher(),
+            watcher: connections.watcher(),
             _slot: slot,
         };
         match &workers {
@@ -155,7 +155,7 @@ pub async fn serve_tls<H, F>(
         }
     }
     drop(listener);
-    if tokio::time::timeout(drain, graceful.shutdown())
+    if tokio::time::timeout(drain, connections.shutdown())
         .await
         .is_err()
     {
@@ -175,7 +175,7 @@ struct Conn<H> {
     handler: Arc<H>,
     limits: ConnLimits,
     tls: Option<Arc<rustls::ServerConfig>>,
-    watcher: hyper_util::server::graceful::Watcher,
+    watcher: Watcher,
     /// Its place under `max_connections`, given back when the connection ends.
     _slot: tokio::sync::OwnedSemaphorePermit,
 }
@@ -326,6 +326,114 @@ mod tests {
                 Response::new(Full::new(Bytes::from_static(b"fine")))
             }
         }
+    }
+
+    /// `/slow` answers once the test lets it (saying when it has begun); anything else at once.
+    struct Gated {
+        begun: tokio::sync::mpsc::UnboundedSender<()>,
+        gate: Arc<tokio::sync::Semaphore>,
+    }
+
+    impl Handler for Gated {
+        async fn call(
+            self: Arc<Self>,
+            req: Request<Incoming>,
+            _peer: SocketAddr,
+        ) -> Response<Full<Bytes>> {
+            if req.uri().path() == "/slow" {
+                let _ = self.begun.send(());
+                let _ = self.gate.acquire().await;
+            }
+            Response::new(Full::new(Bytes::from_static(b"done")))
+        }
+    }
+
+    async fn connect(
+        addr: SocketAddr,
+    ) -> (
+        hyper::client::conn::http1::SendRequest<Full<Bytes>>,
+        tokio::task::JoinHandle<hyper::Result<()>>,
+    ) {
+        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+            .await
+            .unwrap();
+        (send, tokio::spawn(conn))
+    }
+
+    fn get(addr: SocketAddr, path: &str) -> Request<Full<Bytes>> {
+        Request::get(format!("http://{addr}{path}"))
+            .body(Full::new(Bytes::new()))
+            .unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_drain_closes_idle_connections_at_once_and_busy_ones_after_their_answer() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (begun_tx, mut begun) = tokio::sync::mpsc::unbounded_channel();
+        let gate = Arc::new(tokio::sync::Semaphore::new(0));
+        let handler = Arc::new(Gated {
+            begun: begun_tx,
+            gate: gate.clone(),
+        });
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        // Deadlines far beyond the bound below (an idle connection is also closed when the
+        // header read timeout passes): the connections must end by the drain itself.
+        let server = tokio::spawn(serve(
+            listener,
+            handler,
+            ConnLimits {
+                header_read_timeout: Duration::from_secs(600),
+                ..ConnLimits::default()
+            },
+            async {
+                let _ = stopped.await;
+            },
+            Duration::from_secs(600),
+        ));
+        let bound = Duration::from_secs(20);
+
+        // One connection idle after an answer, one with a request in flight.
+        let (mut idle, idle_conn) = connect(addr).await;
+        assert_eq!(
+            idle.send_request(get(addr, "/fast"))
+                .await
+                .unwrap()
+                .status(),
+            200
+        );
+        let (mut busy, busy_conn) = connect(addr).await;
+        let in_flight = tokio::spawn(async move { busy.send_request(get(addr, "/slow")).await });
+        begun.recv().await.unwrap();
+
+        let _ = stop.send(());
+        // The idle connection is closed by the server without a request.
+        tokio::time::timeout(bound, idle_conn)
+            .await
+            .expect("the idle connection is closed by the drain")
+            .unwrap()
+            .unwrap();
+        assert!(!server.is_finished(), "a request is still in flight");
+        // The request in flight is answered, then its connection closes and serving ends.
+        gate.add_permits(1);
+        let answer = tokio::time::timeout(bound, in_flight)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        assert_eq!(answer.status(), 200);
+        let body = answer.into_body().collect().await.unwrap().to_bytes();
+        assert_eq!(body, "done");
+        tokio::time::timeout(bound, busy_conn)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+        tokio::time::timeout(bound, server)
+            .await
+            .expect("serving ends once the last connection closed")
+            .unwrap();
     }
 
     #[tokio::test]
