@@ -179,39 +179,37 @@ pub fn fingerprint(secret: &[u8], body: &[u8]) -> Fingerprint {
 }
 
 /// Bookings in flight without a key, by (integrator, direction, slot): a double submit of the
-/// same referral into the same slot while the first is running gets 409.
+/// same referral into the same slot while the first is running gets 409. The set holds the
+/// three as they are (the login shared with the configuration): only this process sees them.
 #[derive(Default)]
 pub struct InFlight {
-    set: Mutex<HashSet<[u8; 32]>>,
+    set: Mutex<HashSet<InFlightKey>>,
 }
+
+type InFlightKey = (Arc<str>, uuid::Uuid, uuid::Uuid);
 
 /// Held while a keyless booking runs; frees its place when dropped.
 pub struct InFlightGuard {
     owner: Arc<InFlight>,
-    id: [u8; 32],
+    key: InFlightKey,
 }
 
 impl InFlight {
     pub fn try_enter(
         self: &Arc<Self>,
-        login: &str,
+        login: &Arc<str>,
         direction: &uuid::Uuid,
         slot: &uuid::Uuid,
     ) -> Option<InFlightGuard> {
-        let mut h = Sha256::new();
-        h.update(login.as_bytes());
-        h.update([0]);
-        h.update(direction.as_bytes());
-        h.update(slot.as_bytes());
-        let id: [u8; 32] = h.finalize().into();
+        let key = (login.clone(), *direction, *slot);
         let fresh = self
             .set
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(id);
+            .insert(key.clone());
         fresh.then(|| InFlightGuard {
             owner: self.clone(),
-            id,
+            key,
         })
     }
 }
@@ -222,7 +220,7 @@ impl Drop for InFlightGuard {
             .set
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.id);
+            .remove(&self.key);
     }
 }
 
@@ -261,10 +259,16 @@ mod tests {
     fn in_flight_guards_free_their_place() {
         let f = Arc::new(InFlight::default());
         let (d, s) = (uuid::Uuid::new_v4(), uuid::Uuid::new_v4());
-        let g = f.try_enter("portal", &d, &s).unwrap();
-        assert!(f.try_enter("portal", &d, &s).is_none());
-        assert!(f.try_enter("callcentre", &d, &s).is_some());
+        let (portal, callcentre): (Arc<str>, Arc<str>) = ("portal".into(), "callcentre".into());
+        let g = f.try_enter(&portal, &d, &s).unwrap();
+        // The same login from another generation's string is the same integrator.
+        assert!(f.try_enter(&"portal".into(), &d, &s).is_none());
+        assert!(f.try_enter(&callcentre, &d, &s).is_some());
+        assert!(
+            f.try_enter(&portal, &s, &d).is_some(),
+            "direction and slot are not interchangeable"
+        );
         drop(g);
-        assert!(f.try_enter("portal", &d, &s).is_some());
+        assert!(f.try_enter(&portal, &d, &s).is_some());
     }
 }
