@@ -125,10 +125,15 @@ impl<'a> Node<'a> {
 pub fn write_json_str(s: &str, out: &mut Vec<u8>) {
     out.reserve(s.len() + 2);
     out.push(b'"');
-    let _ = escape_json(s, |piece| {
-        out.extend_from_slice(piece.as_bytes());
-        Ok::<(), std::convert::Infallible>(())
-    });
+    if needs_no_escape(s.as_bytes()) {
+        // The common string, found eight bytes at a time: copied in one piece.
+        out.extend_from_slice(s.as_bytes());
+    } else {
+        let _ = escape_json(s, |piece| {
+            out.extend_from_slice(piece.as_bytes());
+            Ok::<(), std::convert::Infallible>(())
+        });
+    }
     out.push(b'"');
 }
 
@@ -845,6 +850,22 @@ fn plain_prefix(bytes: &[u8]) -> usize {
 /// Whether every byte of `s` is printable ASCII (space to `~`) other than `"` and `\\`, looked
 /// at eight at a time: a text log line quotes such a string as it is.
 pub(crate) fn printable_unquoted(s: &[u8]) -> bool {
+    all_bytes(s, true, |b| {
+        (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\'
+    })
+}
+
+/// Whether a JSON string holds `s` as it is (no `"`, `\\` or control character), looked at
+/// eight bytes at a time.
+fn needs_no_escape(s: &[u8]) -> bool {
+    all_bytes(s, false, |b| b >= b' ' && b != b'"' && b != b'\\')
+}
+
+/// Whether `ok` holds for every byte of `s`, where `ok` refuses `"`, `\\` and bytes below
+/// 0x20, and, with `ascii`, bytes above 0x7e: whole words are tested at once, the rest of
+/// `s` byte by byte.
+#[inline(always)]
+fn all_bytes(s: &[u8], ascii: bool, ok: impl Fn(u8) -> bool) -> bool {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
     let mut chunks = s.chunks_exact(8);
@@ -852,20 +873,19 @@ pub(crate) fn printable_unquoted(s: &[u8]) -> bool {
         let w = word(chunk);
         let quote = w ^ (ONES * u64::from(b'"'));
         let slash = w ^ (ONES * u64::from(b'\\'));
-        // Per byte, the high bit: a zero after the XOR, below 0x20, above 0x7e. Each test is
-        // exact as to whether any byte of the word has it.
-        let bad = quote.wrapping_sub(ONES) & !quote
+        // Per byte, the high bit: a zero after the XOR, below 0x20, (with `ascii`) above
+        // 0x7e. Each test is exact as to whether any byte of the word has it.
+        let mut bad = quote.wrapping_sub(ONES) & !quote
             | slash.wrapping_sub(ONES) & !slash
-            | w.wrapping_sub(ONES * 0x20) & !w
-            | (w.wrapping_add(ONES) | w);
+            | w.wrapping_sub(ONES * 0x20) & !w;
+        if ascii {
+            bad |= w.wrapping_add(ONES) | w;
+        }
         if bad & HIGH != 0 {
             return false;
         }
     }
-    chunks
-        .remainder()
-        .iter()
-        .all(|&b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\')
+    chunks.remainder().iter().all(|&b| ok(b))
 }
 
 /// Eight bytes as a little-endian word (`chunk` is eight bytes long).
@@ -1055,6 +1075,25 @@ mod tests {
 
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
+
+        /// A string written in one piece is exactly one with nothing to escape.
+        #[test]
+        fn needs_no_escape_is_the_byte_by_byte_test(
+            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
+            text in "[ -~]{0,40}",
+            bad in proptest::prelude::any::<u8>(),
+            at in proptest::prelude::any::<proptest::sample::Index>(),
+        ) {
+            let slow = |s: &[u8]| s.iter().all(|&b| b >= b' ' && b != b'"' && b != b'\\');
+            proptest::prop_assert_eq!(super::needs_no_escape(&bytes), slow(&bytes));
+            let mut text = text.into_bytes();
+            proptest::prop_assert_eq!(super::needs_no_escape(&text), slow(&text));
+            if !text.is_empty() {
+                let i = at.index(text.len());
+                text[i] = bad;
+                proptest::prop_assert_eq!(super::needs_no_escape(&text), slow(&text));
+            }
+        }
 
         /// The word-at-a-time test answers as the byte-by-byte one, for any bytes and for
         /// strings that are nearly all printable.
