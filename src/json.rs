@@ -1076,42 +1076,27 @@ mod tests {
     proptest::proptest! {
         #![proptest_config(proptest::prelude::ProptestConfig::with_cases(2000))]
 
-        /// A string written in one piece is exactly one with nothing to escape.
+        /// The word-at-a-time tests (a string written in one piece, a log value quoted as it
+        /// is) answer as byte-by-byte ones, for any bytes and for printable ASCII strings with
+        /// one byte replaced.
         #[test]
-        fn needs_no_escape_is_the_byte_by_byte_test(
+        fn word_tests_are_the_byte_by_byte_tests(
             bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
             text in "[ -~]{0,40}",
             bad in proptest::prelude::any::<u8>(),
             at in proptest::prelude::any::<proptest::sample::Index>(),
         ) {
-            let slow = |s: &[u8]| s.iter().all(|&b| b >= b' ' && b != b'"' && b != b'\\');
-            proptest::prop_assert_eq!(super::needs_no_escape(&bytes), slow(&bytes));
-            let mut text = text.into_bytes();
-            proptest::prop_assert_eq!(super::needs_no_escape(&text), slow(&text));
-            if !text.is_empty() {
-                let i = at.index(text.len());
-                text[i] = bad;
-                proptest::prop_assert_eq!(super::needs_no_escape(&text), slow(&text));
+            let plain = |s: &[u8]| s.iter().all(|&b| b >= b' ' && b != b'"' && b != b'\\');
+            let printable = |s: &[u8]| plain(s) && s.iter().all(|&b| b <= b'~');
+            let text = text.into_bytes();
+            let mut changed = text.clone();
+            if !changed.is_empty() {
+                let i = at.index(changed.len());
+                changed[i] = bad;
             }
-        }
-
-        /// The word-at-a-time test answers as the byte-by-byte one, for any bytes and for
-        /// strings that are nearly all printable.
-        #[test]
-        fn printable_unquoted_is_the_byte_by_byte_test(
-            bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
-            text in "[ -~]{0,40}",
-            bad in proptest::prelude::any::<u8>(),
-            at in proptest::prelude::any::<proptest::sample::Index>(),
-        ) {
-            let slow = |s: &[u8]| s.iter().all(|&b| (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\');
-            proptest::prop_assert_eq!(super::printable_unquoted(&bytes), slow(&bytes));
-            let mut text = text.into_bytes();
-            proptest::prop_assert_eq!(super::printable_unquoted(&text), slow(&text));
-            if !text.is_empty() {
-                let i = at.index(text.len());
-                text[i] = bad;
-                proptest::prop_assert_eq!(super::printable_unquoted(&text), slow(&text));
+            for s in [bytes, text, changed] {
+                proptest::prop_assert_eq!(super::needs_no_escape(&s), plain(&s));
+                proptest::prop_assert_eq!(super::printable_unquoted(&s), printable(&s));
             }
         }
 
