@@ -4,7 +4,7 @@
 //! The per-connection stack, outermost first:
 //! 1. hyper's connection with a timer installed, so `header_read_timeout` really fires
 //!    (slowloris); header count and size capped.
-//! 2. `catch_unwind` around each request's handler (see [`service`]): a bug in a handler becomes
+//! 2. `catch_unwind` around each request's handler (`service`): a bug in a handler becomes
 //!    a 500 in the error shape, not a dropped connection (and nothing of the request is echoed).
 //! 3. The handler, whose error type is `Infallible`: every failure is already a response.
 
