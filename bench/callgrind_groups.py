@@ -22,7 +22,7 @@ LINE = re.compile(r"^\s*([\d,]+)\s+(?:\(\s*[\d.]+%\)\s+)?(\S.*)$")
 GROUPS = [
     ("argon2/blake2 (auth cache miss)", r"\b(argon2|blake2)::"),
     ("auth cache (moka)", r"\bmoka::|mis_gateway::auth::"),
-    ("sha2/hmac (auth key, idempotency fingerprint, in-flight id)", r"\b(sha2|hmac|digest|block_buffer)::|sha256"),
+    ("sha2/hmac (auth cache key, idempotency fingerprint)", r"\b(sha2|hmac|digest|block_buffer)::|sha256"),
     ("JSON parse/validate (mis_gateway::json, booking)", r"mis_gateway::(json|booking)::"),
     ("normalize/render (mis_gateway::normalize, jiff)", r"mis_gateway::normalize::|\bjiff::"),
     ("serde_json (request parse, MIS answer parse, render)", r"\bserde_json::|\bserde(_core)?::|\bryu::|\bitoa::"),
