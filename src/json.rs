@@ -820,25 +820,30 @@ impl Serialize for Node<'_> {
     }
 }
 
-/// How many leading bytes of `bytes` a JSON string holds as they are (neither `"`, `\` nor a
-/// control character), found eight at a time: exact when one of those bytes lies in the first
-/// `len - len % 8`, else a lower bound that leaves at most the last seven bytes to look at
-/// one by one.
+const ONES: u64 = 0x0101_0101_0101_0101;
+const HIGH: u64 = 0x8080_8080_8080_8080;
+
+/// The bytes of the word `w` that a JSON string cannot hold as they are (`"`, `\`, control
+/// characters), as the high bit of each: exact for the lowest such byte and for whether there is
+/// any (a borrow can only mark a byte above one that is marked rightly).
+#[inline(always)]
+fn special(w: u64) -> u64 {
+    let quote = w ^ (ONES * u64::from(b'"'));
+    let slash = w ^ (ONES * u64::from(b'\\'));
+    (quote.wrapping_sub(ONES) & !quote
+        | slash.wrapping_sub(ONES) & !slash
+        | w.wrapping_sub(ONES * 0x20) & !w)
+        & HIGH
+}
+
+/// How many leading bytes of `bytes` a JSON string holds as they are ([`special`]), found eight
+/// at a time: exact when one of those bytes lies in the first `len - len % 8`, else a lower bound
+/// that leaves at most the last seven bytes to look at one by one.
 #[inline]
 fn plain_prefix(bytes: &[u8]) -> usize {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
     let mut at = 0;
     while let Some(chunk) = bytes.get(at..at + 8) {
-        let w = word(chunk);
-        // High bit set in a byte that is zero after the XOR / below 0x20 (exact for the
-        // lowest such byte, which is all that is used).
-        let quote = w ^ (ONES * u64::from(b'"'));
-        let slash = w ^ (ONES * u64::from(b'\\'));
-        let found = (quote.wrapping_sub(ONES) & !quote
-            | slash.wrapping_sub(ONES) & !slash
-            | w.wrapping_sub(ONES * 0x20) & !w)
-            & HIGH;
+        let found = special(word(chunk));
         if found != 0 {
             return at + (found.trailing_zeros() / 8) as usize;
         }
@@ -847,45 +852,29 @@ fn plain_prefix(bytes: &[u8]) -> usize {
     at
 }
 
-/// Whether every byte of `s` is printable ASCII (space to `~`) other than `"` and `\\`, looked
-/// at eight at a time: a text log line quotes such a string as it is.
+/// Whether every byte of `s` is printable ASCII (space to `~`) other than `"` and `\`: a text
+/// log line quotes such a string as it is.
 pub(crate) fn printable_unquoted(s: &[u8]) -> bool {
-    all_bytes(s, true, |b| {
-        (b' '..=b'~').contains(&b) && b != b'"' && b != b'\\'
-    })
+    // Above 0x7e, as the high bit of each byte (exact as to whether there is any).
+    words(s).all(|w| (special(w) | (w.wrapping_add(ONES) | w) & HIGH) == 0)
 }
 
-/// Whether a JSON string holds `s` as it is (no `"`, `\\` or control character), looked at
-/// eight bytes at a time.
+/// Whether a JSON string holds `s` as it is (no `"`, `\` or control character).
 fn needs_no_escape(s: &[u8]) -> bool {
-    all_bytes(s, false, |b| b >= b' ' && b != b'"' && b != b'\\')
+    words(s).all(|w| special(w) == 0)
 }
 
-/// Whether `ok` holds for every byte of `s`, where `ok` refuses `"`, `\\` and bytes below
-/// 0x20, and, with `ascii`, bytes above 0x7e: whole words are tested at once, the rest of
-/// `s` byte by byte.
+/// `s` eight bytes at a time, the last word padded with spaces (which every test here passes).
 #[inline(always)]
-fn all_bytes(s: &[u8], ascii: bool, ok: impl Fn(u8) -> bool) -> bool {
-    const ONES: u64 = 0x0101_0101_0101_0101;
-    const HIGH: u64 = 0x8080_8080_8080_8080;
-    let mut chunks = s.chunks_exact(8);
-    for chunk in &mut chunks {
-        let w = word(chunk);
-        let quote = w ^ (ONES * u64::from(b'"'));
-        let slash = w ^ (ONES * u64::from(b'\\'));
-        // Per byte, the high bit: a zero after the XOR, below 0x20, (with `ascii`) above
-        // 0x7e. Each test is exact as to whether any byte of the word has it.
-        let mut bad = quote.wrapping_sub(ONES) & !quote
-            | slash.wrapping_sub(ONES) & !slash
-            | w.wrapping_sub(ONES * 0x20) & !w;
-        if ascii {
-            bad |= w.wrapping_add(ONES) | w;
-        }
-        if bad & HIGH != 0 {
-            return false;
-        }
-    }
-    chunks.remainder().iter().all(|&b| ok(b))
+fn words(s: &[u8]) -> impl Iterator<Item = u64> + '_ {
+    let chunks = s.chunks_exact(8);
+    let rest = chunks.remainder();
+    let last = (!rest.is_empty()).then(|| {
+        let mut padded = [b' '; 8];
+        padded[..rest.len()].copy_from_slice(rest);
+        u64::from_le_bytes(padded)
+    });
+    chunks.map(word).chain(last)
 }
 
 /// Eight bytes as a little-endian word (`chunk` is eight bytes long).
