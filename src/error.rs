@@ -301,32 +301,28 @@ impl GatewayError {
 /// name given as a string is parsed, and a non-standard one allocated, on every use.
 pub const X_REQUEST_ID: header::HeaderName = header::HeaderName::from_static("x-request-id");
 
-/// A request's id: a new UUIDv7 as text, and as the `X-Request-Id` value that the answer and
-/// the request to the MIS share (one allocation; a clone only counts a reference).
-pub struct RequestId {
-    text: [u8; 36],
-    header: Option<HeaderValue>,
-}
+/// A request's id: a new UUIDv7, hyphenated, held as the `X-Request-Id` value that the answer
+/// and the request to the MIS share (one allocation; a clone only counts a reference).
+pub struct RequestId(HeaderValue);
 
 impl RequestId {
     pub fn new() -> RequestId {
         let mut text = [0u8; 36];
         uuid::Uuid::now_v7().hyphenated().encode_lower(&mut text);
-        RequestId {
-            text,
-            // Hyphenated lowercase hex: always a valid header value.
-            header: HeaderValue::from_maybe_shared(Bytes::from_owner(text)).ok(),
-        }
+        RequestId(
+            HeaderValue::from_maybe_shared(Bytes::from_owner(text))
+                .expect("hyphenated lowercase hex is a valid header value"),
+        )
     }
 
     pub fn as_str(&self) -> &str {
-        // Written by `encode_lower`: ASCII.
-        std::str::from_utf8(&self.text).unwrap_or_default()
+        // Visible ASCII by construction.
+        self.0.to_str().unwrap_or_default()
     }
 
     /// The `X-Request-Id` value.
-    pub fn header(&self) -> Option<&HeaderValue> {
-        self.header.as_ref()
+    pub fn header(&self) -> &HeaderValue {
+        &self.0
     }
 }
 

@@ -483,7 +483,8 @@ fn finish(
     let request_id = ids.request_id.as_str();
     let response = match result {
         Ok(answer) => {
-            let mut resp = crate::error::json_answer(answer.body, ids.request_id.header().cloned());
+            let mut resp =
+                crate::error::json_answer(answer.body, Some(ids.request_id.header().clone()));
             let h = resp.headers_mut();
             if answer.replayed {
                 h.insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));

@@ -277,8 +277,7 @@ fn service<H: Handler>(
 /// The answer to a request whose handler panicked.
 fn panicked() -> Response<Full<Bytes>> {
     tracing::error!("a request handler panicked");
-    let id = uuid::Uuid::now_v7().hyphenated().to_string();
-    GatewayError::Internal.into_response(&id, None)
+    GatewayError::Internal.into_response(crate::error::RequestId::new().as_str(), None)
 }
 
 fn builder(limits: ConnLimits) -> auto::Builder<TokioExecutor> {

@@ -137,7 +137,7 @@ impl Upstream {
     pub async fn book(
         &self,
         body: Bytes,
-        request_id: Option<&HeaderValue>,
+        request_id: &HeaderValue,
         traceparent: Option<&HeaderValue>,
     ) -> Result<MisAnswer, GatewayError> {
         let b = &self.backend;
@@ -196,7 +196,7 @@ impl Upstream {
     async fn attempt(
         &self,
         body: Bytes,
-        request_id: Option<&HeaderValue>,
+        request_id: &HeaderValue,
         traceparent: Option<&HeaderValue>,
     ) -> Result<MisAnswer, GatewayError> {
         let b = &self.backend;
@@ -232,7 +232,7 @@ impl Upstream {
     async fn exchange(
         &self,
         body: Bytes,
-        request_id: Option<&HeaderValue>,
+        request_id: &HeaderValue,
         traceparent: Option<&HeaderValue>,
         start: tokio::time::Instant,
     ) -> Result<MisAnswer, GatewayError> {
@@ -251,9 +251,7 @@ impl Upstream {
         );
         headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
         headers.insert(header::AUTHORIZATION, b.authorization.clone());
-        if let Some(v) = request_id {
-            headers.insert(X_REQUEST_ID, v.clone());
-        }
+        headers.insert(X_REQUEST_ID, request_id.clone());
         if let Some(tp) = traceparent {
             headers.insert(TRACEPARENT, tp.clone());
         }
