@@ -18,7 +18,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
 use http_body_util::{BodyExt, Full};
-use opentelemetry::KeyValue;
 use opentelemetry::propagation::TextMapPropagator;
 use opentelemetry::trace::TraceContextExt;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
@@ -608,13 +607,7 @@ fn record(rec: &Record, status: StatusCode, took: Duration) {
     // Replays and lost answers are rare: their counters stay unbound.
     let unknown = outcome == "outcome_unknown" && !rec.replayed;
     if rec.replayed || unknown {
-        let by_backend = [KeyValue::new(
-            "backend",
-            match &rec.backend {
-                Some(b) => opentelemetry::StringValue::from(b.clone()),
-                None => "none".into(),
-            },
-        )];
+        let by_backend = crate::metrics::by_backend(rec.backend.as_ref());
         if rec.replayed {
             m.replays.add(1, &by_backend);
         } else {

@@ -133,7 +133,7 @@ impl Authenticator {
         // The steady state, without an await: the thread's own cache vouches for the header and
         // this generation still has its hash.
         if let Some(rights) = self.local(&key, now).and_then(|v| v.in_generation(config)) {
-            count_cache_lookup(true);
+            crate::metrics::get().count_auth_lookup(true);
             return rights;
         }
         // Everything else is boxed: the shared cache's look-up and its coalescing loader are
@@ -153,7 +153,7 @@ impl Authenticator {
         now: Instant,
     ) -> Result<Arc<Integrator>, AuthFailure> {
         let cached = self.cache.get(&key).await;
-        count_cache_lookup(cached.is_some());
+        crate::metrics::get().count_auth_lookup(cached.is_some());
         let result = match cached.map(|v| v.in_generation(config)) {
             Some(Some(rights)) => rights,
             Some(None) => self.check(config, header, key).await,
@@ -269,11 +269,6 @@ impl Authenticator {
         mac.update(header);
         mac.finalize().into_bytes().into()
     }
-}
-
-/// The `auth_cache` metric: one look-up, a hit in either cache or a miss.
-fn count_cache_lookup(hit: bool) {
-    crate::metrics::get().count_auth_lookup(hit);
 }
 
 impl Default for Authenticator {
