@@ -449,11 +449,7 @@ mod tests {
             },
             Duration::from_secs(1),
         ));
-        let stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-        let (mut send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .unwrap();
-        tokio::spawn(conn);
+        let (mut send, _conn) = connect(addr).await;
         // All three on the one connection: a panic does not cost the client its connection.
         for (path, status, body) in [
             ("/poll", 500, None),
@@ -461,10 +457,7 @@ mod tests {
             ("/ok", 200, Some("fine")),
         ] {
             send.ready().await.unwrap();
-            let req = Request::get(format!("http://{addr}{path}"))
-                .body(Full::new(Bytes::new()))
-                .unwrap();
-            let resp = send.send_request(req).await.unwrap();
+            let resp = send.send_request(get(addr, path)).await.unwrap();
             assert_eq!(resp.status(), status, "{path}");
             let bytes = resp.into_body().collect().await.unwrap().to_bytes();
             match body {
