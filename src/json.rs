@@ -856,25 +856,33 @@ fn plain_prefix(bytes: &[u8]) -> usize {
 /// log line quotes such a string as it is.
 pub(crate) fn printable_unquoted(s: &[u8]) -> bool {
     // Above 0x7e, as the high bit of each byte (exact as to whether there is any).
-    words(s).all(|w| (special(w) | (w.wrapping_add(ONES) | w) & HIGH) == 0)
+    all_words(s, |w| (special(w) | (w.wrapping_add(ONES) | w) & HIGH) == 0)
 }
 
 /// Whether a JSON string holds `s` as it is (no `"`, `\` or control character).
 fn needs_no_escape(s: &[u8]) -> bool {
-    words(s).all(|w| special(w) == 0)
+    all_words(s, |w| special(w) == 0)
 }
 
-/// `s` eight bytes at a time, the last word padded with spaces (which every test here passes).
+/// Whether `ok` holds for `s` taken eight bytes at a time, the last word padded with spaces
+/// (which every test here passes). The padding is shifted in, not copied: a copy of a few bytes
+/// is a call to `memcpy` for each string.
 #[inline(always)]
-fn words(s: &[u8]) -> impl Iterator<Item = u64> + '_ {
-    let chunks = s.chunks_exact(8);
+fn all_words(s: &[u8], ok: impl Fn(u64) -> bool) -> bool {
+    let mut chunks = s.chunks_exact(8);
+    if !chunks.all(|c| ok(word(c))) {
+        return false;
+    }
     let rest = chunks.remainder();
-    let last = (!rest.is_empty()).then(|| {
-        let mut padded = [b' '; 8];
-        padded[..rest.len()].copy_from_slice(rest);
-        u64::from_le_bytes(padded)
-    });
-    chunks.map(word).chain(last)
+    if rest.is_empty() {
+        return true;
+    }
+    let mut last = ONES * u64::from(b' ');
+    for (i, &b) in rest.iter().enumerate() {
+        let shift = 8 * i;
+        last = last & !(0xff << shift) | u64::from(b) << shift;
+    }
+    ok(last)
 }
 
 /// Eight bytes as a little-endian word (`chunk` is eight bytes long).
