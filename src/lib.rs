@@ -9,7 +9,8 @@
 //! - [`guard`]: per-backend concurrency cap and circuit breaker.
 //! - [`idempotency`]: Idempotency-Key store (a trait; in memory by default), double-submit guard.
 //! - [`redis_store`]: the idempotency store shared by replicas.
-//! - [`upstream`]: the only outbound I/O, one pooled client per MIS.
+//! - [`upstream`]: the only outbound I/O, one pooled client per MIS ([`mis_pool`]; HTTP/1.1 by
+//!   [`mis_h1`]).
 //! - [`normalize`]: pure functions from a MIS answer to an Appointment or an error.
 //! - [`error`]: the one table of statuses and `Message_code`s.
 //! - [`server`]: TCP listeners, HTTP/1.1 + HTTP/2, drain on shutdown.
@@ -35,6 +36,7 @@ pub mod live;
 pub mod log_format;
 pub mod log_writer;
 pub mod metrics;
+pub mod mis_h1;
 pub mod mis_pool;
 pub mod mock_mis;
 pub mod normalize;

@@ -1,51 +1,73 @@
-//! The MIS connections of one worker thread: hyper's connection API with a small idle list and
-//! one reaper task that closes connections idle for [`IDLE_TIMEOUT`].
+//! The MIS connections of one worker thread: a small idle list and one reaper task that closes
+//! connections idle for [`IDLE_TIMEOUT`]. HTTP/1.1 connections are [`crate::mis_h1`]'s, driven
+//! by the booking that uses them; HTTP/2 ones (when TLS negotiates it) are hyper's.
 //!
 //! Each worker thread has its own [`Pool`] per backend (see [`crate::upstream`]), so the list is
-//! only ever locked by its own thread. Compared with hyper-util's pooling client this spends no
-//! task per request on returning a connection, keeps no boxed multi-kilobyte request future,
-//! and hashes no pool key.
+//! only ever locked by its own thread.
 //!
-//! Safety of retries: a request goes to an idle connection with `try_send_request`; hyper hands
-//! it back only if not a byte of it was written (the connection had been closed by the MIS),
-//! and only then is it tried on another connection. Anything else is returned as
+//! Safety of retries: a request goes to an idle HTTP/1.1 connection only if the connection is
+//! still open as far as this thread knows, and is tried on another connection only if not a
+//! byte of it was accepted by the first (the MIS had closed it). An idle HTTP/2 connection
+//! hands a request back on the same terms (hyper's `try_send_request`). Anything else is
 //! [`SendError::Sent`]: the MIS may have the booking.
 
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderValue, Request, Response, Uri};
-use http_body_util::Full;
+use http::{HeaderValue, Method, Request, Response, StatusCode, Uri, header};
+use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
-use hyper::client::conn::{http1, http2};
-use hyper_rustls::HttpsConnector;
+use hyper::client::conn::http2;
+use hyper_rustls::{HttpsConnector, MaybeHttpsStream};
 use hyper_util::client::legacy::connect::{Connection, HttpConnector};
-use hyper_util::rt::TokioExecutor;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use tokio::net::TcpStream;
 use tower::ServiceExt;
 
+use crate::error::X_REQUEST_ID;
+use crate::mis_h1::{self, BodyError, Failure, Head};
+use crate::telemetry::TRACEPARENT;
+
 type Body = Full<Bytes>;
+/// An HTTP/1.1 connection, plain or TLS, with tokio's I/O traits.
+type H1 = mis_h1::Conn<TokioIo<MaybeHttpsStream<TokioIo<TcpStream>>>>;
 
 /// Idle connections older than this are closed instead of reused.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Why a request got no response.
+/// Why a request got no answer.
 #[derive(Debug)]
 pub enum SendError {
     /// No connection could be made (refused, unreachable, TLS handshake): nothing was sent.
     Connect(Box<dyn std::error::Error + Send + Sync>),
     /// The request was written, at least in part: the MIS may have acted on it.
-    Sent(hyper::Error),
+    Sent(std::io::Error),
 }
 
-enum Sender {
-    H1(http1::SendRequest<Body>),
+/// One booking's request, as every connection kind needs it.
+pub struct Outgoing<'a> {
+    pub body: &'a Bytes,
+    pub authorization: &'a HeaderValue,
+    pub request_id: &'a HeaderValue,
+    pub traceparent: Option<&'a HeaderValue>,
+}
+
+enum Conn {
+    /// Boxed: a TLS connection's state is large, and the list moves connections in and out.
+    H1(Box<H1>),
     H2(http2::SendRequest<Body>),
 }
 
 struct Idle {
-    sender: Sender,
+    conn: Conn,
     since: Instant,
+}
+
+/// An answer whose head has been read; its body is read with [`Answer::read_body`].
+pub enum Answer {
+    H1(Box<H1>, Head),
+    H2(Response<Incoming>),
 }
 
 /// Connections to one MIS for one worker thread.
@@ -53,39 +75,66 @@ pub struct Pool {
     connector: HttpsConnector<HttpConnector>,
     /// Where requests go: absolute (to connect, and for HTTP/2) ...
     uri: Uri,
-    /// ... and its HTTP/1.1 request target and `Host`, worked out once, not per request.
-    origin: Uri,
-    host: Option<HeaderValue>,
+    /// ... and the fixed start of an HTTP/1.1 request to it (request line, `Host`, media
+    /// types), worked out once, not per request.
+    h1_prefix: Vec<u8>,
     idle: Mutex<Vec<Idle>>,
     max_idle: usize,
 }
 
-/// An HTTP/1.1 connection lent to one exchange; give it back with [`Pool::release`] once the
-/// answer has been read in full (dropping it closes the connection).
-pub struct Lease(Option<http1::SendRequest<Body>>);
+impl Answer {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Answer::H1(_, head) => head.status,
+            Answer::H2(resp) => resp.status(),
+        }
+    }
+
+    /// The body's length, when the head states it.
+    pub fn declared_length(&self) -> Option<u64> {
+        match self {
+            Answer::H1(_, head) => head.declared_length(),
+            Answer::H2(resp) => resp
+                .headers()
+                .get(header::CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok()?.parse().ok()),
+        }
+    }
+
+    /// The whole body, at most `limit` bytes, and the HTTP/1.1 connection if it can carry
+    /// another request (give it to [`Pool::release`]).
+    pub async fn read_body(self, limit: usize) -> Result<(Bytes, Option<Box<H1>>), BodyError> {
+        match self {
+            Answer::H1(mut conn, head) => {
+                let body = conn.read_body(&head, limit).await?;
+                Ok((body, conn.reusable(&head).then_some(conn)))
+            }
+            Answer::H2(resp) => match Limited::new(resp.into_body(), limit).collect().await {
+                Ok(collected) => Ok((collected.to_bytes(), None)),
+                Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(BodyError::TooLarge),
+                Err(e) => Err(BodyError::Broken(std::io::Error::other(e))),
+            },
+        }
+    }
+}
 
 impl Pool {
     /// A pool for requests to `uri` (absolute).
     pub fn new(connector: HttpsConnector<HttpConnector>, uri: Uri, max_idle: usize) -> Pool {
-        let origin = uri
-            .path_and_query()
-            .and_then(|pq| Uri::try_from(pq.as_str()).ok())
-            .unwrap_or_else(|| Uri::from_static("/"));
-        let host = uri
-            .authority()
-            .and_then(|a| HeaderValue::from_str(a.as_str()).ok());
+        let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let h1_prefix = mis_h1::request_prefix(target, uri.authority().map(|a| a.as_str()));
         Pool {
             connector,
             uri,
-            origin,
-            host,
+            h1_prefix,
             idle: Mutex::default(),
             max_idle,
         }
     }
 
-    /// Closes the idle connections older than [`IDLE_TIMEOUT`], every third of it, for as
-    /// long as `pool` lives. Runs on the calling runtime (the pool's worker).
+    /// Closes the idle connections older than [`IDLE_TIMEOUT`], or closed by the MIS, every
+    /// third of it, for as long as `pool` lives. Runs on the calling runtime (the pool's
+    /// worker).
     pub fn reap_idle(pool: std::sync::Weak<Pool>) {
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(IDLE_TIMEOUT / 3);
@@ -96,7 +145,13 @@ impl Pool {
                 pool.idle
                     .lock()
                     .unwrap_or_else(|e| e.into_inner())
-                    .retain(|i| i.since.elapsed() <= IDLE_TIMEOUT);
+                    .retain_mut(|i| {
+                        i.since.elapsed() <= IDLE_TIMEOUT
+                            && match &mut i.conn {
+                                Conn::H1(c) => c.is_open(),
+                                Conn::H2(s) => !s.is_closed(),
+                            }
+                    });
             }
         });
     }
@@ -105,84 +160,92 @@ impl Pool {
         self.idle.lock().unwrap_or_else(|e| e.into_inner()).pop()
     }
 
-    fn put_idle(&self, sender: Sender, since: Instant) {
+    fn put_idle(&self, conn: Conn, since: Instant) {
         let mut idle = self.idle.lock().unwrap_or_else(|e| e.into_inner());
         if idle.len() < self.max_idle {
-            idle.push(Idle { sender, since });
+            idle.push(Idle { conn, since });
         }
     }
 
-    /// A connection read to the end goes back to the idle list, idle since `since` (the
-    /// exchange's start will do: a clock read saved, the reaper at most that much early).
-    pub fn release(&self, lease: Lease, since: Instant) {
-        if let Some(sender) = lease.0.filter(|s| !s.is_closed()) {
-            self.put_idle(Sender::H1(sender), since);
-        }
+    /// An HTTP/1.1 connection read to the end goes back to the idle list, idle since `since`
+    /// (the exchange's start will do: a clock read saved, the reaper at most that much early).
+    pub fn release(&self, conn: Box<H1>, since: Instant) {
+        self.put_idle(Conn::H1(conn), since);
     }
 
-    /// Sends `req` (its URI the pool's, absolute) on an idle connection, or on a new one. The
-    /// answer's body is still to be read. `now`: the time of the call, for the idle limit.
-    pub async fn send(
-        &self,
-        mut req: Request<Body>,
-        now: Instant,
-    ) -> Result<(Response<Incoming>, Lease), SendError> {
+    /// Sends `out` on an idle connection, or on a new one, and reads the answer's head.
+    /// `now`: the time of the call, for the idle limit.
+    pub async fn send(&self, out: &Outgoing<'_>, now: Instant) -> Result<Answer, SendError> {
         // The most recently used first: the likeliest to be alive.
         while let Some(idle) = self.take_idle() {
             if now.saturating_duration_since(idle.since) > IDLE_TIMEOUT {
                 continue;
             }
-            match idle.sender {
-                Sender::H1(mut s) => {
-                    if s.is_closed() || s.ready().await.is_err() {
+            match idle.conn {
+                Conn::H1(mut conn) => {
+                    if !conn.is_open() {
                         continue;
                     }
-                    match s.try_send_request(self.origin_form(req)).await {
-                        Ok(resp) => return Ok((resp, Lease(Some(s)))),
-                        Err(mut e) => match e.take_message() {
-                            Some(back) => req = self.absolute_form(back),
-                            None => return Err(SendError::Sent(e.into_error())),
-                        },
+                    match self.exchange_h1(&mut conn, out).await {
+                        Ok(head) => return Ok(Answer::H1(conn, head)),
+                        // Closed by the MIS before a byte was taken: the next one.
+                        Err(Failure::Unsent(_)) => continue,
+                        Err(Failure::Sent(e)) => return Err(SendError::Sent(e)),
                     }
                 }
                 // Boxed, as HTTP/2 to a MIS is the rare case.
-                Sender::H2(s) => match Box::pin(self.send_h2(s, req)).await {
-                    Ok(Ok(sent)) => return Ok(sent),
-                    Ok(Err(back)) => req = back,
-                    Err(e) => return Err(e),
-                },
+                Conn::H2(s) => {
+                    if let Some(sent) = Box::pin(self.send_h2(s, out)).await? {
+                        return Ok(sent);
+                    }
+                }
             }
         }
         // Boxed: connecting (DNS, TCP, TLS, the HTTP/2 handshake) is a future of many
         // kilobytes that every exchange would otherwise carry, and move, unused.
-        Box::pin(self.send_fresh(req)).await
+        Box::pin(self.send_fresh(out)).await
     }
 
-    /// `req` on an idle HTTP/2 connection; handed back if the connection turned out unusable
-    /// before any of it was sent.
+    /// The request written, the answer's head read.
+    async fn exchange_h1(&self, conn: &mut H1, out: &Outgoing<'_>) -> Result<Head, Failure> {
+        let mut fields: [(&str, &[u8]); 3] = [
+            ("authorization", out.authorization.as_bytes()),
+            ("x-request-id", out.request_id.as_bytes()),
+            ("", b""),
+        ];
+        let n = match out.traceparent {
+            Some(tp) => {
+                fields[2] = ("traceparent", tp.as_bytes());
+                3
+            }
+            None => 2,
+        };
+        conn.send(&self.h1_prefix, &fields[..n], out.body).await?;
+        conn.read_head().await.map_err(Failure::Sent)
+    }
+
+    /// `out` on an idle HTTP/2 connection; `None` if the connection turned out unusable before
+    /// any of it was sent.
     async fn send_h2(
         &self,
         mut s: http2::SendRequest<Body>,
-        req: Request<Body>,
-    ) -> Result<Result<(Response<Incoming>, Lease), Request<Body>>, SendError> {
+        out: &Outgoing<'_>,
+    ) -> Result<Option<Answer>, SendError> {
         if s.is_closed() || s.ready().await.is_err() {
-            return Ok(Err(req));
+            return Ok(None);
         }
         // Multiplexed: the connection stays available to others meanwhile.
-        self.put_idle(Sender::H2(s.clone()), Instant::now());
-        match s.try_send_request(req).await {
-            Ok(resp) => Ok(Ok((resp, Lease(None)))),
+        self.put_idle(Conn::H2(s.clone()), Instant::now());
+        match s.try_send_request(self.h2_request(out)).await {
+            Ok(resp) => Ok(Some(Answer::H2(resp))),
             Err(mut e) => match e.take_message() {
-                Some(back) => Ok(Err(back)),
-                None => Err(SendError::Sent(e.into_error())),
+                Some(_) => Ok(None),
+                None => Err(SendError::Sent(std::io::Error::other(e.into_error()))),
             },
         }
     }
 
-    async fn send_fresh(
-        &self,
-        req: Request<Body>,
-    ) -> Result<(Response<Incoming>, Lease), SendError> {
+    async fn send_fresh(&self, out: &Outgoing<'_>) -> Result<Answer, SendError> {
         let stream = self
             .connector
             .clone()
@@ -194,38 +257,39 @@ impl Pool {
                 .await
                 .map_err(|e| SendError::Connect(e.into()))?;
             tokio::spawn(conn);
-            self.put_idle(Sender::H2(s.clone()), Instant::now());
-            let resp = s.send_request(req).await.map_err(SendError::Sent)?;
-            Ok((resp, Lease(None)))
-        } else {
-            // One send(2) per request, as for the answers (see `server::builder`).
-            let (mut s, conn) = http1::Builder::new()
-                .writev(false)
-                .handshake(stream)
-                .await
-                .map_err(|e| SendError::Connect(e.into()))?;
-            tokio::spawn(conn);
+            self.put_idle(Conn::H2(s.clone()), Instant::now());
             let resp = s
-                .send_request(self.origin_form(req))
+                .send_request(self.h2_request(out))
                 .await
-                .map_err(SendError::Sent)?;
-            Ok((resp, Lease(Some(s))))
+                .map_err(|e| SendError::Sent(std::io::Error::other(e)))?;
+            Ok(Answer::H2(resp))
+        } else {
+            let mut conn = Box::new(mis_h1::Conn::new(TokioIo::new(stream)));
+            match self.exchange_h1(&mut conn, out).await {
+                Ok(head) => Ok(Answer::H1(conn, head)),
+                // A new connection that took nothing: as good as not made.
+                Err(Failure::Unsent(e)) => Err(SendError::Connect(e.into())),
+                Err(Failure::Sent(e)) => Err(SendError::Sent(e)),
+            }
         }
     }
 
-    /// HTTP/1.1 wants `POST /path` with a `Host` header, not the absolute URI.
-    fn origin_form(&self, mut req: Request<Body>) -> Request<Body> {
-        if let Some(host) = &self.host {
-            req.headers_mut().insert(http::header::HOST, host.clone());
-        }
-        *req.uri_mut() = self.origin.clone();
-        req
-    }
-
-    /// The absolute URI back (for a request handed back unsent, which may go out over HTTP/2).
-    fn absolute_form(&self, mut req: Request<Body>) -> Request<Body> {
-        req.headers_mut().remove(http::header::HOST);
+    /// The request as hyper's HTTP/2 client takes it.
+    fn h2_request(&self, out: &Outgoing<'_>) -> Request<Body> {
+        let mut req = Request::new(Full::new(out.body.clone()));
+        *req.method_mut() = Method::POST;
         *req.uri_mut() = self.uri.clone();
+        let headers = req.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
+        headers.insert(header::AUTHORIZATION, out.authorization.clone());
+        headers.insert(X_REQUEST_ID, out.request_id.clone());
+        if let Some(tp) = out.traceparent {
+            headers.insert(TRACEPARENT, tp.clone());
+        }
         req
     }
 }

@@ -11,8 +11,7 @@
 use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
-use http::{HeaderValue, Method, Request, StatusCode, header};
-use http_body_util::{BodyExt, Full, Limited};
+use http::{HeaderValue, StatusCode};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::connect::HttpConnector;
 use tokio::sync::Semaphore;
@@ -23,10 +22,10 @@ use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::config::Backend;
-use crate::error::{GatewayError, X_REQUEST_ID};
+use crate::error::GatewayError;
 use crate::guard::Guard;
-use crate::mis_pool::{Pool, SendError};
-use crate::telemetry::TRACEPARENT;
+use crate::mis_h1::BodyError;
+use crate::mis_pool::{Outgoing, Pool, SendError};
 
 /// A MIS answer read in full, within the backend's size cap.
 #[derive(Debug)]
@@ -43,9 +42,9 @@ pub struct Upstream {
     pub guard: Arc<Guard>,
     connector: HttpsConnector<HttpConnector>,
     /// One pool per worker thread (slot [`crate::workers::index`], modulo the length; slot 0
-    /// serves threads that are not workers), made on first use. A MIS connection is driven by
-    /// a task on the runtime that opened it: a booking that used another thread's connection
-    /// would wake that thread twice.
+    /// serves threads that are not workers), made on first use. A MIS socket is registered with
+    /// the runtime that opened it (and an HTTP/2 connection's task runs there): a booking that
+    /// used another thread's connection would be woken through that thread.
     pools: Arc<[OnceLock<Arc<Pool>>]>,
     /// One permit per connection in use at once (`max_connections`), shared by the worker
     /// pools: a booking holds one from before its request is handed to a pool until its answer
@@ -237,24 +236,12 @@ impl Upstream {
         start: tokio::time::Instant,
     ) -> Result<MisAnswer, GatewayError> {
         let b = &self.backend;
-        // Built in place: `Request::builder()` moves its ~200-byte state through every call.
-        let mut req = Request::new(Full::new(body));
-        // Room for the four below, traceparent, the pool's Host and hyper's Content-Length,
-        // without growing the map.
-        *req.headers_mut() = http::HeaderMap::with_capacity(8);
-        *req.method_mut() = Method::POST;
-        *req.uri_mut() = b.appointments_uri.clone();
-        let headers = req.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
-        headers.insert(header::AUTHORIZATION, b.authorization.clone());
-        headers.insert(X_REQUEST_ID, request_id.clone());
-        if let Some(tp) = traceparent {
-            headers.insert(TRACEPARENT, tp.clone());
-        }
+        let out = Outgoing {
+            body: &body,
+            authorization: &b.authorization,
+            request_id,
+            traceparent,
+        };
         let limit = b.max_response_bytes;
         let pool = self.pool();
         // One timer for both limits, both counted from `start`: first the answer's headers
@@ -266,10 +253,10 @@ impl Upstream {
         // future is moved, whole, with every booking's.
         let sent = tokio::select! {
             biased;
-            sent = pool.send(req, start.into_std()) => Some(sent),
+            sent = pool.send(&out, start.into_std()) => Some(sent),
             () = deadline.as_mut() => None,
         };
-        let (resp, lease) = match sent {
+        let answer = match sent {
             None => return Err(GatewayError::MisTimeout),
             Some(Err(SendError::Connect(e))) if tls_error(&*e).is_some() => {
                 return Err(GatewayError::MisTls);
@@ -282,33 +269,32 @@ impl Upstream {
                 return Err(GatewayError::MisTls);
             }
             Some(Err(SendError::Sent(_))) => return Err(GatewayError::OutcomeUnknown),
-            Some(Ok(sent)) => sent,
+            Some(Ok(answer)) => answer,
         };
-        let status = resp.status();
-        if resp
-            .headers()
-            .get(header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-            .is_some_and(|n| n > limit as u64)
-        {
+        let status = answer.status();
+        if answer.declared_length().is_some_and(|n| n > limit as u64) {
             return Err(too_large(status));
         }
         deadline.as_mut().reset(start + b.timeout);
         let read = tokio::select! {
             biased;
-            read = Limited::new(resp.into_body(), limit).collect() => Some(read),
+            read = answer.read_body(limit) => Some(read),
             () = deadline => None,
         };
         let body = match read {
             None => return Err(GatewayError::MisTimeout),
-            Some(Ok(collected)) => collected.to_bytes(),
-            Some(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
-                return Err(too_large(status));
+            Some(Ok((body, conn))) => {
+                if let Some(conn) = conn {
+                    pool.release(conn, start.into_std());
+                }
+                body
             }
-            Some(Err(_)) if status.is_success() => return Err(GatewayError::OutcomeUnknown),
-            Some(Err(_)) => return Err(GatewayError::MisBadAnswer),
+            Some(Err(BodyError::TooLarge)) => return Err(too_large(status)),
+            Some(Err(BodyError::Broken(_))) if status.is_success() => {
+                return Err(GatewayError::OutcomeUnknown);
+            }
+            Some(Err(BodyError::Broken(_))) => return Err(GatewayError::MisBadAnswer),
         };
-        pool.release(lease, start.into_std());
         Ok(MisAnswer { status, body })
     }
 }
