@@ -29,10 +29,11 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 /// Most header fields an answer's head may have (hyper's default limit too).
 const MAX_HEADERS: usize = 100;
-/// Largest answer head (status line and header fields), and largest chunk-size line or
-/// trailer section.
+/// Largest answer head (status line and header fields), and largest trailer section.
 pub const MAX_HEAD: usize = 64 * 1024;
-/// What the read buffer grows by when it runs short.
+/// Longest chunk-size line (size and extensions).
+const MAX_CHUNK_LINE: usize = 4 * 1024;
+/// What the read buffer grows by when it runs short (at least).
 const READ_CHUNK: usize = 8 * 1024;
 
 /// Why a request got no answer head.
@@ -170,9 +171,14 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
 
     /// Reads the final answer's head (interim 1xx answers are skipped).
     pub async fn read_head(&mut self) -> io::Result<Head> {
+        // Where the bytes not yet looked at for an empty line start.
+        let mut from = 0;
         loop {
-            if let Some((head, len)) = parse_head(&self.read)? {
+            if has_empty_line(&self.read, from)
+                && let Some((head, len)) = parse_head(&self.read)?
+            {
                 self.read.advance(len);
+                from = 0;
                 if head.status.is_informational() {
                     continue;
                 }
@@ -181,6 +187,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
             if self.read.len() >= MAX_HEAD {
                 return Err(invalid("answer head larger than 64 KiB"));
             }
+            from = self.read.len();
             if self.fill().await? == 0 {
                 return Err(io::ErrorKind::UnexpectedEof.into());
             }
@@ -197,6 +204,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
                     .ok()
                     .filter(|&n| n <= limit)
                     .ok_or(BodyError::TooLarge)?;
+                self.read.reserve(n.saturating_sub(self.read.len()));
                 while self.read.len() < n {
                     if self.fill().await.map_err(BodyError::Broken)? == 0 {
                         return Err(BodyError::Broken(io::ErrorKind::UnexpectedEof.into()));
@@ -224,12 +232,17 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
     async fn read_chunked(&mut self, limit: usize) -> Result<Bytes, BodyError> {
         let mut body = BytesMut::new();
         loop {
+            let mut from = 0;
             let (line, size) = loop {
-                match httparse::parse_chunk_size(&self.read) {
-                    Ok(httparse::Status::Complete(found)) => break found,
-                    Ok(httparse::Status::Partial) => self.more(MAX_HEAD, "chunk size").await?,
-                    Err(_) => return Err(BodyError::Broken(invalid("bad chunk size line"))),
+                if self.read[from..].contains(&b'\n') {
+                    match httparse::parse_chunk_size(&self.read) {
+                        Ok(httparse::Status::Complete(found)) => break found,
+                        Ok(httparse::Status::Partial) => {}
+                        Err(_) => return Err(BodyError::Broken(invalid("bad chunk size line"))),
+                    }
                 }
+                from = self.read.len();
+                self.more(MAX_CHUNK_LINE, "chunk size line").await?;
             };
             self.read.advance(line);
             if size == 0 {
@@ -257,16 +270,21 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
             self.read.advance(2);
         }
         // The trailer section, read and dropped, up to its empty line.
+        let mut from = 0;
         loop {
-            let mut fields = [httparse::EMPTY_HEADER; 32];
-            match httparse::parse_headers(&self.read, &mut fields) {
-                Ok(httparse::Status::Complete((len, _))) => {
-                    self.read.advance(len);
-                    return Ok(body.freeze());
+            if has_empty_line(&self.read, from) {
+                let mut fields = [httparse::EMPTY_HEADER; 32];
+                match httparse::parse_headers(&self.read, &mut fields) {
+                    Ok(httparse::Status::Complete((len, _))) => {
+                        self.read.advance(len);
+                        return Ok(body.freeze());
+                    }
+                    Ok(httparse::Status::Partial) => {}
+                    Err(_) => return Err(BodyError::Broken(invalid("bad trailer section"))),
                 }
-                Ok(httparse::Status::Partial) => self.more(MAX_HEAD, "trailer section").await?,
-                Err(_) => return Err(BodyError::Broken(invalid("bad trailer section"))),
             }
+            from = self.read.len();
+            self.more(MAX_HEAD, "trailer section").await?;
         }
     }
 
@@ -285,10 +303,24 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
     /// One read from the transport into the buffer; 0 at the connection's end.
     async fn fill(&mut self) -> io::Result<usize> {
         if self.read.capacity() - self.read.len() < READ_CHUNK / 8 {
-            self.read.reserve(READ_CHUNK);
+            // Doubling: a long body is not copied once per read.
+            self.read.reserve(READ_CHUNK.max(self.read.len()));
         }
         self.io.read_buf(&mut self.read).await
     }
+}
+
+/// Whether an empty line (LF or CRLF, as httparse takes line ends) ends at or after `from`:
+/// the end of a head or trailer section. A section is parsed only when one has arrived, so an
+/// answer trickled a byte at a time is parsed once, not once per byte.
+fn has_empty_line(buf: &[u8], from: usize) -> bool {
+    (from..buf.len()).any(|i| {
+        buf[i] == b'\n' && {
+            let before = &buf[..i];
+            let before = before.strip_suffix(b"\r").unwrap_or(before);
+            before.is_empty() || before.ends_with(b"\n")
+        }
+    })
 }
 
 fn failure(written: usize, e: io::Error) -> Failure {
@@ -631,6 +663,21 @@ mod tests {
                 .unwrap()
                 .is_none()
         );
+    }
+
+    #[test]
+    fn a_section_is_parsed_only_once_its_empty_line_has_arrived() {
+        let ended = ["\r\n", "\n", "a: b\r\n\r\n", "a: b\n\n", "a: b\r\n\n"];
+        for buf in ended {
+            assert!(has_empty_line(buf.as_bytes(), 0), "{buf:?}");
+            assert!(has_empty_line(buf.as_bytes(), buf.len() - 1), "{buf:?}");
+        }
+        let open = ["", "a: b\r\n", "a: b\r\nc: d\r", "a: b\r\r\n", "a\n \n"];
+        for buf in open {
+            assert!(!has_empty_line(buf.as_bytes(), 0), "{buf:?}");
+        }
+        // Only the end at or after `from` counts: what was looked at before is not again.
+        assert!(!has_empty_line(b"\r\nHTTP/1.1", 2));
     }
 
     #[tokio::test]
