@@ -174,7 +174,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
         // Where the bytes not yet looked at for an empty line start.
         let mut from = 0;
         loop {
-            if has_empty_line(&self.read, from)
+            if (from == 0 || has_empty_line(&self.read, from))
                 && let Some((head, len)) = parse_head(&self.read)?
             {
                 self.read.advance(len);
@@ -272,7 +272,7 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
         // The trailer section, read and dropped, up to its empty line.
         let mut from = 0;
         loop {
-            if has_empty_line(&self.read, from) {
+            if from == 0 || has_empty_line(&self.read, from) {
                 let mut fields = [httparse::EMPTY_HEADER; 32];
                 match httparse::parse_headers(&self.read, &mut fields) {
                     Ok(httparse::Status::Complete((len, _))) => {
@@ -311,8 +311,9 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
 }
 
 /// Whether an empty line (LF or CRLF, as httparse takes line ends) ends at or after `from`:
-/// the end of a head or trailer section. A section is parsed only when one has arrived, so an
-/// answer trickled a byte at a time is parsed once, not once per byte.
+/// the end of a head or trailer section. After its first read, a section is parsed again only
+/// when one has arrived, so an answer trickled a byte at a time is parsed twice, not once per
+/// byte (and the usual answer, whole in one read, is parsed at once without this scan).
 fn has_empty_line(buf: &[u8], from: usize) -> bool {
     (from..buf.len()).any(|i| {
         buf[i] == b'\n' && {
