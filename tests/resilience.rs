@@ -133,6 +133,30 @@ async fn f6_a_truncated_answer_is_502_never_a_partial_2xx_and_a_sliced_one_is_fi
 }
 
 #[tokio::test]
+async fn f6_chunked_and_close_delimited_answers_are_read_and_only_complete_ones_keep_the_connection()
+ {
+    // Chunked (after an interim 100): each answer ends within the stream, so one connection
+    // carries every booking. Delimited by the close: read to the end, and each booking needs
+    // a new connection.
+    for (fault, connections) in [(Fault::Chunked, 1), (Fault::UntilClose, 3)] {
+        let mis = FaultMis::spawn(fault).await;
+        let gw = gateway_for(mis.url(), "").await;
+        for round in 1..=3 {
+            let booking = fresh_booking();
+            let r = gw.book(&booking, PORTAL).await;
+            assert_eq!(r.status, StatusCode::OK, "{fault:?} {round}: {}", r.text());
+            let sent: serde_json::Value = serde_json::from_str(&booking).unwrap();
+            assert_eq!(r.json()["slot"], sent["slot"], "{fault:?} {round}");
+        }
+        assert_eq!(
+            (mis.count(), mis.connections()),
+            (3, connections),
+            "{fault:?}"
+        );
+    }
+}
+
+#[tokio::test]
 async fn f8_a_streak_of_5xx_opens_the_breaker_then_a_probe_closes_it_and_others_are_unaffected() {
     let healthy = Arc::new(AtomicBool::new(false));
     let flaky = {

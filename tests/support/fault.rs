@@ -22,6 +22,11 @@ pub enum Fault {
     Slice(usize),
     /// Answer a valid appointment (keep-alive), then close the idle connection.
     CloseAfterResponse,
+    /// Answer `100 Continue`, then a valid appointment in chunks (with a chunk extension and a
+    /// trailer), keep-alive.
+    Chunked,
+    /// Answer a valid appointment without a length, delimited by closing the connection.
+    UntilClose,
 }
 
 pub struct FaultMis {
@@ -117,6 +122,31 @@ async fn serve(
                     }
                     tokio::task::yield_now().await;
                 }
+            }
+            Fault::Chunked => {
+                let resp = appointment_response(&body);
+                let (_, json) = resp.split_once("\r\n\r\n").unwrap();
+                let (a, b) = json.split_at(json.len() / 2);
+                let answer = format!(
+                    "HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n\
+                     content-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n\
+                     {:x};part=1\r\n{a}\r\n{:X}\r\n{b}\r\n0\r\nx-checksum: none\r\n\r\n",
+                    a.len(),
+                    b.len()
+                );
+                if stream.write_all(answer.as_bytes()).await.is_err() {
+                    return;
+                }
+            }
+            Fault::UntilClose => {
+                let resp = appointment_response(&body);
+                let (_, json) = resp.split_once("\r\n\r\n").unwrap();
+                let answer =
+                    format!("HTTP/1.1 200 OK\r\ncontent-type: application/json\r\n\r\n{json}");
+                let _ = stream.write_all(answer.as_bytes()).await;
+                let _ = stream.shutdown().await;
+                closed.fetch_add(1, Ordering::SeqCst);
+                return;
             }
             Fault::CloseAfterResponse => {
                 let _ = stream
