@@ -239,13 +239,22 @@ impl Walk<'_> {
         let mut own: Vec<(usize, Vec<FieldProblem>)> = Vec::new();
         let mut repeated = Vec::new();
         let mut unmodelled = Vec::new();
+        // Members usually come in the schema's order: the field after the last one matched
+        // is tried first, and the others only when it is not the key.
+        let mut next = 0;
         if self.p.open(b'}')? {
             loop {
                 let span = self.p.key()?;
                 let key = self.p.key_text(span);
-                match fields.iter().position(|f| same_name(f.name, &key)) {
+                let found = if fields.get(next).is_some_and(|f| same_name(f.name, &key)) {
+                    Some(next)
+                } else {
+                    fields.iter().position(|f| same_name(f.name, &key))
+                };
+                match found {
                     Some(i) if seen & 1 << i == 0 => {
                         seen |= 1 << i;
+                        next = i + 1;
                         let here = Path::Member(path, fields[i].name);
                         let mut problems = Vec::new();
                         if self.value(&fields[i], &here, &mut problems)? {
