@@ -477,7 +477,7 @@ mod tests {
     }
 
     /// What the server received: one request's head and its `content-length` body.
-    async fn read_request(server: &mut TcpStream) -> String {
+    async fn read_request<S: AsyncRead + Unpin>(server: &mut S) -> String {
         let mut got = Vec::new();
         let mut byte = [0u8; 1];
         while !got.ends_with(b"\r\n\r\n") {
@@ -770,6 +770,55 @@ mod tests {
         server.write_all(b"HTTP/1.1 200 OK\r\n").await.unwrap();
         until_closed(&mut conn).await;
         assert!(!conn.is_open(), "bytes nobody asked for stay a reason");
+    }
+
+    #[tokio::test]
+    async fn over_tls_session_tickets_on_an_idle_connection_leave_it_open_and_reusable() {
+        use std::sync::Arc;
+        let cert = rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
+        let der = cert.cert.der().clone();
+        let key =
+            rustls_pki_types::PrivateKeyDer::try_from(cert.signing_key.serialize_der()).unwrap();
+        let ring = Arc::new(rustls::crypto::ring::default_provider());
+        let server_config = rustls::ServerConfig::builder_with_provider(ring.clone())
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_single_cert(vec![der.clone()], key)
+            .unwrap();
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(der).unwrap();
+        let client_config = rustls::ClientConfig::builder_with_provider(ring)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth();
+        let (client, server) = pair().await;
+        let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+        let (client, server) = tokio::join!(
+            tokio_rustls::TlsConnector::from(Arc::new(client_config)).connect(name, client),
+            tokio_rustls::TlsAcceptor::from(Arc::new(server_config)).accept(server),
+        );
+        let (mut conn, mut server) = (Conn::new(client.unwrap()), server.unwrap());
+        // A TLS 1.3 server sends its session tickets after the handshake: records that carry
+        // no data, waiting on the idle connection.
+        tokio::time::timeout(Duration::from_secs(5), conn.io().get_ref().0.readable())
+            .await
+            .expect("the server's session tickets arrive")
+            .unwrap();
+        for round in 0..2 {
+            assert!(conn.is_open(), "round {round}");
+            send_booking(&mut conn).await.unwrap();
+            read_request(&mut server).await;
+            server
+                .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok")
+                .await
+                .unwrap();
+            server.flush().await.unwrap();
+            let head = conn.read_head().await.unwrap();
+            assert_eq!(conn.read_body(&head, 10).await.unwrap(), "ok");
+            assert!(conn.reusable(&head), "round {round}");
+        }
     }
 
     #[tokio::test]
