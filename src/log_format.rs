@@ -164,9 +164,10 @@ fn timestamp(w: &mut impl Write) -> fmt::Result {
     w.write_str(std::str::from_utf8(&frac).map_err(|_| fmt::Error)?)
 }
 
-/// `f` rounded to three decimals (the access line's milliseconds, to the microsecond).
+/// `f` rounded to three decimals (the access line's milliseconds, to the microsecond). A
+/// value that rounds to zero is zero, never `-0.0` (adding `+0.0` turns `-0.0` into `0.0`).
 fn rounded(f: f64) -> f64 {
-    (f * 1e3).round() / 1e3
+    (f * 1e3).round() / 1e3 + 0.0
 }
 
 /// What `ryu` writes for [`rounded`]`(f)`, without going through floating point for the
@@ -403,11 +404,15 @@ mod tests {
     fn rounded_milliseconds_at_the_edges() {
         for f in [
             0.0, 0.0004, 0.0005, 0.001, 0.0015, 0.01, 0.1, 0.999_5, 1.0, 2.5, 10.05, 999.999_4,
+            -0.0, -0.000_4, -6.8e-6,
         ] {
             let mut fast = String::new();
             write_rounded(&mut fast, f).unwrap();
             let mut buf = ryu::Buffer::new();
             assert_eq!(fast, buf.format_finite(rounded(f)), "{f}");
+            if f.abs() < 0.0005 {
+                assert_eq!(fast, "0.0", "{f}: a duration never reads -0.0");
+            }
         }
     }
 
