@@ -208,14 +208,17 @@ impl Pool {
 
     /// The request written, the answer's head read.
     async fn exchange_h1(&self, conn: &mut H1, out: &Outgoing<'_>) -> Result<Head, Failure> {
+        // The names the HTTP/2 request uses too; named locals, as `X_REQUEST_ID.as_str()` would
+        // borrow a temporary dropped before the request is written.
+        let (request_id, traceparent) = (X_REQUEST_ID, TRACEPARENT);
         let mut fields: [(&str, &[u8]); 3] = [
-            ("authorization", out.authorization.as_bytes()),
-            ("x-request-id", out.request_id.as_bytes()),
+            (header::AUTHORIZATION.as_str(), out.authorization.as_bytes()),
+            (request_id.as_str(), out.request_id.as_bytes()),
             ("", b""),
         ];
         let n = match out.traceparent {
             Some(tp) => {
-                fields[2] = ("traceparent", tp.as_bytes());
+                fields[2] = (traceparent.as_str(), tp.as_bytes());
                 3
             }
             None => 2,
