@@ -348,7 +348,7 @@ impl Gateway {
             let mis_started = Instant::now();
             let answer = upstream
                 .book(
-                    b.body.clone(),
+                    &b.body,
                     ids.request_id.header(),
                     ids.traceparent.as_ref().or(b.traceparent.as_ref()),
                 )

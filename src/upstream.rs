@@ -135,7 +135,7 @@ impl Upstream {
     /// ever resent after a connection was established.
     pub async fn book(
         &self,
-        body: Bytes,
+        body: &Bytes,
         request_id: &HeaderValue,
         traceparent: Option<&HeaderValue>,
     ) -> Result<MisAnswer, GatewayError> {
@@ -194,7 +194,7 @@ impl Upstream {
     /// was refused at once.
     async fn attempt(
         &self,
-        body: Bytes,
+        body: &Bytes,
         request_id: &HeaderValue,
         traceparent: Option<&HeaderValue>,
     ) -> Result<MisAnswer, GatewayError> {
@@ -214,10 +214,7 @@ impl Upstream {
             },
         };
         let started = tokio::time::Instant::now();
-        match self
-            .exchange(body.clone(), request_id, traceparent, started)
-            .await
-        {
+        match self.exchange(body, request_id, traceparent, started).await {
             Err(GatewayError::MisUnreachable) if started.elapsed() < b.connect_timeout / 2 => {
                 tracing::debug!(backend = %b.name, "connection refused; one retry on a fresh connection");
                 let again = tokio::time::Instant::now();
@@ -230,14 +227,14 @@ impl Upstream {
     /// One request to the MIS and its whole answer, its time limits counted from `start`.
     async fn exchange(
         &self,
-        body: Bytes,
+        body: &Bytes,
         request_id: &HeaderValue,
         traceparent: Option<&HeaderValue>,
         start: tokio::time::Instant,
     ) -> Result<MisAnswer, GatewayError> {
         let b = &self.backend;
         let out = Outgoing {
-            body: &body,
+            body,
             authorization: &b.authorization,
             request_id,
             traceparent,
