@@ -5,8 +5,8 @@
 use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use http::StatusCode;
-use mis_gateway::error::{FieldProblem, GatewayError};
+use http::{HeaderValue, StatusCode};
+use mis_gateway::error::{FieldProblem, GatewayError, RequestId};
 use mis_gateway::{booking, normalize};
 
 const SEED: &str = include_str!("../tests/data/seed_request.json");
@@ -52,6 +52,9 @@ fn bench(c: &mut Criterion) {
         })
     });
 
+    let request_id = RequestId::from(HeaderValue::from_static(
+        "01a22608-1b6e-76ed-a226-2d8f0d995a82",
+    ));
     c.bench_function("render_validation_error", |b| {
         b.iter(|| {
             let e = GatewayError::Invalid {
@@ -60,7 +63,7 @@ fn bench(c: &mut Criterion) {
                     reason: "must be a GUID",
                 }],
             };
-            black_box(e.into_response("01a22608-1b6e-76ed-a226-2d8f0d995a82", None))
+            black_box(e.into_response(&request_id, None))
         })
     });
 }

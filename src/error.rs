@@ -186,7 +186,11 @@ impl GatewayError {
 
     /// Renders the error body and headers. `request_id` goes into the body and `X-Request-Id`;
     /// `trace_id`, when the request is traced, into the body next to it.
-    pub fn into_response(self, request_id: &str, trace_id: Option<&str>) -> Response<Full<Bytes>> {
+    pub fn into_response(
+        self,
+        request_id: &RequestId,
+        trace_id: Option<&str>,
+    ) -> Response<Full<Bytes>> {
         #[derive(Serialize)]
         struct Body<'a> {
             #[serde(rename = "Code")]
@@ -223,12 +227,12 @@ impl GatewayError {
             code: status.as_u16(),
             message: &message,
             message_code: code,
-            request_id,
+            request_id: request_id.as_str(),
             trace_id,
             errors,
         };
         let bytes = serde_json::to_vec(&body).unwrap_or_default();
-        let mut resp = json_answer(bytes, HeaderValue::from_str(request_id).ok());
+        let mut resp = json_answer(bytes, request_id);
         *resp.status_mut() = status;
         let h = resp.headers_mut();
         match &self {
@@ -326,15 +330,21 @@ impl RequestId {
     }
 }
 
+/// An id given as a header value (tests name theirs).
+impl From<HeaderValue> for RequestId {
+    fn from(value: HeaderValue) -> Self {
+        RequestId(value)
+    }
+}
+
 impl Default for RequestId {
     fn default() -> Self {
         Self::new()
     }
 }
 
-/// A JSON answer to an integrator (Appointment or error): content type, no caching, and the
-/// request id when there is one.
-pub fn json_answer(body: Vec<u8>, request_id: Option<HeaderValue>) -> Response<Full<Bytes>> {
+/// A JSON answer to an integrator (Appointment or error): content type, no caching, request id.
+pub fn json_answer(body: Vec<u8>, request_id: &RequestId) -> Response<Full<Bytes>> {
     let mut resp = Response::new(Full::new(Bytes::from(body)));
     let h = resp.headers_mut();
     h.insert(
@@ -342,9 +352,7 @@ pub fn json_answer(body: Vec<u8>, request_id: Option<HeaderValue>) -> Response<F
         HeaderValue::from_static("application/json; charset=utf-8"),
     );
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    if let Some(v) = request_id {
-        h.insert(X_REQUEST_ID, v);
-    }
+    h.insert(X_REQUEST_ID, request_id.header().clone());
     resp
 }
 
@@ -393,7 +401,8 @@ mod tests {
 
     #[test]
     fn unauthenticated_carries_the_challenge() {
-        let r = GatewayError::Unauthenticated.into_response("rid", None);
+        let rid = RequestId::from(HeaderValue::from_static("rid"));
+        let r = GatewayError::Unauthenticated.into_response(&rid, None);
         assert_eq!(r.status(), 401);
         assert_eq!(
             r.headers()[header::WWW_AUTHENTICATE],

@@ -173,9 +173,9 @@ impl Gateway {
         );
         // Phase 2 only ends early through a bug (a panic); it may have sent the booking already,
         // so the honest answer is "outcome unknown", never "not sent".
-        phase2.await.unwrap_or_else(|_| {
-            GatewayError::OutcomeUnknown.into_response(RequestId::new().as_str(), None)
-        })
+        phase2
+            .await
+            .unwrap_or_else(|_| GatewayError::OutcomeUnknown.into_response(&RequestId::new(), None))
     }
 
     /// Phase 1: everything up to a complete body from an authenticated integrator.
@@ -479,11 +479,9 @@ fn finish(
     mut rec: Record,
     started: Instant,
 ) -> Response<Full<Bytes>> {
-    let request_id = ids.request_id.as_str();
     let response = match result {
         Ok(answer) => {
-            let mut resp =
-                crate::error::json_answer(answer.body, Some(ids.request_id.header().clone()));
+            let mut resp = crate::error::json_answer(answer.body, &ids.request_id);
             let h = resp.headers_mut();
             if answer.replayed {
                 h.insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
@@ -492,7 +490,7 @@ fn finish(
         }
         Err(e) => {
             rec.code = Some(e.code());
-            let mut resp = e.into_response(request_id, ids.trace_id());
+            let mut resp = e.into_response(&ids.request_id, ids.trace_id());
             if rec.replayed {
                 resp.headers_mut()
                     .insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));

@@ -277,7 +277,7 @@ fn service<H: Handler>(
 /// The answer to a request whose handler panicked.
 fn panicked() -> Response<Full<Bytes>> {
     tracing::error!("a request handler panicked");
-    GatewayError::Internal.into_response(crate::error::RequestId::new().as_str(), None)
+    GatewayError::Internal.into_response(&crate::error::RequestId::new(), None)
 }
 
 fn builder(limits: ConnLimits) -> auto::Builder<TokioExecutor> {

@@ -434,7 +434,9 @@ fn variant(name: &str) -> GatewayError {
 fn check_rendered(doc: &Value, e: GatewayError, out: &mut Vec<String>) {
     let label = format!("{e:?}");
     let r = e.into_response(
-        "01936f4e-8a2b-7c3d-9e4f-5a6b7c8d9e0f",
+        &mis_gateway::error::RequestId::from(http::HeaderValue::from_static(
+            "01936f4e-8a2b-7c3d-9e4f-5a6b7c8d9e0f",
+        )),
         Some("4bf92f3577b34da6a3ce929d0e0e4736"),
     );
     let responses = &operation(doc)["responses"];
