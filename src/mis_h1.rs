@@ -30,7 +30,7 @@ use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 /// Most header fields an answer's head may have (hyper's default limit too).
 const MAX_HEADERS: usize = 100;
 /// Largest answer head (status line and header fields), and largest trailer section.
-pub const MAX_HEAD: usize = 64 * 1024;
+const MAX_HEAD: usize = 64 * 1024;
 /// Longest chunk-size line (size and extensions).
 const MAX_CHUNK_LINE: usize = 4 * 1024;
 /// What the read buffer grows by when it runs short (at least).
@@ -113,11 +113,6 @@ impl<T: AsyncRead + AsyncWrite + Unpin> Conn<T> {
             read: BytesMut::new(),
             write: Vec::new(),
         }
-    }
-
-    /// The transport, e.g. to ask what TLS negotiated.
-    pub fn io(&self) -> &T {
-        &self.io
     }
 
     /// Whether an idle connection is still open as far as this thread knows, without waiting:
@@ -528,12 +523,8 @@ mod tests {
         send_booking(&mut conn).await.unwrap();
         read_request(&mut server).await;
         server.write_all(answer).await.unwrap();
-        if close_after {
-            drop(server);
-        } else {
-            // Kept open while the client reads: an answer must not need the close to end.
-            std::mem::forget(server);
-        }
+        // Otherwise kept open while the client reads: an answer must not need the close to end.
+        let _open = (!close_after).then_some(server);
         let head = conn.read_head().await;
         let Ok(h) = &head else {
             return (head, None, false);
@@ -802,7 +793,7 @@ mod tests {
         let (mut conn, mut server) = (Conn::new(client.unwrap()), server.unwrap());
         // A TLS 1.3 server sends its session tickets after the handshake: records that carry
         // no data, waiting on the idle connection.
-        tokio::time::timeout(Duration::from_secs(5), conn.io().get_ref().0.readable())
+        tokio::time::timeout(Duration::from_secs(5), conn.io.get_ref().0.readable())
             .await
             .expect("the server's session tickets arrive")
             .unwrap();
