@@ -134,11 +134,20 @@ EOF
 write_haproxy_config() {
   MIS_CONNS=${MIS_CONNS:-64}
   printf '%s backend_mis_bench\n' "$LPU" > "$T/lpu.map"
+  # PIN_WORKERS=1: thread i on the i-th CPU of the mask, as the gateway's --pin-workers does.
+  local cpu_map=""
+  if [ "${PIN_WORKERS:-0}" = 1 ]; then
+    local cpus n
+    cpus=$(python3 -c 'import os; print(" ".join(map(str, sorted(os.sched_getaffinity(0)))))')
+    n=$(wc -w <<<"$cpus")
+    cpu_map="  cpu-map auto:1/1-$n $cpus"
+  fi
   cat > "$T/haproxy.cfg" <<EOF
 global
   # default threads: HAProxy 2.6 starts one per available CPU. maxconn 4096 (> BIG_CONNS)
   # keeps its FD need (~2 per connection) under a hard descriptor limit of 20,000 (as on the 2-core machines).
   maxconn 4096
+$cpu_map
 
 defaults
   mode http

@@ -40,6 +40,8 @@ pub struct ConnLimits {
     /// Threads that serve the connections, each with its own single-threaded runtime (see
     /// [`crate::workers`]); 0: the connections are served on the caller's runtime.
     pub workers: usize,
+    /// Whether each worker thread is held to one CPU ([`crate::workers::Workers::start`]).
+    pub pin_workers: bool,
 }
 
 impl Default for ConnLimits {
@@ -50,6 +52,7 @@ impl Default for ConnLimits {
             max_header_bytes: 16 * 1024,
             max_connections: 10_000,
             workers: 0,
+            pin_workers: false,
         }
     }
 }
@@ -100,8 +103,18 @@ pub async fn serve_tls<H, F>(
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let workers = match limits.workers {
         0 => None,
-        n => match Workers::start(n) {
-            Ok(w) => Some(w),
+        n => match Workers::start(n, limits.pin_workers) {
+            Ok(w) => {
+                if limits.pin_workers {
+                    let cpus: Vec<String> = w
+                        .cpus()
+                        .iter()
+                        .map(|c| c.map_or_else(|| "-".to_owned(), |c| c.to_string()))
+                        .collect();
+                    tracing::info!(cpus = %cpus.join(","), "worker threads pinned (worker i on the i-th CPU listed; -: unpinned)");
+                }
+                Some(w)
+            }
             Err(e) => {
                 tracing::error!(error = %e, "worker threads failed to start; serving on the main runtime");
                 None

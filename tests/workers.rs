@@ -9,6 +9,7 @@ use http_body_util::Full;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use mis_gateway::app::App;
+use support::demo::DemoProcess;
 use support::fault::{Fault, FaultMis};
 use support::*;
 
@@ -54,4 +55,68 @@ async fn each_worker_books_over_its_own_reused_mis_connection() {
         "one MIS connection per worker, reused by its later bookings"
     );
     gw.shutdown().await;
+}
+
+/// The worker threads of process `pid` and the CPUs each may run on (`Cpus_allowed_list`), by
+/// name.
+fn worker_cpus(pid: u32) -> Vec<(String, Vec<usize>)> {
+    let mut found = Vec::new();
+    for task in std::fs::read_dir(format!("/proc/{pid}/task")).unwrap() {
+        let task = task.unwrap().path();
+        let name = std::fs::read_to_string(task.join("comm")).unwrap();
+        let name = name.trim();
+        if !name.starts_with("worker-") {
+            continue;
+        }
+        let status = std::fs::read_to_string(task.join("status")).unwrap();
+        let list = status
+            .lines()
+            .find_map(|l| l.strip_prefix("Cpus_allowed_list:"))
+            .unwrap()
+            .trim();
+        let cpus = list
+            .split(',')
+            .flat_map(|r| match r.split_once('-') {
+                Some((a, b)) => (a.parse().unwrap()..=b.parse().unwrap()).collect::<Vec<_>>(),
+                None => vec![r.parse().unwrap()],
+            })
+            .collect();
+        found.push((name.to_owned(), cpus));
+    }
+    found.sort();
+    found
+}
+
+#[tokio::test]
+async fn pin_workers_holds_each_worker_thread_of_the_process_to_a_cpu_of_its_own() {
+    let mask = mis_gateway::workers::allowed_cpus().unwrap();
+    let workers = |cpus: [Vec<usize>; 2]| {
+        vec![
+            ("worker-1".to_owned(), cpus[0].clone()),
+            ("worker-2".to_owned(), cpus[1].clone()),
+        ]
+    };
+
+    // By default the workers may run on any CPU of the process's mask.
+    let mut free = DemoProcess::start(&["--worker-threads", "2"], &[]).await;
+    assert_eq!(free.book().await.0, StatusCode::OK, "a worker served it");
+    assert_eq!(
+        worker_cpus(free.child.id().unwrap()),
+        workers([mask.clone(), mask.clone()])
+    );
+    free.child.kill().await.unwrap();
+
+    // Pinned (here through the environment, as a unit file would set it): one CPU each, the
+    // mask's first and second (its first again on a one-CPU machine).
+    let mut pinned = DemoProcess::start(
+        &["--worker-threads", "2"],
+        &[("MIS_GATEWAY_PIN_WORKERS", "true")],
+    )
+    .await;
+    assert_eq!(pinned.book().await.0, StatusCode::OK, "a worker served it");
+    assert_eq!(
+        worker_cpus(pinned.child.id().unwrap()),
+        workers([vec![mask[0]], vec![mask[1 % mask.len()]]])
+    );
+    pinned.child.kill().await.unwrap();
 }
