@@ -35,7 +35,14 @@ struct Cli {
     /// Hold each worker thread to a CPU of its own (worker i to the i-th CPU this process may
     /// use): steadier latency on a host or cpuset given to the gateway, worse where other
     /// busy processes share those CPUs.
-    #[arg(long, global = true, env = "MIS_GATEWAY_PIN_WORKERS")]
+    /// (The variable takes 1/0, true/false, yes/no, on/off.)
+    #[arg(
+        long,
+        global = true,
+        env = "MIS_GATEWAY_PIN_WORKERS",
+        action = clap::ArgAction::SetTrue,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
     pin_workers: bool,
     #[command(subcommand)]
     command: Command,

@@ -97,8 +97,12 @@ async fn pin_workers_holds_each_worker_thread_of_the_process_to_a_cpu_of_its_own
         ]
     };
 
-    // By default the workers may run on any CPU of the process's mask.
-    let mut free = DemoProcess::start(&["--worker-threads", "2"], &[]).await;
+    // By default, and with the variable off, the workers may run on any CPU of the mask.
+    let mut free = DemoProcess::start(
+        &["--worker-threads", "2"],
+        &[("MIS_GATEWAY_PIN_WORKERS", "0")],
+    )
+    .await;
     assert_eq!(free.book().await.0, StatusCode::OK, "a worker served it");
     assert_eq!(
         worker_cpus(free.child.id().unwrap()),
@@ -106,11 +110,11 @@ async fn pin_workers_holds_each_worker_thread_of_the_process_to_a_cpu_of_its_own
     );
     free.child.kill().await.unwrap();
 
-    // Pinned (here through the environment, as a unit file would set it): one CPU each, the
-    // mask's first and second (its first again on a one-CPU machine).
+    // Pinned (here through the environment, as a unit file would set it, spelled 1): one CPU
+    // each, the mask's first and second (its first again on a one-CPU machine).
     let mut pinned = DemoProcess::start(
         &["--worker-threads", "2"],
-        &[("MIS_GATEWAY_PIN_WORKERS", "true")],
+        &[("MIS_GATEWAY_PIN_WORKERS", "1")],
     )
     .await;
     assert_eq!(pinned.book().await.0, StatusCode::OK, "a worker served it");
