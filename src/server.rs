@@ -104,17 +104,7 @@ pub async fn serve_tls<H, F>(
     let workers = match limits.workers {
         0 => None,
         n => match Workers::start(n, limits.pin_workers) {
-            Ok(w) => {
-                if limits.pin_workers {
-                    let cpus: Vec<String> = w
-                        .cpus()
-                        .iter()
-                        .map(|c| c.map_or_else(|| "-".to_owned(), |c| c.to_string()))
-                        .collect();
-                    tracing::info!(cpus = %cpus.join(","), "worker threads pinned (worker i on the i-th CPU listed; -: unpinned)");
-                }
-                Some(w)
-            }
+            Ok(w) => Some(w),
             Err(e) => {
                 tracing::error!(error = %e, "worker threads failed to start; serving on the main runtime");
                 None

@@ -139,7 +139,11 @@ impl Workers {
                 stopped: Some(stopped),
             });
         }
-        Ok(Workers { workers })
+        let workers = Workers { workers };
+        if pin {
+            tracing::info!(cpus = ?workers.cpus(), "worker threads pinned (worker i on the i-th CPU listed; None: unpinned)");
+        }
+        Ok(workers)
     }
 
     /// Runs `conn` (one connection's whole life) on the worker with the fewest open
