@@ -20,7 +20,7 @@
 use std::io::{self, Write};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::thread::JoinHandle;
+use std::thread::{JoinHandle, Thread};
 use std::time::Duration;
 
 use tracing_subscriber::fmt::MakeWriter;
@@ -35,8 +35,6 @@ pub const MAX_PENDING: usize = 4 << 20;
 #[derive(Default)]
 struct Shared {
     pending: Mutex<Vec<u8>>,
-    /// The writer thread, for [`WAKE_AT`]'s early wake-up.
-    writer: std::sync::OnceLock<std::thread::Thread>,
     dropped: AtomicU64,
     stop: AtomicBool,
 }
@@ -51,6 +49,8 @@ impl Shared {
 #[derive(Clone)]
 pub struct BatchWriter {
     shared: Arc<Shared>,
+    /// The writer thread, for [`WAKE_AT`]'s early wake-up.
+    writer: Thread,
 }
 
 /// Stops the writer thread and writes what is left when dropped.
@@ -72,10 +72,10 @@ fn spawn_every<W: Write + Send + 'static>(out: W, every: Duration) -> (BatchWrit
         .name("log-writer".into())
         .spawn(move || run(&s, out, every))
         .expect("spawning the log writer thread");
-    let _ = shared.writer.set(thread.thread().clone());
     (
         BatchWriter {
             shared: shared.clone(),
+            writer: thread.thread().clone(),
         },
         FlushGuard {
             shared,
@@ -125,21 +125,20 @@ impl Drop for FlushGuard {
 }
 
 /// One line's writer: appends to the shared buffer.
-pub struct LineSink<'a>(&'a Shared);
+pub struct LineSink<'a>(&'a BatchWriter);
 
 impl Write for LineSink<'_> {
     fn write(&mut self, line: &[u8]) -> io::Result<usize> {
-        let mut pending = self.0.pending();
+        let shared = &self.0.shared;
+        let mut pending = shared.pending();
         let before = pending.len();
         if before + line.len() > MAX_PENDING {
-            self.0.dropped.fetch_add(1, Ordering::Relaxed);
+            shared.dropped.fetch_add(1, Ordering::Relaxed);
         } else {
             pending.extend_from_slice(line);
             if before < WAKE_AT && pending.len() >= WAKE_AT {
                 drop(pending);
-                if let Some(writer) = self.0.writer.get() {
-                    writer.unpark();
-                }
+                self.0.writer.unpark();
             }
         }
         Ok(line.len())
@@ -153,7 +152,7 @@ impl Write for LineSink<'_> {
 impl<'a> MakeWriter<'a> for BatchWriter {
     type Writer = LineSink<'a>;
     fn make_writer(&'a self) -> LineSink<'a> {
-        LineSink(&self.shared)
+        LineSink(self)
     }
 }
 
