@@ -10,16 +10,14 @@
 //!
 //! With `--pin-workers` each worker thread is held to one CPU of the process's affinity mask
 //! (worker *i* to the *i*-th CPU, round the mask again if there are more workers), as
-//! HAProxy's `cpu-map` or nginx's `worker_cpu_affinity` do. Unpinned, the kernel sometimes
-//! runs both workers of a 2-core machine on one core while the other serves the load
-//! generator and the MIS, and the connections of both wait their turn: measured on this
-//! machine's bench (wrk -t1 -c64 closed loop), p99 4.7-4.8 ms unpinned against 2.4-2.6 ms
-//! pinned, at the same throughput. The price of pinning: a worker cannot leave a CPU that
-//! something else keeps busy, so it is for hosts (or cpusets) given to the gateway, and off by
-//! default.
+//! HAProxy's `cpu-map` or nginx's `worker_cpu_affinity` do. Unpinned, the kernel at times
+//! leaves a worker runnable behind another busy thread on its CPU for a whole scheduler tick,
+//! and its connections wait with it (figures in `bench/README.md`). The price of pinning: a
+//! worker cannot leave a CPU that something else keeps busy, so it is for hosts (or cpusets)
+//! given to the gateway, and off by default.
 //!
-//! The price of thread-per-core: a worker busy with one heavy connection does not shed its other connections to an
-//! idle thread. Bookings are short and uniform, and new connections go to the least loaded
+//! The price of thread-per-core: a worker busy with one heavy connection does not shed its
+//! other connections to an idle thread. Bookings are short and uniform, and new connections go to the least loaded
 //! worker, so this is the right trade for this workload.
 
 use std::cell::Cell;
