@@ -97,30 +97,27 @@ async fn pin_workers_holds_each_worker_thread_of_the_process_to_a_cpu_of_its_own
         ]
     };
 
-    // By default, and with the variable off, the workers may run on any CPU of the mask.
-    let mut free = DemoProcess::start(
-        &["--worker-threads", "2"],
-        &[("MIS_GATEWAY_PIN_WORKERS", "0")],
-    )
-    .await;
-    assert_eq!(free.book().await.0, StatusCode::OK, "a worker served it");
-    assert_eq!(
-        worker_cpus(free.child.id().unwrap()),
-        workers([mask.clone(), mask.clone()])
-    );
-    free.child.kill().await.unwrap();
-
-    // Pinned (here through the environment, as a unit file would set it, spelled 1): one CPU
-    // each, the mask's first and second (its first again on a one-CPU machine).
-    let mut pinned = DemoProcess::start(
-        &["--worker-threads", "2"],
-        &[("MIS_GATEWAY_PIN_WORKERS", "1")],
-    )
-    .await;
-    assert_eq!(pinned.book().await.0, StatusCode::OK, "a worker served it");
-    assert_eq!(
-        worker_cpus(pinned.child.id().unwrap()),
-        workers([vec![mask[0]], vec![mask[1 % mask.len()]]])
-    );
-    pinned.child.kill().await.unwrap();
+    let whole = [mask.clone(), mask.clone()];
+    // Unpinned by default and with the variable off: any CPU of the mask. Pinned (through the
+    // environment, as a unit file would set it): one CPU each, the mask's first and second
+    // (its first again on a one-CPU machine).
+    let pinned = [vec![mask[0]], vec![mask[1 % mask.len()]]];
+    for (env, expected) in [
+        (&[][..], whole.clone()),
+        (&[("MIS_GATEWAY_PIN_WORKERS", "0")][..], whole),
+        (&[("MIS_GATEWAY_PIN_WORKERS", "1")][..], pinned),
+    ] {
+        let mut demo = DemoProcess::start(&["--worker-threads", "2"], env).await;
+        assert_eq!(
+            demo.book().await.0,
+            StatusCode::OK,
+            "{env:?}: a worker served it"
+        );
+        assert_eq!(
+            worker_cpus(demo.child.id().unwrap()),
+            workers(expected),
+            "{env:?}"
+        );
+        demo.child.kill().await.unwrap();
+    }
 }
