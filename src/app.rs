@@ -38,8 +38,8 @@ pub struct App {
     pub draining: Arc<AtomicBool>,
     /// Threads serving the booking listener (see [`crate::workers`]); default one per CPU.
     pub workers: usize,
-    /// Whether each worker thread is held to a CPU of its own (see [`crate::workers`]).
-    pub pin_workers: bool,
+    /// Where the worker threads run (see [`crate::workers::Placement`]).
+    pub placement: crate::workers::Placement,
 }
 
 impl App {
@@ -78,7 +78,7 @@ impl App {
             reloader,
             draining,
             workers: crate::workers::default_count(),
-            pin_workers: false,
+            placement: crate::workers::Placement::default(),
         }
     }
 
@@ -119,7 +119,7 @@ impl App {
             header_read_timeout: config.server.header_read_timeout,
             max_connections: config.server.max_connections,
             workers: self.workers,
-            pin_workers: self.pin_workers,
+            placement: self.placement,
             ..ConnLimits::default()
         };
         // Each new connection reads the live generation's certificate: a reload rotates it.

@@ -10,6 +10,7 @@ use mis_gateway::app::App;
 use mis_gateway::config::diff::Diff;
 use mis_gateway::config::{Config, SystemSecrets};
 use mis_gateway::telemetry::{LogFormat, Telemetry};
+use mis_gateway::workers::Placement;
 use tokio::net::TcpListener;
 
 #[derive(Parser)]
@@ -44,6 +45,18 @@ struct Cli {
         value_parser = clap::builder::BoolishValueParser::new()
     )]
     pin_workers: bool,
+    /// Unpinned, let a worker that finds another worker waiting for its CPU move itself to
+    /// another CPU (the default; `false`: the kernel alone places the workers).
+    /// (The variable takes 1/0, true/false, yes/no, on/off.)
+    #[arg(
+        long,
+        global = true,
+        env = "MIS_GATEWAY_SPREAD_WORKERS",
+        default_value_t = true,
+        action = clap::ArgAction::Set,
+        value_parser = clap::builder::BoolishValueParser::new()
+    )]
+    spread_workers: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -82,7 +95,11 @@ fn main() -> ExitCode {
     let format = cli.log_format;
     let workers = Threads {
         count: cli.worker_threads,
-        pin: cli.pin_workers,
+        placement: match (cli.pin_workers, cli.spread_workers) {
+            (true, _) => Placement::Pin,
+            (false, true) => Placement::Spread,
+            (false, false) => Placement::Free,
+        },
     };
     match cli.command {
         Command::Check { config, against } => {
@@ -104,7 +121,7 @@ fn main() -> ExitCode {
 #[derive(Clone, Copy)]
 struct Threads {
     count: Option<usize>,
-    pin: bool,
+    placement: Placement,
 }
 
 impl Threads {
@@ -112,7 +129,7 @@ impl Threads {
         if let Some(n) = self.count.filter(|n| *n > 0) {
             app.workers = n;
         }
-        app.pin_workers = self.pin;
+        app.placement = self.placement;
     }
 }
 
@@ -232,7 +249,7 @@ async fn bind(app: &App) -> std::io::Result<(TcpListener, TcpListener)> {
     let config = app.live.load().config.clone();
     let api = TcpListener::bind(config.server.listen).await?;
     let admin = TcpListener::bind(config.admin.listen).await?;
-    tracing::info!(listen = %api.local_addr()?, admin = %admin.local_addr()?, workers = app.workers, pin_workers = app.pin_workers, "serving bookings");
+    tracing::info!(listen = %api.local_addr()?, admin = %admin.local_addr()?, workers = app.workers, placement = ?app.placement, "serving bookings");
     Ok((api, admin))
 }
 

@@ -40,8 +40,8 @@ pub struct ConnLimits {
     /// Threads that serve the connections, each with its own single-threaded runtime (see
     /// [`crate::workers`]); 0: the connections are served on the caller's runtime.
     pub workers: usize,
-    /// Whether each worker thread is held to one CPU ([`crate::workers::Workers::start`]).
-    pub pin_workers: bool,
+    /// Where the worker threads run ([`crate::workers::Placement`]).
+    pub placement: crate::workers::Placement,
 }
 
 impl Default for ConnLimits {
@@ -52,7 +52,7 @@ impl Default for ConnLimits {
             max_header_bytes: 16 * 1024,
             max_connections: 10_000,
             workers: 0,
-            pin_workers: false,
+            placement: crate::workers::Placement::default(),
         }
     }
 }
@@ -103,7 +103,7 @@ pub async fn serve_tls<H, F>(
     let slots = Arc::new(Semaphore::new(limits.max_connections));
     let workers = match limits.workers {
         0 => None,
-        n => match Workers::start(n, limits.pin_workers) {
+        n => match Workers::start(n, limits.placement) {
             Ok(w) => Some(w),
             Err(e) => {
                 tracing::error!(error = %e, "worker threads failed to start; serving on the main runtime");
@@ -265,6 +265,7 @@ fn service<H: Handler>(
     use futures_util::future::{Either, ready};
     use std::panic::{AssertUnwindSafe, catch_unwind};
     hyper::service::service_fn(move |req: Request<Incoming>| {
+        crate::workers::on_request();
         let handler = handler.clone();
         match catch_unwind(AssertUnwindSafe(|| handler.call(req, peer))) {
             Ok(answer) => Either::Left(

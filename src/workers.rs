@@ -8,13 +8,17 @@
 //! connection's task) wake one another across threads: futexes, reschedule interrupts and
 //! cache misses that cost more than the booking's own work on a loaded 2-core machine.
 //!
-//! With `--pin-workers` each worker thread is held to one CPU of the process's affinity mask
-//! (worker *i* to the *i*-th CPU, round the mask again if there are more workers), as
-//! HAProxy's `cpu-map` or nginx's `worker_cpu_affinity` do. Unpinned, the kernel at times
-//! leaves a worker runnable behind another busy thread on its CPU for a whole scheduler tick,
-//! and its connections wait with it (figures in `bench/README.md`). The price of pinning: a
-//! worker cannot leave a CPU that something else keeps busy, so it is for hosts (or cpusets)
-//! given to the gateway, and off by default.
+//! Where the workers run ([`Placement`]):
+//! - **spread** (the default): the kernel places the workers, and a worker that finds another
+//!   worker waiting for the CPU it runs on moves itself elsewhere ([`spread`]). Left alone,
+//!   the kernel at times queues two busy workers on one CPU for a whole scheduler tick, and
+//!   all their connections wait with them (figures in `bench/README.md`).
+//! - **pin** (`--pin-workers`): each worker thread is held to one CPU of the process's
+//!   affinity mask (worker *i* to the *i*-th CPU, round the mask again if there are more
+//!   workers), as HAProxy's `cpu-map` or nginx's `worker_cpu_affinity` do. A pinned worker
+//!   cannot leave a CPU that something else keeps busy, so it is for hosts (or cpusets) given
+//!   to the gateway.
+//! - **free** (`--spread-workers false`): the kernel alone places the workers.
 //!
 //! The price of thread-per-core: a worker busy with one heavy connection does not shed its
 //! other connections to an idle thread. Bookings are short and uniform, and new connections go to the least loaded
@@ -30,6 +34,21 @@ use nix::sched::{CpuSet, sched_getaffinity, sched_setaffinity};
 use nix::unistd::Pid;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
+
+mod spread;
+pub use spread::on_request;
+
+/// Where worker threads run; see the module documentation.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Placement {
+    /// The kernel alone places them.
+    Free,
+    /// The kernel places them; a worker moves off a CPU where another worker waits.
+    #[default]
+    Spread,
+    /// Each is held to a CPU of its own.
+    Pin,
+}
 
 thread_local! {
     static INDEX: Cell<usize> = const { Cell::new(0) };
@@ -79,10 +98,11 @@ pub struct Workers {
 }
 
 impl Workers {
-    /// Starts `n` (at least one) worker threads; with `pin`, each held to a CPU of its own
-    /// ([`Workers::cpus`] says which; a thread the kernel refuses to pin runs unpinned, with a
-    /// warning).
-    pub fn start(n: usize, pin: bool) -> io::Result<Workers> {
+    /// Starts `n` (at least one) worker threads, placed as `placement` says. Pinned, each is
+    /// held to a CPU of its own ([`Workers::cpus`] says which; a thread the kernel refuses to
+    /// pin runs unpinned, with a warning). Spreading needs two workers and two CPUs.
+    pub fn start(n: usize, placement: Placement) -> io::Result<Workers> {
+        let pin = placement == Placement::Pin;
         let cpus = if pin {
             allowed_cpus().unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "the CPU affinity mask could not be read; worker threads run unpinned");
@@ -91,8 +111,13 @@ impl Workers {
         } else {
             Vec::new()
         };
+        let spread = (placement == Placement::Spread
+            && n >= 2
+            && allowed_cpus().is_ok_and(|c| c.len() >= 2))
+        .then(|| spread::Spread::new(n));
         let mut workers = Vec::with_capacity(n.max(1));
         for i in 0..n.max(1) {
+            let spread = spread.clone();
             let cpu = (!cpus.is_empty()).then(|| cpus[i % cpus.len()]);
             let (handle_tx, handle_rx) = std::sync::mpsc::sync_channel(1);
             let (stop, stop_rx) = oneshot::channel::<()>();
@@ -101,6 +126,9 @@ impl Workers {
                 .name(format!("worker-{}", i + 1))
                 .spawn(move || {
                     INDEX.set(i + 1);
+                    if let Some(spread) = spread {
+                        spread.join(i);
+                    }
                     let cpu = cpu.filter(|&c| match pin_to(c) {
                         Ok(()) => true,
                         Err(e) => {
@@ -233,7 +261,7 @@ mod tests {
 
     #[tokio::test]
     async fn connections_go_to_the_least_loaded_worker_and_run_on_its_thread() {
-        let workers = Workers::start(2, false).unwrap();
+        let workers = Workers::start(2, Placement::Free).unwrap();
         let (report, mut seen) = tokio::sync::mpsc::unbounded_channel();
 
         let open: Vec<_> = (0..4).map(|_| held(&workers, &report)).collect();
@@ -273,7 +301,7 @@ mod tests {
         assert!(!mask.is_empty());
         // One more worker than CPUs: the last one goes round the mask again.
         let n = mask.len() + 1;
-        let workers = Workers::start(n, true).unwrap();
+        let workers = Workers::start(n, Placement::Pin).unwrap();
         let expected: Vec<usize> = (0..n).map(|i| mask[i % mask.len()]).collect();
         assert_eq!(
             workers.cpus(),

@@ -1,0 +1,377 @@
+//! Keeping busy workers off each other's CPU without pinning them.
+//!
+//! The kernel balances runnable threads by count, so two workers runnable on one CPU while the
+//! other CPU runs two other threads (the MIS, a sidecar, a load generator) looks balanced to
+//! it. The worker that runs keeps the CPU for a whole slice (4–5 ms here, a scheduler tick
+//! past the 3 ms slice) while the other waits, and so do all of the waiting worker's
+//! connections. `perf sched` showed this as the largest part of the gateway's tail at
+//! saturation; pinning removes it, but a pinned worker also cannot leave a CPU that something
+//! else keeps busy.
+//!
+//! Here each worker, every [`EVERY`] requests, asks the kernel where the other workers are
+//! (`/proc/self/task/<tid>/stat`: state and CPU). If another worker is runnable on the CPU
+//! this one is running on, this one moves itself to a CPU that no runnable worker is on, by
+//! narrowing its own affinity mask to those CPUs and at once putting the mask back as it was.
+//! The waiting worker gets the CPU it was queued on; the kernel stays free to place both
+//! afterwards. A worker moves at most once per [`HOLD`], and reads at most [`LOOK_AT`] other
+//! workers per check, so the cost per request stays small and bounded whatever the number of
+//! workers.
+//!
+//! Where `/proc` cannot be read or the mask cannot be changed, nothing moves; the workers run
+//! as the kernel places them.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI32, Ordering};
+use std::time::{Duration, Instant};
+
+use nix::sched::{CpuSet, sched_getaffinity, sched_getcpu, sched_setaffinity};
+use nix::unistd::{Pid, gettid};
+
+/// Requests a worker serves between two looks at where the workers run.
+pub(crate) const EVERY: u32 = 64;
+/// Least time between two moves of one worker.
+pub(crate) const HOLD: Duration = Duration::from_millis(20);
+/// Most other workers one check reads (round the others in turn).
+const LOOK_AT: usize = 4;
+
+/// The thread ids of one set of workers, by worker (0 until the thread has started).
+pub(crate) struct Spread {
+    tids: Vec<AtomicI32>,
+}
+
+impl Spread {
+    pub(crate) fn new(workers: usize) -> Arc<Spread> {
+        Arc::new(Spread {
+            tids: (0..workers).map(|_| AtomicI32::new(0)).collect(),
+        })
+    }
+
+    /// Makes the calling thread worker `me` of the set: its requests check its placement.
+    pub(crate) fn join(self: Arc<Self>, me: usize) {
+        self.tids[me].store(gettid().as_raw(), Ordering::Relaxed);
+        let stats = (0..self.tids.len()).map(|_| None).collect();
+        LOCAL.set(Some(Local {
+            shared: self,
+            me,
+            calls: 0,
+            next: 0,
+            moved_at: None,
+            hold: HOLD,
+            stats,
+        }));
+    }
+}
+
+thread_local! {
+    static LOCAL: std::cell::RefCell<Option<Local>> = const { std::cell::RefCell::new(None) };
+}
+
+/// A worker's side of [`Spread`].
+struct Local {
+    shared: Arc<Spread>,
+    me: usize,
+    calls: u32,
+    /// The next other worker to read.
+    next: usize,
+    moved_at: Option<Instant>,
+    /// Least time between two moves ([`HOLD`]).
+    hold: Duration,
+    /// Each other worker's `/proc` stat file, opened on first read and read again in place.
+    stats: Vec<Option<File>>,
+}
+
+/// Called at each request the calling thread serves; does nothing on a thread that is not a
+/// spreading worker.
+#[inline]
+pub fn on_request() {
+    LOCAL.with_borrow_mut(|local| {
+        if let Some(local) = local {
+            local.calls += 1;
+            if local.calls >= EVERY {
+                local.calls = 0;
+                local.check();
+            }
+        }
+    });
+}
+
+impl Local {
+    fn check(&mut self) {
+        if self.moved_at.is_some_and(|t| t.elapsed() < self.hold) {
+            return;
+        }
+        let Ok(here) = sched_getcpu() else {
+            return;
+        };
+        let n = self.shared.tids.len();
+        let mut busy = Vec::with_capacity(LOOK_AT);
+        for _ in 0..LOOK_AT.min(n - 1) {
+            self.next = (self.next + 1) % n;
+            if self.next == self.me {
+                self.next = (self.next + 1) % n;
+            }
+            if let Some(Placed {
+                runnable: true,
+                cpu,
+            }) = self.read(self.next)
+            {
+                busy.push(cpu);
+            }
+        }
+        if !busy.contains(&here) {
+            return;
+        }
+        let Ok(mask) = sched_getaffinity(Pid::from_raw(0)) else {
+            return;
+        };
+        let Some(away) = elsewhere(&mask, here, &busy) else {
+            return;
+        };
+        self.moved_at = Some(Instant::now());
+        // Narrowing the mask moves this thread before the call returns; the mask as it was
+        // goes back at once, so the move is a nudge, not a pin.
+        if sched_setaffinity(Pid::from_raw(0), &away).is_ok() {
+            if let Err(e) = sched_setaffinity(Pid::from_raw(0), &mask) {
+                tracing::warn!(worker = self.me + 1, error = %e, "a worker's CPU mask could not be put back after a move");
+            }
+            tracing::debug!(
+                worker = self.me + 1,
+                from = here,
+                "worker moved off a CPU another worker was waiting for"
+            );
+        }
+    }
+
+    /// Where worker `j`'s thread is, from its `/proc` stat.
+    fn read(&mut self, j: usize) -> Option<Placed> {
+        if self.stats[j].is_none() {
+            let tid = self.shared.tids[j].load(Ordering::Relaxed);
+            if tid == 0 {
+                return None;
+            }
+            self.stats[j] = File::open(format!("/proc/self/task/{tid}/stat")).ok();
+        }
+        let mut buf = [0u8; 512];
+        let len = self.stats[j].as_ref()?.read_at(&mut buf, 0).ok()?;
+        parse_stat(&buf[..len])
+    }
+}
+
+/// A thread's scheduling state as `/proc/<pid>/task/<tid>/stat` gives it.
+#[derive(Debug, PartialEq, Eq)]
+struct Placed {
+    /// Running or waiting for a CPU (state `R`), not sleeping.
+    runnable: bool,
+    /// The CPU it runs on, is queued on, or last ran on.
+    cpu: usize,
+}
+
+/// Reads the state (field 3) and CPU (field 39) of a stat line. The command name (field 2)
+/// is in parentheses and may hold spaces or parentheses itself, so fields are counted from
+/// the last `)`.
+fn parse_stat(line: &[u8]) -> Option<Placed> {
+    let close = line.iter().rposition(|&b| b == b')')?;
+    let rest = std::str::from_utf8(line.get(close + 2..)?).ok()?;
+    let mut fields = rest.split(' ');
+    let state = fields.next()?;
+    let cpu = fields.nth(35)?.parse().ok()?;
+    Some(Placed {
+        runnable: state == "R",
+        cpu,
+    })
+}
+
+/// The CPUs of `mask` other than `here` that no runnable worker is on (`busy`), if any.
+fn elsewhere(mask: &CpuSet, here: usize, busy: &[usize]) -> Option<CpuSet> {
+    let mut away = CpuSet::new();
+    let mut any = false;
+    for cpu in 0..CpuSet::count() {
+        if cpu != here && !busy.contains(&cpu) && mask.is_set(cpu).unwrap_or(false) {
+            away.set(cpu).ok()?;
+            any = true;
+        }
+    }
+    any.then_some(away)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stat_lines_are_read_past_any_command_name() {
+        let line = |comm: &str, state: &str, cpu: usize| {
+            // Fields 4..=38 are numbers; 39 is the CPU; more follow.
+            let middle = (4..=38)
+                .map(|i| i.to_string())
+                .collect::<Vec<_>>()
+                .join(" ");
+            format!("4242 ({comm}) {state} {middle} {cpu} 0 0 0 0 0\n")
+        };
+        assert_eq!(
+            parse_stat(line("worker-1", "R", 1).as_bytes()),
+            Some(Placed {
+                runnable: true,
+                cpu: 1
+            })
+        );
+        assert_eq!(
+            parse_stat(line("a) R (b", "S", 3).as_bytes()),
+            Some(Placed {
+                runnable: false,
+                cpu: 3
+            })
+        );
+        assert_eq!(parse_stat(b"4242 (worker-1) R 1 2"), None);
+        assert_eq!(parse_stat(b"no parenthesis"), None);
+    }
+
+    #[test]
+    fn the_way_out_avoids_this_cpu_busy_workers_and_cpus_not_allowed() {
+        let mask = |cpus: &[usize]| {
+            let mut m = CpuSet::new();
+            for &c in cpus {
+                m.set(c).unwrap();
+            }
+            m
+        };
+        let cpus = |m: Option<CpuSet>| {
+            m.map(|m| {
+                (0..CpuSet::count())
+                    .filter(|&c| m.is_set(c).unwrap())
+                    .collect::<Vec<_>>()
+            })
+        };
+        assert_eq!(cpus(elsewhere(&mask(&[0, 1]), 0, &[0])), Some(vec![1]));
+        assert_eq!(
+            cpus(elsewhere(&mask(&[0, 1, 2, 3]), 2, &[2, 3])),
+            Some(vec![0, 1])
+        );
+        assert_eq!(cpus(elsewhere(&mask(&[2, 5]), 2, &[2])), Some(vec![5]));
+        // Every other CPU has a busy worker, or there is no other CPU: stay.
+        assert_eq!(cpus(elsewhere(&mask(&[0, 1]), 0, &[0, 1])), None);
+        assert_eq!(cpus(elsewhere(&mask(&[4]), 4, &[4])), None);
+    }
+
+    /// Runs `f` on a thread that joins `spread` as worker `me`, starting on the CPUs of `mask`;
+    /// gives its thread id back first.
+    fn worker<T: Send + 'static>(
+        spread: &Arc<Spread>,
+        me: usize,
+        mask: CpuSet,
+        f: impl FnOnce() -> T + Send + 'static,
+    ) -> (Pid, std::thread::JoinHandle<T>) {
+        let spread = spread.clone();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let thread = std::thread::spawn(move || {
+            sched_setaffinity(Pid::from_raw(0), &mask).unwrap();
+            spread.join(me);
+            tx.send(gettid()).unwrap();
+            f()
+        });
+        (rx.recv().unwrap(), thread)
+    }
+
+    fn mask(cpus: &[usize]) -> CpuSet {
+        let mut m = CpuSet::new();
+        for &c in cpus {
+            m.set(c).unwrap();
+        }
+        m
+    }
+
+    /// This thread's worker check, run now rather than at the [`EVERY`]th request; then the
+    /// CPU it is on and its mask.
+    fn check_now() -> (usize, CpuSet) {
+        LOCAL.with_borrow_mut(|l| l.as_mut().unwrap().check());
+        (
+            sched_getcpu().unwrap(),
+            sched_getaffinity(Pid::from_raw(0)).unwrap(),
+        )
+    }
+
+    /// Worker 2 spins, held on CPU `a`; worker 1 runs on `a` with `a` and `b` allowed. Its
+    /// check finds worker 2 runnable there and moves worker 1 to `b`, and gives it its whole
+    /// mask back. With worker 2 asleep instead, worker 1 stays. (The kernel does not move a
+    /// running thread within the microseconds between the set-up and the check.)
+    #[test]
+    fn a_worker_moves_off_a_cpu_where_another_worker_is_runnable_and_keeps_its_mask() {
+        let allowed = crate::workers::allowed_cpus().unwrap();
+        if allowed.len() < 2 {
+            eprintln!("skipped: one CPU only");
+            return;
+        }
+        let (a, b) = (allowed[0], allowed[1]);
+        for other_runnable in [true, false] {
+            let spread = Spread::new(2);
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+            let (release, parked) = std::sync::mpsc::channel::<()>();
+            let halt = stop.clone();
+            let (_, worker2) = worker(&spread, 1, mask(&[a]), move || {
+                if other_runnable {
+                    while !halt.load(Ordering::Relaxed) {
+                        std::hint::spin_loop();
+                    }
+                } else {
+                    let _ = parked.recv();
+                }
+            });
+            let (_, worker1) = worker(&spread, 0, mask(&[a]), move || {
+                assert_eq!(sched_getcpu().unwrap(), a);
+                sched_setaffinity(Pid::from_raw(0), &mask(&[a, b])).unwrap();
+                check_now()
+            });
+            let (on, after) = worker1.join().unwrap();
+            stop.store(true, Ordering::Relaxed);
+            drop(release);
+            worker2.join().unwrap();
+            let expected = if other_runnable { b } else { a };
+            assert_eq!(on, expected, "worker 2 runnable: {other_runnable}");
+            assert_eq!(after, mask(&[a, b]), "the mask is whole again");
+        }
+    }
+
+    /// Spinning workers call [`on_request`]; it checks once per [`EVERY`] calls, and a worker
+    /// that has moved waits [`HOLD`] before it moves again.
+    #[test]
+    fn checks_come_every_so_many_requests_and_moves_are_held_apart() {
+        let allowed = crate::workers::allowed_cpus().unwrap();
+        if allowed.len() < 2 {
+            eprintln!("skipped: one CPU only");
+            return;
+        }
+        let (a, b) = (allowed[0], allowed[1]);
+        let spread = Spread::new(2);
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let halt = stop.clone();
+        let (_, worker2) = worker(&spread, 1, mask(&[a]), move || {
+            while !halt.load(Ordering::Relaxed) {
+                std::hint::spin_loop();
+            }
+        });
+        let (_, worker1) = worker(&spread, 0, mask(&[a, b]), move || {
+            // A hold no test run outlasts.
+            LOCAL.with_borrow_mut(|l| l.as_mut().unwrap().hold = Duration::from_secs(3600));
+            // Onto `a`, beside worker 2, with both CPUs allowed again.
+            sched_setaffinity(Pid::from_raw(0), &mask(&[a])).unwrap();
+            sched_setaffinity(Pid::from_raw(0), &mask(&[a, b])).unwrap();
+            for _ in 0..EVERY - 1 {
+                on_request();
+            }
+            let before = sched_getcpu().unwrap();
+            on_request();
+            let moved = sched_getcpu().unwrap();
+            // Back beside worker 2 at once: the hold keeps this worker there.
+            sched_setaffinity(Pid::from_raw(0), &mask(&[a])).unwrap();
+            sched_setaffinity(Pid::from_raw(0), &mask(&[a, b])).unwrap();
+            let held = check_now().0;
+            (before, moved, held)
+        });
+        let (before, moved, held) = worker1.join().unwrap();
+        stop.store(true, Ordering::Relaxed);
+        worker2.join().unwrap();
+        assert_eq!((before, moved, held), (a, b, a));
+    }
+}
