@@ -10,9 +10,9 @@
 //!
 //! Where the workers run ([`Placement`]):
 //! - **spread** (the default): the kernel places the workers, and a worker that finds another
-//!   worker waiting for the CPU it runs on moves itself elsewhere ([`spread`]). Left alone,
-//!   the kernel at times queues two busy workers on one CPU for a whole scheduler tick, and
-//!   all their connections wait with them (figures in `bench/README.md`).
+//!   worker waiting for the CPU it runs on moves itself elsewhere (`workers/spread.rs`). Left
+//!   alone, the kernel at times queues two busy workers on one CPU for a whole slice, and the
+//!   waiting worker's connections wait with it (figures in `bench/README.md`).
 //! - **pin** (`--pin-workers`): each worker thread is held to one CPU of the process's
 //!   affinity mask (worker *i* to the *i*-th CPU, round the mask again if there are more
 //!   workers), as HAProxy's `cpu-map` or nginx's `worker_cpu_affinity` do. A pinned worker

@@ -106,8 +106,9 @@ impl Local {
             return;
         };
         let n = self.shared.tids.len();
-        let mut busy = Vec::with_capacity(LOOK_AT);
-        for _ in 0..LOOK_AT.min(n - 1) {
+        // The CPUs of the runnable workers read (`usize::MAX`: none).
+        let mut busy = [usize::MAX; LOOK_AT];
+        for slot in busy.iter_mut().take(n - 1) {
             self.next = (self.next + 1) % n;
             if self.next == self.me {
                 self.next = (self.next + 1) % n;
@@ -117,7 +118,7 @@ impl Local {
                 cpu,
             }) = self.read(self.next)
             {
-                busy.push(cpu);
+                *slot = cpu;
             }
         }
         if !busy.contains(&here) {
