@@ -98,12 +98,13 @@ pub fn on_request() {
 }
 
 impl Local {
-    fn check(&mut self) {
+    /// Looks where the other workers are and moves this one if it must; whether it moved.
+    fn check(&mut self) -> bool {
         if self.moved_at.is_some_and(|t| t.elapsed() < self.hold) {
-            return;
+            return false;
         }
         let Ok(here) = sched_getcpu() else {
-            return;
+            return false;
         };
         let n = self.shared.tids.len();
         // The CPUs of the runnable workers read (`usize::MAX`: none).
@@ -122,27 +123,29 @@ impl Local {
             }
         }
         if !busy.contains(&here) {
-            return;
+            return false;
         }
         let Ok(mask) = sched_getaffinity(Pid::from_raw(0)) else {
-            return;
+            return false;
         };
         let Some(away) = elsewhere(&mask, here, &busy) else {
-            return;
+            return false;
         };
         self.moved_at = Some(Instant::now());
         // Narrowing the mask moves this thread before the call returns; the mask as it was
         // goes back at once, so the move is a nudge, not a pin.
-        if sched_setaffinity(Pid::from_raw(0), &away).is_ok() {
-            if let Err(e) = sched_setaffinity(Pid::from_raw(0), &mask) {
-                tracing::warn!(worker = self.me + 1, error = %e, "a worker's CPU mask could not be put back after a move");
-            }
-            tracing::debug!(
-                worker = self.me + 1,
-                from = here,
-                "worker moved off a CPU another worker was waiting for"
-            );
+        if sched_setaffinity(Pid::from_raw(0), &away).is_err() {
+            return false;
         }
+        if let Err(e) = sched_setaffinity(Pid::from_raw(0), &mask) {
+            tracing::warn!(worker = self.me + 1, error = %e, "a worker's CPU mask could not be put back after a move");
+        }
+        tracing::debug!(
+            worker = self.me + 1,
+            from = here,
+            "worker moved off a CPU another worker was waiting for"
+        );
+        true
     }
 
     /// Where worker `j`'s thread is, from its `/proc` stat.
@@ -200,6 +203,7 @@ fn elsewhere(mask: &CpuSet, here: usize, busy: &[usize]) -> Option<CpuSet> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicBool;
 
     #[test]
     fn stat_lines_are_read_past_any_command_name() {
@@ -283,54 +287,92 @@ mod tests {
         m
     }
 
-    /// This thread's worker check, run now rather than at the [`EVERY`]th request; then the
-    /// CPU it is on and its mask.
-    fn check_now() -> (usize, CpuSet) {
-        LOCAL.with_borrow_mut(|l| l.as_mut().unwrap().check());
+    /// This thread's worker check, run now rather than at the [`EVERY`]th request: whether it
+    /// moved, then the CPU it is on and its mask.
+    fn check_now() -> (bool, usize, CpuSet) {
+        let moved = LOCAL.with_borrow_mut(|l| l.as_mut().unwrap().check());
         (
+            moved,
             sched_getcpu().unwrap(),
             sched_getaffinity(Pid::from_raw(0)).unwrap(),
         )
     }
 
-    /// Worker 2 spins, held on CPU `a`; worker 1 runs on `a` with `a` and `b` allowed. Its
-    /// check finds worker 2 runnable there and moves worker 1 to `b`, and gives it its whole
-    /// mask back. With worker 2 asleep instead, worker 1 stays. (The kernel does not move a
-    /// running thread within the microseconds between the set-up and the check.)
-    #[test]
-    fn a_worker_moves_off_a_cpu_where_another_worker_is_runnable_and_keeps_its_mask() {
+    /// Waits (up to a minute) until thread `tid` is asleep.
+    fn asleep(tid: Pid) {
+        let mut stat = File::open(format!("/proc/self/task/{tid}/stat")).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let mut line = Vec::new();
+            use std::io::{Read, Seek};
+            stat.rewind().unwrap();
+            stat.read_to_end(&mut line).unwrap();
+            if !parse_stat(&line).unwrap().runnable {
+                return;
+            }
+            assert!(Instant::now() < deadline, "thread {tid} never slept");
+            std::thread::yield_now();
+        }
+    }
+
+    /// The first two CPUs of the mask, or `None` (and a note) on a one-CPU machine.
+    fn two_cpus() -> Option<(usize, usize)> {
         let allowed = crate::workers::allowed_cpus().unwrap();
         if allowed.len() < 2 {
             eprintln!("skipped: one CPU only");
-            return;
+            return None;
         }
-        let (a, b) = (allowed[0], allowed[1]);
+        Some((allowed[0], allowed[1]))
+    }
+
+    /// Worker `me` of `spread`, held on `cpu` and always runnable until the flag is set.
+    fn spinning(
+        spread: &Arc<Spread>,
+        me: usize,
+        cpu: usize,
+    ) -> (Arc<AtomicBool>, std::thread::JoinHandle<()>) {
+        let stop = Arc::new(AtomicBool::new(false));
+        let halt = stop.clone();
+        let (_, thread) = worker(spread, me, mask(&[cpu]), move || {
+            while !halt.load(Ordering::Relaxed) {
+                std::hint::spin_loop();
+            }
+        });
+        (stop, thread)
+    }
+
+    /// Worker 2 spins, held on CPU `a`; worker 1 runs on `a` with `a` and `b` allowed. Its
+    /// check finds worker 2 runnable there and moves worker 1 to `b`, and gives it its whole
+    /// mask back. With worker 2 asleep instead, worker 1 does not move.
+    #[test]
+    fn a_worker_moves_off_a_cpu_where_another_worker_is_runnable_and_keeps_its_mask() {
+        let Some((a, b)) = two_cpus() else { return };
         for other_runnable in [true, false] {
             let spread = Spread::new(2);
-            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let (release, parked) = std::sync::mpsc::channel::<()>();
-            let halt = stop.clone();
-            let (_, worker2) = worker(&spread, 1, mask(&[a]), move || {
-                if other_runnable {
-                    while !halt.load(Ordering::Relaxed) {
-                        std::hint::spin_loop();
-                    }
-                } else {
+            let (stop, worker2) = if other_runnable {
+                spinning(&spread, 1, a)
+            } else {
+                let (tid, thread) = worker(&spread, 1, mask(&[a]), move || {
                     let _ = parked.recv();
-                }
-            });
+                });
+                asleep(tid);
+                (Arc::default(), thread)
+            };
             let (_, worker1) = worker(&spread, 0, mask(&[a]), move || {
                 assert_eq!(sched_getcpu().unwrap(), a);
                 sched_setaffinity(Pid::from_raw(0), &mask(&[a, b])).unwrap();
                 check_now()
             });
-            let (on, after) = worker1.join().unwrap();
+            let (moved, on, after) = worker1.join().unwrap();
             stop.store(true, Ordering::Relaxed);
             drop(release);
             worker2.join().unwrap();
-            let expected = if other_runnable { b } else { a };
-            assert_eq!(on, expected, "worker 2 runnable: {other_runnable}");
-            assert_eq!(after, mask(&[a, b]), "the mask is whole again");
+            assert_eq!(moved, other_runnable, "worker 2 runnable: {other_runnable}");
+            if moved {
+                assert_eq!(on, b, "moved to the other CPU");
+            }
+            assert_eq!(after, mask(&[a, b]), "the mask is whole");
         }
     }
 
@@ -338,41 +380,35 @@ mod tests {
     /// that has moved waits [`HOLD`] before it moves again.
     #[test]
     fn checks_come_every_so_many_requests_and_moves_are_held_apart() {
-        let allowed = crate::workers::allowed_cpus().unwrap();
-        if allowed.len() < 2 {
-            eprintln!("skipped: one CPU only");
-            return;
-        }
-        let (a, b) = (allowed[0], allowed[1]);
+        let Some((a, b)) = two_cpus() else { return };
         let spread = Spread::new(2);
-        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let halt = stop.clone();
-        let (_, worker2) = worker(&spread, 1, mask(&[a]), move || {
-            while !halt.load(Ordering::Relaxed) {
-                std::hint::spin_loop();
-            }
-        });
+        let (stop, worker2) = spinning(&spread, 1, a);
         let (_, worker1) = worker(&spread, 0, mask(&[a, b]), move || {
             // A hold no test run outlasts.
             LOCAL.with_borrow_mut(|l| l.as_mut().unwrap().hold = Duration::from_secs(3600));
             // Onto `a`, beside worker 2, with both CPUs allowed again.
             sched_setaffinity(Pid::from_raw(0), &mask(&[a])).unwrap();
             sched_setaffinity(Pid::from_raw(0), &mask(&[a, b])).unwrap();
+            // A check reads the next other worker (here always worker 2, index 1).
+            let looked = || LOCAL.with_borrow(|l| l.as_ref().unwrap().next);
             for _ in 0..EVERY - 1 {
                 on_request();
             }
-            let before = sched_getcpu().unwrap();
+            let before = looked();
             on_request();
-            let moved = sched_getcpu().unwrap();
+            let after = looked();
+            let moved = LOCAL.with_borrow(|l| l.as_ref().unwrap().moved_at.is_some());
             // Back beside worker 2 at once: the hold keeps this worker there.
             sched_setaffinity(Pid::from_raw(0), &mask(&[a])).unwrap();
             sched_setaffinity(Pid::from_raw(0), &mask(&[a, b])).unwrap();
-            let held = check_now().0;
-            (before, moved, held)
+            let (again, held, _) = check_now();
+            (before, after, moved, again, held)
         });
-        let (before, moved, held) = worker1.join().unwrap();
+        let (before, after, moved, again, held) = worker1.join().unwrap();
         stop.store(true, Ordering::Relaxed);
         worker2.join().unwrap();
-        assert_eq!((before, moved, held), (a, b, a));
+        assert_eq!((before, after), (0, 1), "only the 64th request checked");
+        assert!(moved, "the check moved worker 1 off worker 2's CPU");
+        assert!(!again, "moved again within the hold (now on {held})");
     }
 }
