@@ -59,6 +59,7 @@ impl Spread {
             next: 0,
             moved_at: None,
             hold: HOLD,
+            off: false,
             stats,
         }));
     }
@@ -78,6 +79,8 @@ struct Local {
     moved_at: Option<Instant>,
     /// Least time between two moves ([`HOLD`]).
     hold: Duration,
+    /// Set when `/proc` cannot be read: no more checks.
+    off: bool,
     /// Each other worker's `/proc` stat file, opened on first read and read again in place.
     stats: Vec<Option<File>>,
 }
@@ -100,7 +103,7 @@ pub fn on_request() {
 impl Local {
     /// Looks where the other workers are and moves this one if it must; whether it moved.
     fn check(&mut self) -> bool {
-        if self.moved_at.is_some_and(|t| t.elapsed() < self.hold) {
+        if self.off || self.moved_at.is_some_and(|t| t.elapsed() < self.hold) {
             return false;
         }
         let Ok(here) = sched_getcpu() else {
@@ -155,7 +158,16 @@ impl Local {
             if tid == 0 {
                 return None;
             }
-            self.stats[j] = File::open(format!("/proc/self/task/{tid}/stat")).ok();
+            match File::open(format!("/proc/self/task/{tid}/stat")) {
+                Ok(f) => self.stats[j] = Some(f),
+                Err(e) => {
+                    // No /proc (or not this one): this worker stops looking, once and for all,
+                    // rather than failing an open every check.
+                    tracing::info!(worker = self.me + 1, error = %e, "worker placement is left to the kernel: /proc/self/task is not readable");
+                    self.off = true;
+                    return None;
+                }
+            }
         }
         let mut buf = [0u8; 512];
         let len = self.stats[j].as_ref()?.read_at(&mut buf, 0).ok()?;
@@ -410,5 +422,24 @@ mod tests {
         assert_eq!((before, after), (0, 1), "only the 64th request checked");
         assert!(moved, "the check moved worker 1 off worker 2's CPU");
         assert!(!again, "moved again within the hold (now on {held})");
+    }
+
+    /// A worker whose look at `/proc` fails stops looking (one failed open, not one per
+    /// check).
+    #[test]
+    fn a_worker_that_cannot_read_proc_stops_looking() {
+        let spread = Spread::new(2);
+        // A thread id no thread has (above the kernel's pid_max limit of 2^22).
+        spread.tids[1].store(i32::MAX, Ordering::Relaxed);
+        let (_, worker) = worker(
+            &spread,
+            0,
+            sched_getaffinity(Pid::from_raw(0)).unwrap(),
+            || {
+                let (moved, _, _) = check_now();
+                (moved, LOCAL.with_borrow(|l| l.as_ref().unwrap().off))
+            },
+        );
+        assert_eq!(worker.join().unwrap(), (false, true));
     }
 }
