@@ -21,8 +21,8 @@
 //! - **free** (`--spread-workers false`): the kernel alone places the workers.
 //!
 //! The price of thread-per-core: a worker busy with one heavy connection does not shed its
-//! other connections to an idle thread. Bookings are short and uniform, and new connections go to the least loaded
-//! worker, so this is the right trade for this workload.
+//! other connections to an idle thread. Bookings are short and uniform, and new connections go
+//! to the least loaded worker, so this is the right trade for this workload.
 
 use std::cell::Cell;
 use std::future::Future;
@@ -62,17 +62,28 @@ pub fn index() -> usize {
 
 /// The CPUs this process may run on (its affinity mask), lowest first.
 pub fn allowed_cpus() -> io::Result<Vec<usize>> {
-    let set = sched_getaffinity(Pid::from_raw(0))?;
-    Ok((0..CpuSet::count())
+    Ok(cpus_in(&sched_getaffinity(Pid::from_raw(0))?))
+}
+
+/// The CPUs of `set`, lowest first.
+fn cpus_in(set: &CpuSet) -> Vec<usize> {
+    (0..CpuSet::count())
         .filter(|&cpu| set.is_set(cpu).unwrap_or(false))
-        .collect())
+        .collect()
+}
+
+/// The set of `cpus` (an error for a CPU number past what a set holds).
+fn cpu_set(cpus: &[usize]) -> nix::Result<CpuSet> {
+    let mut set = CpuSet::new();
+    for &cpu in cpus {
+        set.set(cpu)?;
+    }
+    Ok(set)
 }
 
 /// Holds the calling thread to `cpu`.
 fn pin_to(cpu: usize) -> io::Result<()> {
-    let mut set = CpuSet::new();
-    set.set(cpu)?;
-    sched_setaffinity(Pid::from_raw(0), &set)?;
+    sched_setaffinity(Pid::from_raw(0), &cpu_set(&[cpu])?)?;
     Ok(())
 }
 
@@ -103,18 +114,16 @@ impl Workers {
     /// pin runs unpinned, with a warning). Spreading needs two workers and two CPUs.
     pub fn start(n: usize, placement: Placement) -> io::Result<Workers> {
         let pin = placement == Placement::Pin;
-        let cpus = if pin {
-            allowed_cpus().unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "the CPU affinity mask could not be read; worker threads run unpinned");
+        let mask = match placement {
+            Placement::Free => Vec::new(),
+            _ => allowed_cpus().unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "the CPU affinity mask could not be read; the kernel alone places the worker threads");
                 Vec::new()
-            })
-        } else {
-            Vec::new()
+            }),
         };
-        let spread = (placement == Placement::Spread
-            && n >= 2
-            && allowed_cpus().is_ok_and(|c| c.len() >= 2))
-        .then(|| spread::Spread::new(n));
+        let cpus = if pin { mask.as_slice() } else { &[] };
+        let spread = (placement == Placement::Spread && n >= 2 && mask.len() >= 2)
+            .then(|| spread::Spread::new(n));
         let mut workers = Vec::with_capacity(n.max(1));
         for i in 0..n.max(1) {
             let spread = spread.clone();

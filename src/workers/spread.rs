@@ -201,19 +201,19 @@ fn parse_stat(line: &[u8]) -> Option<Placed> {
 
 /// The CPUs of `mask` other than `here` that no runnable worker is on (`busy`), if any.
 fn elsewhere(mask: &CpuSet, here: usize, busy: &[usize]) -> Option<CpuSet> {
-    let mut away = CpuSet::new();
-    let mut any = false;
-    for cpu in 0..CpuSet::count() {
-        if cpu != here && !busy.contains(&cpu) && mask.is_set(cpu).unwrap_or(false) {
-            away.set(cpu).ok()?;
-            any = true;
-        }
+    let away: Vec<usize> = super::cpus_in(mask)
+        .into_iter()
+        .filter(|cpu| *cpu != here && !busy.contains(cpu))
+        .collect();
+    if away.is_empty() {
+        return None;
     }
-    any.then_some(away)
+    super::cpu_set(&away).ok()
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::{cpu_set, cpus_in};
     use super::*;
     use std::sync::atomic::AtomicBool;
 
@@ -247,20 +247,7 @@ mod tests {
 
     #[test]
     fn the_way_out_avoids_this_cpu_busy_workers_and_cpus_not_allowed() {
-        let mask = |cpus: &[usize]| {
-            let mut m = CpuSet::new();
-            for &c in cpus {
-                m.set(c).unwrap();
-            }
-            m
-        };
-        let cpus = |m: Option<CpuSet>| {
-            m.map(|m| {
-                (0..CpuSet::count())
-                    .filter(|&c| m.is_set(c).unwrap())
-                    .collect::<Vec<_>>()
-            })
-        };
+        let cpus = |m: Option<CpuSet>| m.as_ref().map(cpus_in);
         assert_eq!(cpus(elsewhere(&mask(&[0, 1]), 0, &[0])), Some(vec![1]));
         assert_eq!(
             cpus(elsewhere(&mask(&[0, 1, 2, 3]), 2, &[2, 3])),
@@ -292,11 +279,7 @@ mod tests {
     }
 
     fn mask(cpus: &[usize]) -> CpuSet {
-        let mut m = CpuSet::new();
-        for &c in cpus {
-            m.set(c).unwrap();
-        }
-        m
+        cpu_set(cpus).unwrap()
     }
 
     /// This thread's worker check, run now rather than at the [`EVERY`]th request: whether it
