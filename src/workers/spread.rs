@@ -158,7 +158,7 @@ impl Local {
             if tid == 0 {
                 return None;
             }
-            match File::open(format!("/proc/self/task/{tid}/stat")) {
+            match File::open(stat_path(tid)) {
                 Ok(f) => self.stats[j] = Some(f),
                 Err(e) => {
                     // No /proc (or not this one): this worker stops looking, once and for all,
@@ -169,10 +169,20 @@ impl Local {
                 }
             }
         }
-        let mut buf = [0u8; 512];
-        let len = self.stats[j].as_ref()?.read_at(&mut buf, 0).ok()?;
-        parse_stat(&buf[..len])
+        placed(self.stats[j].as_ref()?)
     }
+}
+
+/// The `/proc` stat file of thread `tid` of this process.
+fn stat_path(tid: impl std::fmt::Display) -> String {
+    format!("/proc/self/task/{tid}/stat")
+}
+
+/// Reads an open stat file again from its start (the kernel writes it afresh) and parses it.
+fn placed(stat: &File) -> Option<Placed> {
+    let mut buf = [0u8; 512];
+    let len = stat.read_at(&mut buf, 0).ok()?;
+    parse_stat(&buf[..len])
 }
 
 /// A thread's scheduling state as `/proc/<pid>/task/<tid>/stat` gives it.
@@ -295,14 +305,10 @@ mod tests {
 
     /// Waits (up to a minute) until thread `tid` is asleep.
     fn asleep(tid: Pid) {
-        let mut stat = File::open(format!("/proc/self/task/{tid}/stat")).unwrap();
+        let stat = File::open(stat_path(tid)).unwrap();
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
-            let mut line = Vec::new();
-            use std::io::{Read, Seek};
-            stat.rewind().unwrap();
-            stat.read_to_end(&mut line).unwrap();
-            if !parse_stat(&line).unwrap().runnable {
+            if !placed(&stat).unwrap().runnable {
                 return;
             }
             assert!(Instant::now() < deadline, "thread {tid} never slept");
