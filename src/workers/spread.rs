@@ -251,6 +251,14 @@ mod tests {
                 cpu: 3
             })
         );
+        // Waiting on I/O or stopped is not waiting for a CPU.
+        for state in ["D", "T", "I"] {
+            assert!(
+                !parse_stat(line("worker-1", state, 0).as_bytes())
+                    .unwrap()
+                    .runnable
+            );
+        }
         assert_eq!(parse_stat(b"4242 (worker-1) R 1 2"), None);
         assert_eq!(parse_stat(b"no parenthesis"), None);
     }
