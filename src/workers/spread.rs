@@ -2,9 +2,8 @@
 //!
 //! The kernel balances runnable threads by count, so two workers runnable on one CPU while the
 //! other CPU runs two other threads (the MIS, a sidecar, a load generator) looks balanced to
-//! it. The worker that runs keeps the CPU for a whole slice (4–5 ms here, a scheduler tick
-//! past the 3 ms slice) while the other waits, and so do all of the waiting worker's
-//! connections. `perf sched` showed this as the largest part of the gateway's tail at
+//! it. The worker that runs keeps the CPU for its slice while the other waits (2.9–4.6 ms
+//! here, `perf sched timehist`), and so do all of the waiting worker's connections. `perf sched` showed this as the largest part of the gateway's tail at
 //! saturation; pinning removes it, but a pinned worker also cannot leave a CPU that something
 //! else keeps busy.
 //!
