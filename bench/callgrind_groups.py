@@ -21,10 +21,10 @@ LINE = re.compile(r"^\s*([\d,]+)\s+(?:\(\s*[\d.]+%\)\s+)?(\S.*)$")
 # with "???" as file when there is no debug info.
 GROUPS = [
     ("argon2/blake2 (auth cache miss)", r"\b(argon2|blake2)::"),
-    ("auth cache (moka)", r"\bmoka::|mis_gateway::auth::"),
+    ("auth cache (moka)", r"\bmoka::|mis_gateway::policy::auth::"),
     ("sha2/hmac (auth cache key, idempotency fingerprint)", r"\b(sha2|hmac|digest|block_buffer)::|sha256"),
-    ("JSON parse/validate (mis_gateway::json, booking)", r"mis_gateway::(json|booking)::"),
-    ("normalize/render (mis_gateway::normalize, jiff)", r"mis_gateway::normalize::|\bjiff::"),
+    ("JSON parse/validate (mis_gateway::wire::json, booking::schema)", r"mis_gateway::(wire::json|booking::schema)::"),
+    ("normalize/render (mis_gateway::booking::normalize, jiff)", r"mis_gateway::booking::normalize::|\bjiff::"),
     ("serde_json (request parse, MIS answer parse, render)", r"\bserde_json::|\bserde(_core)?::|\bryu::|\bitoa::"),
     ("OTel spans (tracing-opentelemetry, SDK trace, propagation)",
      r"\btracing_opentelemetry::|opentelemetry_sdk::(trace|propagation)|opentelemetry::(trace|propagation|context)|opentelemetry_http::"),

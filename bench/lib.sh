@@ -51,7 +51,7 @@ write_mis_config() {
   # One fixed answer for every booking, and every booking has its own slot (the load scripts
   # send a fresh slot per request). The gateway refuses an Appointment for another slot than
   # asked, but accepts one WITHOUT `slot` and then answers the requested slot
-  # (src/normalize.rs, appointment()), so the fixed answer carries no `slot`. nginx cannot echo
+  # (src/booking/normalize.rs, appointment()), so the fixed answer carries no `slot`. nginx cannot echo
   # the slot: it does not parse the body, and the gateway forwards no client header.
   jq -c --arg guid "$APPT_GUID" '{guid: $guid, number: "01",
           source: "Internet", createTime: "2019-07-23T12:50:00+03:00", direction: .direction}' \

@@ -6,8 +6,9 @@ use std::hint::black_box;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use http::{HeaderValue, StatusCode};
+use mis_gateway::booking;
+use mis_gateway::booking::normalize;
 use mis_gateway::error::{FieldProblem, GatewayError, RequestId};
-use mis_gateway::{booking, normalize};
 
 const SEED: &str = include_str!("../tests/data/seed_request.json");
 const ANSWER: &str = r#"{"guid":"EE5AE221-DDC8-40CF-A61B-4E7926A2501C","number":17,"slot":"766998fb-1915-4d54-a3f3-934f60125aac","createTime":"2023-04-05 14:00:00.000"}"#;

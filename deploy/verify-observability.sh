@@ -41,8 +41,8 @@ trap cleanup EXIT
 failed=0
 
 # ---------------------------------------------------------------------------------------------
-# The gateway's metric families and their labels (src/metrics.rs, src/gateway.rs `record`,
-# src/reload.rs). Histograms are exposed as _bucket (+ le), _sum and _count.
+# The gateway's metric families and their labels (src/telemetry/metrics.rs, src/booking/pipeline.rs `record`,
+# src/edge/reload.rs). Histograms are exposed as _bucket (+ le), _sum and _count.
 cat >"$tmp/families.py" <<'EOF'
 COUNTERS = {
     "mis_gateway_requests_total": {"integrator", "backend", "status_class", "code"},
@@ -189,10 +189,10 @@ if dbg is not None and (dbg or {}).get("verbosity") != "basic":
 
 # The trace allow-list: every technical attribute of the two spans is kept; nothing else.
 SPAN_ATTRS = {
-    # server span "POST /dir/appointments" (src/gateway.rs server_span/record)
+    # server span "POST /dir/appointments" (src/booking/pipeline.rs server_span/record)
     "http.request.method", "http.route", "http.response.status_code", "request_id", "integrator",
     "lpu", "backend", "slot", "appointment", "message_code", "outcome",
-    # client span "POST" to the MIS (src/upstream.rs book)
+    # client span "POST" to the MIS (src/upstream/mod.rs book)
     "server.address", "server.port", "url.full", "error.type",
 }
 FORBIDDEN = re.compile(r"^(url\.query|http\.(request|response)\.header\..*|.*(password|passwd|secret|authorization|cookie|token|body|patient|person|phone|email|snils|birth).*)$")
@@ -246,7 +246,7 @@ EOF
 
 # Attributes the gateway's spans declare today (src/ is edited by others: a note, not a
 # failure). A field missing from the allow-list is silently dropped by the collector.
-python3 - "$COLLECTOR" "$REPO_ROOT/src/gateway.rs" "$REPO_ROOT/src/upstream.rs" <<'EOF' || true
+python3 - "$COLLECTOR" "$REPO_ROOT/src/booking/pipeline.rs" "$REPO_ROOT/src/upstream/mod.rs" <<'EOF' || true
 import re, sys, yaml
 cfg = yaml.safe_load(open(sys.argv[1]))
 keep = set()
@@ -272,7 +272,7 @@ extra = sorted(declared - keep)
 if extra:
     print(f"NOTE: span fields in src/ not on the collector allow-list (dropped at the collector): {', '.join(extra)}")
 elif declared:
-    print(f"ok: all {len(declared)} span fields declared in src/gateway.rs and src/upstream.rs are on the allow-list")
+    print(f"ok: all {len(declared)} span fields declared in src/booking/pipeline.rs and src/upstream/mod.rs are on the allow-list")
 EOF
 
 # ---------------------------------------------------------------------------------------------

@@ -9,13 +9,13 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use crate::admin::Admin;
+use crate::booking::pipeline::Gateway;
 use crate::config::{Config, Problem, Secrets};
-use crate::gateway::Gateway;
-use crate::idempotency::Store;
+use crate::edge::admin::Admin;
+use crate::edge::reload::Reloader;
+use crate::edge::server::{self, ConnLimits, Handler};
 use crate::live::Live;
-use crate::reload::Reloader;
-use crate::server::{self, ConnLimits, Handler};
+use crate::policy::idempotency::Store;
 
 impl Handler for Gateway {
     // `handle`'s own future, not one wrapping it: every booking's future is moved whole a few
@@ -36,10 +36,10 @@ pub struct App {
     pub admin: Arc<Admin>,
     pub reloader: Option<Arc<Reloader>>,
     pub draining: Arc<AtomicBool>,
-    /// Threads serving the booking listener (see [`crate::workers`]); default one per CPU.
+    /// Threads serving the booking listener (see [`crate::edge::workers`]); default one per CPU.
     pub workers: usize,
-    /// Where the worker threads run (see [`crate::workers::Placement`]).
-    pub placement: crate::workers::Placement,
+    /// Where the worker threads run (see [`crate::edge::workers::Placement`]).
+    pub placement: crate::edge::workers::Placement,
 }
 
 impl App {
@@ -63,7 +63,7 @@ impl App {
 
     fn build(config: Config, source: Option<(PathBuf, Arc<dyn Secrets>)>) -> App {
         let live = Arc::new(Live::new(config));
-        crate::metrics::get().observe(&live);
+        crate::telemetry::metrics::get().observe(&live);
         let reloader =
             source.map(|(path, secrets)| Arc::new(Reloader::new(path, live.clone(), secrets)));
         let draining = Arc::new(AtomicBool::new(false));
@@ -77,8 +77,8 @@ impl App {
             live,
             reloader,
             draining,
-            workers: crate::workers::default_count(),
-            placement: crate::workers::Placement::default(),
+            workers: crate::edge::workers::default_count(),
+            placement: crate::edge::workers::Placement::default(),
         }
     }
 

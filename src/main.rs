@@ -9,8 +9,8 @@ use clap::{Parser, Subcommand};
 use mis_gateway::app::App;
 use mis_gateway::config::diff::Diff;
 use mis_gateway::config::{Config, SystemSecrets};
+use mis_gateway::edge::workers::Placement;
 use mis_gateway::telemetry::{LogFormat, Telemetry};
-use mis_gateway::workers::Placement;
 use tokio::net::TcpListener;
 
 #[derive(Parser)]
@@ -145,7 +145,7 @@ async fn with_telemetry(
 }
 
 /// The main runtime: accepting connections (served by the worker threads, see
-/// `mis_gateway::workers`), the admin listener, reloads, signals and trace export.
+/// `mis_gateway::edge::workers`), the admin listener, reloads, signals and trace export.
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -209,7 +209,7 @@ fn hash_password() -> ExitCode {
         eprintln!("the password is empty");
         return ExitCode::FAILURE;
     }
-    match mis_gateway::auth::hash_password(password) {
+    match mis_gateway::policy::auth::hash_password(password) {
         Ok(h) => {
             let _ = writeln!(std::io::stdout(), "{h}");
             ExitCode::SUCCESS

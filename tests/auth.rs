@@ -47,7 +47,7 @@ async fn a_warm_integrator_is_served_while_cold_logins_queue_for_hashing() {
     let extra: String = cold
         .iter()
         .map(|(login, pw)| {
-            let hash = mis_gateway::auth::hash_password(pw).unwrap();
+            let hash = mis_gateway::policy::auth::hash_password(pw).unwrap();
             format!("\n[[integrators]]\nlogin = \"{login}\"\npassword_hash = \"{hash}\"\nlpus = [\"*\"]\n")
         })
         .collect();
@@ -130,7 +130,7 @@ async fn a_changed_password_takes_effect_with_the_next_generation_despite_the_ca
         gw.book(&fresh_booking(), PORTAL).await.status,
         StatusCode::OK
     );
-    let new_hash = mis_gateway::auth::hash_password("new-portal-pw").unwrap();
+    let new_hash = mis_gateway::policy::auth::hash_password("new-portal-pw").unwrap();
     let toml = config_toml(&[spec()], &[(SEED_LPU, "mis-a")]).replace(PORTAL_HASH, &new_hash);
     gw.live.install(parse_config(&toml));
     assert_eq!(

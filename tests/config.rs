@@ -249,7 +249,7 @@ fn the_shipped_routes_toml_is_valid_and_its_demo_password_matches() {
         mis_gateway::demo::DEMO_PASSWORD,
     );
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let auth = mis_gateway::auth::Authenticator::new();
+    let auth = mis_gateway::policy::auth::Authenticator::new();
     let who = rt
         .block_on(auth.authenticate(&c, Some(header.as_bytes()), None, std::time::Instant::now()))
         .expect("the demo password verifies");
@@ -277,7 +277,7 @@ fn hash_password_reads_one_line_and_prints_a_verifiable_phc_string() {
     let toml = base().replace(PORTAL_HASH, phc.trim());
     let c = parse_config(&toml);
     let rt = tokio::runtime::Runtime::new().unwrap();
-    let auth = mis_gateway::auth::Authenticator::new();
+    let auth = mis_gateway::policy::auth::Authenticator::new();
     let h = basic(PORTAL.0, PORTAL.1);
     assert!(
         rt.block_on(auth.authenticate(&c, Some(h.as_bytes()), None, std::time::Instant::now()))

@@ -9,10 +9,11 @@ mod support;
 use std::collections::BTreeSet;
 
 use http::{Method, StatusCode, header};
+use mis_gateway::booking::normalize;
 use mis_gateway::booking::{self, Field, Kind};
 use mis_gateway::error::{self, GatewayError, MisRejection};
-use mis_gateway::json::Node;
-use mis_gateway::{idempotency, normalize};
+use mis_gateway::policy::idempotency;
+use mis_gateway::wire::json::Node;
 use serde_json::Value;
 use support::*;
 

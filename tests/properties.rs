@@ -7,9 +7,9 @@ mod checks;
 
 use http::StatusCode;
 use jiff::tz::TimeZone;
+use mis_gateway::booking::normalize::{self, Context, SOURCES};
 use mis_gateway::booking::{self, parse_guid};
 use mis_gateway::error::GatewayError;
-use mis_gateway::normalize::{self, Context, SOURCES};
 use proptest::prelude::*;
 use serde_json::{Map, Value};
 use uuid::Uuid;
@@ -238,7 +238,7 @@ fn appointment_from_tree(
     body: &[u8],
     ctx: &Context,
 ) -> Option<(normalize::Fields, Option<Vec<u8>>)> {
-    use mis_gateway::json::Node;
+    use mis_gateway::wire::json::Node;
     let root = Node::parse(body).ok()?;
     if !matches!(root, Node::Obj(_)) || root.duplicate_keys().next().is_some() {
         return None;

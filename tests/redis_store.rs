@@ -11,8 +11,8 @@ use bytes::Bytes;
 use http::{Request, StatusCode, header};
 use http_body_util::Full;
 use mis_gateway::app::App;
-use mis_gateway::idempotency::{Begin, Outcome, Store, slot_of};
-use mis_gateway::redis_store::{KEY_PREFIX, RedisStore};
+use mis_gateway::policy::idempotency::redis::{KEY_PREFIX, RedisStore};
+use mis_gateway::policy::idempotency::{Begin, Outcome, Store, slot_of};
 use support::*;
 
 /// A throwaway `redis-server` child process: no persistence, loopback only, killed on drop.

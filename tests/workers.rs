@@ -89,7 +89,7 @@ fn worker_cpus(pid: u32) -> Vec<(String, Vec<usize>)> {
 
 #[tokio::test]
 async fn pin_workers_holds_each_worker_thread_of_the_process_to_a_cpu_of_its_own() {
-    let mask = mis_gateway::workers::allowed_cpus().unwrap();
+    let mask = mis_gateway::edge::workers::allowed_cpus().unwrap();
     let workers = |cpus: [Vec<usize>; 2]| {
         vec![
             ("worker-1".to_owned(), cpus[0].clone()),

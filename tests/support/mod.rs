@@ -26,7 +26,7 @@ pub mod fault;
 pub mod otlp;
 pub mod pki;
 
-pub use mis_gateway::mock_mis::{MockMis, Received, Reply, Script, clinic};
+pub use mis_gateway::demo::mock_mis::{MockMis, Received, Reply, Script, clinic};
 
 pub const SEED: &str = include_str!("../data/seed_request.json");
 pub const SEED_LPU: &str = "1dadf64c-f34a-4023-98a6-3e7b7be4f243";
@@ -158,8 +158,8 @@ pub struct TestGateway {
     pub addr: SocketAddr,
     pub admin_addr: SocketAddr,
     pub draining: Arc<std::sync::atomic::AtomicBool>,
-    pub gateway: Arc<mis_gateway::gateway::Gateway>,
-    pub reloader: Option<Arc<mis_gateway::reload::Reloader>>,
+    pub gateway: Arc<mis_gateway::booking::pipeline::Gateway>,
+    pub reloader: Option<Arc<mis_gateway::edge::reload::Reloader>>,
     pub live: Arc<Live>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,

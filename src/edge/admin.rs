@@ -17,12 +17,12 @@ use subtle::ConstantTimeEq;
 
 use crate::booking::parse_guid;
 use crate::config::LpuRights;
+use crate::edge::reload::{Outcome, Reloader};
+use crate::edge::server::Handler;
 use crate::live::Live;
-use crate::reload::{Outcome, Reloader};
-use crate::server::Handler;
 
 /// The integrator API's contract (OpenAPI 3.1), served as is.
-pub const OPENAPI: &str = include_str!("../docs/openapi.json");
+pub const OPENAPI: &str = include_str!("../../docs/openapi.json");
 
 pub struct Admin {
     pub live: Arc<Live>,
@@ -54,7 +54,9 @@ impl Admin {
                 return json_response(StatusCode::OK, json!({"status": "alive"}));
             }
             (&Method::GET, "/metrics") => {
-                let mut r = Response::new(Full::new(Bytes::from(crate::metrics::get().render())));
+                let mut r = Response::new(Full::new(Bytes::from(
+                    crate::telemetry::metrics::get().render(),
+                )));
                 r.headers_mut().insert(
                     header::CONTENT_TYPE,
                     HeaderValue::from_static("text/plain; version=0.0.4"),

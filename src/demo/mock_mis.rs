@@ -18,7 +18,7 @@ use hyper::body::Incoming;
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 
-use crate::server::{self, ConnLimits, Handler};
+use crate::edge::server::{self, ConnLimits, Handler};
 
 /// One request as the MIS received it.
 #[derive(Debug, Clone)]

@@ -1,5 +1,5 @@
 //! The MIS connections of one worker thread: a small idle list and one reaper task that closes
-//! connections idle for [`IDLE_TIMEOUT`]. HTTP/1.1 connections are [`crate::mis_h1`]'s, driven
+//! connections idle for [`IDLE_TIMEOUT`]. HTTP/1.1 connections are [`crate::upstream::h1`]'s, driven
 //! by the booking that uses them; HTTP/2 ones (when TLS negotiates it) are hyper's.
 //!
 //! Each worker thread has its own [`Pool`] per backend (see [`crate::upstream`]), so the list is
@@ -26,12 +26,12 @@ use tokio::net::TcpStream;
 use tower::ServiceExt;
 
 use crate::error::X_REQUEST_ID;
-use crate::mis_h1::{self, BodyError, Failure, Head};
 use crate::telemetry::TRACEPARENT;
+use crate::upstream::h1::{self, BodyError, Failure, Head};
 
 type Body = Full<Bytes>;
 /// An HTTP/1.1 connection, plain or TLS, with tokio's I/O traits.
-type H1 = mis_h1::Conn<TokioIo<MaybeHttpsStream<TokioIo<TcpStream>>>>;
+type H1 = h1::Conn<TokioIo<MaybeHttpsStream<TokioIo<TcpStream>>>>;
 
 /// Idle connections older than this are closed instead of reused.
 pub const IDLE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -122,7 +122,7 @@ impl Pool {
     /// A pool for requests to `uri` (absolute).
     pub fn new(connector: HttpsConnector<HttpConnector>, uri: Uri, max_idle: usize) -> Pool {
         let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
-        let h1_prefix = mis_h1::request_prefix(target, uri.authority().map(|a| a.as_str()));
+        let h1_prefix = h1::request_prefix(target, uri.authority().map(|a| a.as_str()));
         Pool {
             connector,
             uri,
@@ -267,7 +267,7 @@ impl Pool {
                 .map_err(|e| SendError::Sent(std::io::Error::other(e)))?;
             Ok(Answer::H2(resp))
         } else {
-            let mut conn = Box::new(mis_h1::Conn::new(TokioIo::new(stream)));
+            let mut conn = Box::new(h1::Conn::new(TokioIo::new(stream)));
             match self.exchange_h1(&mut conn, out).await {
                 Ok(head) => Ok(Answer::H1(conn, head)),
                 // A new connection that took nothing: as good as not made.

@@ -111,7 +111,7 @@ impl Reloader {
             Outcome::Unchanged { .. } => "unchanged",
             Outcome::Rejected { .. } => "rejected",
         };
-        crate::metrics::get()
+        crate::telemetry::metrics::get()
             .reloads
             .add(1, &[opentelemetry::KeyValue::new("result", result)]);
         match &outcome {

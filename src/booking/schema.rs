@@ -10,7 +10,7 @@
 use uuid::Uuid;
 
 use crate::error::{FieldProblem, GatewayError};
-use crate::json::Node;
+use crate::wire::json::Node;
 
 /// What a field must hold.
 #[derive(Debug, Clone, Copy)]
@@ -170,7 +170,7 @@ pub fn check(body: &[u8]) -> Result<Checked, GatewayError> {
         return Err(GatewayError::Internal);
     };
     let mut walk = Walk {
-        p: crate::json::Parser::new(text),
+        p: crate::wire::json::Parser::new(text),
         guids: [None; 3],
     };
     let mut problems = Vec::new();
@@ -214,11 +214,11 @@ const _: () = {
 
 /// [`check`]'s walk: the parser, and the GUIDs captured so far (by [`Capture`] order).
 struct Walk<'a> {
-    p: crate::json::Parser<'a>,
+    p: crate::wire::json::Parser<'a>,
     guids: [Option<Uuid>; 3],
 }
 
-type Step<T = ()> = Result<T, crate::json::ParseError>;
+type Step<T = ()> = Result<T, crate::wire::json::ParseError>;
 
 impl Walk<'_> {
     fn document(&mut self, out: &mut Vec<FieldProblem>) -> Step {
@@ -545,7 +545,7 @@ mod tests {
         }
     }
 
-    pub const SEED: &str = include_str!("../tests/data/seed_request.json");
+    pub const SEED: &str = include_str!("../../tests/data/seed_request.json");
 
     fn problems(body: &str) -> Vec<FieldProblem> {
         let root = Node::parse(body.as_bytes()).unwrap();

@@ -25,16 +25,16 @@ use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use uuid::Uuid;
 
-use crate::auth::{AuthFailure, Authenticator};
 use crate::booking;
+use crate::booking::normalize;
+use crate::booking::run_to_end::run_to_end;
 use crate::config::{Integrator, StoreKind};
 use crate::error::{GatewayError, RequestId};
-use crate::guard::is_mis_failure;
-use crate::idempotency::{self, Begin, InFlight, MemoryStore, Outcome, Store};
 use crate::live::{Generation, Live};
-use crate::normalize;
-use crate::redis_store::RedisStore;
-use crate::run_to_end::run_to_end;
+use crate::policy::auth::{AuthFailure, Authenticator};
+use crate::policy::guard::is_mis_failure;
+use crate::policy::idempotency::redis::RedisStore;
+use crate::policy::idempotency::{self, Begin, InFlight, MemoryStore, Outcome, Store};
 use crate::telemetry::TRACEPARENT;
 
 pub const APPOINTMENTS_PATH: &str = "/dir/appointments";
@@ -214,7 +214,7 @@ impl Gateway {
                     retry_after_secs: 1,
                 },
                 AuthFailure::Throttled => GatewayError::AuthThrottled {
-                    retry_after_secs: crate::auth::throttle::WINDOW.as_secs(),
+                    retry_after_secs: crate::policy::auth::throttle::WINDOW.as_secs(),
                 },
                 AuthFailure::Malformed | AuthFailure::Rejected => GatewayError::Unauthenticated,
             })?;
@@ -331,7 +331,7 @@ impl Gateway {
                     return replay(outcome, &b.body);
                 }
                 Err(e) => {
-                    crate::metrics::get().store_errors.add(1, &[]);
+                    crate::telemetry::metrics::get().store_errors.add(1, &[]);
                     tracing::error!(error = %e, request_id, "idempotency store unavailable: booking without duplicate protection");
                 }
             },
@@ -388,7 +388,7 @@ impl Gateway {
                 None => self.store.release(slot).await,
             };
             if let Err(e) = stored {
-                crate::metrics::get().store_errors.add(1, &[]);
+                crate::telemetry::metrics::get().store_errors.add(1, &[]);
                 tracing::error!(error = %e, request_id, "idempotency store unavailable: outcome not remembered");
             }
         }
@@ -591,12 +591,12 @@ fn record(rec: &Record, status: StatusCode, took: Duration) {
         record_span(rec, status, outcome);
     }
 
-    let m = crate::metrics::get();
+    let m = crate::telemetry::metrics::get();
     m.record_request(
-        crate::metrics::RequestLabels {
+        crate::telemetry::metrics::RequestLabels {
             integrator: rec.integrator.as_ref(),
             backend: rec.backend.as_ref(),
-            class: crate::metrics::status_class(status.as_u16()),
+            class: crate::telemetry::metrics::status_class(status.as_u16()),
             code: rec.code.as_ref(),
         },
         took,
@@ -605,7 +605,7 @@ fn record(rec: &Record, status: StatusCode, took: Duration) {
     // Replays and lost answers are rare: their counters stay unbound.
     let unknown = outcome == "outcome_unknown" && !rec.replayed;
     if rec.replayed || unknown {
-        let by_backend = crate::metrics::by_backend(rec.backend.as_ref());
+        let by_backend = crate::telemetry::metrics::by_backend(rec.backend.as_ref());
         if rec.replayed {
             m.replays.add(1, &by_backend);
         } else {

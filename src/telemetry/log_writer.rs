@@ -2,16 +2,11 @@
 //! every [`FLUSH_EVERY`], so logging a request costs a short lock and a copy: no `write(2)` and
 //! no writer wake-up per line (a futex wait only if two threads log at the same instant).
 //!
-//! A per-line channel to a writer thread (what `tracing-appender` does) wakes that thread for
-//! almost every line at moderate load: a futex call on the request's thread and a context
-//! switch that competes with the request workers for the CPU. Here the writer wakes on its own
-//! clock; at 25,000 lines a second a flush carries ~1,250 lines in one `write(2)`.
-//!
-//! At a high line rate a batch would outgrow what the two buffers already hold every
-//! [`FLUSH_EVERY`] (~800 KB at 43,000 bookings a second): fresh pages to fault in and a
-//! megabyte moved by each reallocation. A line that takes the buffer past [`WAKE_AT`] wakes the
-//! writer early instead (one futex call per ~700 access lines), so the buffers settle at a
-//! size they keep and reuse.
+//! A per-line channel to a writer thread (what `tracing-appender` does) would wake that thread
+//! for almost every line: a futex call on the request's thread and a context switch competing
+//! with the workers for the CPU. Here the writer wakes on its own clock, or early when a line
+//! takes the buffer past [`WAKE_AT`], so at high rates the buffers settle at a size they reuse
+//! instead of growing between flushes.
 //!
 //! If the output stalls (a log reader that stopped reading), the buffer stops growing at
 //! [`MAX_PENDING`] bytes and further lines are dropped, then reported by count once the output
@@ -29,7 +24,7 @@ use tracing_subscriber::fmt::MakeWriter;
 pub const FLUSH_EVERY: Duration = Duration::from_millis(50);
 /// Bytes waiting to be written past which the line that crosses it wakes the writer.
 pub const WAKE_AT: usize = 256 << 10;
-/// Bytes waiting to be written beyond which lines are dropped (~13,000 access lines).
+/// Bytes waiting to be written beyond which lines are dropped.
 pub const MAX_PENDING: usize = 4 << 20;
 
 #[derive(Default)]

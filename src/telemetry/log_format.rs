@@ -3,14 +3,11 @@
 //! (text) or one flat JSON object per line (JSON), the shapes `tracing-subscriber`'s own `Full`
 //! and flattened `Json` formats print.
 //!
-//! Why our own: the access line is written for every request, and the stock formatters spent
-//! ~20,000 instructions on it (callgrind, `bench/callgrind.sh`): a `core::fmt` pass per field,
-//! per-field ANSI wrappers even with colour off, a calendar computation per timestamp and, for
-//! JSON, a `serde_json` map. Here a timestamp's date and time are computed once a second per
-//! thread, integers go through `itoa`, floats are rounded to three decimals (milliseconds to the
-//! microsecond) and written from the integer count of thousandths (through `ryu` when huge), and
-//! strings are copied with an escape only where needed.
-//! Values captured as `Debug`/`Display` (GUIDs, errors) still use `core::fmt`.
+//! Why our own: the access line is written for every request, and the stock formatters make a
+//! `core::fmt` pass per field, wrap fields for ANSI colour even with colour off, compute the
+//! calendar per timestamp and build a `serde_json` map for JSON. Here the date and time are
+//! computed once a second per thread, numbers go through `itoa`/`ryu`, and strings are copied
+//! with an escape only where needed (`Debug`/`Display` values still use `core::fmt`).
 
 use std::cell::Cell;
 use std::fmt::{self, Write};
@@ -235,7 +232,7 @@ impl Visit for Fields<'_> {
                 json_str(w, value)
             } else if message {
                 w.write_str(value)
-            } else if crate::json::printable_unquoted(value.as_bytes()) {
+            } else if crate::wire::json::printable_unquoted(value.as_bytes()) {
                 w.write_char('"')?;
                 w.write_str(value)?;
                 w.write_char('"')
@@ -297,7 +294,7 @@ struct JsonEscaped<W>(W);
 
 impl<W: Write> Write for JsonEscaped<W> {
     fn write_str(&mut self, s: &str) -> fmt::Result {
-        crate::json::escape_json(s, |piece| self.0.write_str(piece))
+        crate::wire::json::escape_json(s, |piece| self.0.write_str(piece))
     }
 }
 

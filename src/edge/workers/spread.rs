@@ -325,7 +325,7 @@ mod tests {
 
     /// The first two CPUs of the mask, or `None` (and a note) on a one-CPU machine.
     fn two_cpus() -> Option<(usize, usize)> {
-        let allowed = crate::workers::allowed_cpus().unwrap();
+        let allowed = crate::edge::workers::allowed_cpus().unwrap();
         if allowed.len() < 2 {
             eprintln!("skipped: one CPU only");
             return None;

@@ -10,6 +10,10 @@
 //! context (the integrator's trace, or a new one; see [`child_of`]) for error bodies, logs and
 //! the `traceparent` sent to the MIS.
 
+pub mod log_format;
+pub mod log_writer;
+pub mod metrics;
+
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -100,7 +104,7 @@ const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
 pub struct Telemetry {
     tracer_provider: Option<SdkTracerProvider>,
     /// Flushes buffered log lines when dropped.
-    log_guard: Option<crate::log_writer::FlushGuard>,
+    log_guard: Option<crate::telemetry::log_writer::FlushGuard>,
 }
 
 static EXPORTING: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -122,7 +126,7 @@ impl Telemetry {
         };
         // Lines are buffered and written by a thread of their own every 50 ms: a request
         // never waits on stderr nor wakes a thread to log (see `log_writer`).
-        let (writer, guard) = crate::log_writer::spawn(std::io::stderr());
+        let (writer, guard) = crate::telemetry::log_writer::spawn(std::io::stderr());
         let mut t = Self::install(format, writer, export, std::io::stderr().is_terminal());
         t.log_guard = Some(guard);
         t
@@ -148,8 +152,8 @@ impl Telemetry {
                 meta.is_event()
             }));
         let line = match format {
-            LogFormat::Json => crate::log_format::LineFormat::json(),
-            LogFormat::Text => crate::log_format::LineFormat::text(ansi),
+            LogFormat::Json => crate::telemetry::log_format::LineFormat::json(),
+            LogFormat::Text => crate::telemetry::log_format::LineFormat::text(ansi),
         };
         let fmt = tracing_subscriber::fmt::layer()
             .with_writer(writer)

@@ -1,4 +1,4 @@
-//! The only outbound I/O: per MIS backend, a connection pool ([`crate::mis_pool`]) for each
+//! The only outbound I/O: per MIS backend, a connection pool ([`crate::upstream::pool`]) for each
 //! worker thread.
 //!
 //! Failures are classified by what the MIS may have seen, because that decides whether a booking
@@ -7,6 +7,9 @@
 //! ([`GatewayError::OutcomeUnknown`], [`GatewayError::MisTimeout`]). The only retries are the
 //! pool's resend of a request whose idle connection turned out dead before a byte was written,
 //! and one fresh connection after a refused connect.
+
+pub mod h1;
+pub mod pool;
 
 use std::sync::{Arc, OnceLock};
 
@@ -23,9 +26,9 @@ use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::config::Backend;
 use crate::error::GatewayError;
-use crate::guard::Guard;
-use crate::mis_h1::BodyError;
-use crate::mis_pool::{Outgoing, Pool, SendError};
+use crate::policy::guard::Guard;
+use crate::upstream::h1::BodyError;
+use crate::upstream::pool::{Outgoing, Pool, SendError};
 
 /// A MIS answer read in full, within the backend's size cap.
 #[derive(Debug)]
@@ -41,7 +44,7 @@ pub struct Upstream {
     /// Concurrency cap and breaker; shared with the generations that keep this pool.
     pub guard: Arc<Guard>,
     connector: HttpsConnector<HttpConnector>,
-    /// One pool per worker thread (slot [`crate::workers::index`], modulo the length; slot 0
+    /// One pool per worker thread (slot [`crate::edge::workers::index`], modulo the length; slot 0
     /// serves threads that are not workers), made on first use. A MIS socket is registered with
     /// the runtime that opened it (and an HTTP/2 connection's task runs there): a booking that
     /// used another thread's connection would be woken through that thread.
@@ -75,7 +78,7 @@ impl Upstream {
             backend,
             guard: Arc::default(),
             connector,
-            pools: (0..=crate::workers::default_count())
+            pools: (0..=crate::edge::workers::default_count())
                 .map(|_| OnceLock::new())
                 .collect(),
         }
@@ -83,7 +86,7 @@ impl Upstream {
 
     /// The calling thread's pool.
     fn pool(&self) -> &Pool {
-        let slot = &self.pools[crate::workers::index() % self.pools.len()];
+        let slot = &self.pools[crate::edge::workers::index() % self.pools.len()];
         slot.get_or_init(|| {
             let pool = Arc::new(Pool::new(
                 self.connector.clone(),
@@ -166,8 +169,8 @@ impl Upstream {
             crate::telemetry::traceparent(&span.context().span().span_context().clone())
         };
         let traceparent = own.as_ref().or(traceparent);
-        // Without an exporter the span is none: no `Instrumented` around the attempt (its
-        // ~1.5 KiB future would be copied into the wrapper and then into this one's state).
+        // Without an exporter the span is none: no `Instrumented` around the attempt, whose
+        // future would otherwise be copied into the wrapper and then into this one's state.
         let result = if span.is_none() {
             self.attempt(body, request_id, traceparent).await
         } else {

@@ -1,16 +1,18 @@
 //! `mis-gateway demo`: the shipped routes.toml, a mock MIS on every loopback backend address it
 //! names, the gateway in front, and a ready `curl` that books the seed's example.
 
+pub mod mock_mis;
+
 use std::path::{Path, PathBuf};
 
 use tokio::net::TcpListener;
 
 use crate::app::App;
 use crate::config::{Secrets, SystemSecrets};
-use crate::mock_mis::{MockMis, clinic};
+use crate::demo::mock_mis::{MockMis, clinic};
 
 /// The seed's example booking.
-pub const SEED_BOOKING: &str = include_str!("../tests/data/seed_request.json");
+pub const SEED_BOOKING: &str = include_str!("../../tests/data/seed_request.json");
 /// The integrator whose hash the shipped routes.toml carries (demo only: replace it in production).
 pub const DEMO_LOGIN: &str = "portal";
 pub const DEMO_PASSWORD: &str = "portal-demo";

@@ -289,7 +289,7 @@ impl<'a> Parser<'a> {
 
     // ---- The steps of the grammar's containers, shared by the tree (`value`) and the walks
     // that build none (`skip_value`, `transcode`, `crate::booking::check`,
-    // `crate::normalize`): the same errors at the same positions whichever way a document is
+    // `crate::booking::normalize`): the same errors at the same positions whichever way a document is
     // read.
 
     /// The first byte of the next value, after white space.

@@ -133,7 +133,7 @@ impl Authenticator {
         // The steady state, without an await: the thread's own cache vouches for the header and
         // this generation still has its hash.
         if let Some(rights) = self.local(&key, now).and_then(|v| v.in_generation(config)) {
-            crate::metrics::get().count_auth_lookup(true);
+            crate::telemetry::metrics::get().count_auth_lookup(true);
             return rights;
         }
         // Everything else is boxed: the shared cache's look-up and its coalescing loader are
@@ -153,7 +153,7 @@ impl Authenticator {
         now: Instant,
     ) -> Result<Arc<Integrator>, AuthFailure> {
         let cached = self.cache.get(&key).await;
-        crate::metrics::get().count_auth_lookup(cached.is_some());
+        crate::telemetry::metrics::get().count_auth_lookup(cached.is_some());
         let result = match cached.map(|v| v.in_generation(config)) {
             Some(Some(rights)) => rights,
             Some(None) => self.check(config, header, key).await,

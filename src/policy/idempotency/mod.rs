@@ -9,6 +9,8 @@
 //!
 //! [`Store`] is a trait so that a shared store can serve several replicas.
 
+pub mod redis;
+
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;

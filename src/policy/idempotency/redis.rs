@@ -1,6 +1,6 @@
 //! The shared idempotency store on Redis, for several gateway replicas.
 //!
-//! Same semantics as [`crate::idempotency::MemoryStore`]; the claim is one Lua script, so two
+//! Same semantics as [`crate::policy::idempotency::MemoryStore`]; the claim is one Lua script, so two
 //! replicas never both claim a key. One key per slot, `mis-gateway:idem:<hex slot>`, holding
 //! compact JSON: the body's fingerprint (hex) and either an in-flight marker or the
 //! [`Outcome`] — nothing else (no bodies, no patient data).
@@ -21,7 +21,7 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
-use crate::idempotency::{Begin, Fingerprint, Outcome, Slot, Store, StoreError};
+use crate::policy::idempotency::{Begin, Fingerprint, Outcome, Slot, Store, StoreError};
 
 /// Every key this store writes starts with this.
 pub const KEY_PREFIX: &str = "mis-gateway:idem:";

@@ -24,9 +24,9 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
-use crate::drain::{Drain, Watcher};
+use crate::edge::drain::{Drain, Watcher};
+use crate::edge::workers::Workers;
 use crate::error::GatewayError;
-use crate::workers::Workers;
 
 /// Connection-level limits of one listener.
 #[derive(Debug, Clone, Copy)]
@@ -38,10 +38,10 @@ pub struct ConnLimits {
     /// Open connections at once; more are answered 503 and closed.
     pub max_connections: usize,
     /// Threads that serve the connections, each with its own single-threaded runtime (see
-    /// [`crate::workers`]); 0: the connections are served on the caller's runtime.
+    /// [`crate::edge::workers`]); 0: the connections are served on the caller's runtime.
     pub workers: usize,
-    /// Where the worker threads run ([`crate::workers::Placement`]).
-    pub placement: crate::workers::Placement,
+    /// Where the worker threads run ([`crate::edge::workers::Placement`]).
+    pub placement: crate::edge::workers::Placement,
 }
 
 impl Default for ConnLimits {
@@ -52,7 +52,7 @@ impl Default for ConnLimits {
             max_header_bytes: 16 * 1024,
             max_connections: 10_000,
             workers: 0,
-            placement: crate::workers::Placement::default(),
+            placement: crate::edge::workers::Placement::default(),
         }
     }
 }
@@ -265,7 +265,7 @@ fn service<H: Handler>(
     use futures_util::future::{Either, ready};
     use std::panic::{AssertUnwindSafe, catch_unwind};
     hyper::service::service_fn(move |req: Request<Incoming>| {
-        crate::workers::on_request();
+        crate::edge::workers::on_request();
         let handler = handler.clone();
         match catch_unwind(AssertUnwindSafe(|| handler.call(req, peer))) {
             Ok(answer) => Either::Left(

@@ -11,7 +11,7 @@ use jiff::tz::TimeZone;
 
 use crate::booking::parse_guid;
 use crate::error::{GatewayError, MisRejection};
-use crate::json::{Node, Parser, write_json_str};
+use crate::wire::json::{Node, Parser, write_json_str};
 
 /// Booking sources of this MIS family, in their canonical spelling.
 pub const SOURCES: &[&str] = &[

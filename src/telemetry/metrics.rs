@@ -6,10 +6,9 @@
 //!
 //! The instruments written on every request ([`Metrics::record_request`], the auth cache's
 //! counter) are OpenTelemetry *bound* instruments: their attribute set is resolved to its data
-//! point once, and each request then adds to that point directly. Unbound, every `add` and
-//! `record` sorted, hashed and looked up its attributes (some 4,000 instructions per booking,
-//! `bench/callgrind.sh`). Bound and unbound recordings of one attribute set land on the same
-//! data point, so what `/metrics` shows is unchanged.
+//! point once, and each request then adds to that point directly instead of sorting, hashing and
+//! looking up its attributes. Bound and unbound recordings of one attribute set land on the same
+//! data point, so what `/metrics` shows is the same either way.
 
 use std::borrow::Cow;
 use std::cell::RefCell;
@@ -291,7 +290,10 @@ thread_local! {
 }
 
 /// Calls `f` with each live backend's name and guard state.
-fn each_backend(lives: &RwLock<Vec<Weak<Live>>>, mut f: impl FnMut(&str, crate::guard::Snapshot)) {
+fn each_backend(
+    lives: &RwLock<Vec<Weak<Live>>>,
+    mut f: impl FnMut(&str, crate::policy::guard::Snapshot),
+) {
     for live in lives
         .read()
         .unwrap_or_else(|e| e.into_inner())

@@ -4,9 +4,9 @@
 //! Phase 2 of a booking must not be cancelled by the client going away: once a booking may have
 //! reached the MIS it has to be recorded, logged and remembered under its key. Spawning it on a
 //! task gives that, at a price paid by every booking for the rare one whose client leaves: the
-//! task's allocation and bookkeeping, several copies of a ~3 KiB future into the task's cell,
-//! a pass through the scheduler, and a second wake-up (the task's, then the connection's through
-//! the join handle) when the MIS answers. `RunToEnd` pays only the allocation: the connection's
+//! task's allocation and bookkeeping, copies of the future into the task's cell, a pass through
+//! the scheduler, and a second wake-up (the task's, then the connection's through the join
+//! handle) when the MIS answers. `RunToEnd` pays only the allocation: the connection's
 //! task polls the boxed future directly, and only a drop before the end spawns the box (already
 //! pinned, so nothing moves) onto the current runtime.
 //!

@@ -1,0 +1,7 @@
+//! Who may book, and how much: integrator authentication and throttling ([`auth`]), the
+//! per-backend concurrency cap and breaker ([`guard`]), and duplicate protection
+//! ([`idempotency`]). Each answers before a booking reaches [`crate::upstream`].
+
+pub mod auth;
+pub mod guard;
+pub mod idempotency;

@@ -1,0 +1,4 @@
+//! Bytes on the wire: the strict JSON reader (duplicate keys kept visible, strings borrowed)
+//! and writer shared by the booking check, normalization and the error shape.
+
+pub mod json;
