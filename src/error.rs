@@ -82,45 +82,94 @@ pub enum GatewayError {
     Internal,
 }
 
+/// What an integrator may do after an answer: the last column of the README's error table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    /// The request itself is wrong or not allowed: sent again unchanged it gets the same answer.
+    FixFirst,
+    /// Nothing was booked: send it again (after `Retry-After` when given), with the same key.
+    SameKey,
+    /// The booking may exist: only the same `Idempotency-Key` is safe (the gateway answers for
+    /// it), or ask the clinic; a new key may book the slot twice.
+    OnlySameKey,
+}
+
+impl Retry {
+    /// The README's wording.
+    pub const fn text(self) -> &'static str {
+        match self {
+            Retry::FixFirst => "fix first",
+            Retry::SameKey => "yes, same key",
+            Retry::OnlySameKey => "same key only",
+        }
+    }
+}
+
 /// Static facts of one error kind: the row of the README's error table.
 #[derive(Debug, Clone, Copy)]
 pub struct ErrorKind {
     pub status: StatusCode,
     pub code: &'static str,
     pub message: &'static str,
+    pub retry: Retry,
 }
 
-/// The error table, as published in README.md. A test keeps the two in step.
-#[rustfmt::skip]
-pub const TABLE: &[(&str, ErrorKind)] = &[
-    ("Invalid",              kind(400, "94000", "The booking failed validation; see errors.")),
-    ("MalformedJson",        kind(400, "94001", "The request body is not valid JSON.")),
-    ("BadIdempotencyKey",    kind(400, "94002", "The Idempotency-Key header must be 1 to 255 visible ASCII characters.")),
-    ("Unauthenticated",      kind(401, "94010", "Authentication required: HTTP Basic with a valid integrator login and password.")),
-    ("ForbiddenLpu",         kind(403, "94030", "This integrator may not book into the LPU named by direction.lpuToGuid.")),
-    ("NotFound",             kind(404, "94040", "No such resource: the API is POST /dir/appointments.")),
-    ("NoRoute",              kind(404, "94041", "No MIS is configured for the LPU named by direction.lpuToGuid.")),
-    ("MethodNotAllowed",     kind(405, "94050", "Method not allowed: use POST.")),
-    ("BodyTimeout",          kind(408, "94080", "The request body was not received in time.")),
-    ("IdempotencyInFlight",  kind(409, "94090", "A request with this Idempotency-Key is still being processed; retry later with the same key.")),
-    ("DuplicateInFlight",    kind(409, "94091", "The same referral is being booked into the same slot by an earlier request that has not finished; wait for its answer.")),
-    ("PayloadTooLarge",      kind(413, "94130", "The request body is larger than the limit.")),
-    ("UnsupportedMediaType", kind(415, "94150", "Content-Type must be application/json.")),
-    ("IdempotencyMismatch",  kind(422, "94220", "This Idempotency-Key was already used with a different request body; use a new key for a new booking.")),
-    ("AuthThrottled",        kind(429, "94290", "Too many failed authentication attempts; retry after the delay in Retry-After.")),
-    ("RateLimited",          kind(429, "94291", "This integrator's request rate limit is exceeded; retry after the delay in Retry-After.")),
-    ("Internal",             kind(500, "95000", "Internal gateway error; the booking was not sent.")),
-    ("MisUnreachable",       kind(502, "95020", "The MIS could not be reached; the booking was not sent and may be retried.")),
-    ("MisBadAnswer",         kind(502, "95021", "The MIS answered with an error the gateway could not understand; the booking was most likely not made.")),
-    ("OutcomeUnknown",       kind(502, "95022", "The booking reached the MIS but its answer was lost or unusable; the booking may exist. Do not resend blindly.")),
-    ("MisTls",               kind(502, "95023", "The TLS handshake with the MIS failed (its certificate was not trusted, or it refused the gateway's); the booking was not sent. The hub's operators must fix the backend's TLS settings.")),
-    ("MisRejectedGateway",   kind(502, "95024", "The MIS refused the gateway's own credentials; the booking was not made. The hub's operators must fix the backend secret.")),
-    ("Overloaded",           kind(503, "95030", "The gateway or this MIS is at capacity; the booking was not sent. Retry after the delay in Retry-After.")),
-    ("BreakerOpen",          kind(503, "95031", "This MIS is failing and bookings to it are paused; the booking was not sent. Retry after the delay in Retry-After.")),
-    ("MisTimeout",           kind(504, "95040", "The MIS did not answer in time after the booking was sent; the booking may exist. Do not resend blindly.")),
-];
+/// One list makes the [`Condition`] enum, its rows and [`TABLE`], so a condition cannot lack a
+/// row nor a row its condition.
+macro_rules! conditions {
+    ($($name:ident => $status:literal, $code:literal, $retry:ident, $message:literal;)*) => {
+        /// Every condition the gateway answers itself (a MIS's own rejection is not one).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Condition { $($name),* }
 
-const fn kind(status: u16, code: &'static str, message: &'static str) -> ErrorKind {
+        impl Condition {
+            pub const ALL: &'static [Condition] = &[$(Condition::$name),*];
+
+            /// The table row's name: the condition's.
+            pub const fn name(self) -> &'static str {
+                match self { $(Condition::$name => stringify!($name)),* }
+            }
+
+            pub const fn kind(self) -> ErrorKind {
+                match self { $(Condition::$name => kind($status, $code, Retry::$retry, $message)),* }
+            }
+        }
+
+        /// The error table, as published in README.md. A test keeps the two in step.
+        pub const TABLE: &[(&str, ErrorKind)] =
+            &[$((stringify!($name), kind($status, $code, Retry::$retry, $message))),*];
+    };
+}
+
+conditions! {
+    Invalid              => 400, "94000", FixFirst, "The booking failed validation; see errors.";
+    MalformedJson        => 400, "94001", FixFirst, "The request body is not valid JSON.";
+    BadIdempotencyKey    => 400, "94002", FixFirst, "The Idempotency-Key header must be 1 to 255 visible ASCII characters.";
+    Unauthenticated      => 401, "94010", FixFirst, "Authentication required: HTTP Basic with a valid integrator login and password.";
+    ForbiddenLpu         => 403, "94030", FixFirst, "This integrator may not book into the LPU named by direction.lpuToGuid.";
+    NotFound             => 404, "94040", FixFirst, "No such resource: the API is POST /dir/appointments.";
+    NoRoute              => 404, "94041", FixFirst, "No MIS is configured for the LPU named by direction.lpuToGuid.";
+    MethodNotAllowed     => 405, "94050", FixFirst, "Method not allowed: use POST.";
+    BodyTimeout          => 408, "94080", SameKey, "The request body was not received in time.";
+    IdempotencyInFlight  => 409, "94090", SameKey, "A request with this Idempotency-Key is still being processed; retry later with the same key.";
+    DuplicateInFlight    => 409, "94091", SameKey, "The same referral is being booked into the same slot by an earlier request that has not finished; wait for its answer.";
+    PayloadTooLarge      => 413, "94130", FixFirst, "The request body is larger than the limit.";
+    UnsupportedMediaType => 415, "94150", FixFirst, "Content-Type must be application/json.";
+    IdempotencyMismatch  => 422, "94220", FixFirst, "This Idempotency-Key was already used with a different request body; use a new key for a new booking.";
+    AuthThrottled        => 429, "94290", SameKey, "Too many failed authentication attempts; retry after the delay in Retry-After.";
+    RateLimited          => 429, "94291", SameKey, "This integrator's request rate limit is exceeded; retry after the delay in Retry-After.";
+    Internal             => 500, "95000", SameKey, "Internal gateway error; the booking was not sent.";
+    MisUnreachable       => 502, "95020", SameKey, "The MIS could not be reached; the booking was not sent and may be retried.";
+    MisBadAnswer         => 502, "95021", SameKey, "The MIS answered with an error the gateway could not understand; the booking was most likely not made.";
+    OutcomeUnknown       => 502, "95022", OnlySameKey, "The booking reached the MIS but its answer was lost or unusable; the booking may exist. Do not resend blindly.";
+    MisTls               => 502, "95023", SameKey, "The TLS handshake with the MIS failed (its certificate was not trusted, or it refused the gateway's); the booking was not sent. The hub's operators must fix the backend's TLS settings.";
+    MisRejectedGateway   => 502, "95024", SameKey, "The MIS refused the gateway's own credentials; the booking was not made. The hub's operators must fix the backend secret.";
+    Overloaded           => 503, "95030", SameKey, "The gateway or this MIS is at capacity; the booking was not sent. Retry after the delay in Retry-After.";
+    BreakerOpen          => 503, "95031", SameKey, "This MIS is failing and bookings to it are paused; the booking was not sent. Retry after the delay in Retry-After.";
+    MisTimeout           => 504, "95040", OnlySameKey, "The MIS did not answer in time after the booking was sent; the booking may exist. Do not resend blindly.";
+}
+
+const fn kind(status: u16, code: &'static str, retry: Retry, message: &'static str) -> ErrorKind {
     let status = match StatusCode::from_u16(status) {
         Ok(s) => s,
         Err(_) => panic!("invalid status in the error table"),
@@ -129,59 +178,119 @@ const fn kind(status: u16, code: &'static str, message: &'static str) -> ErrorKi
         status,
         code,
         message,
+        retry,
+    }
+}
+
+impl Condition {
+    /// One error of this condition (tests and docs render every row through it).
+    pub fn example(self) -> GatewayError {
+        match self {
+            Condition::Invalid => GatewayError::Invalid { problems: vec![] },
+            Condition::MalformedJson => GatewayError::MalformedJson {
+                detail: String::new(),
+            },
+            Condition::BadIdempotencyKey => GatewayError::BadIdempotencyKey,
+            Condition::Unauthenticated => GatewayError::Unauthenticated,
+            Condition::ForbiddenLpu => GatewayError::ForbiddenLpu,
+            Condition::NotFound => GatewayError::NotFound,
+            Condition::NoRoute => GatewayError::NoRoute,
+            Condition::MethodNotAllowed => GatewayError::MethodNotAllowed,
+            Condition::BodyTimeout => GatewayError::BodyTimeout,
+            Condition::IdempotencyInFlight => GatewayError::IdempotencyInFlight,
+            Condition::DuplicateInFlight => GatewayError::DuplicateInFlight,
+            Condition::PayloadTooLarge => GatewayError::PayloadTooLarge { limit: 1 },
+            Condition::UnsupportedMediaType => GatewayError::UnsupportedMediaType,
+            Condition::IdempotencyMismatch => GatewayError::IdempotencyMismatch,
+            Condition::AuthThrottled => GatewayError::AuthThrottled {
+                retry_after_secs: 1,
+            },
+            Condition::RateLimited => GatewayError::RateLimited {
+                retry_after_secs: 1,
+            },
+            Condition::Internal => GatewayError::Internal,
+            Condition::MisUnreachable => GatewayError::MisUnreachable,
+            Condition::MisBadAnswer => GatewayError::MisBadAnswer,
+            Condition::OutcomeUnknown => GatewayError::OutcomeUnknown,
+            Condition::MisTls => GatewayError::MisTls,
+            Condition::MisRejectedGateway => GatewayError::MisRejectedGateway,
+            Condition::Overloaded => GatewayError::Overloaded {
+                retry_after_secs: 1,
+            },
+            Condition::BreakerOpen => GatewayError::BreakerOpen {
+                retry_after_secs: 1,
+            },
+            Condition::MisTimeout => GatewayError::MisTimeout,
+        }
     }
 }
 
 impl GatewayError {
-    /// The table row name of this error (the enum variant's name).
-    pub fn name(&self) -> &'static str {
-        match self {
-            Self::MalformedJson { .. } => "MalformedJson",
-            Self::Invalid { .. } => "Invalid",
-            Self::Unauthenticated => "Unauthenticated",
-            Self::AuthThrottled { .. } => "AuthThrottled",
-            Self::ForbiddenLpu => "ForbiddenLpu",
-            Self::NotFound => "NotFound",
-            Self::NoRoute => "NoRoute",
-            Self::MethodNotAllowed => "MethodNotAllowed",
-            Self::BodyTimeout => "BodyTimeout",
-            Self::PayloadTooLarge { .. } => "PayloadTooLarge",
-            Self::UnsupportedMediaType => "UnsupportedMediaType",
-            Self::MisUnreachable => "MisUnreachable",
-            Self::MisBadAnswer => "MisBadAnswer",
-            Self::MisTls => "MisTls",
-            Self::MisRejectedGateway => "MisRejectedGateway",
-            Self::OutcomeUnknown => "OutcomeUnknown",
-            Self::MisTimeout => "MisTimeout",
-            Self::Mis(_) => "Mis",
-            Self::RateLimited { .. } => "RateLimited",
-            Self::BadIdempotencyKey => "BadIdempotencyKey",
-            Self::IdempotencyInFlight => "IdempotencyInFlight",
-            Self::DuplicateInFlight => "DuplicateInFlight",
-            Self::IdempotencyMismatch => "IdempotencyMismatch",
-            Self::Overloaded { .. } => "Overloaded",
-            Self::BreakerOpen { .. } => "BreakerOpen",
-            Self::Internal => "Internal",
-        }
+    /// The gateway's own condition, or `None` for a MIS's rejection passed on.
+    pub fn condition(&self) -> Option<Condition> {
+        Some(match self {
+            Self::MalformedJson { .. } => Condition::MalformedJson,
+            Self::Invalid { .. } => Condition::Invalid,
+            Self::Unauthenticated => Condition::Unauthenticated,
+            Self::AuthThrottled { .. } => Condition::AuthThrottled,
+            Self::ForbiddenLpu => Condition::ForbiddenLpu,
+            Self::NotFound => Condition::NotFound,
+            Self::NoRoute => Condition::NoRoute,
+            Self::MethodNotAllowed => Condition::MethodNotAllowed,
+            Self::BodyTimeout => Condition::BodyTimeout,
+            Self::PayloadTooLarge { .. } => Condition::PayloadTooLarge,
+            Self::UnsupportedMediaType => Condition::UnsupportedMediaType,
+            Self::MisUnreachable => Condition::MisUnreachable,
+            Self::MisBadAnswer => Condition::MisBadAnswer,
+            Self::MisTls => Condition::MisTls,
+            Self::MisRejectedGateway => Condition::MisRejectedGateway,
+            Self::OutcomeUnknown => Condition::OutcomeUnknown,
+            Self::MisTimeout => Condition::MisTimeout,
+            Self::Mis(_) => return None,
+            Self::RateLimited { .. } => Condition::RateLimited,
+            Self::BadIdempotencyKey => Condition::BadIdempotencyKey,
+            Self::IdempotencyInFlight => Condition::IdempotencyInFlight,
+            Self::DuplicateInFlight => Condition::DuplicateInFlight,
+            Self::IdempotencyMismatch => Condition::IdempotencyMismatch,
+            Self::Overloaded { .. } => Condition::Overloaded,
+            Self::BreakerOpen { .. } => Condition::BreakerOpen,
+            Self::Internal => Condition::Internal,
+        })
     }
 
-    /// Status and `Message_code` of this error, as the client sees them.
+    /// The table row name of this error (`Mis` for a MIS's rejection).
+    pub fn name(&self) -> &'static str {
+        self.condition().map_or("Mis", Condition::name)
+    }
+
+    /// Whether the booking may exist although the answer says nothing of it.
+    pub fn outcome_unknown(&self) -> bool {
+        self.condition()
+            .is_some_and(|c| c.kind().retry == Retry::OnlySameKey)
+    }
+
     /// The message code alone, borrowed from the table unless the MIS chose it.
     pub fn code(&self) -> std::borrow::Cow<'static, str> {
         match self {
             Self::Mis(r) => r.code.clone().into(),
-            other => lookup(other.name()).code.into(),
+            other => other.own_kind().code.into(),
         }
     }
 
+    /// Status and `Message_code` of this error, as the client sees them.
     pub fn status_and_code(&self) -> (StatusCode, &str) {
         match self {
             Self::Mis(r) => (r.status, r.code.as_str()),
             other => {
-                let k = lookup(other.name());
+                let k = other.own_kind();
                 (k.status, k.code)
             }
         }
+    }
+
+    /// The row of a gateway condition; a MIS's rejection has none and is never asked.
+    fn own_kind(&self) -> ErrorKind {
+        self.condition().unwrap_or(Condition::Internal).kind()
     }
 
     /// Renders the error body and headers. `request_id` goes into the body and `X-Request-Id`;
@@ -210,18 +319,20 @@ impl GatewayError {
         let (message, errors): (String, Option<&[FieldProblem]>) = match &self {
             Self::Mis(r) => (r.message.clone(), None),
             Self::MalformedJson { detail } => (
-                format!("{} {}", lookup("MalformedJson").message, detail),
+                format!("{} {}", Condition::MalformedJson.kind().message, detail),
                 None,
             ),
-            Self::Invalid { problems } => (lookup("Invalid").message.to_owned(), Some(problems)),
+            Self::Invalid { problems } => {
+                (Condition::Invalid.kind().message.to_owned(), Some(problems))
+            }
             Self::PayloadTooLarge { limit } => (
                 format!(
                     "{} The limit is {limit} bytes.",
-                    lookup("PayloadTooLarge").message
+                    Condition::PayloadTooLarge.kind().message
                 ),
                 None,
             ),
-            other => (lookup(other.name()).message.to_owned(), None),
+            other => (other.own_kind().message.to_owned(), None),
         };
         let body = Body {
             code: status.as_u16(),
@@ -258,46 +369,9 @@ impl GatewayError {
 }
 
 impl GatewayError {
-    /// One example of every variant but [`GatewayError::Mis`] (tests and docs use it: a variant
-    /// missing from [`TABLE`] would render as 500).
+    /// One error of every condition, in the table's order (tests and docs render them all).
     pub fn examples() -> Vec<GatewayError> {
-        vec![
-            GatewayError::MalformedJson {
-                detail: String::new(),
-            },
-            GatewayError::Invalid { problems: vec![] },
-            GatewayError::Unauthenticated,
-            GatewayError::AuthThrottled {
-                retry_after_secs: 1,
-            },
-            GatewayError::ForbiddenLpu,
-            GatewayError::NotFound,
-            GatewayError::NoRoute,
-            GatewayError::MethodNotAllowed,
-            GatewayError::BodyTimeout,
-            GatewayError::PayloadTooLarge { limit: 1 },
-            GatewayError::UnsupportedMediaType,
-            GatewayError::BadIdempotencyKey,
-            GatewayError::RateLimited {
-                retry_after_secs: 1,
-            },
-            GatewayError::IdempotencyInFlight,
-            GatewayError::DuplicateInFlight,
-            GatewayError::IdempotencyMismatch,
-            GatewayError::MisUnreachable,
-            GatewayError::MisBadAnswer,
-            GatewayError::MisRejectedGateway,
-            GatewayError::MisTls,
-            GatewayError::OutcomeUnknown,
-            GatewayError::MisTimeout,
-            GatewayError::Overloaded {
-                retry_after_secs: 1,
-            },
-            GatewayError::BreakerOpen {
-                retry_after_secs: 1,
-            },
-            GatewayError::Internal,
-        ]
+        Condition::ALL.iter().map(|c| c.example()).collect()
     }
 }
 
@@ -356,18 +430,6 @@ pub fn json_answer(body: Vec<u8>, request_id: &RequestId) -> Response<Full<Bytes
     resp
 }
 
-fn lookup(name: &str) -> ErrorKind {
-    TABLE
-        .iter()
-        .find(|(n, _)| *n == name)
-        .map(|(_, k)| *k)
-        .unwrap_or(ErrorKind {
-            status: StatusCode::INTERNAL_SERVER_ERROR,
-            code: "95000",
-            message: "Internal gateway error; the booking was not sent.",
-        })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -390,13 +452,20 @@ mod tests {
     fn every_variant_has_its_own_row() {
         let all = GatewayError::examples();
         assert_eq!(all.len(), TABLE.len());
-        for e in all {
-            assert!(
-                TABLE.iter().any(|(n, _)| *n == e.name()),
-                "{} has no row",
-                e.name()
-            );
+        for (e, (name, _)) in all.iter().zip(TABLE) {
+            assert_eq!(e.name(), *name, "{e:?} is not its row's example");
+            assert_eq!(e.condition().map(Condition::name), Some(*name));
         }
+    }
+
+    #[test]
+    fn only_answers_after_the_booking_was_sent_are_outcome_unknown() {
+        let unknown: Vec<&str> = GatewayError::examples()
+            .iter()
+            .filter(|e| e.outcome_unknown())
+            .map(GatewayError::name)
+            .collect();
+        assert_eq!(unknown, ["OutcomeUnknown", "MisTimeout"]);
     }
 
     #[test]

@@ -6,7 +6,7 @@ use mis_gateway::error::TABLE;
 fn the_readme_error_table_matches_the_code() {
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
-    let rows: Vec<(u16, String, String, String)> = readme
+    let rows: Vec<(u16, String, String, String, String)> = readme
         .lines()
         .filter_map(|l| {
             let cells: Vec<&str> = l
@@ -22,10 +22,11 @@ fn the_readme_error_table_matches_the_code() {
                 code,
                 cells.get(2)?.to_string(),
                 cells.get(3)?.to_string(),
+                cells.get(4)?.to_string(),
             ))
         })
         .collect();
-    let expected: Vec<(u16, String, String, String)> = TABLE
+    let expected: Vec<(u16, String, String, String, String)> = TABLE
         .iter()
         .map(|(name, k)| {
             (
@@ -33,6 +34,7 @@ fn the_readme_error_table_matches_the_code() {
                 k.code.to_owned(),
                 name.to_string(),
                 k.message.to_owned(),
+                k.retry.text().to_owned(),
             )
         })
         .collect();

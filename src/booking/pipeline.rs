@@ -70,6 +70,8 @@ struct Record {
     mis_status: Option<u16>,
     mis_time: Option<Duration>,
     code: Option<std::borrow::Cow<'static, str>>,
+    /// The answer says the booking may exist (`GatewayError::outcome_unknown`).
+    unknown: bool,
     replayed: bool,
 }
 
@@ -392,10 +394,7 @@ impl Gateway {
                 tracing::error!(error = %e, request_id, "idempotency store unavailable: outcome not remembered");
             }
         }
-        if matches!(
-            result,
-            Err(GatewayError::OutcomeUnknown | GatewayError::MisTimeout)
-        ) {
+        if result.as_ref().is_err_and(GatewayError::outcome_unknown) {
             tracing::warn!(
                 request_id,
                 lpu = %valid.lpu_to,
@@ -490,6 +489,7 @@ fn finish(
         }
         Err(e) => {
             rec.code = Some(e.code());
+            rec.unknown = e.outcome_unknown();
             let mut resp = e.into_response(&ids.request_id, ids.trace_id());
             if rec.replayed {
                 resp.headers_mut()
@@ -579,9 +579,7 @@ fn record(rec: &Record, status: StatusCode, took: Duration) {
     let outcome = match (status.as_u16(), rec.replayed) {
         (_, true) => "replayed",
         (200..=299, _) => "booked",
-        (502 | 504, _) if matches!(rec.code.as_deref(), Some("95022" | "95040")) => {
-            "outcome_unknown"
-        }
+        (_, false) if rec.unknown => "outcome_unknown",
         (400..=499, _) if rec.mis_status.is_some() => "rejected_by_mis",
         (400..=499, _) => "refused",
         _ => "failed",
