@@ -4,20 +4,26 @@
 //! which replays the committed corpora through the same functions in `cargo nextest run`. Each
 //! check takes arbitrary bytes and panics when a property does not hold.
 //!
-//! Only `mis-gateway`, `serde_json`, `jiff`, `http` and `uuid` may be used here: they are
+//! Only `mis-gateway`, `serde_json`, `jiff`, `http`, `uuid` and `tokio` may be used here: they are
 //! dependencies of both the fuzz crate and the root crate's tests.
 #![allow(dead_code)]
 
+use std::future::Future;
+use std::io;
 use std::path::Path;
+use std::pin::{Pin, pin};
 use std::sync::LazyLock;
+use std::task::{Context as TaskContext, Poll, Waker};
 
 use http::StatusCode;
 use jiff::tz::TimeZone;
+use mis_gateway::booking::normalize::{self, Context, Normalized};
 use mis_gateway::booking::{self, Field, Kind};
 use mis_gateway::config::{Config, Secrets};
 use mis_gateway::error::GatewayError;
-use mis_gateway::json::Node;
-use mis_gateway::normalize::{self, Context, Normalized};
+use mis_gateway::upstream::h1::{BodyError, Conn};
+use mis_gateway::wire::json::Node;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Inputs holding this marker are also checked for echoes of their own bytes in error texts.
 pub const MARKER: &[u8] = b"CANARY";
@@ -99,20 +105,14 @@ fn check_detail(detail: &str) {
     }
 }
 
-/// `request`: any body goes through `booking::parse` and `booking::validate` without panicking;
-/// problems name schema paths only, and no error text echoes the input.
+/// `request`: any body goes through `booking::check` (what the gateway runs) without panicking,
+/// with exactly the answer of the reference `booking::parse` + `booking::validate`; problems name
+/// schema paths only, and no error text echoes the input.
 pub fn request(data: &[u8]) {
-    let root = match booking::parse(data) {
-        Ok(root) => root,
-        Err(GatewayError::MalformedJson { detail }) => {
-            check_detail(&detail);
-            assert_no_echo(data, &detail, "MalformedJson detail");
-            return;
-        }
-        Err(other) => panic!("parse returned {other:?}"),
-    };
-    match booking::validate(&root) {
-        Ok(b) => {
+    let checked = booking::check(data);
+    let reference = booking::parse(data).and_then(|root| {
+        let valid = booking::validate(&root);
+        if let Ok(b) = &valid {
             let guid = |n: Option<&Node>| n.and_then(Node::as_str).and_then(booking::parse_guid);
             let direction = root.get("direction");
             assert_eq!(Some(b.slot), guid(root.get("slot")));
@@ -125,6 +125,18 @@ pub fn request(data: &[u8]) {
                 guid(direction.and_then(|d| d.get("guid")))
             );
             assert!(matches!(direction, Some(Node::Obj(_))));
+        }
+        valid
+    });
+    assert_eq!(
+        checked, reference,
+        "booking::check and parse + validate disagree"
+    );
+    match checked {
+        Ok(_) => {}
+        Err(GatewayError::MalformedJson { detail }) => {
+            check_detail(&detail);
+            assert_no_echo(data, &detail, "MalformedJson detail");
         }
         Err(GatewayError::Invalid { problems }) => {
             assert!(!problems.is_empty(), "Invalid without problems");
@@ -139,8 +151,110 @@ pub fn request(data: &[u8]) {
                 assert_no_echo(data, p.reason, "problem reason");
             }
         }
-        Err(other) => panic!("validate returned {other:?}"),
+        Err(other) => panic!("check returned {other:?}"),
     }
+}
+
+/// The cap `mis_h1` reads bodies under: small, so inputs reach it.
+pub const H1_BODY_LIMIT: usize = 4096;
+
+/// A MIS connection that answers with fixed bytes, `step` bytes per read, then closes; it takes
+/// every write. Never pending, so one poll finishes any exchange on it.
+struct Scripted<'a> {
+    answer: &'a [u8],
+    step: usize,
+}
+
+impl AsyncRead for Scripted<'_> {
+    fn poll_read(
+        mut self: Pin<&mut Self>,
+        _: &mut TaskContext<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let n = self.step.min(self.answer.len()).min(buf.remaining());
+        let (now, later) = self.answer.split_at(n);
+        buf.put_slice(now);
+        self.answer = later;
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for Scripted<'_> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        _: &mut TaskContext<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Poll::Ready(Ok(buf.len()))
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut TaskContext<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+/// What reading one answer gave: the status and body, or which step failed.
+#[derive(Debug, PartialEq, Eq)]
+enum Read {
+    Answer { status: u16, body: Vec<u8> },
+    NoHead,
+    BodyTooLarge,
+    BodyBroken,
+}
+
+fn read_answer(answer: &[u8], step: usize) -> Read {
+    let exchange = async {
+        let mut conn = Conn::new(Scripted { answer, step });
+        let Ok(head) = conn.read_head().await else {
+            return Read::NoHead;
+        };
+        assert!(
+            !head.status.is_informational(),
+            "an interim head was returned"
+        );
+        match conn.read_body(&head, H1_BODY_LIMIT).await {
+            Ok(body) => {
+                assert!(
+                    body.len() <= H1_BODY_LIMIT,
+                    "a body past the cap was returned"
+                );
+                if let Some(n) = head.declared_length() {
+                    assert_eq!(body.len() as u64, n, "the body is not the declared length");
+                }
+                Read::Answer {
+                    status: head.status.as_u16(),
+                    body: body.to_vec(),
+                }
+            }
+            Err(BodyError::TooLarge) => Read::BodyTooLarge,
+            Err(BodyError::Broken(_)) => Read::BodyBroken,
+        }
+    };
+    let mut exchange = pin!(exchange);
+    match exchange
+        .as_mut()
+        .poll(&mut TaskContext::from_waker(Waker::noop()))
+    {
+        Poll::Ready(read) => read,
+        Poll::Pending => panic!("a transport that is always ready left the exchange pending"),
+    }
+}
+
+/// `mis_h1`: any bytes a MIS sends as its answer are read by `upstream::h1` without panicking,
+/// a body never passes the cap or differs from its declared length, and how the bytes are split
+/// across reads (the first input byte picks a read size, 1 to 16 bytes) changes nothing.
+pub fn mis_h1(data: &[u8]) {
+    let Some((&first, answer)) = data.split_first() else {
+        return;
+    };
+    let whole = read_answer(answer, usize::MAX);
+    let sliced = read_answer(answer, usize::from(first % 16) + 1);
+    assert_eq!(
+        whole, sliced,
+        "the answer reads differently when it arrives in pieces"
+    );
 }
 
 /// Answers every environment variable and every file, so validation goes as deep as it can.

@@ -72,6 +72,11 @@ fn normalize_corpus() {
     corpus("normalize", checks::normalize);
 }
 
+#[test]
+fn mis_h1_corpus() {
+    corpus("mis_h1", checks::mis_h1);
+}
+
 // Crashes the fuzzers found, minimized: one file per bug, failing until the bug is fixed.
 
 #[test]
@@ -87,6 +92,11 @@ fn config_regressions() {
 #[test]
 fn normalize_regressions() {
     replay("regressions", "normalize", checks::normalize);
+}
+
+#[test]
+fn mis_h1_regressions() {
+    replay("regressions", "mis_h1", checks::mis_h1);
 }
 
 /// The echo check itself: it must catch a copied run and accept the fixed vocabulary.
