@@ -51,6 +51,54 @@ else
   [ -z "$out" ] || printf '%s\n' "$out" | sed 's/^/    note (not our unit): /'
   echo "ok: systemd-analyze verify mis-gateway.service"
 fi
+# Type=notify: the gateway sends READY=1 itself (tests/notify.rs proves it does).
+if grep -q '^Type=notify$' "$UNIT"; then
+  echo "ok: Type=notify"
+else
+  fail "$UNIT: Type= must be notify (the gateway reports READY/RELOADING/STATUS)"
+fi
+# The seccomp filter as systemd builds it (assignments in order; the first decides allow- or
+# deny-list; groups expanded by this systemd's own tables) must let --pin-workers place threads.
+filters=$(sed -n 's/^SystemCallFilter=//p' "$UNIT")
+if allowed=$(python3 - "$filters" <<'PY'
+import subprocess, sys
+def expand(name):
+    if not name.startswith("@"):
+        return {name}
+    out = subprocess.run(["systemd-analyze", "syscall-filter", name], capture_output=True, text=True, check=True).stdout
+    found = set()
+    for line in out.splitlines()[1:]:
+        w = line.strip()
+        if w and not w.startswith("#"):
+            found |= expand(w)
+    return found
+allow = None
+for line in sys.argv[1].splitlines():
+    deny = line.startswith("~")
+    names = set().union(*(expand(n) for n in line.lstrip("~").split()))
+    if allow is None:
+        allow = (not deny, names)
+        continue
+    is_allow_list, set_ = allow
+    if is_allow_list:
+        set_ = set_ - names if deny else set_ | names
+    else:
+        set_ = set_ | names if deny else set_ - names
+    allow = (is_allow_list, set_)
+is_allow_list, set_ = allow
+for call in ("sched_setaffinity", "sched_getaffinity"):
+    if (call in set_) != is_allow_list:
+        print(call)
+PY
+); then
+  if [ -z "$allowed" ]; then
+    echo "ok: SystemCallFilter= allows sched_setaffinity and sched_getaffinity (--pin-workers)"
+  else
+    fail "$UNIT: SystemCallFilter= refuses $(echo $allowed), which --pin-workers needs"
+  fi
+else
+  fail "could not evaluate SystemCallFilter= with systemd-analyze syscall-filter"
+fi
 # The sysusers file, applied to an empty throw-away root.
 if out=$(systemd-sysusers --root="$tmp/sysroot" "$DEPLOY_DIR/systemd/mis-gateway.sysusers.conf" 2>&1) \
    && grep -q '^mis-gateway:' "$tmp/sysroot/etc/passwd"; then

@@ -40,6 +40,7 @@ pub mod mis_h1;
 pub mod mis_pool;
 pub mod mock_mis;
 pub mod normalize;
+pub mod notify;
 pub mod redis_store;
 pub mod reload;
 pub mod run_to_end;

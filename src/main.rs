@@ -45,18 +45,6 @@ struct Cli {
         value_parser = clap::builder::BoolishValueParser::new()
     )]
     pin_workers: bool,
-    /// Unpinned, let a worker that finds another worker waiting for its CPU move itself to
-    /// another CPU (the default; `false`: the kernel alone places the workers).
-    /// (The variable takes 1/0, true/false, yes/no, on/off.)
-    #[arg(
-        long,
-        global = true,
-        env = "MIS_GATEWAY_SPREAD_WORKERS",
-        default_value_t = true,
-        action = clap::ArgAction::Set,
-        value_parser = clap::builder::BoolishValueParser::new()
-    )]
-    spread_workers: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -95,10 +83,10 @@ fn main() -> ExitCode {
     let format = cli.log_format;
     let workers = Threads {
         count: cli.worker_threads,
-        placement: match (cli.pin_workers, cli.spread_workers) {
-            (true, _) => Placement::Pin,
-            (false, true) => Placement::Spread,
-            (false, false) => Placement::Free,
+        placement: if cli.pin_workers {
+            Placement::Pin
+        } else {
+            Placement::Free
         },
     };
     match cli.command {
@@ -239,7 +227,11 @@ async fn serve(path: PathBuf, workers: Threads) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    app.run(api, Some(admin), shutdown_signal(), true).await;
+    let shutdown = async {
+        shutdown_signal().await;
+        mis_gateway::notify::stopping();
+    };
+    app.run(api, Some(admin), shutdown, true).await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }
