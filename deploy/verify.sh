@@ -523,8 +523,32 @@ else:
     check(user and int(user[-1]) == eff("runAsUser"), f"Dockerfile USER {user[-1] if user else None} = runAsUser",
           f"Dockerfile USER {user} != Deployment runAsUser {eff('runAsUser')}")
     hc = re.search(r"^HEALTHCHECK .*?(?<!\\)$", dockerfile, re.M | re.S)
-    check(hc and "9090" in hc.group(0) and "/healthz" in hc.group(0), "Dockerfile HEALTHCHECK hits :9090/healthz",
-          "Dockerfile HEALTHCHECK must request /healthz on port 9090")
+    check(hc and '"healthcheck"' in hc.group(0) and "9090" in hc.group(0) and "/readyz" in hc.group(0),
+          "Dockerfile HEALTHCHECK runs `mis-gateway healthcheck` on :9090/readyz",
+          "Dockerfile HEALTHCHECK must run the binary's healthcheck against :9090/readyz (no shell in the image)")
+    # Every base image pinned by digest: FROM lines name a stage, or an image with @sha256:,
+    # directly or through an ARG whose default carries it.
+    dargs = dict(re.findall(r"^ARG (\w+)=(\S+)", dockerfile, re.M))
+    stages_seen, unpinned = set(), []
+    for image, stage in re.findall(r"^FROM (\S+)(?: AS (\S+))?", dockerfile, re.M):
+        expanded = re.sub(r"\$\{(\w+)\}", lambda m: dargs.get(m.group(1), ""), image)
+        if image not in stages_seen and not re.search(r"@sha256:[0-9a-f]{64}$", expanded):
+            unpinned.append(image)
+        if stage:
+            stages_seen.add(stage)
+    check(not unpinned, "Dockerfile base images are pinned by digest",
+          f"Dockerfile FROM without an @sha256: digest: {unpinned}")
+    labels = set(re.findall(r"org\.opencontainers\.image\.(\w+)=", dockerfile))
+    want = {"title", "description", "licenses", "version", "revision"}
+    check(want <= labels, "Dockerfile sets the OCI labels " + ", ".join(sorted(want)),
+          f"Dockerfile lacks OCI labels {sorted(want - labels)}")
+    try:
+        with open(os.path.join(repo, ".dockerignore"), encoding="utf-8") as fh:
+            ignore = [l.strip() for l in fh if l.strip() and not l.startswith("#")]
+        check(ignore[:1] == ["*"], ".dockerignore leaves out everything not re-included",
+              ".dockerignore must start with `*` (an allow-list, so target/ and .git/ never reach the daemon)")
+    except OSError:
+        fail(".dockerignore missing at the repository root (the build context)")
     check(re.search(r"MIS_GATEWAY_CONFIG=/etc/mis-gateway/routes\.toml", dockerfile) is not None,
           "Dockerfile sets MIS_GATEWAY_CONFIG=/etc/mis-gateway/routes.toml",
           "Dockerfile must set ENV MIS_GATEWAY_CONFIG=/etc/mis-gateway/routes.toml")

@@ -30,6 +30,7 @@ pub mod drain;
 pub mod error;
 pub mod gateway;
 pub mod guard;
+pub mod healthcheck;
 pub mod idempotency;
 pub mod json;
 pub mod live;

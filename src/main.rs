@@ -66,6 +66,21 @@ enum Command {
     },
     /// Read one password line from stdin and print its Argon2id PHC string.
     HashPassword,
+    /// Ask the admin listener's readiness once (for images without curl): exit 0 when it
+    /// answers 200, 1 otherwise.
+    Healthcheck {
+        /// The admin listener (admin.listen; 0.0.0.0 is probed as 127.0.0.1).
+        #[arg(
+            long,
+            default_value = "127.0.0.1:9090",
+            env = "MIS_GATEWAY_HEALTHCHECK_ADDR"
+        )]
+        addr: String,
+        #[arg(long, default_value = "/readyz")]
+        path: String,
+        #[arg(long, default_value_t = 3000)]
+        timeout_ms: u64,
+    },
     /// Run the gateway with in-process mock MIS servers and print a curl that books.
     Demo {
         #[arg(long, default_value = "routes.toml")]
@@ -96,6 +111,11 @@ fn main() -> ExitCode {
             check(&config, against.as_deref())
         }
         Command::HashPassword => hash_password(),
+        Command::Healthcheck {
+            addr,
+            path,
+            timeout_ms,
+        } => healthcheck(&addr, &path, timeout_ms),
         Command::Serve { config } => {
             runtime().block_on(with_telemetry(format, serve(config, workers)))
         }
@@ -178,6 +198,25 @@ fn check(path: &std::path::Path, against: Option<&std::path::Path>) -> ExitCode 
             for p in problems {
                 eprintln!("  {p}");
             }
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn healthcheck(addr: &str, path: &str, timeout_ms: u64) -> ExitCode {
+    let addr = addr.replace("0.0.0.0:", "127.0.0.1:");
+    let timeout = std::time::Duration::from_millis(timeout_ms.max(1));
+    match mis_gateway::healthcheck::probe(&addr, path, timeout) {
+        Ok(200) => {
+            println!("http://{addr}{path}: 200");
+            ExitCode::SUCCESS
+        }
+        Ok(code) => {
+            eprintln!("http://{addr}{path}: {code}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("healthcheck: {e}");
             ExitCode::FAILURE
         }
     }
