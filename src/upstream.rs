@@ -138,6 +138,7 @@ impl Upstream {
         body: &Bytes,
         request_id: &HeaderValue,
         traceparent: Option<&HeaderValue>,
+        tracestate: Option<&HeaderValue>,
     ) -> Result<MisAnswer, GatewayError> {
         let b = &self.backend;
         let uri = &b.appointments_uri;
@@ -169,9 +170,10 @@ impl Upstream {
         // Without an exporter the span is none: no `Instrumented` around the attempt (its
         // ~1.5 KiB future would be copied into the wrapper and then into this one's state).
         let result = if span.is_none() {
-            self.attempt(body, request_id, traceparent).await
+            self.attempt(body, request_id, traceparent, tracestate)
+                .await
         } else {
-            self.attempt(body, request_id, traceparent)
+            self.attempt(body, request_id, traceparent, tracestate)
                 .instrument(span.clone())
                 .await
         };
@@ -197,6 +199,7 @@ impl Upstream {
         body: &Bytes,
         request_id: &HeaderValue,
         traceparent: Option<&HeaderValue>,
+        tracestate: Option<&HeaderValue>,
     ) -> Result<MisAnswer, GatewayError> {
         let b = &self.backend;
         // A free connection first: nothing is sent while waiting, so running out of time here
@@ -214,11 +217,15 @@ impl Upstream {
             },
         };
         let started = tokio::time::Instant::now();
-        match self.exchange(body, request_id, traceparent, started).await {
+        match self
+            .exchange(body, request_id, traceparent, tracestate, started)
+            .await
+        {
             Err(GatewayError::MisUnreachable) if started.elapsed() < b.connect_timeout / 2 => {
                 tracing::debug!(backend = %b.name, "connection refused; one retry on a fresh connection");
                 let again = tokio::time::Instant::now();
-                self.exchange(body, request_id, traceparent, again).await
+                self.exchange(body, request_id, traceparent, tracestate, again)
+                    .await
             }
             other => other,
         }
@@ -230,6 +237,7 @@ impl Upstream {
         body: &Bytes,
         request_id: &HeaderValue,
         traceparent: Option<&HeaderValue>,
+        tracestate: Option<&HeaderValue>,
         start: tokio::time::Instant,
     ) -> Result<MisAnswer, GatewayError> {
         let b = &self.backend;
@@ -238,6 +246,7 @@ impl Upstream {
             authorization: &b.authorization,
             request_id,
             traceparent,
+            tracestate,
         };
         let limit = b.max_response_bytes;
         let pool = self.pool();
