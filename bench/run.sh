@@ -24,8 +24,6 @@
 #   PIN_WORKERS [0]     1 holds each proxy thread to a CPU of its own, both alike: HAProxy by
 #                       cpu-map (thread i on the i-th CPU of the mask), the gateway by
 #                       --pin-workers (worker i likewise); 0 leaves both to the scheduler
-#   SPREAD_WORKERS [1]  0 runs the gateway with --spread-workers false (the kernel alone places
-#                       its workers; by default a worker moves off a CPU another worker waits for)
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}
@@ -39,7 +37,6 @@ GATEWAY_RUST_LOG=${GATEWAY_RUST_LOG:-info}
 GATEWAY_LOG=${GATEWAY_LOG:-/dev/null}
 KEEP_TMP=${KEEP_TMP:-0}
 PIN_WORKERS=${PIN_WORKERS:-0}
-SPREAD_WORKERS=${SPREAD_WORKERS:-1}
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 ROOT=$(cd "$HERE/.." && pwd)
@@ -132,7 +129,6 @@ nginx -c "$T/nginx.conf" -p "$T" & PIDS+=($!)
 haproxy -db -f "$T/haproxy.cfg" & PIDS+=($!); HAPROXY_PID=$!
 GATEWAY_ARGS=()
 [ "$PIN_WORKERS" = 1 ] && GATEWAY_ARGS+=(--pin-workers)
-[ "$SPREAD_WORKERS" = 0 ] && GATEWAY_ARGS+=(--spread-workers false)
 env RUST_LOG="$GATEWAY_RUST_LOG" "$BIN" serve --config "$T/routes.toml" "${GATEWAY_ARGS[@]}" 2>>"$GATEWAY_LOG" >&2 &
 PIDS+=($!); GATEWAY_PID=$!
 
@@ -248,7 +244,7 @@ for p in "${PIDS[@]}"; do kill -0 "$p" 2>/dev/null || die "a server died during 
 # ---------------------------------------------------------------- summary
 {
   echo "rounds=$ROUNDS"; echo "duration_s=$DURATION"; echo "rate_total=$RATE"; echo "rate_threads=$RATE_THREADS"
-  echo "conns=$CONNS"; echo "big_conns=$BIG_CONNS"; echo "mis_conns=$MIS_CONNS"; echo "gateway_rust_log=$GATEWAY_RUST_LOG"; echo "pin_workers=$PIN_WORKERS"; echo "spread_workers=$SPREAD_WORKERS"
+  echo "conns=$CONNS"; echo "big_conns=$BIG_CONNS"; echo "mis_conns=$MIS_CONNS"; echo "gateway_rust_log=$GATEWAY_RUST_LOG"; echo "pin_workers=$PIN_WORKERS"
   echo "gateway_bin=$BIN_SRC"; echo "gateway_sha256=$(sha256sum "$BIN" | cut -c1-16)"; echo "gateway_version=$("$BIN" --version 2>/dev/null | head -1)"
   echo "git_head=$(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$ROOT" diff --quiet HEAD -- src Cargo.toml Cargo.lock 2>/dev/null || echo '+dirty')"
   echo "haproxy_version=$(haproxy -v | head -1 | awk '{print $3}')"

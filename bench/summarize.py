@@ -206,8 +206,7 @@ def main():
     print()
     print(f"mis-gateway bench: {rounds} rounds x {duration}s, {meta['conns']} connections, "
           f"body {meta['body_bytes']} B, {meta['nproc']} CPUs, gateway {meta['git_head']} (RUST_LOG={meta['gateway_rust_log']})"
-          + (", threads pinned (haproxy cpu-map, gateway --pin-workers)" if str(meta.get('pin_workers', 0)) == "1" else "")
-          + (", gateway --spread-workers false" if str(meta.get('spread_workers', 1)) == "0" and str(meta.get('pin_workers', 0)) != "1" else ""))
+          + (", threads pinned (haproxy cpu-map, gateway --pin-workers)" if str(meta.get('pin_workers', 0)) == "1" else ""))
     print(f"every request a distinct booking (fresh slot + direction.guid) | medians over rounds | "
           f"throughput: wrk -t1 -c{meta['conns']} closed loop | fixed rate: wrk -t{meta['rate_threads']} "
           f"-c{meta['conns']} paced at {meta['rate_total']} rps | at most {meta.get('mis_conns', '?')} "

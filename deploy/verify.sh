@@ -51,6 +51,54 @@ else
   [ -z "$out" ] || printf '%s\n' "$out" | sed 's/^/    note (not our unit): /'
   echo "ok: systemd-analyze verify mis-gateway.service"
 fi
+# Type=notify: the gateway sends READY=1 itself (tests/notify.rs proves it does).
+if grep -q '^Type=notify$' "$UNIT"; then
+  echo "ok: Type=notify"
+else
+  fail "$UNIT: Type= must be notify (the gateway reports READY/RELOADING/STATUS)"
+fi
+# The seccomp filter as systemd builds it (assignments in order; the first decides allow- or
+# deny-list; groups expanded by this systemd's own tables) must let --pin-workers place threads.
+filters=$(sed -n 's/^SystemCallFilter=//p' "$UNIT")
+if allowed=$(python3 - "$filters" <<'PY'
+import subprocess, sys
+def expand(name):
+    if not name.startswith("@"):
+        return {name}
+    out = subprocess.run(["systemd-analyze", "syscall-filter", name], capture_output=True, text=True, check=True).stdout
+    found = set()
+    for line in out.splitlines()[1:]:
+        w = line.strip()
+        if w and not w.startswith("#"):
+            found |= expand(w)
+    return found
+allow = None
+for line in sys.argv[1].splitlines():
+    deny = line.startswith("~")
+    names = set().union(*(expand(n) for n in line.lstrip("~").split()))
+    if allow is None:
+        allow = (not deny, names)
+        continue
+    is_allow_list, set_ = allow
+    if is_allow_list:
+        set_ = set_ - names if deny else set_ | names
+    else:
+        set_ = set_ | names if deny else set_ - names
+    allow = (is_allow_list, set_)
+is_allow_list, set_ = allow
+for call in ("sched_setaffinity", "sched_getaffinity"):
+    if (call in set_) != is_allow_list:
+        print(call)
+PY
+); then
+  if [ -z "$allowed" ]; then
+    echo "ok: SystemCallFilter= allows sched_setaffinity and sched_getaffinity (--pin-workers)"
+  else
+    fail "$UNIT: SystemCallFilter= refuses $(echo $allowed), which --pin-workers needs"
+  fi
+else
+  fail "could not evaluate SystemCallFilter= with systemd-analyze syscall-filter"
+fi
 # The sysusers file, applied to an empty throw-away root.
 if out=$(systemd-sysusers --root="$tmp/sysroot" "$DEPLOY_DIR/systemd/mis-gateway.sysusers.conf" 2>&1) \
    && grep -q '^mis-gateway:' "$tmp/sysroot/etc/passwd"; then
@@ -475,8 +523,32 @@ else:
     check(user and int(user[-1]) == eff("runAsUser"), f"Dockerfile USER {user[-1] if user else None} = runAsUser",
           f"Dockerfile USER {user} != Deployment runAsUser {eff('runAsUser')}")
     hc = re.search(r"^HEALTHCHECK .*?(?<!\\)$", dockerfile, re.M | re.S)
-    check(hc and "9090" in hc.group(0) and "/healthz" in hc.group(0), "Dockerfile HEALTHCHECK hits :9090/healthz",
-          "Dockerfile HEALTHCHECK must request /healthz on port 9090")
+    check(hc and '"healthcheck"' in hc.group(0) and "9090" in hc.group(0) and "/readyz" in hc.group(0),
+          "Dockerfile HEALTHCHECK runs `mis-gateway healthcheck` on :9090/readyz",
+          "Dockerfile HEALTHCHECK must run the binary's healthcheck against :9090/readyz (no shell in the image)")
+    # Every base image pinned by digest: FROM lines name a stage, or an image with @sha256:,
+    # directly or through an ARG whose default carries it.
+    dargs = dict(re.findall(r"^ARG (\w+)=(\S+)", dockerfile, re.M))
+    stages_seen, unpinned = set(), []
+    for image, stage in re.findall(r"^FROM (\S+)(?: AS (\S+))?", dockerfile, re.M):
+        expanded = re.sub(r"\$\{(\w+)\}", lambda m: dargs.get(m.group(1), ""), image)
+        if image not in stages_seen and not re.search(r"@sha256:[0-9a-f]{64}$", expanded):
+            unpinned.append(image)
+        if stage:
+            stages_seen.add(stage)
+    check(not unpinned, "Dockerfile base images are pinned by digest",
+          f"Dockerfile FROM without an @sha256: digest: {unpinned}")
+    labels = set(re.findall(r"org\.opencontainers\.image\.(\w+)=", dockerfile))
+    want = {"title", "description", "licenses", "version", "revision"}
+    check(want <= labels, "Dockerfile sets the OCI labels " + ", ".join(sorted(want)),
+          f"Dockerfile lacks OCI labels {sorted(want - labels)}")
+    try:
+        with open(os.path.join(repo, ".dockerignore"), encoding="utf-8") as fh:
+            ignore = [l.strip() for l in fh if l.strip() and not l.startswith("#")]
+        check(ignore[:1] == ["*"], ".dockerignore leaves out everything not re-included",
+              ".dockerignore must start with `*` (an allow-list, so target/ and .git/ never reach the daemon)")
+    except OSError:
+        fail(".dockerignore missing at the repository root (the build context)")
     check(re.search(r"MIS_GATEWAY_CONFIG=/etc/mis-gateway/routes\.toml", dockerfile) is not None,
           "Dockerfile sets MIS_GATEWAY_CONFIG=/etc/mis-gateway/routes.toml",
           "Dockerfile must set ENV MIS_GATEWAY_CONFIG=/etc/mis-gateway/routes.toml")

@@ -102,6 +102,10 @@ impl App {
             (Some(r), true) => r.spawn_watchers(),
             _ => Vec::new(),
         };
+        if watch {
+            // Bound, and SIGHUP handled: systemd may now consider the start done.
+            crate::edge::notify::ready(self.live.load().number);
+        }
         let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
         let admin_task = admin.map(|listener| {
             tokio::spawn(server::serve(

@@ -45,18 +45,6 @@ struct Cli {
         value_parser = clap::builder::BoolishValueParser::new()
     )]
     pin_workers: bool,
-    /// Unpinned, let a worker that finds another worker waiting for its CPU move itself to
-    /// another CPU (the default; `false`: the kernel alone places the workers).
-    /// (The variable takes 1/0, true/false, yes/no, on/off.)
-    #[arg(
-        long,
-        global = true,
-        env = "MIS_GATEWAY_SPREAD_WORKERS",
-        default_value_t = true,
-        action = clap::ArgAction::Set,
-        value_parser = clap::builder::BoolishValueParser::new()
-    )]
-    spread_workers: bool,
     #[command(subcommand)]
     command: Command,
 }
@@ -78,6 +66,21 @@ enum Command {
     },
     /// Read one password line from stdin and print its Argon2id PHC string.
     HashPassword,
+    /// Ask the admin listener's readiness once (for images without curl): exit 0 when it
+    /// answers 200, 1 otherwise.
+    Healthcheck {
+        /// The admin listener (admin.listen; 0.0.0.0 is probed as 127.0.0.1).
+        #[arg(
+            long,
+            default_value = "127.0.0.1:9090",
+            env = "MIS_GATEWAY_HEALTHCHECK_ADDR"
+        )]
+        addr: String,
+        #[arg(long, default_value = "/readyz")]
+        path: String,
+        #[arg(long, default_value_t = 3000)]
+        timeout_ms: u64,
+    },
     /// Run the gateway with in-process mock MIS servers and print a curl that books.
     Demo {
         #[arg(long, default_value = "routes.toml")]
@@ -95,10 +98,10 @@ fn main() -> ExitCode {
     let format = cli.log_format;
     let workers = Threads {
         count: cli.worker_threads,
-        placement: match (cli.pin_workers, cli.spread_workers) {
-            (true, _) => Placement::Pin,
-            (false, true) => Placement::Spread,
-            (false, false) => Placement::Free,
+        placement: if cli.pin_workers {
+            Placement::Pin
+        } else {
+            Placement::Free
         },
     };
     match cli.command {
@@ -108,6 +111,11 @@ fn main() -> ExitCode {
             check(&config, against.as_deref())
         }
         Command::HashPassword => hash_password(),
+        Command::Healthcheck {
+            addr,
+            path,
+            timeout_ms,
+        } => healthcheck(&addr, &path, timeout_ms),
         Command::Serve { config } => {
             runtime().block_on(with_telemetry(format, serve(config, workers)))
         }
@@ -195,6 +203,25 @@ fn check(path: &std::path::Path, against: Option<&std::path::Path>) -> ExitCode 
     }
 }
 
+fn healthcheck(addr: &str, path: &str, timeout_ms: u64) -> ExitCode {
+    let addr = addr.replace("0.0.0.0:", "127.0.0.1:");
+    let timeout = std::time::Duration::from_millis(timeout_ms.max(1));
+    match mis_gateway::edge::healthcheck::probe(&addr, path, timeout) {
+        Ok(200) => {
+            println!("http://{addr}{path}: 200");
+            ExitCode::SUCCESS
+        }
+        Ok(code) => {
+            eprintln!("http://{addr}{path}: {code}");
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("healthcheck: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn hash_password() -> ExitCode {
     let mut line = String::new();
     if std::io::stdin().lock().read_line(&mut line).is_err() {
@@ -239,7 +266,11 @@ async fn serve(path: PathBuf, workers: Threads) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    app.run(api, Some(admin), shutdown_signal(), true).await;
+    let shutdown = async {
+        shutdown_signal().await;
+        mis_gateway::edge::notify::stopping();
+    };
+    app.run(api, Some(admin), shutdown, true).await;
     tracing::info!("stopped");
     ExitCode::SUCCESS
 }

@@ -40,3 +40,42 @@ fn the_readme_error_table_matches_the_code() {
         .collect();
     assert_eq!(rows, expected);
 }
+
+/// ARCHITECTURE.md's code map names every room and every module in it, so a new file cannot
+/// land without its line in the map.
+#[test]
+fn the_architecture_code_map_names_every_module() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let architecture = std::fs::read_to_string(root.join("ARCHITECTURE.md")).unwrap();
+    let map = architecture
+        .split("## Code map")
+        .nth(1)
+        .and_then(|rest| rest.split("\n## ").next())
+        .expect("ARCHITECTURE.md has a code map section");
+    let mut missing = Vec::new();
+    let mut stack = vec![root.join("src")];
+    while let Some(dir) = stack.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_stem().unwrap().to_string_lossy().into_owned();
+            if path.is_dir() {
+                if !map.contains(&format!("`{name}/`")) {
+                    missing.push(format!("{name}/"));
+                }
+                stack.push(path);
+            } else if !matches!(name.as_str(), "mod" | "main" | "lib") {
+                let named = map.contains(&format!("`{name}`"))
+                    || map.contains(&format!("`{name}.rs`"))
+                    || map.contains(&format!("`{name}/`"));
+                if !named {
+                    missing.push(path.strip_prefix(root).unwrap().display().to_string());
+                }
+            }
+        }
+    }
+    missing.sort();
+    assert!(
+        missing.is_empty(),
+        "not in ARCHITECTURE.md's code map: {missing:?}"
+    );
+}

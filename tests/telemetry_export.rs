@@ -118,4 +118,5 @@ async fn a_booking_is_one_trace_across_gateway_and_mis_and_is_counted() {
     ] {
         assert!(m.contains(needle), "missing {needle} in\n{m}");
     }
+    tracestate_needs_its_traceparent(&gw, &mis).await;
 }

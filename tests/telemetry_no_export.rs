@@ -36,4 +36,5 @@ async fn without_export_the_trace_context_still_reaches_the_mis_the_answer_and_t
     assert_eq!(access[0]["trace_id"], TRACE_ID);
     assert_eq!(access[0]["status"], 200);
     assert_eq!(access[2]["trace_id"], own.as_str());
+    tracestate_needs_its_traceparent(&gw, &mis).await;
 }

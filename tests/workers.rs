@@ -98,14 +98,12 @@ async fn pin_workers_holds_each_worker_thread_of_the_process_to_a_cpu_of_its_own
     };
 
     let whole = [mask.clone(), mask.clone()];
-    // Unpinned by default (spreading), with the variable off, and with spreading off too: any
-    // CPU of the mask. Pinned (through the environment, as a unit file would set it): one CPU
+    // Unpinned by default and with the variable off: any CPU of the mask. Pinned (through the environment, as a unit file would set it): one CPU
     // each, the mask's first and second (its first again on a one-CPU machine).
     let pinned = [vec![mask[0]], vec![mask[1 % mask.len()]]];
     for (env, expected) in [
         (&[][..], whole.clone()),
-        (&[("MIS_GATEWAY_PIN_WORKERS", "0")][..], whole.clone()),
-        (&[("MIS_GATEWAY_SPREAD_WORKERS", "0")][..], whole),
+        (&[("MIS_GATEWAY_PIN_WORKERS", "0")][..], whole),
         (&[("MIS_GATEWAY_PIN_WORKERS", "1")][..], pinned),
     ] {
         let mut demo = DemoProcess::start(&["--worker-threads", "2"], env).await;

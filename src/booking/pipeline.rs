@@ -153,10 +153,11 @@ impl Gateway {
     {
         let started = Instant::now();
         let request_id = RequestId::new();
-        let (span, traceparent) = request_trace(&req, request_id.as_str());
+        let (span, traceparent, tracestate) = request_trace(&req, request_id.as_str());
         let ids = Ids {
             request_id,
             traceparent,
+            tracestate,
         };
         let generation = self.live.load();
         let mut rec = Record::default();
@@ -353,6 +354,7 @@ impl Gateway {
                     &b.body,
                     ids.request_id.header(),
                     ids.traceparent.as_ref().or(b.traceparent.as_ref()),
+                    ids.tracestate.as_ref(),
                 )
                 .await;
             rec.mis_time = Some(mis_started.elapsed());
@@ -509,6 +511,8 @@ fn finish(
 struct Ids {
     request_id: RequestId,
     traceparent: Option<HeaderValue>,
+    /// The integrator's `tracestate`, sent on with the trace it belongs to.
+    tracestate: Option<HeaderValue>,
 }
 
 impl Ids {
@@ -555,14 +559,18 @@ fn server_span<B>(req: &Request<B>, request_id: &str) -> tracing::Span {
 /// context is derived here as the SDK would (the integrator's trace, or a new one; a new span
 /// id), sparing each request the span's creation, its enters and exits on every poll and
 /// its closing in the subscriber and the OpenTelemetry layer.
-fn request_trace<B>(req: &Request<B>, request_id: &str) -> (tracing::Span, Option<HeaderValue>) {
+fn request_trace<B>(
+    req: &Request<B>,
+    request_id: &str,
+) -> (tracing::Span, Option<HeaderValue>, Option<HeaderValue>) {
+    use crate::telemetry::{traceparent, tracestate};
     if !crate::telemetry::exporting() {
         let sc = crate::telemetry::child_of(&parent_context(req.headers()));
-        return (tracing::Span::none(), crate::telemetry::traceparent(&sc));
+        return (tracing::Span::none(), traceparent(&sc), tracestate(&sc));
     }
     let span = server_span(req, request_id);
-    let traceparent = crate::telemetry::traceparent(&span.context().span().span_context().clone());
-    (span, traceparent)
+    let sc = span.context().span().span_context().clone();
+    (span, traceparent(&sc), tracestate(&sc))
 }
 
 /// The integrator's trace context from `traceparent` (an empty context without one).

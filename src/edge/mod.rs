@@ -4,6 +4,8 @@
 
 pub mod admin;
 pub mod drain;
+pub mod healthcheck;
+pub mod notify;
 pub mod reload;
 pub mod server;
 pub mod workers;

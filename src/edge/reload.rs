@@ -66,6 +66,7 @@ impl Reloader {
         let _one_at_a_time = self.serial.lock().await;
         self.attempts
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        crate::edge::notify::reloading();
         let path = self.path.clone();
         let secrets = self.secrets.clone();
         let loaded = tokio::task::spawn_blocking(move || Config::load(&path, &*secrets))
@@ -136,6 +137,7 @@ impl Reloader {
                 );
             }
         }
+        crate::edge::notify::reloaded(trigger, &outcome);
         outcome
     }
 
@@ -186,17 +188,20 @@ impl Reloader {
         }
         #[cfg(unix)]
         {
-            let me = self.clone();
-            tasks.push(tokio::spawn(async move {
-                use tokio::signal::unix::{SignalKind, signal};
-                let Ok(mut hup) = signal(SignalKind::hangup()) else {
-                    tracing::error!("cannot listen for SIGHUP");
-                    return;
-                };
-                while hup.recv().await.is_some() {
-                    me.reload("sighup").await;
+            use tokio::signal::unix::{SignalKind, signal};
+            // Registered before returning, so a SIGHUP right after start (systemd may send one
+            // as soon as READY=1 is out) reloads rather than kills the process.
+            match signal(SignalKind::hangup()) {
+                Ok(mut hup) => {
+                    let me = self.clone();
+                    tasks.push(tokio::spawn(async move {
+                        while hup.recv().await.is_some() {
+                            me.reload("sighup").await;
+                        }
+                    }));
                 }
-            }));
+                Err(e) => tracing::error!(error = %e, "cannot listen for SIGHUP"),
+            }
         }
         tasks
     }

@@ -265,7 +265,6 @@ fn service<H: Handler>(
     use futures_util::future::{Either, ready};
     use std::panic::{AssertUnwindSafe, catch_unwind};
     hyper::service::service_fn(move |req: Request<Incoming>| {
-        crate::edge::workers::on_request();
         let handler = handler.clone();
         match catch_unwind(AssertUnwindSafe(|| handler.call(req, peer))) {
             Ok(answer) => Either::Left(

@@ -8,17 +8,9 @@
 //! connection's task) wake one another across threads: futexes, reschedule interrupts and
 //! cache misses that cost more than the booking's own work on a loaded 2-core machine.
 //!
-//! Where the workers run ([`Placement`]):
-//! - **spread** (the default): the kernel places the workers, and a worker that finds another
-//!   worker waiting for the CPU it runs on moves itself elsewhere (`workers/spread.rs`). Left
-//!   alone, the kernel at times queues two busy workers on one CPU for a whole slice, and the
-//!   waiting worker's connections wait with it (figures in `bench/README.md`).
-//! - **pin** (`--pin-workers`): each worker thread is held to one CPU of the process's
-//!   affinity mask (worker *i* to the *i*-th CPU, round the mask again if there are more
-//!   workers), as HAProxy's `cpu-map` or nginx's `worker_cpu_affinity` do. A pinned worker
-//!   cannot leave a CPU that something else keeps busy, so it is for hosts (or cpusets) given
-//!   to the gateway.
-//! - **free** (`--spread-workers false`): the kernel alone places the workers.
+//! Where the workers run ([`Placement`]): by default the kernel places them; `--pin-workers`
+//! holds worker *i* to the *i*-th CPU of the process's affinity mask (as HAProxy's `cpu-map`),
+//! for hosts or cpusets given to the gateway. A refused placement call is logged once at start.
 //!
 //! The price of thread-per-core: a worker busy with one heavy connection does not shed its
 //! other connections to an idle thread. Bookings are short and uniform, and new connections go
@@ -35,17 +27,12 @@ use nix::unistd::Pid;
 use tokio::runtime::Handle;
 use tokio::sync::oneshot;
 
-mod spread;
-pub use spread::on_request;
-
 /// Where worker threads run; see the module documentation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Placement {
-    /// The kernel alone places them.
-    Free,
-    /// The kernel places them; a worker moves off a CPU where another worker waits.
+    /// The kernel places them.
     #[default]
-    Spread,
+    Free,
     /// Each is held to a CPU of its own.
     Pin,
 }
@@ -110,24 +97,20 @@ pub struct Workers {
 
 impl Workers {
     /// Starts `n` (at least one) worker threads, placed as `placement` says. Pinned, each is
-    /// held to a CPU of its own ([`Workers::cpus`] says which; a thread the kernel refuses to
-    /// pin runs unpinned, with a warning). Spreading needs two workers and two CPUs.
+    /// held to a CPU of its own ([`Workers::cpus`] says which); a thread the kernel refuses to
+    /// pin runs unpinned, and one warning at start names the workers and the error.
     pub fn start(n: usize, placement: Placement) -> io::Result<Workers> {
-        let pin = placement == Placement::Pin;
         let mask = match placement {
             Placement::Free => Vec::new(),
-            _ => allowed_cpus().unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "the CPU affinity mask could not be read; the kernel alone places the worker threads");
+            Placement::Pin => allowed_cpus().unwrap_or_else(|e| {
+                tracing::warn!(error = %e, "the CPU affinity mask could not be read (sched_getaffinity); the worker threads run unpinned");
                 Vec::new()
             }),
         };
-        let cpus = if pin { mask.as_slice() } else { &[] };
-        let spread = (placement == Placement::Spread && n >= 2 && mask.len() >= 2)
-            .then(|| spread::Spread::new(n));
         let mut workers = Vec::with_capacity(n.max(1));
+        let mut refused = Vec::new();
         for i in 0..n.max(1) {
-            let spread = spread.clone();
-            let cpu = (!cpus.is_empty()).then(|| cpus[i % cpus.len()]);
+            let cpu = (!mask.is_empty()).then(|| mask[i % mask.len()]);
             let (handle_tx, handle_rx) = std::sync::mpsc::sync_channel(1);
             let (stop, stop_rx) = oneshot::channel::<()>();
             let (stopped_tx, stopped) = oneshot::channel::<()>();
@@ -135,16 +118,7 @@ impl Workers {
                 .name(format!("worker-{}", i + 1))
                 .spawn(move || {
                     INDEX.set(i + 1);
-                    if let Some(spread) = spread {
-                        spread.join(i);
-                    }
-                    let cpu = cpu.filter(|&c| match pin_to(c) {
-                        Ok(()) => true,
-                        Err(e) => {
-                            tracing::warn!(worker = i + 1, cpu = c, error = %e, "a worker thread could not be pinned; it runs unpinned");
-                            false
-                        }
-                    });
+                    let pinned = cpu.map(|c| pin_to(c).map(|()| c));
                     let rt = match tokio::runtime::Builder::new_current_thread()
                         .enable_all()
                         .build()
@@ -155,7 +129,7 @@ impl Workers {
                             return;
                         }
                     };
-                    let _ = handle_tx.send(Ok((rt.handle().clone(), cpu)));
+                    let _ = handle_tx.send(Ok((rt.handle().clone(), pinned)));
                     rt.block_on(async {
                         let _ = stop_rx.await;
                     });
@@ -163,9 +137,17 @@ impl Workers {
                     drop(rt);
                     let _ = stopped_tx.send(());
                 })?;
-            let (handle, cpu) = handle_rx
+            let (handle, pinned) = handle_rx
                 .recv()
                 .map_err(|_| io::Error::other("a worker thread exited while starting"))??;
+            let cpu = match pinned {
+                Some(Ok(c)) => Some(c),
+                Some(Err(e)) => {
+                    refused.push((i + 1, e));
+                    None
+                }
+                None => None,
+            };
             workers.push(Worker {
                 handle,
                 cpu,
@@ -175,7 +157,11 @@ impl Workers {
             });
         }
         let workers = Workers { workers };
-        if pin {
+        if let Some((_, e)) = refused.first() {
+            let which: Vec<usize> = refused.iter().map(|(w, _)| *w).collect();
+            tracing::warn!(workers = ?which, error = %e, errno = e.raw_os_error(), "sched_setaffinity was refused; these worker threads run unpinned (under systemd, allow it in SystemCallFilter=)");
+        }
+        if placement == Placement::Pin {
             tracing::info!(cpus = ?workers.cpus(), "worker threads pinned (worker i on the i-th CPU listed; None: unpinned)");
         }
         Ok(workers)

@@ -29,6 +29,18 @@ use tracing_subscriber::util::SubscriberInitExt;
 
 /// The W3C trace context header's name.
 pub const TRACEPARENT: http::HeaderName = http::HeaderName::from_static("traceparent");
+/// The W3C vendor trace state, forwarded with `traceparent` as it came.
+pub const TRACESTATE: http::HeaderName = http::HeaderName::from_static("tracestate");
+
+/// The W3C `tracestate` header of `sc`: the integrator's entries when its `traceparent` was
+/// valid (the propagator drops a malformed list), `None` when there are none.
+pub fn tracestate(sc: &opentelemetry::trace::SpanContext) -> Option<http::HeaderValue> {
+    let state = sc.trace_state().header();
+    if state.is_empty() {
+        return None;
+    }
+    http::HeaderValue::from_str(&state).ok()
+}
 
 /// The trace id (32 hex digits) in a `traceparent` value [`traceparent`] wrote: cut from the
 /// header, not formatted a second time.

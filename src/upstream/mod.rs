@@ -141,6 +141,7 @@ impl Upstream {
         body: &Bytes,
         request_id: &HeaderValue,
         traceparent: Option<&HeaderValue>,
+        tracestate: Option<&HeaderValue>,
     ) -> Result<MisAnswer, GatewayError> {
         let b = &self.backend;
         let uri = &b.appointments_uri;
@@ -172,9 +173,10 @@ impl Upstream {
         // Without an exporter the span is none: no `Instrumented` around the attempt, whose
         // future would otherwise be copied into the wrapper and then into this one's state.
         let result = if span.is_none() {
-            self.attempt(body, request_id, traceparent).await
+            self.attempt(body, request_id, traceparent, tracestate)
+                .await
         } else {
-            self.attempt(body, request_id, traceparent)
+            self.attempt(body, request_id, traceparent, tracestate)
                 .instrument(span.clone())
                 .await
         };
@@ -200,6 +202,7 @@ impl Upstream {
         body: &Bytes,
         request_id: &HeaderValue,
         traceparent: Option<&HeaderValue>,
+        tracestate: Option<&HeaderValue>,
     ) -> Result<MisAnswer, GatewayError> {
         let b = &self.backend;
         // A free connection first: nothing is sent while waiting, so running out of time here
@@ -217,11 +220,15 @@ impl Upstream {
             },
         };
         let started = tokio::time::Instant::now();
-        match self.exchange(body, request_id, traceparent, started).await {
+        match self
+            .exchange(body, request_id, traceparent, tracestate, started)
+            .await
+        {
             Err(GatewayError::MisUnreachable) if started.elapsed() < b.connect_timeout / 2 => {
                 tracing::debug!(backend = %b.name, "connection refused; one retry on a fresh connection");
                 let again = tokio::time::Instant::now();
-                self.exchange(body, request_id, traceparent, again).await
+                self.exchange(body, request_id, traceparent, tracestate, again)
+                    .await
             }
             other => other,
         }
@@ -233,6 +240,7 @@ impl Upstream {
         body: &Bytes,
         request_id: &HeaderValue,
         traceparent: Option<&HeaderValue>,
+        tracestate: Option<&HeaderValue>,
         start: tokio::time::Instant,
     ) -> Result<MisAnswer, GatewayError> {
         let b = &self.backend;
@@ -241,6 +249,7 @@ impl Upstream {
             authorization: &b.authorization,
             request_id,
             traceparent,
+            tracestate,
         };
         let limit = b.max_response_bytes;
         let pool = self.pool();

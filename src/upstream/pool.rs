@@ -26,7 +26,7 @@ use tokio::net::TcpStream;
 use tower::ServiceExt;
 
 use crate::error::X_REQUEST_ID;
-use crate::telemetry::TRACEPARENT;
+use crate::telemetry::{TRACEPARENT, TRACESTATE};
 use crate::upstream::h1::{self, BodyError, Failure, Head};
 
 type Body = Full<Bytes>;
@@ -51,6 +51,7 @@ pub struct Outgoing<'a> {
     pub authorization: &'a HeaderValue,
     pub request_id: &'a HeaderValue,
     pub traceparent: Option<&'a HeaderValue>,
+    pub tracestate: Option<&'a HeaderValue>,
 }
 
 enum Conn {
@@ -210,19 +211,23 @@ impl Pool {
     async fn exchange_h1(&self, conn: &mut H1, out: &Outgoing<'_>) -> Result<Head, Failure> {
         // The names the HTTP/2 request uses too; named locals, as `X_REQUEST_ID.as_str()` would
         // borrow a temporary dropped before the request is written.
-        let (request_id, traceparent) = (X_REQUEST_ID, TRACEPARENT);
-        let mut fields: [(&str, &[u8]); 3] = [
+        let (request_id, traceparent, tracestate) = (X_REQUEST_ID, TRACEPARENT, TRACESTATE);
+        let mut fields: [(&str, &[u8]); 4] = [
             (header::AUTHORIZATION.as_str(), out.authorization.as_bytes()),
             (request_id.as_str(), out.request_id.as_bytes()),
             ("", b""),
+            ("", b""),
         ];
-        let n = match out.traceparent {
-            Some(tp) => {
-                fields[2] = (traceparent.as_str(), tp.as_bytes());
-                3
+        let mut n = 2;
+        // `tracestate` only with the `traceparent` whose trace it describes.
+        if let Some(tp) = out.traceparent {
+            fields[n] = (traceparent.as_str(), tp.as_bytes());
+            n += 1;
+            if let Some(ts) = out.tracestate {
+                fields[n] = (tracestate.as_str(), ts.as_bytes());
+                n += 1;
             }
-            None => 2,
-        };
+        }
         conn.send(&self.h1_prefix, &fields[..n], out.body).await?;
         conn.read_head().await.map_err(Failure::Sent)
     }
@@ -292,6 +297,9 @@ impl Pool {
         headers.insert(X_REQUEST_ID, out.request_id.clone());
         if let Some(tp) = out.traceparent {
             headers.insert(TRACEPARENT, tp.clone());
+            if let Some(ts) = out.tracestate {
+                headers.insert(TRACESTATE, ts.clone());
+            }
         }
         req
     }

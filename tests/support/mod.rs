@@ -254,6 +254,7 @@ impl TestGateway {
             .header(header::CONTENT_TYPE, "application/json")
             .header(header::AUTHORIZATION, basic(PORTAL.0, PORTAL.1))
             .header("traceparent", format!("00-{trace_id}-{parent_id}-01"))
+            .header("tracestate", TRACESTATE)
             .body(Full::new(Bytes::from(body)))
             .unwrap()
     }
@@ -443,6 +444,9 @@ pub fn rename_save(path: &Path, content: &str) {
     std::fs::rename(&tmp, path).unwrap();
 }
 
+/// The vendor trace state [`TestGateway::traced`] sends (the W3C spec's example).
+pub const TRACESTATE: &str = "rojo=00f067aa0ba902b7,congo=t61rcWkgMzE";
+
 /// What [`drive_traced`] saw.
 pub struct Traced {
     /// The guid of the booking made with the integrator's `traceparent`.
@@ -473,6 +477,11 @@ pub async fn drive_traced(
         .to_owned();
     let parts: Vec<&str> = tp.split('-').collect();
     assert_eq!((parts[0], parts[1]), ("00", trace_id), "{tp}");
+    assert_eq!(
+        mis.received()[0].headers["tracestate"],
+        TRACESTATE,
+        "tracestate goes on with its trace"
+    );
 
     let bad = gw.send(gw.traced("{}".into(), trace_id, parent_id)).await;
     assert_eq!(bad.status, StatusCode::BAD_REQUEST);
@@ -491,6 +500,24 @@ pub async fn drive_traced(
         appointment,
         mis_parent: parts[2].to_owned(),
         own_trace,
+    }
+}
+
+/// Two bookings with a `tracestate` but no valid `traceparent`: the MIS gets the gateway's own
+/// trace and no `tracestate`, which belongs to no trace it is told of.
+pub async fn tracestate_needs_its_traceparent(gw: &TestGateway, mis: &MockMis) {
+    for traceparent in [None, Some("00-not-a-trace-01")] {
+        let mut req = booking_request(gw.url("/dir/appointments"), &fresh_booking(), PORTAL);
+        req.headers_mut()
+            .insert("tracestate", http::HeaderValue::from_static(TRACESTATE));
+        if let Some(tp) = traceparent {
+            req.headers_mut()
+                .insert("traceparent", http::HeaderValue::from_static(tp));
+        }
+        assert_eq!(gw.send(req).await.status, StatusCode::OK);
+        let got = mis.received().last().unwrap().headers.clone();
+        assert!(got.contains_key("traceparent"), "the gateway's own trace");
+        assert!(!got.contains_key("tracestate"), "{traceparent:?}: {got:?}");
     }
 }
 
