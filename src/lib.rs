@@ -15,6 +15,7 @@
 //! - [`error`]: the one table of statuses and `Message_code`s.
 //! - [`server`]: TCP listeners, HTTP/1.1 + HTTP/2, drain on shutdown.
 //! - [`reload`], [`admin`]: live reload of routes.toml; the admin listener (health, config, reload).
+//!   [`watch`]: which file-system events concern routes.toml.
 //! - [`app`]: wires the above together for `serve`, tests and the demo.
 //! - [`mock_mis`], [`demo`]: an in-process MIS of this family, for the demo and the tests.
 //! - [`telemetry`], [`metrics`]: logs, OpenTelemetry traces (OTLP), Prometheus metrics;
@@ -46,4 +47,5 @@ pub mod run_to_end;
 pub mod server;
 pub mod telemetry;
 pub mod upstream;
+pub mod watch;
 pub mod workers;
