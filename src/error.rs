@@ -110,7 +110,7 @@ pub const TABLE: &[(&str, ErrorKind)] = &[
     ("AuthThrottled",        kind(429, "94290", "Too many failed authentication attempts; retry after the delay in Retry-After.")),
     ("RateLimited",          kind(429, "94291", "This integrator's request rate limit is exceeded; retry after the delay in Retry-After.")),
     ("Internal",             kind(500, "95000", "Internal gateway error; the booking was not sent.")),
-    ("MisUnreachable",       kind(502, "95020", "The MIS could not be reached; the booking was not sent and may be retried.")),
+    ("MisUnreachable",       kind(502, "95020", "The MIS could not be reached; the booking was not sent. Retry after the delay in Retry-After.")),
     ("MisBadAnswer",         kind(502, "95021", "The MIS answered with an error the gateway could not understand; the booking was most likely not made.")),
     ("OutcomeUnknown",       kind(502, "95022", "The booking reached the MIS but its answer was lost or unusable; the booking may exist. Do not resend blindly.")),
     ("MisTls",               kind(502, "95023", "The TLS handshake with the MIS failed (its certificate was not trusted, or it refused the gateway's); the booking was not sent. The hub's operators must fix the backend's TLS settings.")),
@@ -244,6 +244,10 @@ impl GatewayError {
             }
             Self::MethodNotAllowed => {
                 h.insert(header::ALLOW, HeaderValue::from_static("POST"));
+            }
+            // Nothing was sent: a retry is safe, and a refused connection is often a restart.
+            Self::MisUnreachable => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             Self::RateLimited { retry_after_secs }
             | Self::AuthThrottled { retry_after_secs }

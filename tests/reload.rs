@@ -528,3 +528,68 @@ async fn a_replaced_config_folder_is_watched_anew() {
     rename_save(&path, &s.toml("mis-a"));
     assert!(eventually(LIVE_WITHIN, || async { routed_to(&gw).await == "mis-a" }).await);
 }
+
+#[tokio::test]
+async fn every_reload_logs_its_result_a_fixed_file_clears_last_rejected_and_restarts_are_named() {
+    use mis_gateway::telemetry::{Captured, Export, LogFormat, Telemetry};
+    let logs = Captured::default();
+    let _telemetry = Telemetry::init_with(LogFormat::Json, logs.clone(), Export::Off);
+    let s = Setup::new().await;
+    // No watcher: each reload below is the one POST /admin/reload asks for.
+    let app = mis_gateway::app::App::from_file(s.path.clone(), Arc::new(TestSecrets)).unwrap();
+    let gw = TestGateway::start_app(app, false).await;
+    let reload = || async {
+        let r = gw.admin(Method::POST, "/admin/reload").await;
+        r.json()["outcome"].as_str().unwrap_or_default().to_owned()
+    };
+    // A reload logs before it answers: what it logged is there once the answer is.
+    let logged = |words: &str| logs.text().lines().filter(|l| l.contains(words)).count();
+
+    assert_eq!(reload().await, "unchanged");
+    assert_eq!(
+        logged("configuration unchanged"),
+        1,
+        "an unchanged reload is logged: {}",
+        logs.text()
+    );
+
+    std::fs::write(&s.path, s.toml("mis-b").replace("[routes]", "[routes")).unwrap();
+    assert_eq!(reload().await, "rejected");
+    assert!(last_rejected_sha(&gw).await.is_some());
+
+    let restart = s.toml("mis-b").replace(
+        "[server]\nlisten = \"127.0.0.1:0\"\n",
+        "[server]\nlisten = \"127.0.0.1:0\"\nmax_connections = 500\ndrain_timeout_ms = 1000\n",
+    );
+    std::fs::write(&s.path, &restart).unwrap();
+    assert_eq!(reload().await, "applied");
+    assert_eq!(routed_to(&gw).await, "mis-b");
+    let view = gw.admin(Method::GET, "/admin/config").await.json();
+    assert!(
+        view["last_rejected"].is_null(),
+        "a successful reload clears the rejection: {view}"
+    );
+    assert_eq!(logged("configuration reloaded"), 1, "{}", logs.text());
+    assert_eq!(
+        logged("reload rejected; the last good configuration stays live"),
+        1
+    );
+    let warning = logs
+        .text()
+        .lines()
+        .find(|l| l.contains("take effect only after a restart"))
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("a restart warning: {}", logs.text()));
+    assert!(
+        warning.contains("server.max_connections, server.drain_timeout_ms"),
+        "{warning}"
+    );
+
+    // A rejection, then the live file put back as it was: unchanged, and no longer rejected.
+    std::fs::write(&s.path, "[routes").unwrap();
+    assert_eq!(reload().await, "rejected");
+    std::fs::write(&s.path, &restart).unwrap();
+    assert_eq!(reload().await, "unchanged");
+    let view = gw.admin(Method::GET, "/admin/config").await.json();
+    assert!(view["last_rejected"].is_null(), "{view}");
+}
