@@ -329,9 +329,9 @@ fn prompt_hidden(prompt: &str) -> Result<String, String> {
     eprint!("{prompt}");
     let _ = std::io::stderr().flush();
     let line = read_line(&mut stdin.lock()).map_err(|e| format!("cannot read a password: {e}"));
+    // The terminal echoes the newline (ECHONL) once echo is back.
     #[cfg(unix)]
     drop(_echo_off);
-    eprintln!();
     line
 }
 

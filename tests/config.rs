@@ -796,3 +796,33 @@ fn a_diff_sees_an_integrators_rate_and_burst() {
         ]
     );
 }
+
+#[test]
+fn a_diff_shows_a_table_added_whole_key_by_key() {
+    let unresolved = |t: &str| {
+        Config::from_bytes(
+            t.as_bytes(),
+            Path::new("."),
+            &mis_gateway::config::NoSecrets,
+        )
+        .unwrap()
+    };
+    let old_text = base();
+    let new_text = base().replace(
+        "[admin]",
+        "[server.tls]\ncert = \"tls/gw.crt\"\nkey = \"tls/gw.key\"\n\n[admin]",
+    );
+    let d = mis_gateway::config::diff::Diff::between(
+        &unresolved(&old_text),
+        &old_text,
+        &unresolved(&new_text),
+        &new_text,
+    );
+    assert_eq!(
+        d.changes,
+        [
+            "server.tls.cert: (unset) -> \"tls/gw.crt\"",
+            "server.tls.key: (unset) -> \"tls/gw.key\"",
+        ]
+    );
+}

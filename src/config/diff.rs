@@ -69,14 +69,30 @@ impl Diff {
     }
 
     /// One setting (a table is compared key by key) at dotted path `path`.
-    fn value(&mut self, path: &str, old: Option<&toml::Value>, new: Option<&toml::Value>) {
-        match (old, new) {
-            (Some(toml::Value::Table(o)), Some(toml::Value::Table(n))) => {
+    fn value<'a>(
+        &mut self,
+        path: &str,
+        old: Option<&'a toml::Value>,
+        new: Option<&'a toml::Value>,
+    ) {
+        let empty = toml::Table::new();
+        let table = |v: Option<&'a toml::Value>| match v {
+            Some(toml::Value::Table(t)) => Some(t),
+            None => Some(&empty),
+            Some(_) => None,
+        };
+        match (table(old), table(new)) {
+            // A table added or removed whole is shown key by key too.
+            (Some(o), Some(n)) if old.is_some() || new.is_some() => {
                 let keys: BTreeSet<&String> = o.keys().chain(n.keys()).collect();
                 for k in keys {
                     self.value(&format!("{path}.{k}"), o.get(k), n.get(k));
                 }
+                return;
             }
+            _ => {}
+        }
+        match (old, new) {
             (o, n) if o == n => {}
             (o, n) => {
                 let restart = if RESTART_ONLY.contains(&path) {

@@ -548,15 +548,13 @@ impl Validator<'_> {
     /// An environment variable named in the config: its value, or `None` with a problem.
     /// Under [`NoSecrets`] only the name is checked and the value is a placeholder.
     fn env_secret(&mut self, location: &str, name: &str) -> Option<String> {
-        let valid = name
-            .bytes()
-            .next()
-            .is_some_and(|b| b.is_ascii_alphabetic() || b == b'_')
-            && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_');
+        // What an environment can hold (Kubernetes allows '-' and '.'), not only what a shell
+        // can set: a wrong name is a typo, not a portability question.
+        let valid = !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic() && b != b'=');
         if !valid {
             self.problem(
                 location,
-                "must be an environment variable name: letters, digits and '_', not starting with a digit",
+                "must be an environment variable name: visible ASCII characters other than '='",
             );
             return None;
         }
