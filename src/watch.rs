@@ -181,6 +181,41 @@ mod tests {
         )
     }
 
+    #[tokio::test]
+    async fn a_file_written_without_pause_still_counts_as_changed_while_the_writes_go_on() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("routes.toml");
+        std::fs::write(&path, "").unwrap();
+        let mut watch = FileWatch::start(&path).unwrap();
+        let (writing, stop) = (
+            Arc::new(AtomicBool::new(true)),
+            Arc::new(AtomicBool::new(false)),
+        );
+        let writer = {
+            let (path, writing, stop) = (path.clone(), writing.clone(), stop.clone());
+            // Every 50 ms for 5 s: never quiet for DEBOUNCE.
+            std::thread::spawn(move || {
+                for n in 0..100 {
+                    if stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    std::fs::write(&path, format!("# {n}\n")).unwrap();
+                    std::thread::sleep(Duration::from_millis(50)); // the writer's pace
+                }
+                writing.store(false, Ordering::SeqCst);
+            })
+        };
+        tokio::time::timeout(Duration::from_secs(10), watch.changed())
+            .await
+            .expect("a change is seen");
+        assert!(
+            writing.load(Ordering::SeqCst),
+            "the burst of writes did not postpone the change until it ended"
+        );
+        stop.store(true, Ordering::SeqCst);
+        writer.join().unwrap();
+    }
+
     #[test]
     fn only_the_file_the_data_link_and_the_folder_itself_concern_the_config() {
         let write = EventKind::Modify(ModifyKind::Data(DataChange::Any));
