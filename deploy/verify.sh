@@ -587,8 +587,8 @@ if [ -x "$GW" ]; then
   cm="$tmp/configmap-routes.toml"
   python3 -c 'import sys, yaml; d = next(yaml.safe_load_all(open(sys.argv[1]))); open(sys.argv[2], "w").write(d["data"]["routes.toml"])' \
     "$DEPLOY_DIR/kubernetes/configmap.yaml" "$cm"
-  if MIS_NORTH_PASSWORD=x MIS_CENTRAL_PASSWORD=y MIS_GATEWAY_ADMIN_TOKEN=verify-token-0123456789 \
-     MIS_GATEWAY_FINGERPRINT_KEY=verify-key-0123456789 "$GW" check --config "$cm" >"$tmp/check.out" 2>&1; then
+  # --no-secrets: CI has none of the cluster's secrets; their names are still checked.
+  if "$GW" check --no-secrets --config "$cm" >"$tmp/check.out" 2>&1; then
     echo "ok: the ConfigMap's routes.toml passes mis-gateway check"
   else
     fail "the ConfigMap's routes.toml fails mis-gateway check: $(cat "$tmp/check.out")"

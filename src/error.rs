@@ -159,7 +159,7 @@ conditions! {
     AuthThrottled        => 429, "94290", SameKey, "Too many failed authentication attempts; retry after the delay in Retry-After.";
     RateLimited          => 429, "94291", SameKey, "This integrator's request rate limit is exceeded; retry after the delay in Retry-After.";
     Internal             => 500, "95000", SameKey, "Internal gateway error; the booking was not sent.";
-    MisUnreachable       => 502, "95020", SameKey, "The MIS could not be reached; the booking was not sent and may be retried.";
+    MisUnreachable       => 502, "95020", SameKey, "The MIS could not be reached; the booking was not sent. Retry after the delay in Retry-After.";
     MisBadAnswer         => 502, "95021", SameKey, "The MIS answered with an error the gateway could not understand; the booking was most likely not made.";
     OutcomeUnknown       => 502, "95022", OnlySameKey, "The booking reached the MIS but its answer was lost or unusable; the booking may exist. Do not resend blindly.";
     MisTls               => 502, "95023", SameKey, "The TLS handshake with the MIS failed (its certificate was not trusted, or it refused the gateway's); the booking was not sent. The hub's operators must fix the backend's TLS settings.";
@@ -355,6 +355,10 @@ impl GatewayError {
             }
             Self::MethodNotAllowed => {
                 h.insert(header::ALLOW, HeaderValue::from_static("POST"));
+            }
+            // Nothing was sent: a retry is safe, and a refused connection is often a restart.
+            Self::MisUnreachable => {
+                h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
             }
             Self::RateLimited { retry_after_secs }
             | Self::AuthThrottled { retry_after_secs }

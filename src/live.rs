@@ -85,6 +85,11 @@ impl Live {
         *self.last_rejected.lock().unwrap_or_else(|e| e.into_inner()) = Some(rejected);
     }
 
+    /// A file that validates again: the last rejection is history, no longer shown.
+    pub fn clear_rejected(&self) {
+        *self.last_rejected.lock().unwrap_or_else(|e| e.into_inner()) = None;
+    }
+
     pub fn last_rejected(&self) -> Option<Rejected> {
         self.last_rejected
             .lock()

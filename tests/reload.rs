@@ -345,3 +345,251 @@ async fn a_quiet_directory_causes_no_reloads() {
     rename_save(&s.path, &s.toml("mis-b"));
     assert!(eventually(LIVE_WITHIN, || async { routed_to(&gw).await == "mis-b" }).await);
 }
+
+/// Appends a line to another file in the config's folder at 20 Hz from its own thread until
+/// dropped: what a log, a SQLite WAL or an editor's swap file does next to routes.toml.
+struct BusyNeighbour {
+    stop: Arc<AtomicBool>,
+    writes: Arc<AtomicUsize>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl BusyNeighbour {
+    fn start(file: PathBuf) -> BusyNeighbour {
+        let stop = Arc::new(AtomicBool::new(false));
+        let writes = Arc::new(AtomicUsize::new(0));
+        let thread = {
+            let (stop, writes) = (stop.clone(), writes.clone());
+            std::thread::spawn(move || {
+                use std::io::Write as _;
+                let mut f = std::fs::OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&file)
+                    .unwrap();
+                // Bounded: 20 Hz for at most two minutes, whatever the test does.
+                for n in 0..2400 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    writeln!(f, "line {n}").unwrap();
+                    f.flush().unwrap();
+                    writes.fetch_add(1, Ordering::Relaxed);
+                    std::thread::sleep(Duration::from_millis(50)); // the writer's pace, not a synchronisation
+                }
+            })
+        };
+        BusyNeighbour {
+            stop,
+            writes,
+            thread: Some(thread),
+        }
+    }
+
+    fn writes(&self) -> usize {
+        self.writes.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for BusyNeighbour {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+async fn file_reads(gw: &TestGateway) -> u64 {
+    let view = gw.admin(Method::GET, "/admin/config").await.json();
+    view["reloads"]["file_reads"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("/admin/config shows reloads.file_reads: {view}"))
+}
+
+/// With `neighbour` busy in the folder of `path` (routed to mis-a): 5 s of its writes cause no
+/// read of the config, then `change` (which routes SEED_LPU to mis-b) is live within 2 s, by
+/// the admin view and by a booking that reaches mis-b, once.
+async fn a_busy_folder_neither_rereads_nor_delays(
+    s: &Setup,
+    path: &Path,
+    neighbour: &BusyNeighbour,
+    change: impl FnOnce(),
+) {
+    let gw = TestGateway::start_file(path).await;
+    // The watcher's catch-up reload is the one read expected.
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            file_reads(&gw).await >= 1
+        })
+        .await
+    );
+    let (reads, writes) = (file_reads(&gw).await, neighbour.writes());
+    tokio::time::sleep(Duration::from_secs(5)).await; // an observation window, not a synchronisation
+    let written = neighbour.writes() - writes;
+    assert!(written >= 25, "the neighbour kept writing: {written} lines");
+    assert_eq!(
+        file_reads(&gw).await - reads,
+        0,
+        "{written} writes to another file read the config"
+    );
+    assert_eq!(routed_to(&gw).await, "mis-a");
+
+    change();
+    assert!(
+        eventually(LIVE_WITHIN, || async { routed_to(&gw).await == "mis-b" }).await,
+        "the change is live within 2 s while the neighbour writes (file read {} times since)",
+        file_reads(&gw).await - reads
+    );
+    let r = gw.book(&fresh_booking(), PORTAL).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(
+        (s.a.count(), s.b.count()),
+        (0, 1),
+        "the booking reached mis-b once"
+    );
+    assert!(
+        neighbour.writes() > writes + written,
+        "still writing throughout"
+    );
+}
+
+#[tokio::test]
+async fn a_rename_save_is_live_within_2s_while_another_file_in_the_folder_is_written() {
+    let s = Setup::new().await;
+    let neighbour = BusyNeighbour::start(s.path.with_file_name("gateway.log"));
+    a_busy_folder_neither_rereads_nor_delays(&s, &s.path, &neighbour, || {
+        rename_save(&s.path, &s.toml("mis-b"))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn an_in_place_write_is_live_within_2s_while_another_file_in_the_folder_is_written() {
+    let s = Setup::new().await;
+    let neighbour = BusyNeighbour::start(s.path.with_file_name("journal.db-wal"));
+    a_busy_folder_neither_rereads_nor_delays(&s, &s.path, &neighbour, || {
+        std::fs::write(&s.path, s.toml("mis-b")).unwrap()
+    })
+    .await;
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_data_symlink_swap_is_live_within_2s_while_another_file_in_the_folder_is_written() {
+    use std::os::unix::fs::symlink;
+    let s = Setup::new().await;
+    let dir = s.path.parent().unwrap().join("configmap");
+    std::fs::create_dir(&dir).unwrap();
+    let version = |n: u32, text: &str| {
+        let v = dir.join(format!("..2026_12_06_0{n}"));
+        std::fs::create_dir(&v).unwrap();
+        std::fs::write(v.join("routes.toml"), text).unwrap();
+        v
+    };
+    let v1 = version(1, &s.toml("mis-a"));
+    symlink(&v1, dir.join("..data")).unwrap();
+    symlink(dir.join("..data/routes.toml"), dir.join("routes.toml")).unwrap();
+    let neighbour = BusyNeighbour::start(dir.join(".routes.toml.swp"));
+    a_busy_folder_neither_rereads_nor_delays(&s, &dir.join("routes.toml"), &neighbour, || {
+        // The kubelet's swap: a new version folder, a new link renamed over ..data.
+        let v2 = version(2, &s.toml("mis-b"));
+        symlink(&v2, dir.join("..data_tmp")).unwrap();
+        std::fs::rename(dir.join("..data_tmp"), dir.join("..data")).unwrap();
+        std::fs::remove_dir_all(&v1).unwrap();
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_replaced_config_folder_is_watched_anew() {
+    let s = Setup::new().await;
+    let dir = s.path.parent().unwrap().join("conf");
+    std::fs::create_dir(&dir).unwrap();
+    let path = dir.join("routes.toml");
+    std::fs::write(&path, s.toml("mis-a")).unwrap();
+    let gw = TestGateway::start_file(&path).await;
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            file_reads(&gw).await >= 1
+        })
+        .await
+    );
+
+    // A deployment tool's swap: the new folder is prepared aside, the old one moved away.
+    let next = s.path.parent().unwrap().join("conf.next");
+    std::fs::create_dir(&next).unwrap();
+    std::fs::write(next.join("routes.toml"), s.toml("mis-b")).unwrap();
+    std::fs::rename(&dir, s.path.parent().unwrap().join("conf.old")).unwrap();
+    std::fs::rename(&next, &dir).unwrap();
+    assert!(eventually(LIVE_WITHIN, || async { routed_to(&gw).await == "mis-b" }).await);
+
+    // And the new folder is the one watched: its next edit is live too.
+    rename_save(&path, &s.toml("mis-a"));
+    assert!(eventually(LIVE_WITHIN, || async { routed_to(&gw).await == "mis-a" }).await);
+}
+
+#[tokio::test]
+async fn every_reload_logs_its_result_a_fixed_file_clears_last_rejected_and_restarts_are_named() {
+    use mis_gateway::telemetry::{Captured, Export, LogFormat, Telemetry};
+    let logs = Captured::default();
+    let _telemetry = Telemetry::init_with(LogFormat::Json, logs.clone(), Export::Off);
+    let s = Setup::new().await;
+    // No watcher: each reload below is the one POST /admin/reload asks for.
+    let app = mis_gateway::app::App::from_file(s.path.clone(), Arc::new(TestSecrets)).unwrap();
+    let gw = TestGateway::start_app(app, false).await;
+    let reload = || async {
+        let r = gw.admin(Method::POST, "/admin/reload").await;
+        r.json()["outcome"].as_str().unwrap_or_default().to_owned()
+    };
+    // A reload logs before it answers: what it logged is there once the answer is.
+    let logged = |words: &str| logs.text().lines().filter(|l| l.contains(words)).count();
+
+    assert_eq!(reload().await, "unchanged");
+    assert_eq!(
+        logged("configuration unchanged"),
+        1,
+        "an unchanged reload is logged: {}",
+        logs.text()
+    );
+
+    std::fs::write(&s.path, s.toml("mis-b").replace("[routes]", "[routes")).unwrap();
+    assert_eq!(reload().await, "rejected");
+    assert!(last_rejected_sha(&gw).await.is_some());
+
+    let restart = s.toml("mis-b").replace(
+        "[server]\nlisten = \"127.0.0.1:0\"\n",
+        "[server]\nlisten = \"127.0.0.1:0\"\nmax_connections = 500\ndrain_timeout_ms = 1000\n",
+    );
+    std::fs::write(&s.path, &restart).unwrap();
+    assert_eq!(reload().await, "applied");
+    assert_eq!(routed_to(&gw).await, "mis-b");
+    let view = gw.admin(Method::GET, "/admin/config").await.json();
+    assert!(
+        view["last_rejected"].is_null(),
+        "a successful reload clears the rejection: {view}"
+    );
+    assert_eq!(logged("configuration reloaded"), 1, "{}", logs.text());
+    assert_eq!(
+        logged("reload rejected; the last good configuration stays live"),
+        1
+    );
+    let warning = logs
+        .text()
+        .lines()
+        .find(|l| l.contains("take effect only after a restart"))
+        .map(str::to_owned)
+        .unwrap_or_else(|| panic!("a restart warning: {}", logs.text()));
+    assert!(
+        warning.contains("server.max_connections, server.drain_timeout_ms"),
+        "{warning}"
+    );
+
+    // A rejection, then the live file put back as it was: unchanged, and no longer rejected.
+    std::fs::write(&s.path, "[routes").unwrap();
+    assert_eq!(reload().await, "rejected");
+    std::fs::write(&s.path, &restart).unwrap();
+    assert_eq!(reload().await, "unchanged");
+    let view = gw.admin(Method::GET, "/admin/config").await.json();
+    assert!(view["last_rejected"].is_null(), "{view}");
+}

@@ -37,6 +37,10 @@ async fn f1_a_refusing_mis_is_502_within_the_connect_timeout_and_nothing_reached
         (r.status, r.code().as_str()),
         (StatusCode::BAD_GATEWAY, "95020")
     );
+    assert_eq!(
+        r.headers["retry-after"], "1",
+        "nothing was sent: retry soon"
+    );
     assert!(started.elapsed() < Duration::from_secs(1));
 }
 

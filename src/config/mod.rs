@@ -42,7 +42,32 @@ impl fmt::Display for Problem {
 pub trait Secrets: Send + Sync {
     fn env(&self, name: &str) -> Option<String>;
     fn file(&self, path: &Path) -> std::io::Result<String>;
+    /// False for [`NoSecrets`]: validation then checks secrets' names and files' places only.
+    fn resolves(&self) -> bool {
+        true
+    }
 }
+
+/// Resolves nothing: `check --no-secrets` validates a file where the secrets are not at hand
+/// (a CI pipeline). A config loaded with it carries placeholder credentials and no TLS
+/// material, so it is for checking and diffing only, never for serving.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct NoSecrets;
+
+impl Secrets for NoSecrets {
+    fn env(&self, _: &str) -> Option<String> {
+        None
+    }
+    fn file(&self, _: &Path) -> std::io::Result<String> {
+        Err(std::io::ErrorKind::Unsupported.into())
+    }
+    fn resolves(&self) -> bool {
+        false
+    }
+}
+
+/// What [`NoSecrets`] puts where a secret would be.
+const UNRESOLVED: &str = "unresolved";
 
 /// The real environment and file system.
 #[derive(Debug, Default, Clone, Copy)]
@@ -222,14 +247,8 @@ impl fmt::Debug for Backend {
 impl Config {
     /// Reads and validates the file at `path`; relative `password_file`s are read from its folder.
     pub fn load(path: &Path, secrets: &dyn Secrets) -> Result<Config, Vec<Problem>> {
-        let bytes = std::fs::read(path).map_err(|e| {
-            vec![Problem {
-                location: path.display().to_string(),
-                message: format!("cannot read the file: {}", e.kind()),
-            }]
-        })?;
-        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        Self::from_bytes(&bytes, &base, secrets)
+        let bytes = read(path).map_err(|p| vec![p])?;
+        Self::from_bytes(&bytes, &base_dir(path), secrets)
     }
 
     /// Validates a file's bytes; `base` is the folder relative `password_file`s are read from.
@@ -267,6 +286,43 @@ impl Config {
 
     pub fn backend(&self, name: &str) -> Option<&Arc<Backend>> {
         self.backends.iter().find(|b| &*b.name == name)
+    }
+}
+
+/// Reads the config file; the problem names the file (and its absolute path when given a
+/// relative one) and says what is wrong in words.
+pub fn read(path: &Path) -> Result<Vec<u8>, Problem> {
+    std::fs::read(path).map_err(|e| {
+        let shown = path.display().to_string();
+        let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+        let location = if absolute == path {
+            shown
+        } else {
+            format!("{shown} ({})", absolute.display())
+        };
+        Problem {
+            location,
+            message: io_reason(&e),
+        }
+    })
+}
+
+/// The folder relative paths in the file at `path` are read from, absolute, so that messages
+/// name the file that was really looked for.
+pub fn base_dir(path: &Path) -> PathBuf {
+    let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
+    absolute.parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// Why a file could not be read, in words rather than an `io::ErrorKind`'s debug name.
+fn io_reason(e: &std::io::Error) -> String {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => "the file does not exist".into(),
+        std::io::ErrorKind::PermissionDenied => {
+            "permission denied: the gateway's user cannot read it".into()
+        }
+        std::io::ErrorKind::IsADirectory => "is a folder, not a file".into(),
+        _ => format!("cannot read the file: {e}"),
     }
 }
 
@@ -466,22 +522,52 @@ impl Validator<'_> {
 
     /// Reads a PEM file named in the config (relative to its folder) through the secrets source.
     fn pem(&mut self, location: &str, file: &str) -> Option<Vec<u8>> {
-        let path = self.base.join(file);
+        let path = self.file_path(location, file)?;
         match self.secrets.file(&path) {
             Ok(text) => Some(text.into_bytes()),
             Err(e) => {
                 self.problem(
                     location,
-                    format!("cannot read {}: {}", path.display(), e.kind()),
+                    format!("cannot read {}: {}", path.display(), io_reason(&e)),
                 );
                 None
             }
         }
     }
 
+    /// A file named in the config, resolved against its folder; `None` (with a problem when
+    /// the name is empty) when it is not to be read: also for every file under [`NoSecrets`].
+    fn file_path(&mut self, location: &str, file: &str) -> Option<PathBuf> {
+        if file.is_empty() {
+            self.problem(location, "is empty: name a file");
+            return None;
+        }
+        self.secrets.resolves().then(|| self.base.join(file))
+    }
+
+    /// An environment variable named in the config: its value, or `None` with a problem.
+    /// Under [`NoSecrets`] only the name is checked and the value is a placeholder.
+    fn env_secret(&mut self, location: &str, name: &str) -> Option<String> {
+        // What an environment can hold (Kubernetes allows '-' and '.'), not only what a shell
+        // can set: a wrong name is a typo, not a portability question.
+        let valid = !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic() && b != b'=');
+        if !valid {
+            self.problem(
+                location,
+                "must be an environment variable name: visible ASCII characters other than '='",
+            );
+            return None;
+        }
+        if !self.secrets.resolves() {
+            return Some(UNRESOLVED.to_owned());
+        }
+        self.secrets.env(name)
+    }
+
     fn server_tls(&mut self, t: &raw::Tls) -> Option<ServerTls> {
-        let cert = self.pem("server.tls.cert", &t.cert)?;
-        let key = self.pem("server.tls.key", &t.key)?;
+        let cert = self.pem("server.tls.cert", &t.cert);
+        let key = self.pem("server.tls.key", &t.key);
+        let (cert, key) = (cert?, key?);
         match tls::server(&cert, &key) {
             Ok(config) => {
                 let mut id = Sha256::new();
@@ -510,20 +596,35 @@ impl Validator<'_> {
             );
             return None;
         }
-        let ca = match &raw.ca_file {
-            Some(f) => Some(self.pem(&format!("{loc}.ca_file"), f)?),
-            None => None,
-        };
+        let before = self.problems.len();
+        let ca = raw
+            .ca_file
+            .as_ref()
+            .map(|f| self.pem(&format!("{loc}.ca_file"), f));
         let client = match (&raw.client_cert, &raw.client_key) {
             (None, None) => None,
             (Some(c), Some(k)) => Some((
-                self.pem(&format!("{loc}.client_cert"), c)?,
-                self.pem(&format!("{loc}.client_key"), k)?,
+                self.pem(&format!("{loc}.client_cert"), c),
+                self.pem(&format!("{loc}.client_key"), k),
             )),
             _ => {
                 self.problem(loc, "client_cert and client_key go together");
                 return None;
             }
+        };
+        if self.problems.len() != before {
+            return None;
+        }
+        if !self.secrets.resolves() {
+            return Some(None);
+        }
+        let ca = match ca {
+            Some(pem) => Some(pem?),
+            None => None,
+        };
+        let client = match client {
+            Some((c, k)) => Some((c?, k?)),
+            None => None,
         };
         match tls::client(
             ca.as_deref(),
@@ -550,14 +651,18 @@ impl Validator<'_> {
             None => Raw::default(),
         };
         let listen = self.addr("admin.listen", raw.listen.as_deref(), DEFAULT_ADMIN_LISTEN);
-        let token = raw.token_env.and_then(|name| match self.secrets.env(&name) {
-            Some(t) if t.len() >= 16 => Some(t),
-            _ => {
-                self.problem("admin.token_env", format!("environment variable {name} must be set to a token of at least 16 characters"));
-                None
+        let token = raw.token_env.as_deref().and_then(|name| {
+            match self.env_secret("admin.token_env", name) {
+                Some(t) if !self.secrets.resolves() => Some(t),
+                Some(t) if t.len() >= 16 => Some(t),
+                _ if self.problems.iter().any(|p| p.location == "admin.token_env") => None,
+                _ => {
+                    self.problem("admin.token_env", format!("environment variable {name} must be set to a token of at least 16 characters"));
+                    None
+                }
             }
         });
-        if !listen.ip().is_loopback() && token.is_none() {
+        if !listen.ip().is_loopback() && raw.token_env.is_none() {
             self.warnings.push("admin.listen is not a loopback address and no admin.token_env is set: anyone who reaches it can read the config view and trigger reloads".into());
         }
         AdminSettings { listen, token }
@@ -614,20 +719,23 @@ impl Validator<'_> {
                 StoreKind::Memory
             }
         };
-        let fingerprint_key =
-            raw.fingerprint_key_env
-                .and_then(|name| match self.secrets.env(&name) {
-                    Some(k) if k.len() >= 16 => Some(k),
-                    _ => {
-                        self.problem(
-                            "idempotency.fingerprint_key_env",
-                            format!(
-                                "environment variable {name} must be set to at least 16 characters"
-                            ),
-                        );
-                        None
-                    }
-                });
+        let location = "idempotency.fingerprint_key_env";
+        let fingerprint_key = raw.fingerprint_key_env.as_deref().and_then(|name| {
+            match self.env_secret(location, name) {
+                Some(k) if !self.secrets.resolves() => Some(k),
+                Some(k) if k.len() >= 16 => Some(k),
+                _ if self.problems.iter().any(|p| p.location == location) => None,
+                _ => {
+                    self.problem(
+                        location,
+                        format!(
+                            "environment variable {name} must be set to at least 16 characters"
+                        ),
+                    );
+                    None
+                }
+            }
+        });
         if matches!(store, StoreKind::Redis(_))
             && fingerprint_key.is_none()
             && !self
@@ -925,18 +1033,24 @@ impl Validator<'_> {
                 self.problem(loc, "needs exactly one of password_env or password_file");
                 return None;
             }
-            (Some(name), None) => match self.secrets.env(name) {
-                Some(p) => p,
-                None => {
-                    self.problem(
-                        format!("{loc}.password_env"),
-                        format!("environment variable {name} is not set"),
-                    );
-                    return None;
+            (Some(name), None) => {
+                let location = format!("{loc}.password_env");
+                let before = self.problems.len();
+                match self.env_secret(&location, name) {
+                    Some(p) => p,
+                    None if self.problems.len() != before => return None,
+                    None => {
+                        self.problem(location, format!("environment variable {name} is not set"));
+                        return None;
+                    }
                 }
-            },
+            }
             (None, Some(file)) => {
-                let path = self.base.join(file);
+                let location = format!("{loc}.password_file");
+                let before = self.problems.len();
+                let Some(path) = self.file_path(&location, file) else {
+                    return (self.problems.len() == before).then(|| UNRESOLVED.to_owned());
+                };
                 match self.secrets.file(&path) {
                     // A secret file conventionally ends with a newline that is not part of it.
                     Ok(p) => p
@@ -946,8 +1060,8 @@ impl Validator<'_> {
                         .to_owned(),
                     Err(e) => {
                         self.problem(
-                            format!("{loc}.password_file"),
-                            format!("cannot read {}: {}", path.display(), e.kind()),
+                            location,
+                            format!("cannot read {}: {}", path.display(), io_reason(&e)),
                         );
                         return None;
                     }

@@ -175,6 +175,11 @@ impl Admin {
             "sha256": c.sha256,
             "loaded_at": g.loaded_at.to_string(),
             "file": self.reloader.as_ref().map(|r| r.path().display().to_string()),
+            // Reloads tried and reads of the file since start: a busy folder must not move them.
+            "reloads": self.reloader.as_ref().map(|r| json!({
+                "attempts": r.attempts(),
+                "file_reads": r.file_reads(),
+            })),
             "counts": {
                 "integrators": c.integrators.len(),
                 "backends": c.backends.len(),

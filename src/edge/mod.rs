@@ -8,4 +8,5 @@ pub mod healthcheck;
 pub mod notify;
 pub mod reload;
 pub mod server;
+pub mod watch;
 pub mod workers;

@@ -1,22 +1,21 @@
 //! Live reload of routes.toml: validate fully, then swap one generation; keep the last good.
 //!
-//! Triggers: a change in the file's *directory* (editors save by rename; Kubernetes swaps a
-//! `..data` symlink), SIGHUP, and `POST /admin/reload`. Bursts of file events are debounced.
+//! Triggers: a change of the file seen in its folder (see [`crate::edge::watch`]: editors save by
+//! rename, Kubernetes swaps a `..data` symlink), SIGHUP, and `POST /admin/reload`.
 //! Reloads are serialized; each reads the file and its secrets afresh, so a rotated
 //! `password_file` is picked up even when routes.toml itself did not change.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::Serialize;
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::Mutex;
 
 use crate::config::{Config, Problem, Secrets};
 use crate::live::{Live, Rejected};
 
-/// How long the directory must be quiet before a burst of events becomes one reload.
-pub const DEBOUNCE: Duration = Duration::from_millis(200);
+pub use crate::edge::watch::DEBOUNCE;
 
 /// What one reload did.
 #[derive(Debug, Clone, Serialize, PartialEq, Eq)]
@@ -38,7 +37,8 @@ pub struct Reloader {
     live: Arc<Live>,
     secrets: Arc<dyn Secrets>,
     serial: Mutex<()>,
-    attempts: std::sync::atomic::AtomicU64,
+    attempts: AtomicU64,
+    reads: AtomicU64,
 }
 
 impl Reloader {
@@ -48,7 +48,8 @@ impl Reloader {
             live,
             secrets,
             serial: Mutex::new(()),
-            attempts: std::sync::atomic::AtomicU64::new(0),
+            attempts: AtomicU64::new(0),
+            reads: AtomicU64::new(0),
         }
     }
 
@@ -58,44 +59,64 @@ impl Reloader {
 
     /// Reloads attempted so far, whatever their outcome.
     pub fn attempts(&self) -> u64 {
-        self.attempts.load(std::sync::atomic::Ordering::Relaxed)
+        self.attempts.load(Ordering::Relaxed)
+    }
+
+    /// Times the config file was read so far (one per reload attempt; never for other files'
+    /// events in its folder).
+    pub fn file_reads(&self) -> u64 {
+        self.reads.load(Ordering::Relaxed)
     }
 
     /// Reads, validates and, if valid and different, installs the file. `trigger` is logged.
     pub async fn reload(&self, trigger: &'static str) -> Outcome {
         let _one_at_a_time = self.serial.lock().await;
-        self.attempts
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.attempts.fetch_add(1, Ordering::Relaxed);
+        self.reads.fetch_add(1, Ordering::Relaxed);
         crate::edge::notify::reloading();
         let path = self.path.clone();
         let secrets = self.secrets.clone();
-        let loaded = tokio::task::spawn_blocking(move || Config::load(&path, &*secrets))
-            .await
-            .unwrap_or_else(|_| {
-                Err(vec![Problem {
+        // One read: the rejected file's hash is of the bytes validated, not of a later version.
+        let loaded = tokio::task::spawn_blocking(move || {
+            let bytes = crate::config::read(&path).map_err(|p| (vec![p], None))?;
+            Config::from_bytes(&bytes, &crate::config::base_dir(&path), &*secrets)
+                .map_err(|p| (p, Some(crate::config::sha256_hex(&bytes))))
+        })
+        .await
+        .unwrap_or_else(|_| {
+            Err((
+                vec![Problem {
                     location: "reload".into(),
                     message: "validation task failed".into(),
-                }])
-            });
+                }],
+                None,
+            ))
+        });
         let current = self.live.load();
         let outcome = match loaded {
-            Ok(config) if same(&current.config, &config) => Outcome::Unchanged {
-                generation: current.number,
-            },
+            Ok(config) if same(&current.config, &config) => {
+                // The file on disk is good again: an earlier rejection no longer describes it.
+                self.live.clear_rejected();
+                Outcome::Unchanged {
+                    generation: current.number,
+                }
+            }
             Ok(config) => {
-                if restart_only(&current.config) != restart_only(&config) {
+                let restart = restart_needed(&current.config, &config);
+                if !restart.is_empty() {
                     tracing::warn!(
-                        "listeners, header_read_timeout_ms, max_connections, drain_timeout_ms or [idempotency] changed: they take effect after a restart"
+                        trigger,
+                        settings = %restart.join(", "),
+                        "changed settings take effect only after a restart: {}",
+                        restart.join(", ")
                     );
                 }
                 let sha256 = config.sha256.clone();
                 let generation = self.live.install(config);
+                self.live.clear_rejected();
                 Outcome::Applied { generation, sha256 }
             }
-            Err(problems) => {
-                let sha256 = std::fs::read(&self.path)
-                    .ok()
-                    .map(|b| crate::config::sha256_hex(&b));
+            Err((problems, sha256)) => {
                 self.live.reject(Rejected {
                     at: jiff::Timestamp::now().to_string(),
                     sha256,
@@ -120,7 +141,7 @@ impl Reloader {
                 tracing::info!(trigger, generation, sha256, "configuration reloaded")
             }
             Outcome::Unchanged { generation } => {
-                tracing::debug!(trigger, generation, "configuration unchanged")
+                tracing::info!(trigger, generation, "configuration unchanged")
             }
             Outcome::Rejected {
                 generation,
@@ -141,48 +162,26 @@ impl Reloader {
         outcome
     }
 
-    /// Watches the file's directory and reloads after each debounced burst of events, and on
-    /// SIGHUP, until the returned task is aborted. Errors setting up the watch are logged: the
-    /// gateway still serves and still reloads on SIGHUP and `POST /admin/reload`.
+    /// Watches the file (see [`crate::edge::watch`]) and reloads after each change of it, and on
+    /// SIGHUP, until the returned tasks are aborted. Errors setting up the watch are logged:
+    /// the gateway still serves and still reloads on SIGHUP and `POST /admin/reload`.
     pub fn spawn_watchers(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {
         let mut tasks = Vec::new();
-        let (tx, mut rx) = mpsc::channel::<()>(1);
-        // Once the watch is in place, one catch-up reload covers a change made between the
-        // initial load and the watch (it is a no-op when nothing changed).
-        let catch_up = tx.clone();
-        let dir = self
-            .path
-            .parent()
-            .filter(|p| !p.as_os_str().is_empty())
-            .map(Path::to_path_buf)
-            .unwrap_or_else(|| PathBuf::from("."));
-        let watcher = notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
-            // Reads (our own reloads open the file) are not changes: reacting to them would
-            // reload in a loop.
-            if res.is_ok_and(|e| !matches!(e.kind, notify::EventKind::Access(_))) {
-                // A full channel already holds a pending reload: dropping this event is fine.
-                let _ = tx.try_send(());
-            }
-        });
-        let watcher = watcher.and_then(|mut w| {
-            use notify::Watcher;
-            w.watch(&dir, notify::RecursiveMode::NonRecursive)
-                .map(|()| w)
-        });
-        match watcher {
-            Ok(w) => {
-                let _ = catch_up.try_send(());
+        match crate::edge::watch::FileWatch::start(&self.path) {
+            Ok(mut watch) => {
                 let me = self.clone();
                 tasks.push(tokio::spawn(async move {
-                    let _keep_alive = w;
-                    while rx.recv().await.is_some() {
-                        // Debounce: wait until no event arrived for DEBOUNCE.
-                        while let Ok(Some(())) = tokio::time::timeout(DEBOUNCE, rx.recv()).await {}
+                    // Once the watch is in place, one catch-up reload covers a change made
+                    // between the initial load and the watch (a no-op when nothing changed).
+                    me.reload("file").await;
+                    loop {
+                        watch.changed().await;
                         me.reload("file").await;
                     }
                 }));
             }
             Err(e) => {
+                let dir = self.path.parent().unwrap_or(Path::new("."));
                 tracing::error!(dir = %dir.display(), error = %e, "cannot watch the config directory; reload with SIGHUP or POST /admin/reload")
             }
         }
@@ -207,17 +206,37 @@ impl Reloader {
     }
 }
 
-/// The settings read once when the listeners start; a reload cannot change them.
-fn restart_only(c: &Config) -> impl PartialEq + use<'_> {
-    let s = &c.server;
-    (
-        s.listen,
-        s.header_read_timeout,
-        s.max_connections,
-        s.drain_timeout,
-        c.admin.listen,
-        &c.idempotency,
-    )
+/// The settings read once when the listeners start, which a reload cannot change: the names
+/// of those that differ between `old` and `new`.
+pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
+    let (o, n) = (&old.server, &new.server);
+    let (oi, ni) = (&old.idempotency, &new.idempotency);
+    [
+        ("server.listen", o.listen != n.listen),
+        (
+            "server.header_read_timeout_ms",
+            o.header_read_timeout != n.header_read_timeout,
+        ),
+        (
+            "server.max_connections",
+            o.max_connections != n.max_connections,
+        ),
+        (
+            "server.drain_timeout_ms",
+            o.drain_timeout != n.drain_timeout,
+        ),
+        ("admin.listen", old.admin.listen != new.admin.listen),
+        ("idempotency.ttl_seconds", oi.ttl != ni.ttl),
+        ("idempotency.max_keys", oi.max_keys != ni.max_keys),
+        ("idempotency.store", oi.store != ni.store),
+        (
+            "idempotency.fingerprint_key_env",
+            oi.fingerprint_key != ni.fingerprint_key,
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(name, differs)| differs.then_some(name))
+    .collect()
 }
 
 /// Same file and same resolved secrets and certificates: a reload would change nothing.
