@@ -7,7 +7,8 @@
 //! body and the appointment's technical fields or the error's status, code and text. A replayed
 //! appointment carries the `direction` of the (identical) request.
 //!
-//! [`Store`] is a trait so that a shared store can serve several replicas.
+//! [`Store`] is a trait so that a shared store can serve several replicas. A claim has a lease
+//! its booking renews; a claim whose lease lapsed with no outcome is reported as [`Begin::Lapsed`].
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -61,7 +62,13 @@ pub enum Begin {
     Mismatch,
     /// The key's first request completed with this outcome.
     Done(Outcome),
+    /// The key's claim lost its lease with no outcome recorded (its replica died or hung while
+    /// the booking was at the MIS): the booking may exist and must not be sent again.
+    Lapsed,
 }
+
+/// How long a claim lives without renewal unless a store is told otherwise.
+pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
 
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("idempotency store unavailable: {0}")]
@@ -80,12 +87,33 @@ pub trait Store: Send + Sync {
         fingerprint: Fingerprint,
         outcome: Outcome,
     ) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Gives the key up (nothing was sent): the next request with it is sent. Only the claim's
+    /// own holder releases it.
     fn release(&self, slot: Slot) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Extends this holder's claim on `slot` by a lease; false if it holds no claim there.
+    fn renew(&self, slot: Slot) -> BoxFuture<'_, Result<bool, StoreError>>;
+    /// How long a claim lives without [`Store::renew`].
+    fn lease(&self) -> Duration;
+    /// Settles a key whose outcome is unknown (recorded as unknown, or a lapsed claim), e.g. from
+    /// a booking journal: `Some(outcome)` replaces it by that outcome, `None` releases the key so
+    /// the next request is sent. False if the entry was not in an unknown state.
+    fn resolve(
+        &self,
+        slot: Slot,
+        booked: Option<Outcome>,
+    ) -> BoxFuture<'_, Result<bool, StoreError>>;
+}
+
+impl Outcome {
+    /// The booking may or may not exist.
+    pub fn is_unknown(&self) -> bool {
+        matches!(self, Outcome::OutcomeUnknown | Outcome::MisTimeout)
+    }
 }
 
 #[derive(Debug, Clone)]
 enum State {
-    InFlight,
+    InFlight { lease_until: std::time::Instant },
     Done(Outcome),
 }
 
@@ -98,6 +126,7 @@ struct Entry {
 /// The in-process store: bounded, entries expire `ttl` after they were last written.
 pub struct MemoryStore {
     entries: moka::sync::Cache<Slot, Entry>,
+    lease: Duration,
 }
 
 impl MemoryStore {
@@ -107,6 +136,19 @@ impl MemoryStore {
                 .max_capacity(max_keys)
                 .time_to_live(ttl)
                 .build(),
+            lease: DEFAULT_LEASE,
+        }
+    }
+
+    /// The same store with claims leased for `lease`.
+    pub fn with_lease(mut self, lease: Duration) -> MemoryStore {
+        self.lease = lease;
+        self
+    }
+
+    fn in_flight(&self) -> State {
+        State::InFlight {
+            lease_until: std::time::Instant::now() + self.lease,
         }
     }
 }
@@ -119,7 +161,7 @@ impl Store for MemoryStore {
     ) -> BoxFuture<'_, Result<Begin, StoreError>> {
         let entry = self.entries.entry(slot).or_insert_with(|| Entry {
             fingerprint,
-            state: State::InFlight,
+            state: self.in_flight(),
         });
         let begin = if entry.is_fresh() {
             Begin::Claimed
@@ -127,7 +169,10 @@ impl Store for MemoryStore {
             let e = entry.into_value();
             match e.state {
                 _ if e.fingerprint != fingerprint => Begin::Mismatch,
-                State::InFlight => Begin::InFlight,
+                State::InFlight { lease_until } if lease_until < std::time::Instant::now() => {
+                    Begin::Lapsed
+                }
+                State::InFlight { .. } => Begin::InFlight,
                 State::Done(o) => Begin::Done(o),
             }
         };
@@ -153,6 +198,52 @@ impl Store for MemoryStore {
     fn release(&self, slot: Slot) -> BoxFuture<'_, Result<(), StoreError>> {
         self.entries.invalidate(&slot);
         Box::pin(async { Ok(()) })
+    }
+
+    fn renew(&self, slot: Slot) -> BoxFuture<'_, Result<bool, StoreError>> {
+        use moka::ops::compute::Op;
+        let renewed = self
+            .entries
+            .entry(slot)
+            .and_compute_with(|held| match held {
+                Some(e) if matches!(e.value().state, State::InFlight { .. }) => Op::Put(Entry {
+                    fingerprint: e.value().fingerprint,
+                    state: self.in_flight(),
+                }),
+                _ => Op::Nop,
+            });
+        let renewed = matches!(renewed, moka::ops::compute::CompResult::ReplacedWith(_));
+        Box::pin(async move { Ok(renewed) })
+    }
+
+    fn lease(&self) -> Duration {
+        self.lease
+    }
+
+    fn resolve(
+        &self,
+        slot: Slot,
+        booked: Option<Outcome>,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        use moka::ops::compute::{CompResult, Op};
+        let now = std::time::Instant::now();
+        let result = self.entries.entry(slot).and_compute_with(|held| {
+            let Some(e) = held else { return Op::Nop };
+            let unknown = match &e.value().state {
+                State::InFlight { lease_until } => *lease_until < now,
+                State::Done(o) => o.is_unknown(),
+            };
+            match (unknown, &booked) {
+                (false, _) => Op::Nop,
+                (true, None) => Op::Remove,
+                (true, Some(o)) => Op::Put(Entry {
+                    fingerprint: e.value().fingerprint,
+                    state: State::Done(o.clone()),
+                }),
+            }
+        });
+        let resolved = matches!(result, CompResult::ReplacedWith(_) | CompResult::Removed(_));
+        Box::pin(async move { Ok(resolved) })
     }
 }
 

@@ -8,7 +8,8 @@
 //! - [`gateway`]: the booking pipeline, request in, response out, never an `Err`.
 //! - [`guard`]: per-backend concurrency cap and circuit breaker.
 //! - [`idempotency`]: Idempotency-Key store (a trait; in memory by default), double-submit guard.
-//! - [`redis_store`]: the idempotency store shared by replicas.
+//! - [`redis_store`]: the idempotency store shared by replicas; [`keyed`]: a keyed booking's
+//!   claim across the store and this replica (store failure policy, leases, unwritten outcomes).
 //! - [`upstream`]: the only outbound I/O, one pooled client per MIS ([`mis_pool`]; HTTP/1.1 by
 //!   [`mis_h1`]).
 //! - [`normalize`]: pure functions from a MIS answer to an Appointment or an error.
@@ -32,6 +33,7 @@ pub mod gateway;
 pub mod guard;
 pub mod idempotency;
 pub mod json;
+pub mod keyed;
 pub mod live;
 pub mod log_format;
 pub mod log_writer;

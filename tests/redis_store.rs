@@ -89,49 +89,104 @@ async fn the_claim_script_claims_reports_in_flight_mismatch_done_and_release() {
         other.begin(slot, [1; 32]).await.unwrap(),
         Begin::Done(outcome)
     );
+    // A release gives up only its own in-flight claim, never an outcome.
     s.release(slot).await.unwrap();
-    assert_eq!(other.begin(slot, [1; 32]).await.unwrap(), Begin::Claimed);
+    assert!(matches!(
+        other.begin(slot, [1; 32]).await.unwrap(),
+        Begin::Done(_)
+    ));
     // Keys are scoped: another slot is independent; releasing an absent key is fine.
     let elsewhere = slot_of("callcentre", b"k1");
     assert_eq!(s.begin(elsewhere, [1; 32]).await.unwrap(), Begin::Claimed);
+    other.release(elsewhere).await.unwrap();
+    assert_eq!(
+        other.begin(elsewhere, [1; 32]).await.unwrap(),
+        Begin::InFlight
+    );
+    s.release(elsewhere).await.unwrap();
+    assert_eq!(
+        other.begin(elsewhere, [1; 32]).await.unwrap(),
+        Begin::Claimed
+    );
     s.release(slot_of("portal", b"never")).await.unwrap();
 }
 
 #[tokio::test]
-async fn claims_expire_after_claim_ttl_and_outcomes_after_ttl() {
+async fn an_unrenewed_claim_lapses_into_unknown_and_resolve_settles_it() {
     let redis = RedisServer::start().await;
-    let s = store(
-        &redis.url(),
-        Duration::from_secs(60),
-        Duration::from_millis(300),
-    );
-    let mut con = redis.connection().await;
+    let lease = Duration::from_millis(600);
+    let s = store(&redis.url(), Duration::from_secs(60), lease);
+    let other = store(&redis.url(), Duration::from_secs(60), lease);
+    let con = redis.connection().await;
     let slot = slot_of("portal", b"dead-owner");
     assert_eq!(s.begin(slot, [1; 32]).await.unwrap(), Begin::Claimed);
     let key = format!(
         "{KEY_PREFIX}{}",
         slot.iter().map(|b| format!("{b:02x}")).collect::<String>()
     );
-    let pttl: i64 = ::redis::cmd("PTTL")
-        .arg(&key)
-        .query_async(&mut con)
-        .await
-        .unwrap();
-    assert!((1..=300).contains(&pttl), "claim PTTL {pttl}");
-    // Its owner never finishes: the claim lapses and the key can be claimed again.
+    let pttl = |k: String| {
+        let mut con = con.clone();
+        async move {
+            ::redis::cmd("PTTL")
+                .arg(k)
+                .query_async::<i64>(&mut con)
+                .await
+                .unwrap()
+        }
+    };
+    // The claim is kept as long as an outcome would be; only its lease is short.
+    assert!((59_000..=60_000).contains(&pttl(key.clone()).await));
+    assert!((1..=600).contains(&pttl(format!("{key}:lease")).await));
+    assert!(!other.renew(slot).await.unwrap(), "only the owner renews");
+    assert!(s.renew(slot).await.unwrap());
+    assert_eq!(s.begin(slot, [1; 32]).await.unwrap(), Begin::InFlight);
+    assert!(
+        !s.resolve(slot, None).await.unwrap(),
+        "a live claim is not unknown"
+    );
+    // Its owner stops renewing (killed): the claim lapses, and stays evidence.
     assert!(
         eventually(Duration::from_secs(5), || async {
-            s.begin(slot, [2; 32]).await.unwrap() == Begin::Claimed
+            other.begin(slot, [1; 32]).await.unwrap() == Begin::Lapsed
         })
         .await
     );
-    s.finish(slot, [2; 32], Outcome::MisTimeout).await.unwrap();
-    let pttl: i64 = ::redis::cmd("PTTL")
-        .arg(&key)
-        .query_async(&mut con)
+    assert_eq!(other.begin(slot, [2; 32]).await.unwrap(), Begin::Mismatch);
+    // A journal found the booking: the lapsed claim becomes that booking.
+    let booked = Outcome::Booked {
+        guid: "2d793f84-26c9-496d-bd64-745095eb1f80".into(),
+        number: "N-1".into(),
+        slot: "766998fb-1915-4d54-a3f3-934f60125aac".into(),
+        source: "mis".into(),
+        create_time: "2026-12-06T10:00:00+03:00".into(),
+    };
+    assert!(other.resolve(slot, Some(booked.clone())).await.unwrap());
+    assert_eq!(
+        s.begin(slot, [1; 32]).await.unwrap(),
+        Begin::Done(booked.clone())
+    );
+    assert!(
+        !other.resolve(slot, None).await.unwrap(),
+        "a booked key is not unknown"
+    );
+    assert!(
+        (59_000..=60_000).contains(&pttl(key.clone()).await),
+        "TTL kept"
+    );
+
+    // An unknown outcome released by the journal (nothing was booked): sent again.
+    let unknown = slot_of("portal", b"unknown");
+    assert_eq!(s.begin(unknown, [1; 32]).await.unwrap(), Begin::Claimed);
+    s.finish(unknown, [1; 32], Outcome::MisTimeout)
         .await
         .unwrap();
-    assert!((59_000..=60_000).contains(&pttl), "outcome PTTL {pttl}");
+    assert!(other.resolve(unknown, None).await.unwrap());
+    assert_eq!(other.begin(unknown, [1; 32]).await.unwrap(), Begin::Claimed);
+    assert!(!s.resolve(slot_of("portal", b"none"), None).await.unwrap());
+    // A release by another owner leaves the claim alone.
+    s.release(unknown).await.unwrap();
+    assert_eq!(s.begin(unknown, [1; 32]).await.unwrap(), Begin::InFlight);
+    drop(con);
 }
 
 #[tokio::test]
@@ -373,25 +428,42 @@ async fn books_quickly(gw: &TestGateway, mis: &MockMis, key: &str) -> Duration {
     took
 }
 
+/// Sends a fresh keyed booking; asserts a quick 503 95030 with Retry-After that was not sent.
+async fn refused_quickly(gw: &TestGateway, mis: &MockMis, key: &str) -> Duration {
+    let before = mis.count();
+    let started = Instant::now();
+    let r = gw.send(keyed(gw, &fresh_booking(), key)).await;
+    let took = started.elapsed();
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, "95030"),
+        "{}",
+        r.text()
+    );
+    assert!(r.headers.contains_key("retry-after"));
+    assert_eq!(mis.count(), before, "not sent");
+    assert!(took < Duration::from_millis(500), "refusal took {took:?}");
+    took
+}
+
 #[tokio::test]
-async fn with_redis_unreachable_bookings_go_through_quickly() {
+async fn with_redis_unreachable_keyed_bookings_are_refused_quickly_and_keyless_ones_go_through() {
     let mis = MockMis::spawn(echo_mis()).await;
     let addr = closed_port().await;
     let (gw, _) = replicas(&shared_config_toml(&mis, ""), &format!("redis://{addr}/0")).await;
     for i in 0..5 {
-        books_quickly(&gw, &mis, &format!("down-{i}")).await;
+        refused_quickly(&gw, &mis, &format!("down-{i}")).await;
     }
-    // Without the store, a repeat books again: protection is degraded, bookings are not.
-    let body = fresh_booking();
-    for _ in 0..2 {
-        let r = gw.send(keyed(&gw, &body, "unprotected")).await;
-        assert_eq!(r.status, StatusCode::OK);
-    }
-    assert_eq!(mis.count(), 7);
+    // A booking without a key needs no store.
+    assert_eq!(
+        gw.book(&fresh_booking(), PORTAL).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(mis.count(), 1);
 }
 
 #[tokio::test]
-async fn when_redis_dies_bookings_go_through_and_protection_returns_with_it() {
+async fn when_redis_dies_keyed_bookings_wait_for_it_and_protection_returns_with_it() {
     let mut redis = RedisServer::start().await;
     let port = redis.port;
     let mis = MockMis::spawn(echo_mis()).await;
@@ -407,10 +479,10 @@ async fn when_redis_dies_bookings_go_through_and_protection_returns_with_it() {
     redis.kill().await;
     let mut slowest = Duration::ZERO;
     for i in 0..6 {
-        slowest = slowest.max(books_quickly(&gw1, &mis, &format!("dead-{i}")).await);
-        slowest = slowest.max(books_quickly(&gw2, &mis, &format!("dead-{i}")).await);
+        slowest = slowest.max(refused_quickly(&gw1, &mis, &format!("dead-{i}")).await);
+        slowest = slowest.max(refused_quickly(&gw2, &mis, &format!("dead-{i}")).await);
     }
-    eprintln!("slowest booking with Redis dead: {slowest:?}");
+    eprintln!("slowest refusal with Redis dead: {slowest:?}");
 
     // Redis comes back on the same address: the replicas reconnect and share keys again.
     let _redis = RedisServer::start_on(port)
@@ -425,7 +497,10 @@ async fn when_redis_dies_bookings_go_through_and_protection_returns_with_it() {
             let (gw1, gw2, body) = (&gw1, &gw2, &body);
             async move {
                 let first = gw1.send(keyed(gw1, body, &key)).await;
-                assert_eq!(first.status, StatusCode::OK);
+                if first.status != StatusCode::OK {
+                    assert_eq!(first.code(), "95030", "not reconnected yet");
+                    return false;
+                }
                 gw2.send(keyed(gw2, body, &key))
                     .await
                     .headers
