@@ -338,6 +338,8 @@ if routes:
     wanted = [b.get("password_env") for b in routes.get("backends") or [] if b.get("password_env")]
     if dig(routes, "admin", "token_env"):
         wanted.append(routes["admin"]["token_env"])
+    if dig(routes, "idempotency", "password_env"):
+        wanted.append(routes["idempotency"]["password_env"])
     absent = [w for w in wanted if w not in env and not any(has_key(s, w) for s in env_secrets)]
     check(wanted and not absent, f"Secret provides {', '.join(wanted)}",
           f"routes.toml names environment variables no Secret provides: {absent or 'none named'}")
@@ -516,7 +518,8 @@ if [ -x "$GW" ]; then
   python3 -c 'import sys, yaml; d = next(yaml.safe_load_all(open(sys.argv[1]))); open(sys.argv[2], "w").write(d["data"]["routes.toml"])' \
     "$DEPLOY_DIR/kubernetes/configmap.yaml" "$cm"
   if MIS_NORTH_PASSWORD=x MIS_CENTRAL_PASSWORD=y MIS_GATEWAY_ADMIN_TOKEN=verify-token-0123456789 \
-     MIS_GATEWAY_FINGERPRINT_KEY=verify-key-0123456789 "$GW" check --config "$cm" >"$tmp/check.out" 2>&1; then
+     MIS_GATEWAY_FINGERPRINT_KEY=verify-key-0123456789 MIS_GATEWAY_REDIS_PASSWORD=verify-redis-pw \
+     "$GW" check --config "$cm" >"$tmp/check.out" 2>&1; then
     echo "ok: the ConfigMap's routes.toml passes mis-gateway check"
   else
     fail "the ConfigMap's routes.toml fails mis-gateway check: $(cat "$tmp/check.out")"

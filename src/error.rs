@@ -115,7 +115,7 @@ pub const TABLE: &[(&str, ErrorKind)] = &[
     ("OutcomeUnknown",       kind(502, "95022", "The booking reached the MIS but its answer was lost or unusable; the booking may exist. Do not resend blindly.")),
     ("MisTls",               kind(502, "95023", "The TLS handshake with the MIS failed (its certificate was not trusted, or it refused the gateway's); the booking was not sent. The hub's operators must fix the backend's TLS settings.")),
     ("MisRejectedGateway",   kind(502, "95024", "The MIS refused the gateway's own credentials; the booking was not made. The hub's operators must fix the backend secret.")),
-    ("Overloaded",           kind(503, "95030", "The gateway or this MIS is at capacity; the booking was not sent. Retry after the delay in Retry-After.")),
+    ("Overloaded",           kind(503, "95030", "The gateway or this MIS is at capacity, or the idempotency store is unavailable; the booking was not sent. Retry after the delay in Retry-After.")),
     ("BreakerOpen",          kind(503, "95031", "This MIS is failing and bookings to it are paused; the booking was not sent. Retry after the delay in Retry-After.")),
     ("MisTimeout",           kind(504, "95040", "The MIS did not answer in time after the booking was sent; the booking may exist. Do not resend blindly.")),
 ];
