@@ -335,6 +335,48 @@ mod tests {
         assert_eq!(s.begin(slot, [1; 32]).await.unwrap(), Begin::Claimed);
     }
 
+    #[tokio::test]
+    async fn an_unrenewed_claim_lapses_and_resolve_settles_only_unknown_keys() {
+        let s =
+            MemoryStore::new(Duration::from_secs(60), 100).with_lease(Duration::from_millis(50));
+        let slot = slot_of("portal", b"lease");
+        assert_eq!(s.begin(slot, [1; 32]).await.unwrap(), Begin::Claimed);
+        assert!(
+            !s.resolve(slot, None).await.unwrap(),
+            "a live claim is not unknown"
+        );
+        assert!(s.renew(slot).await.unwrap());
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while s.begin(slot, [1; 32]).await.unwrap() != Begin::Lapsed {
+            assert!(std::time::Instant::now() < deadline, "the claim lapses");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(s.begin(slot, [2; 32]).await.unwrap(), Begin::Mismatch);
+        let booked = Outcome::Booked {
+            guid: "g".into(),
+            number: "1".into(),
+            slot: "s".into(),
+            source: "mis".into(),
+            create_time: "t".into(),
+        };
+        assert!(s.resolve(slot, Some(booked.clone())).await.unwrap());
+        assert_eq!(s.begin(slot, [1; 32]).await.unwrap(), Begin::Done(booked));
+        assert!(
+            !s.resolve(slot, None).await.unwrap(),
+            "a booking is not unknown"
+        );
+        assert!(!s.renew(slot).await.unwrap(), "a done key has no claim");
+
+        let unknown = slot_of("portal", b"unknown");
+        s.begin(unknown, [1; 32]).await.unwrap();
+        s.finish(unknown, [1; 32], Outcome::OutcomeUnknown)
+            .await
+            .unwrap();
+        assert!(s.resolve(unknown, None).await.unwrap());
+        assert_eq!(s.begin(unknown, [1; 32]).await.unwrap(), Begin::Claimed);
+        assert!(!s.resolve(slot_of("portal", b"absent"), None).await.unwrap());
+    }
+
     #[test]
     fn keys_are_scoped_and_checked() {
         assert_ne!(slot_of("portal", b"k"), slot_of("callcentre", b"k"));

@@ -550,3 +550,96 @@ async fn redis_holds_only_fingerprints_and_outcomes() {
     assert_eq!(v["outcome"]["kind"], "booked");
     assert_eq!(v["outcome"]["guid"], r.json()["guid"], "{}", r.text());
 }
+
+/// Calls of the store's scripts Redis has run since its stats were last reset.
+async fn script_calls(redis: &RedisServer) -> u64 {
+    let mut con = redis.connection().await;
+    let info: String = ::redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    info.lines()
+        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+#[tokio::test]
+async fn the_lease_costs_a_quick_booking_no_round_trip_and_a_slow_one_renews() {
+    let redis = RedisServer::start().await;
+    let slow_slot = uuid::Uuid::new_v4().to_string();
+    let slow = slow_slot.clone();
+    let mis = MockMis::spawn(Arc::new(move |r: &Received| {
+        let reply = (echo_mis())(r);
+        if String::from_utf8_lossy(&r.body).contains(&slow) {
+            reply.after(Duration::from_millis(1300))
+        } else {
+            reply
+        }
+    }))
+    .await;
+    let toml = shared_config_toml(
+        &mis,
+        &format!("store = \"{}\"\nlease_ms = 900\n", redis.url()),
+    );
+    let gw = TestGateway::start(&toml).await;
+    books_quickly(&gw, &mis, "warm-up").await;
+    let mut con = redis.connection().await;
+    let () = ::redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    for i in 0..5 {
+        books_quickly(&gw, &mis, &format!("quick-{i}")).await;
+    }
+    let quick = script_calls(&redis).await;
+    eprintln!("Redis round trips for 5 quick keyed bookings: {quick}");
+    assert_eq!(quick, 10, "claim and finish, nothing for the lease");
+
+    let body = seed_with(|v| v["slot"] = slow_slot.clone().into());
+    let r = gw.send(keyed(&gw, &body, "slow")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let renewals = script_calls(&redis).await - quick - 2;
+    eprintln!("renewals of a 1.3 s booking with a 0.9 s lease: {renewals}");
+    assert!((2..=8).contains(&renewals), "{renewals}");
+    // Renewed, it never lapsed: another request with the key while it ran would have been 409.
+    let again = gw.send(keyed(&gw, &body, "slow")).await;
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    assert_eq!(mis.count(), 7);
+}
+
+#[tokio::test]
+async fn a_slow_booking_keeps_its_claim_past_the_lease_on_every_replica() {
+    let redis = RedisServer::start().await;
+    let mis = MockMis::spawn(Arc::new(|r: &Received| {
+        (echo_mis())(r).after(Duration::from_millis(2000))
+    }))
+    .await;
+    let toml = shared_config_toml(
+        &mis,
+        &format!("store = \"{}\"\nlease_ms = 600\n", redis.url()),
+    );
+    let gw1 = Arc::new(TestGateway::start(&toml).await);
+    let gw2 = TestGateway::start(&toml).await;
+    let body = fresh_booking();
+    let first = {
+        let (gw1, body) = (gw1.clone(), body.clone());
+        tokio::spawn(async move { gw1.send(keyed(&gw1, &body, "long")).await.status })
+    };
+    assert!(eventually(Duration::from_secs(5), || async { mis.count() == 1 }).await);
+    // Three leases later the booking still runs and still holds the key.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let r = gw2.send(keyed(&gw2, &body, "long")).await;
+    assert_eq!(r.code(), "94090", "renewed, not lapsed");
+    assert_eq!(first.await.unwrap(), StatusCode::OK);
+    assert_eq!(mis.count(), 1);
+}
