@@ -67,8 +67,8 @@ pub enum Begin {
     Lapsed,
 }
 
-/// How long a claim lives without renewal unless a store is told otherwise.
-pub const DEFAULT_LEASE: Duration = Duration::from_secs(10);
+/// The lease of a store whose claims never lapse.
+pub const NO_LEASE: Duration = Duration::MAX;
 
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("idempotency store unavailable: {0}")]
@@ -92,7 +92,8 @@ pub trait Store: Send + Sync {
     fn release(&self, slot: Slot) -> BoxFuture<'_, Result<(), StoreError>>;
     /// Extends this holder's claim on `slot` by a lease; false if it holds no claim there.
     fn renew(&self, slot: Slot) -> BoxFuture<'_, Result<bool, StoreError>>;
-    /// How long a claim lives without [`Store::renew`].
+    /// How long a claim lives without [`Store::renew`]; [`NO_LEASE`]: it never lapses (a store
+    /// that dies with its claims' owner), and bookings need not renew it.
     fn lease(&self) -> Duration;
     /// Settles a key whose outcome is unknown (recorded as unknown, or a lapsed claim), e.g. from
     /// a booking journal: `Some(outcome)` replaces it by that outcome, `None` releases the key so
@@ -113,7 +114,10 @@ impl Outcome {
 
 #[derive(Debug, Clone)]
 enum State {
-    InFlight { lease_until: std::time::Instant },
+    /// `None`: the claim does not lapse.
+    InFlight {
+        lease_until: Option<std::time::Instant>,
+    },
     Done(Outcome),
 }
 
@@ -136,11 +140,12 @@ impl MemoryStore {
                 .max_capacity(max_keys)
                 .time_to_live(ttl)
                 .build(),
-            lease: DEFAULT_LEASE,
+            // In-process claims die with their owner: nothing to lapse, nothing to renew.
+            lease: NO_LEASE,
         }
     }
 
-    /// The same store with claims leased for `lease`.
+    /// The same store with claims leased for `lease` (tests of lapsed claims).
     pub fn with_lease(mut self, lease: Duration) -> MemoryStore {
         self.lease = lease;
         self
@@ -148,7 +153,7 @@ impl MemoryStore {
 
     fn in_flight(&self) -> State {
         State::InFlight {
-            lease_until: std::time::Instant::now() + self.lease,
+            lease_until: std::time::Instant::now().checked_add(self.lease),
         }
     }
 }
@@ -169,9 +174,9 @@ impl Store for MemoryStore {
             let e = entry.into_value();
             match e.state {
                 _ if e.fingerprint != fingerprint => Begin::Mismatch,
-                State::InFlight { lease_until } if lease_until < std::time::Instant::now() => {
-                    Begin::Lapsed
-                }
+                State::InFlight {
+                    lease_until: Some(until),
+                } if until < std::time::Instant::now() => Begin::Lapsed,
                 State::InFlight { .. } => Begin::InFlight,
                 State::Done(o) => Begin::Done(o),
             }
@@ -230,7 +235,7 @@ impl Store for MemoryStore {
         let result = self.entries.entry(slot).and_compute_with(|held| {
             let Some(e) = held else { return Op::Nop };
             let unknown = match &e.value().state {
-                State::InFlight { lease_until } => *lease_until < now,
+                State::InFlight { lease_until } => lease_until.is_some_and(|t| t < now),
                 State::Done(o) => o.is_unknown(),
             };
             match (unknown, &booked) {
