@@ -386,6 +386,8 @@ if routes:
     wanted = [b.get("password_env") for b in routes.get("backends") or [] if b.get("password_env")]
     if dig(routes, "admin", "token_env"):
         wanted.append(routes["admin"]["token_env"])
+    if dig(routes, "idempotency", "password_env"):
+        wanted.append(routes["idempotency"]["password_env"])
     absent = [w for w in wanted if w not in env and not any(has_key(s, w) for s in env_secrets)]
     check(wanted and not absent, f"Secret provides {', '.join(wanted)}",
           f"routes.toml names environment variables no Secret provides: {absent or 'none named'}")

@@ -27,6 +27,15 @@ impl Handler for Gateway {
     ) -> impl Future<Output = http::Response<http_body_util::Full<bytes::Bytes>>> + Send {
         self.handle(req, Some(peer.ip()))
     }
+
+    fn drain_started(&self) {
+        self.expiry.begin();
+    }
+
+    fn drain_expired(&self) -> bool {
+        self.expiry.expire();
+        true
+    }
 }
 
 /// A gateway built from a validated config, ready to serve.

@@ -436,8 +436,10 @@ fn changed_line(section: &str, key: &str, value: &str) -> (String, Vec<String>) 
             format!("\"{ip}:{}\"", port.parse::<u16>().unwrap() + 1)
         }
         ("timezone", _) => "\"Europe/Moscow\"".into(),
+        ("on_store_error", _) => "\"local\"".into(),
+        ("on_5xx", _) => "\"retry\"".into(),
         ("url", _) => "\"https://mis-north-2.example\"".into(),
-        ("store", _) => "\"redis://127.0.0.1:6379/0\"".into(),
+        ("store", _) => "\"rediss://redis-2.internal:6380/0\"".into(),
         ("password_hash", _) => format!("\"{CALLCENTRE_HASH}\""),
         ("lpus", _) => format!("[\"{SEED_LPU}\"]"),
         _ => format!("\"{unquoted}2\""),
@@ -483,6 +485,9 @@ fn check_against_reports_a_change_of_every_key_of_the_readme_reference() {
                 .unwrap()
                 .trim_matches('[')
                 .to_owned();
+            continue;
+        }
+        if trimmed.starts_with('#') {
             continue;
         }
         let Some((key, rest)) = trimmed.split_once(" = ") else {

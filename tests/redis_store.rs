@@ -3,7 +3,6 @@
 
 mod support;
 
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -13,115 +12,8 @@ use http_body_util::Full;
 use mis_gateway::app::App;
 use mis_gateway::policy::idempotency::redis::{KEY_PREFIX, RedisStore};
 use mis_gateway::policy::idempotency::{Begin, Outcome, Store, slot_of};
+use support::redis::RedisServer;
 use support::*;
-
-/// A throwaway `redis-server` child process: no persistence, loopback only, killed on drop.
-struct RedisServer {
-    child: tokio::process::Child,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
-
-impl RedisServer {
-    async fn start() -> RedisServer {
-        for _ in 0..5 {
-            let port = std::net::TcpListener::bind("127.0.0.1:0")
-                .unwrap()
-                .local_addr()
-                .unwrap()
-                .port();
-            if let Some(server) = Self::start_on(port).await {
-                return server;
-            }
-        }
-        panic!("redis-server did not start on a free port");
-    }
-
-    /// Starts on `port`; None if the server exits (the port was taken meanwhile).
-    async fn start_on(port: u16) -> Option<RedisServer> {
-        let dir = tempfile::tempdir().unwrap();
-        let mut child = tokio::process::Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-            .args(["--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(dir.path())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .expect("redis-server is on PATH (Debian package `redis-server`)");
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-        loop {
-            if child.try_wait().unwrap().is_some() {
-                return None;
-            }
-            if ping(port).await {
-                return Some(RedisServer {
-                    child,
-                    port,
-                    _dir: dir,
-                });
-            }
-            assert!(
-                tokio::time::Instant::now() < deadline,
-                "redis-server did not answer PING"
-            );
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-    }
-
-    fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
-    }
-
-    async fn connection(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.url())
-            .unwrap()
-            .get_multiplexed_async_connection()
-            .await
-            .unwrap()
-    }
-
-    /// Every key of this store with its value.
-    async fn entries(&self) -> Vec<(String, String)> {
-        let mut con = self.connection().await;
-        let keys: Vec<String> = redis::cmd("KEYS")
-            .arg("*")
-            .query_async(&mut con)
-            .await
-            .unwrap();
-        let mut out = Vec::new();
-        for k in keys {
-            let v: String = redis::cmd("GET")
-                .arg(&k)
-                .query_async(&mut con)
-                .await
-                .unwrap();
-            out.push((k, v));
-        }
-        out
-    }
-
-    async fn kill(&mut self) {
-        self.child.kill().await.unwrap();
-    }
-}
-
-async fn ping(port: u16) -> bool {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let Ok(mut s) = tokio::net::TcpStream::connect(("127.0.0.1", port)).await else {
-        return false;
-    };
-    if s.write_all(b"PING\r\n").await.is_err() {
-        return false;
-    }
-    let mut buf = [0u8; 7];
-    matches!(
-        tokio::time::timeout(Duration::from_secs(1), s.read_exact(&mut buf)).await,
-        Ok(Ok(_)) if &buf == b"+PONG\r\n"
-    )
-}
 
 fn store(url: &str, ttl: Duration, claim_ttl: Duration) -> Arc<RedisStore> {
     Arc::new(RedisStore::open(url, ttl, claim_ttl).unwrap())
@@ -197,49 +89,104 @@ async fn the_claim_script_claims_reports_in_flight_mismatch_done_and_release() {
         other.begin(slot, [1; 32]).await.unwrap(),
         Begin::Done(outcome)
     );
+    // A release gives up only its own in-flight claim, never an outcome.
     s.release(slot).await.unwrap();
-    assert_eq!(other.begin(slot, [1; 32]).await.unwrap(), Begin::Claimed);
+    assert!(matches!(
+        other.begin(slot, [1; 32]).await.unwrap(),
+        Begin::Done(_)
+    ));
     // Keys are scoped: another slot is independent; releasing an absent key is fine.
     let elsewhere = slot_of("callcentre", b"k1");
     assert_eq!(s.begin(elsewhere, [1; 32]).await.unwrap(), Begin::Claimed);
+    other.release(elsewhere).await.unwrap();
+    assert_eq!(
+        other.begin(elsewhere, [1; 32]).await.unwrap(),
+        Begin::InFlight
+    );
+    s.release(elsewhere).await.unwrap();
+    assert_eq!(
+        other.begin(elsewhere, [1; 32]).await.unwrap(),
+        Begin::Claimed
+    );
     s.release(slot_of("portal", b"never")).await.unwrap();
 }
 
 #[tokio::test]
-async fn claims_expire_after_claim_ttl_and_outcomes_after_ttl() {
+async fn an_unrenewed_claim_lapses_into_unknown_and_resolve_settles_it() {
     let redis = RedisServer::start().await;
-    let s = store(
-        &redis.url(),
-        Duration::from_secs(60),
-        Duration::from_millis(300),
-    );
-    let mut con = redis.connection().await;
+    let lease = Duration::from_millis(600);
+    let s = store(&redis.url(), Duration::from_secs(60), lease);
+    let other = store(&redis.url(), Duration::from_secs(60), lease);
+    let con = redis.connection().await;
     let slot = slot_of("portal", b"dead-owner");
     assert_eq!(s.begin(slot, [1; 32]).await.unwrap(), Begin::Claimed);
     let key = format!(
         "{KEY_PREFIX}{}",
         slot.iter().map(|b| format!("{b:02x}")).collect::<String>()
     );
-    let pttl: i64 = redis::cmd("PTTL")
-        .arg(&key)
-        .query_async(&mut con)
-        .await
-        .unwrap();
-    assert!((1..=300).contains(&pttl), "claim PTTL {pttl}");
-    // Its owner never finishes: the claim lapses and the key can be claimed again.
+    let pttl = |k: String| {
+        let mut con = con.clone();
+        async move {
+            ::redis::cmd("PTTL")
+                .arg(k)
+                .query_async::<i64>(&mut con)
+                .await
+                .unwrap()
+        }
+    };
+    // The claim is kept as long as an outcome would be; only its lease is short.
+    assert!((59_000..=60_000).contains(&pttl(key.clone()).await));
+    assert!((1..=600).contains(&pttl(format!("{key}:lease")).await));
+    assert!(!other.renew(slot).await.unwrap(), "only the owner renews");
+    assert!(s.renew(slot).await.unwrap());
+    assert_eq!(s.begin(slot, [1; 32]).await.unwrap(), Begin::InFlight);
+    assert!(
+        !s.resolve(slot, None).await.unwrap(),
+        "a live claim is not unknown"
+    );
+    // Its owner stops renewing (killed): the claim lapses, and stays evidence.
     assert!(
         eventually(Duration::from_secs(5), || async {
-            s.begin(slot, [2; 32]).await.unwrap() == Begin::Claimed
+            other.begin(slot, [1; 32]).await.unwrap() == Begin::Lapsed
         })
         .await
     );
-    s.finish(slot, [2; 32], Outcome::MisTimeout).await.unwrap();
-    let pttl: i64 = redis::cmd("PTTL")
-        .arg(&key)
-        .query_async(&mut con)
+    assert_eq!(other.begin(slot, [2; 32]).await.unwrap(), Begin::Mismatch);
+    // A journal found the booking: the lapsed claim becomes that booking.
+    let booked = Outcome::Booked {
+        guid: "2d793f84-26c9-496d-bd64-745095eb1f80".into(),
+        number: "N-1".into(),
+        slot: "766998fb-1915-4d54-a3f3-934f60125aac".into(),
+        source: "mis".into(),
+        create_time: "2026-12-06T10:00:00+03:00".into(),
+    };
+    assert!(other.resolve(slot, Some(booked.clone())).await.unwrap());
+    assert_eq!(
+        s.begin(slot, [1; 32]).await.unwrap(),
+        Begin::Done(booked.clone())
+    );
+    assert!(
+        !other.resolve(slot, None).await.unwrap(),
+        "a booked key is not unknown"
+    );
+    assert!(
+        (59_000..=60_000).contains(&pttl(key.clone()).await),
+        "TTL kept"
+    );
+
+    // An unknown outcome released by the journal (nothing was booked): sent again.
+    let unknown = slot_of("portal", b"unknown");
+    assert_eq!(s.begin(unknown, [1; 32]).await.unwrap(), Begin::Claimed);
+    s.finish(unknown, [1; 32], Outcome::MisTimeout)
         .await
         .unwrap();
-    assert!((59_000..=60_000).contains(&pttl), "outcome PTTL {pttl}");
+    assert!(other.resolve(unknown, None).await.unwrap());
+    assert_eq!(other.begin(unknown, [1; 32]).await.unwrap(), Begin::Claimed);
+    assert!(!s.resolve(slot_of("portal", b"none"), None).await.unwrap());
+    // A release by another owner leaves the claim alone.
+    s.release(unknown).await.unwrap();
+    assert_eq!(s.begin(unknown, [1; 32]).await.unwrap(), Begin::InFlight);
+    drop(con);
 }
 
 #[tokio::test]
@@ -343,7 +290,7 @@ async fn a_redis_that_stops_answering_is_given_up_and_reconnected() {
     let slot = slot_of("portal", b"k");
     assert_eq!(s.begin(slot, [1; 32]).await.unwrap(), Begin::Claimed);
     // The server stops answering every client (new ones included) for 1.5 s.
-    let _: () = redis::cmd("CLIENT")
+    let _: () = ::redis::cmd("CLIENT")
         .arg("PAUSE")
         .arg(1500)
         .query_async(&mut redis.connection().await)
@@ -481,25 +428,42 @@ async fn books_quickly(gw: &TestGateway, mis: &MockMis, key: &str) -> Duration {
     took
 }
 
+/// Sends a fresh keyed booking; asserts a quick 503 95030 with Retry-After that was not sent.
+async fn refused_quickly(gw: &TestGateway, mis: &MockMis, key: &str) -> Duration {
+    let before = mis.count();
+    let started = Instant::now();
+    let r = gw.send(keyed(gw, &fresh_booking(), key)).await;
+    let took = started.elapsed();
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (StatusCode::SERVICE_UNAVAILABLE, "95030"),
+        "{}",
+        r.text()
+    );
+    assert!(r.headers.contains_key("retry-after"));
+    assert_eq!(mis.count(), before, "not sent");
+    assert!(took < Duration::from_millis(500), "refusal took {took:?}");
+    took
+}
+
 #[tokio::test]
-async fn with_redis_unreachable_bookings_go_through_quickly() {
+async fn with_redis_unreachable_keyed_bookings_are_refused_quickly_and_keyless_ones_go_through() {
     let mis = MockMis::spawn(echo_mis()).await;
     let addr = closed_port().await;
     let (gw, _) = replicas(&shared_config_toml(&mis, ""), &format!("redis://{addr}/0")).await;
     for i in 0..5 {
-        books_quickly(&gw, &mis, &format!("down-{i}")).await;
+        refused_quickly(&gw, &mis, &format!("down-{i}")).await;
     }
-    // Without the store, a repeat books again: protection is degraded, bookings are not.
-    let body = fresh_booking();
-    for _ in 0..2 {
-        let r = gw.send(keyed(&gw, &body, "unprotected")).await;
-        assert_eq!(r.status, StatusCode::OK);
-    }
-    assert_eq!(mis.count(), 7);
+    // A booking without a key needs no store.
+    assert_eq!(
+        gw.book(&fresh_booking(), PORTAL).await.status,
+        StatusCode::OK
+    );
+    assert_eq!(mis.count(), 1);
 }
 
 #[tokio::test]
-async fn when_redis_dies_bookings_go_through_and_protection_returns_with_it() {
+async fn when_redis_dies_keyed_bookings_wait_for_it_and_protection_returns_with_it() {
     let mut redis = RedisServer::start().await;
     let port = redis.port;
     let mis = MockMis::spawn(echo_mis()).await;
@@ -515,10 +479,10 @@ async fn when_redis_dies_bookings_go_through_and_protection_returns_with_it() {
     redis.kill().await;
     let mut slowest = Duration::ZERO;
     for i in 0..6 {
-        slowest = slowest.max(books_quickly(&gw1, &mis, &format!("dead-{i}")).await);
-        slowest = slowest.max(books_quickly(&gw2, &mis, &format!("dead-{i}")).await);
+        slowest = slowest.max(refused_quickly(&gw1, &mis, &format!("dead-{i}")).await);
+        slowest = slowest.max(refused_quickly(&gw2, &mis, &format!("dead-{i}")).await);
     }
-    eprintln!("slowest booking with Redis dead: {slowest:?}");
+    eprintln!("slowest refusal with Redis dead: {slowest:?}");
 
     // Redis comes back on the same address: the replicas reconnect and share keys again.
     let _redis = RedisServer::start_on(port)
@@ -533,7 +497,10 @@ async fn when_redis_dies_bookings_go_through_and_protection_returns_with_it() {
             let (gw1, gw2, body) = (&gw1, &gw2, &body);
             async move {
                 let first = gw1.send(keyed(gw1, body, &key)).await;
-                assert_eq!(first.status, StatusCode::OK);
+                if first.status != StatusCode::OK {
+                    assert_eq!(first.code(), "95030", "not reconnected yet");
+                    return false;
+                }
                 gw2.send(keyed(gw2, body, &key))
                     .await
                     .headers
@@ -582,4 +549,97 @@ async fn redis_holds_only_fingerprints_and_outcomes() {
     assert_eq!(v["fp"].as_str().unwrap().len(), 64);
     assert_eq!(v["outcome"]["kind"], "booked");
     assert_eq!(v["outcome"]["guid"], r.json()["guid"], "{}", r.text());
+}
+
+/// Calls of the store's scripts Redis has run since its stats were last reset.
+async fn script_calls(redis: &RedisServer) -> u64 {
+    let mut con = redis.connection().await;
+    let info: String = ::redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    info.lines()
+        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+        .filter_map(|l| {
+            l.split("calls=")
+                .nth(1)?
+                .split(',')
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .sum()
+}
+
+#[tokio::test]
+async fn the_lease_costs_a_quick_booking_no_round_trip_and_a_slow_one_renews() {
+    let redis = RedisServer::start().await;
+    let slow_slot = uuid::Uuid::new_v4().to_string();
+    let slow = slow_slot.clone();
+    let mis = MockMis::spawn(Arc::new(move |r: &Received| {
+        let reply = (echo_mis())(r);
+        if String::from_utf8_lossy(&r.body).contains(&slow) {
+            reply.after(Duration::from_millis(1300))
+        } else {
+            reply
+        }
+    }))
+    .await;
+    let toml = shared_config_toml(
+        &mis,
+        &format!("store = \"{}\"\nlease_ms = 900\n", redis.url()),
+    );
+    let gw = TestGateway::start(&toml).await;
+    books_quickly(&gw, &mis, "warm-up").await;
+    let mut con = redis.connection().await;
+    let () = ::redis::cmd("CONFIG")
+        .arg("RESETSTAT")
+        .query_async(&mut con)
+        .await
+        .unwrap();
+    for i in 0..5 {
+        books_quickly(&gw, &mis, &format!("quick-{i}")).await;
+    }
+    let quick = script_calls(&redis).await;
+    eprintln!("Redis round trips for 5 quick keyed bookings: {quick}");
+    assert_eq!(quick, 10, "claim and finish, nothing for the lease");
+
+    let body = seed_with(|v| v["slot"] = slow_slot.clone().into());
+    let r = gw.send(keyed(&gw, &body, "slow")).await;
+    assert_eq!(r.status, StatusCode::OK);
+    let renewals = script_calls(&redis).await - quick - 2;
+    eprintln!("renewals of a 1.3 s booking with a 0.9 s lease: {renewals}");
+    assert!((2..=8).contains(&renewals), "{renewals}");
+    // Renewed, it never lapsed: another request with the key while it ran would have been 409.
+    let again = gw.send(keyed(&gw, &body, "slow")).await;
+    assert_eq!(again.headers["idempotent-replayed"], "true");
+    assert_eq!(mis.count(), 7);
+}
+
+#[tokio::test]
+async fn a_slow_booking_keeps_its_claim_past_the_lease_on_every_replica() {
+    let redis = RedisServer::start().await;
+    let mis = MockMis::spawn(Arc::new(|r: &Received| {
+        (echo_mis())(r).after(Duration::from_millis(2000))
+    }))
+    .await;
+    let toml = shared_config_toml(
+        &mis,
+        &format!("store = \"{}\"\nlease_ms = 600\n", redis.url()),
+    );
+    let gw1 = Arc::new(TestGateway::start(&toml).await);
+    let gw2 = TestGateway::start(&toml).await;
+    let body = fresh_booking();
+    let first = {
+        let (gw1, body) = (gw1.clone(), body.clone());
+        tokio::spawn(async move { gw1.send(keyed(&gw1, &body, "long")).await.status })
+    };
+    assert!(eventually(Duration::from_secs(5), || async { mis.count() == 1 }).await);
+    // Three leases later the booking still runs and still holds the key.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let r = gw2.send(keyed(&gw2, &body, "long")).await;
+    assert_eq!(r.code(), "94090", "renewed, not lapsed");
+    assert_eq!(first.await.unwrap(), StatusCode::OK);
+    assert_eq!(mis.count(), 1);
 }

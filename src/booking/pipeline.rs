@@ -28,8 +28,9 @@ use uuid::Uuid;
 use crate::booking;
 use crate::booking::normalize;
 use crate::booking::run_to_end::run_to_end;
-use crate::config::{Integrator, StoreKind};
+use crate::config::{Integrator, On5xx, StoreKind};
 use crate::error::{GatewayError, RequestId};
+use crate::policy::idempotency::keyed::{Keys, Start};
 use crate::live::{Generation, Live};
 use crate::policy::auth::{AuthFailure, Authenticator};
 use crate::policy::guard::is_mis_failure;
@@ -46,6 +47,10 @@ pub struct Gateway {
     pub live: Arc<Live>,
     pub auth: Authenticator,
     pub store: Arc<dyn Store>,
+    /// The store behind this replica's own ledger (see [`crate::policy::idempotency::keyed`]).
+    pub keys: Keys,
+    /// Ends bookings still at their MIS when the drain deadline passes.
+    pub expiry: crate::edge::drain::Expiry,
     in_flight: Arc<InFlight>,
     fingerprint_key: Vec<u8>,
     /// Token buckets of integrators with a `rate_per_second`.
@@ -97,21 +102,16 @@ impl Gateway {
     pub fn new(live: Arc<Live>) -> Gateway {
         let config = live.load().config.clone();
         let settings = &config.idempotency;
+        let memory =
+            || MemoryStore::new(settings.ttl, settings.max_keys).with_lease(settings.lease);
         let store: Arc<dyn Store> = match &settings.store {
-            StoreKind::Memory => Arc::new(MemoryStore::new(settings.ttl, settings.max_keys)),
-            StoreKind::Redis(url) => {
-                // A claim outlives the slowest booking; a dead replica's claim then expires.
-                let slowest = config
-                    .backends
-                    .iter()
-                    .map(|b| b.timeout)
-                    .max()
-                    .unwrap_or_default();
-                match RedisStore::open(url, settings.ttl, slowest * 2 + Duration::from_secs(30)) {
+            StoreKind::Memory => Arc::new(memory()),
+            StoreKind::Redis(redis) => {
+                match RedisStore::with_settings(redis.clone(), settings.ttl, settings.lease) {
                     Ok(store) => Arc::new(store),
                     Err(e) => {
                         tracing::error!(error = %e, "cannot use the Redis idempotency store; keys are kept in this process only");
-                        Arc::new(MemoryStore::new(settings.ttl, settings.max_keys))
+                        Arc::new(memory())
                     }
                 }
             }
@@ -130,10 +130,17 @@ impl Gateway {
                 k
             }
         };
+        let keys = Keys::new(
+            store.clone(),
+            config.idempotency.ttl,
+            config.idempotency.max_keys,
+        );
         Gateway {
             live,
             auth: Authenticator::new(),
             store,
+            keys,
+            expiry: crate::edge::drain::Expiry::default(),
             in_flight: Arc::default(),
             fingerprint_key,
             buckets: Default::default(),
@@ -325,19 +332,28 @@ impl Gateway {
         let _in_flight;
         let mut claimed = None;
         match b.key {
-            Some(slot) => match self.store.begin(slot, fingerprint).await {
-                Ok(Begin::Claimed) => claimed = Some(slot),
-                Ok(Begin::InFlight) => return Err(GatewayError::IdempotencyInFlight),
-                Ok(Begin::Mismatch) => return Err(GatewayError::IdempotencyMismatch),
-                Ok(Begin::Done(outcome)) => {
-                    rec.replayed = true;
-                    return replay(outcome, &b.body);
+            Some(slot) => {
+                let policy = b.generation.config.idempotency.on_store_error;
+                match self.keys.begin(slot, fingerprint, policy, request_id).await {
+                    Start::Claimed(claim) => claimed = Some(claim),
+                    Start::Answer(Begin::Claimed | Begin::InFlight) => {
+                        return Err(GatewayError::IdempotencyInFlight);
+                    }
+                    Start::Answer(Begin::Mismatch) => {
+                        return Err(GatewayError::IdempotencyMismatch);
+                    }
+                    Start::Answer(Begin::Lapsed) => return Err(GatewayError::OutcomeUnknown),
+                    Start::Answer(Begin::Done(outcome)) => {
+                        rec.replayed = true;
+                        return replay(outcome, &b.body);
+                    }
+                    Start::Rejected => {
+                        return Err(GatewayError::Overloaded {
+                            retry_after_secs: 1,
+                        });
+                    }
                 }
-                Err(e) => {
-                    crate::telemetry::metrics::get().store_errors.add(1, &[]);
-                    tracing::error!(error = %e, request_id, "idempotency store unavailable: booking without duplicate protection");
-                }
-            },
+            }
             None => {
                 _in_flight = self
                     .in_flight
@@ -346,17 +362,20 @@ impl Gateway {
             }
         }
 
-        let result = async {
+        let booking = async {
             let permit = upstream.guard.admit(upstream.backend.limits)?;
             let mis_started = Instant::now();
-            let answer = upstream
-                .book(
+            // Cut at the drain's deadline: the client then reads 504 and the key is recorded.
+            let answer = self
+                .expiry
+                .cut(upstream.book(
                     &b.body,
                     ids.request_id.header(),
                     ids.traceparent.as_ref().or(b.traceparent.as_ref()),
                     ids.tracestate.as_ref(),
-                )
-                .await;
+                ))
+                .await
+                .unwrap_or(Err(GatewayError::MisTimeout));
             rec.mis_time = Some(mis_started.elapsed());
             let normalized = answer.and_then(|answer| {
                 rec.mis_status = Some(answer.status.as_u16());
@@ -373,10 +392,13 @@ impl Gateway {
             });
             permit.record(!normalized.as_ref().is_err_and(is_mis_failure));
             normalized
-        }
-        .await;
+        };
+        let result = match &claimed {
+            Some(claim) => self.keys.renewing(claim, booking).await,
+            None => booking.await,
+        };
 
-        if let Some(slot) = claimed {
+        if let Some(claim) = claimed {
             let remembered = match &result {
                 Ok((_, fields)) => Some(Outcome::Booked {
                     guid: fields.guid.hyphenated().to_string(),
@@ -385,16 +407,14 @@ impl Gateway {
                     source: fields.source.clone(),
                     create_time: fields.create_time.clone(),
                 }),
-                Err(e) => remembered_error(e),
+                Err(e) => remembered_error(e).or_else(|| {
+                    // A MIS 5xx after it read the booking is no proof that nothing was booked.
+                    let failed_after_reading = rec.mis_status.is_some_and(|s| s >= 500);
+                    (failed_after_reading && upstream.backend.on_5xx == On5xx::Unknown)
+                        .then_some(Outcome::OutcomeUnknown)
+                }),
             };
-            let stored = match remembered {
-                Some(outcome) => self.store.finish(slot, fingerprint, outcome).await,
-                None => self.store.release(slot).await,
-            };
-            if let Err(e) = stored {
-                crate::telemetry::metrics::get().store_errors.add(1, &[]);
-                tracing::error!(error = %e, request_id, "idempotency store unavailable: outcome not remembered");
-            }
+            self.keys.finish(claim, remembered, request_id).await;
         }
         if result.as_ref().is_err_and(GatewayError::outcome_unknown) {
             tracing::warn!(

@@ -161,13 +161,37 @@ pub struct IdempotencySettings {
     /// Key of the body fingerprint's HMAC. Random per process unless given (a shared store
     /// needs every replica to use the same one).
     pub fingerprint_key: Option<String>,
+    /// What a keyed booking does when the store cannot claim its key.
+    pub on_store_error: OnStoreError,
+    /// How long a claim lives unrenewed (a booking renews it while it runs).
+    pub lease: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreKind {
     Memory,
-    /// `redis://host:port/db`
-    Redis(String),
+    /// `redis://` or `rediss://`, with credentials and timeouts.
+    Redis(crate::policy::idempotency::redis::RedisSettings),
+}
+
+/// `[idempotency] on_store_error`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum OnStoreError {
+    /// Not sent: 503 with Retry-After.
+    #[default]
+    Reject,
+    /// Claimed in this replica only: no duplicate within the replica, none prevented across.
+    Local,
+}
+
+/// `on_5xx` of a backend: what a MIS 5xx answer to a keyed booking is remembered as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum On5xx {
+    /// The MIS may have booked before failing: a same-key retry gets "outcome unknown".
+    #[default]
+    Unknown,
+    /// The MIS rolls back on 5xx: the key is released and a retry is sent.
+    Retry,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -215,6 +239,7 @@ pub struct Backend {
     pub limits: BackendLimits,
     /// Own trust (`ca_file`) or client certificate (`client_cert`, `client_key`) for https.
     pub tls: Option<tls::ClientTls>,
+    pub on_5xx: On5xx,
 }
 
 /// Isolation settings of one backend (see `upstream::guard`).
@@ -412,6 +437,12 @@ impl Validator<'_> {
                 self.warnings
                     .push(format!("backends \"{}\": no route uses it", b.name));
             }
+        }
+        for b in backends.iter().filter(|b| server.drain_timeout < b.timeout) {
+            self.warnings.push(format!(
+                "server.drain_timeout_ms is shorter than backends \"{}\".timeout_ms: bookings still at that MIS when the drain ends get 504 95040 (outcome unknown)",
+                b.name
+            ));
         }
         if admin.listen == server.listen && server.listen.port() != 0 {
             self.problem("admin.listen", "must differ from server.listen");
@@ -679,17 +710,9 @@ impl Validator<'_> {
     }
 
     fn idempotency(&mut self, v: Option<toml::Value>) -> IdempotencySettings {
-        #[derive(Default, serde::Deserialize)]
-        #[serde(deny_unknown_fields)]
-        struct Raw {
-            ttl_seconds: Option<u64>,
-            max_keys: Option<u64>,
-            store: Option<String>,
-            fingerprint_key_env: Option<String>,
-        }
-        let raw: Raw = match v {
+        let raw: raw::Idempotency = match v {
             Some(v) => self.typed("idempotency", v).unwrap_or_default(),
-            None => Raw::default(),
+            None => raw::Idempotency::default(),
         };
         let ttl = raw.ttl_seconds.unwrap_or(86_400);
         if !(1..=7 * 86_400).contains(&ttl) {
@@ -706,19 +729,81 @@ impl Validator<'_> {
                 (100, 100_000_000),
             )
             .unwrap_or(200_000);
+        let on_store_error = match raw.on_store_error.as_deref() {
+            None | Some("reject") => OnStoreError::Reject,
+            Some("local") => OnStoreError::Local,
+            Some(_) => {
+                self.problem(
+                    "idempotency.on_store_error",
+                    "must be \"reject\" or \"local\"",
+                );
+                OnStoreError::Reject
+            }
+        };
+        let lease = self.ms("idempotency.lease_ms", raw.lease_ms, 10_000, (500, 600_000));
+        let connect_timeout = self.ms(
+            "idempotency.connect_timeout_ms",
+            raw.connect_timeout_ms,
+            1_000,
+            (10, 60_000),
+        );
+        let command_timeout = self.ms(
+            "idempotency.command_timeout_ms",
+            raw.command_timeout_ms,
+            250,
+            (10, 60_000),
+        );
+        if command_timeout * 2 >= lease {
+            self.problem(
+                "idempotency.lease_ms",
+                "must be more than twice command_timeout_ms (a renewal must arrive in time)",
+            );
+        }
         let store = match raw.store.as_deref() {
             None | Some("memory") => StoreKind::Memory,
-            Some(url) if url.starts_with("redis://") && url.len() > "redis://".len() => {
-                StoreKind::Redis(url.to_owned())
+            Some(url)
+                if ["redis://", "rediss://"]
+                    .iter()
+                    .any(|p| url.starts_with(p) && url.len() > p.len()) =>
+            {
+                if url.contains('@') {
+                    self.problem(
+                        "idempotency.store",
+                        "must not contain credentials: use username with password_env or password_file",
+                    );
+                }
+                StoreKind::Redis(crate::policy::idempotency::redis::RedisSettings {
+                    url: url.to_owned(),
+                    username: raw.username.clone(),
+                    password: self.redis_password(&raw),
+                    ca_pem: self.redis_ca(&raw, url),
+                    connect_timeout,
+                    command_timeout,
+                })
             }
             Some(_) => {
                 self.problem(
                     "idempotency.store",
-                    "must be \"memory\" or a redis://host:port/db URL",
+                    "must be \"memory\" or a redis://host:port/db or rediss://host:port/db URL",
                 );
                 StoreKind::Memory
             }
         };
+        if matches!(store, StoreKind::Memory) {
+            for (key, set) in [
+                ("username", raw.username.is_some()),
+                ("password_env", raw.password_env.is_some()),
+                ("password_file", raw.password_file.is_some()),
+                ("ca_file", raw.ca_file.is_some()),
+            ] {
+                if set {
+                    self.problem(
+                        format!("idempotency.{key}"),
+                        "applies only to a Redis store (store = \"redis://...\")",
+                    );
+                }
+            }
+        }
         let location = "idempotency.fingerprint_key_env";
         let fingerprint_key = raw.fingerprint_key_env.as_deref().and_then(|name| {
             match self.env_secret(location, name) {
@@ -753,7 +838,90 @@ impl Validator<'_> {
             max_keys,
             store,
             fingerprint_key,
+            on_store_error,
+            lease,
         }
+    }
+
+    /// The Redis AUTH password: from the environment or a file, never from routes.toml.
+    fn redis_password(&mut self, raw: &raw::Idempotency) -> Option<String> {
+        let password = match (&raw.password_env, &raw.password_file) {
+            (None, None) => return None,
+            (Some(_), Some(_)) => {
+                self.problem(
+                    "idempotency",
+                    "takes at most one of password_env or password_file",
+                );
+                return None;
+            }
+            (Some(name), None) => {
+                let location = "idempotency.password_env";
+                let before = self.problems.len();
+                match self.env_secret(location, name) {
+                    Some(p) => p,
+                    None if self.problems.len() != before => return None,
+                    None => {
+                        self.problem(location, format!("environment variable {name} is not set"));
+                        return None;
+                    }
+                }
+            }
+            (None, Some(file)) => {
+                let location = "idempotency.password_file";
+                let before = self.problems.len();
+                let Some(path) = self.file_path(location, file) else {
+                    return (self.problems.len() == before).then(|| UNRESOLVED.to_owned());
+                };
+                match self.secrets.file(&path) {
+                    Ok(p) => p.trim_end_matches(['\n', '\r']).to_owned(),
+                    Err(e) => {
+                        self.problem(
+                            location,
+                            format!("cannot read {}: {}", path.display(), io_reason(&e)),
+                        );
+                        return None;
+                    }
+                }
+            }
+        };
+        if password.is_empty() || password.chars().any(char::is_control) {
+            self.problem(
+                "idempotency",
+                "the Redis password is empty or has control characters",
+            );
+            return None;
+        }
+        Some(password)
+    }
+
+    /// The PEM roots of `ca_file`, which only a `rediss://` store uses.
+    fn redis_ca(&mut self, raw: &raw::Idempotency, url: &str) -> Option<Vec<u8>> {
+        let file = raw.ca_file.as_ref()?;
+        if !url.starts_with("rediss://") {
+            self.problem("idempotency.ca_file", "needs a rediss:// store (TLS)");
+            return None;
+        }
+        let path = self.file_path("idempotency.ca_file", file)?;
+        let pem = match std::fs::read(&path) {
+            Ok(pem) => pem,
+            Err(e) => {
+                self.problem(
+                    "idempotency.ca_file",
+                    format!("cannot read {}: {}", path.display(), io_reason(&e)),
+                );
+                return None;
+            }
+        };
+        use rustls_pki_types::pem::PemObject;
+        let certs = rustls_pki_types::CertificateDer::pem_slice_iter(&pem).count();
+        if certs == 0 {
+            self.problem(
+                "idempotency.ca_file",
+                format!("{} holds no PEM certificate", path.display()),
+            );
+            return None;
+        }
+        Some(pem)
     }
 
     fn integrators(&mut self, v: Option<toml::Value>) -> HashMap<Arc<str>, Arc<Integrator>> {
@@ -961,6 +1129,14 @@ impl Validator<'_> {
             (1, 1000),
         );
         let tls = self.backend_tls(loc, &raw);
+        let on_5xx = match raw.on_5xx.as_deref() {
+            None | Some("unknown") => On5xx::Unknown,
+            Some("retry") => On5xx::Retry,
+            Some(_) => {
+                self.problem(format!("{loc}.on_5xx"), "must be \"unknown\" or \"retry\"");
+                On5xx::Unknown
+            }
+        };
         let breaker_cooldown = self.ms(
             &format!("{loc}.breaker_cooldown_ms"),
             raw.breaker_cooldown_ms,
@@ -993,6 +1169,7 @@ impl Validator<'_> {
                 breaker_cooldown,
             },
             tls: tls?,
+            on_5xx,
         })
     }
 

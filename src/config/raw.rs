@@ -56,4 +56,23 @@ pub struct Backend {
     pub ca_file: Option<String>,
     pub client_cert: Option<String>,
     pub client_key: Option<String>,
+    pub on_5xx: Option<String>,
+}
+
+/// `[idempotency]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Idempotency {
+    pub ttl_seconds: Option<u64>,
+    pub max_keys: Option<u64>,
+    pub store: Option<String>,
+    pub fingerprint_key_env: Option<String>,
+    pub on_store_error: Option<String>,
+    pub lease_ms: Option<u64>,
+    pub username: Option<String>,
+    pub password_env: Option<String>,
+    pub password_file: Option<String>,
+    pub ca_file: Option<String>,
+    pub connect_timeout_ms: Option<u64>,
+    pub command_timeout_ms: Option<u64>,
 }

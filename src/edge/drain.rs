@@ -126,3 +126,96 @@ impl Drop for Watcher {
         }
     }
 }
+
+/// Requests still running when a drain's deadline passes: each answers at once (a booking at
+/// its MIS with 504 `95040`, its key recorded as outcome unknown) instead of a bare close.
+///
+/// A request registers its task's waker only once the drain has begun (the drain wakes every
+/// connection then, so each running request is polled and registers); before that, watching
+/// costs it two atomic loads per poll.
+#[derive(Default)]
+pub struct Expiry {
+    draining: AtomicBool,
+    expired: AtomicBool,
+    wakers: Mutex<Vec<Waker>>,
+}
+
+impl Expiry {
+    /// The drain began: running requests register to be woken at its deadline.
+    pub fn begin(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+    }
+
+    /// The deadline passed: every watched request ends now.
+    pub fn expire(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+        self.expired.store(true, Ordering::SeqCst);
+        let wakers = std::mem::take(&mut *self.wakers.lock().unwrap_or_else(|e| e.into_inner()));
+        for w in wakers {
+            w.wake();
+        }
+    }
+
+    pub fn expired(&self) -> bool {
+        self.expired.load(Ordering::SeqCst)
+    }
+
+    /// `fut`'s output, or `None` if the drain deadline passes first (`fut` is then dropped).
+    pub async fn cut<F: Future>(&self, fut: F) -> Option<F::Output> {
+        let mut fut = pin!(fut);
+        let mut registered = false;
+        std::future::poll_fn(|cx| {
+            if self.expired.load(Ordering::Acquire) {
+                return std::task::Poll::Ready(None);
+            }
+            if !registered && self.draining.load(Ordering::Acquire) {
+                self.wakers
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(cx.waker().clone());
+                registered = true;
+                // An expiry between the first load and the push took the list already.
+                if self.expired.load(Ordering::Acquire) {
+                    return std::task::Poll::Ready(None);
+                }
+            }
+            fut.as_mut().poll(cx).map(Some)
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_cut_request_ends_at_expiry_and_a_quick_one_is_untouched() {
+        let expiry = Arc::new(Expiry::default());
+        assert_eq!(expiry.cut(async { 5 }).await, Some(5));
+        assert!(
+            expiry.wakers.lock().unwrap().is_empty(),
+            "no drain: nothing registered"
+        );
+        // Polled after the drain began (the drain wakes every connection so that it is).
+        expiry.begin();
+        let e = expiry.clone();
+        let stuck = tokio::spawn(async move { e.cut(std::future::pending::<()>()).await });
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while expiry.wakers.lock().unwrap().is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the request registers"
+            );
+            tokio::task::yield_now().await;
+        }
+        expiry.expire();
+        let out = tokio::time::timeout(std::time::Duration::from_secs(5), stuck).await;
+        assert!(matches!(out, Ok(Ok(None))), "{out:?}");
+        assert_eq!(
+            expiry.cut(async { 5 }).await,
+            None,
+            "after expiry nothing runs"
+        );
+    }
+}

@@ -70,7 +70,19 @@ pub trait Handler: Send + Sync + 'static {
         req: Request<Incoming>,
         peer: SocketAddr,
     ) -> impl Future<Output = Response<Full<Bytes>>> + Send;
+
+    /// The drain began (before connections are told to finish).
+    fn drain_started(&self) {}
+
+    /// The drain deadline passed with connections open; true if their requests will now
+    /// answer (the drain then waits up to [`EXPIRY_GRACE`] for those answers to go out).
+    fn drain_expired(&self) -> bool {
+        false
+    }
 }
+
+/// How long answers cut by a drain's deadline get to be recorded and written.
+pub const EXPIRY_GRACE: Duration = Duration::from_secs(3);
 
 /// Serves `handler` on `listener` over plain TCP until `shutdown` resolves (see [`serve_tls`]).
 pub async fn serve<H, F>(
@@ -158,14 +170,27 @@ pub async fn serve_tls<H, F>(
         }
     }
     drop(listener);
+    handler.drain_started();
     if tokio::time::timeout(drain, connections.shutdown())
         .await
         .is_err()
     {
-        tracing::warn!(
-            ?drain,
-            "drain deadline passed with connections still open; closing them"
-        );
+        let answering = handler.drain_expired();
+        let closed = answering
+            && tokio::time::timeout(EXPIRY_GRACE, connections.shutdown())
+                .await
+                .is_ok();
+        if !closed {
+            tracing::warn!(
+                ?drain,
+                "drain deadline passed with connections still open; closing them"
+            );
+        } else {
+            tracing::warn!(
+                ?drain,
+                "drain deadline passed: requests still running were answered as cut short"
+            );
+        }
     }
     if let Some(w) = workers {
         w.stop().await;

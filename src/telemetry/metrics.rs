@@ -44,6 +44,9 @@ pub struct Metrics {
     pub replays: Counter<u64>,
     pub outcome_unknown: Counter<u64>,
     pub store_errors: Counter<u64>,
+    pub lapsed_claims: Counter<u64>,
+    pub local_claims: Counter<u64>,
+    pub unwritten_outcomes: Counter<u64>,
     /// The live configurations observed by the gauges (weak: an app that is gone drops out).
     lives: Arc<RwLock<Vec<Weak<Live>>>>,
 }
@@ -153,6 +156,18 @@ impl Metrics {
             store_errors: counter(
                 "mis_gateway.idempotency.store_errors",
                 "Idempotency store failures (duplicate protection degraded)",
+            ),
+            lapsed_claims: counter(
+                "mis_gateway.idempotency.lapsed_claims",
+                "Same-key requests that found a claim whose lease lapsed with no outcome (answered 95022)",
+            ),
+            local_claims: counter(
+                "mis_gateway.idempotency.local_claims",
+                "Keys claimed in this replica only because the store was unavailable (on_store_error = local)",
+            ),
+            unwritten_outcomes: counter(
+                "mis_gateway.idempotency.unwritten_outcomes",
+                "Outcomes the store could not take at once, kept in this replica and written later",
             ),
             registry,
             _provider: provider,

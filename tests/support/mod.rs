@@ -25,6 +25,7 @@ pub mod demo;
 pub mod fault;
 pub mod otlp;
 pub mod pki;
+pub mod redis;
 
 pub use mis_gateway::demo::mock_mis::{MockMis, Received, Reply, Script, clinic};
 

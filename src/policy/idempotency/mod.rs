@@ -7,8 +7,10 @@
 //! body and the appointment's technical fields or the error's status, code and text. A replayed
 //! appointment carries the `direction` of the (identical) request.
 //!
-//! [`Store`] is a trait so that a shared store can serve several replicas.
+//! [`Store`] is a trait so that a shared store can serve several replicas. A claim has a lease
+//! its booking renews; a claim whose lease lapsed with no outcome is reported as [`Begin::Lapsed`].
 
+pub mod keyed;
 pub mod redis;
 
 use std::collections::HashSet;
@@ -63,7 +65,13 @@ pub enum Begin {
     Mismatch,
     /// The key's first request completed with this outcome.
     Done(Outcome),
+    /// The key's claim lost its lease with no outcome recorded (its replica died or hung while
+    /// the booking was at the MIS): the booking may exist and must not be sent again.
+    Lapsed,
 }
+
+/// The lease of a store whose claims never lapse.
+pub const NO_LEASE: Duration = Duration::MAX;
 
 #[derive(Debug, Clone, thiserror::Error)]
 #[error("idempotency store unavailable: {0}")]
@@ -82,12 +90,37 @@ pub trait Store: Send + Sync {
         fingerprint: Fingerprint,
         outcome: Outcome,
     ) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Gives the key up (nothing was sent): the next request with it is sent. Only the claim's
+    /// own holder releases it.
     fn release(&self, slot: Slot) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// Extends this holder's claim on `slot` by a lease; false if it holds no claim there.
+    fn renew(&self, slot: Slot) -> BoxFuture<'_, Result<bool, StoreError>>;
+    /// How long a claim lives without [`Store::renew`]; [`NO_LEASE`]: it never lapses (a store
+    /// that dies with its claims' owner), and bookings need not renew it.
+    fn lease(&self) -> Duration;
+    /// Settles a key whose outcome is unknown (recorded as unknown, or a lapsed claim), e.g. from
+    /// a booking journal: `Some(outcome)` replaces it by that outcome, `None` releases the key so
+    /// the next request is sent. False if the entry was not in an unknown state.
+    fn resolve(
+        &self,
+        slot: Slot,
+        booked: Option<Outcome>,
+    ) -> BoxFuture<'_, Result<bool, StoreError>>;
+}
+
+impl Outcome {
+    /// The booking may or may not exist.
+    pub fn is_unknown(&self) -> bool {
+        matches!(self, Outcome::OutcomeUnknown | Outcome::MisTimeout)
+    }
 }
 
 #[derive(Debug, Clone)]
 enum State {
-    InFlight,
+    /// `None`: the claim does not lapse.
+    InFlight {
+        lease_until: Option<std::time::Instant>,
+    },
     Done(Outcome),
 }
 
@@ -100,6 +133,7 @@ struct Entry {
 /// The in-process store: bounded, entries expire `ttl` after they were last written.
 pub struct MemoryStore {
     entries: moka::sync::Cache<Slot, Entry>,
+    lease: Duration,
 }
 
 impl MemoryStore {
@@ -109,6 +143,20 @@ impl MemoryStore {
                 .max_capacity(max_keys)
                 .time_to_live(ttl)
                 .build(),
+            // In-process claims die with their owner: nothing to lapse, nothing to renew.
+            lease: NO_LEASE,
+        }
+    }
+
+    /// The same store with claims leased for `lease` (tests of lapsed claims).
+    pub fn with_lease(mut self, lease: Duration) -> MemoryStore {
+        self.lease = lease;
+        self
+    }
+
+    fn in_flight(&self) -> State {
+        State::InFlight {
+            lease_until: std::time::Instant::now().checked_add(self.lease),
         }
     }
 }
@@ -121,7 +169,7 @@ impl Store for MemoryStore {
     ) -> BoxFuture<'_, Result<Begin, StoreError>> {
         let entry = self.entries.entry(slot).or_insert_with(|| Entry {
             fingerprint,
-            state: State::InFlight,
+            state: self.in_flight(),
         });
         let begin = if entry.is_fresh() {
             Begin::Claimed
@@ -129,7 +177,10 @@ impl Store for MemoryStore {
             let e = entry.into_value();
             match e.state {
                 _ if e.fingerprint != fingerprint => Begin::Mismatch,
-                State::InFlight => Begin::InFlight,
+                State::InFlight {
+                    lease_until: Some(until),
+                } if until < std::time::Instant::now() => Begin::Lapsed,
+                State::InFlight { .. } => Begin::InFlight,
                 State::Done(o) => Begin::Done(o),
             }
         };
@@ -155,6 +206,52 @@ impl Store for MemoryStore {
     fn release(&self, slot: Slot) -> BoxFuture<'_, Result<(), StoreError>> {
         self.entries.invalidate(&slot);
         Box::pin(async { Ok(()) })
+    }
+
+    fn renew(&self, slot: Slot) -> BoxFuture<'_, Result<bool, StoreError>> {
+        use moka::ops::compute::Op;
+        let renewed = self
+            .entries
+            .entry(slot)
+            .and_compute_with(|held| match held {
+                Some(e) if matches!(e.value().state, State::InFlight { .. }) => Op::Put(Entry {
+                    fingerprint: e.value().fingerprint,
+                    state: self.in_flight(),
+                }),
+                _ => Op::Nop,
+            });
+        let renewed = matches!(renewed, moka::ops::compute::CompResult::ReplacedWith(_));
+        Box::pin(async move { Ok(renewed) })
+    }
+
+    fn lease(&self) -> Duration {
+        self.lease
+    }
+
+    fn resolve(
+        &self,
+        slot: Slot,
+        booked: Option<Outcome>,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        use moka::ops::compute::{CompResult, Op};
+        let now = std::time::Instant::now();
+        let result = self.entries.entry(slot).and_compute_with(|held| {
+            let Some(e) = held else { return Op::Nop };
+            let unknown = match &e.value().state {
+                State::InFlight { lease_until } => lease_until.is_some_and(|t| t < now),
+                State::Done(o) => o.is_unknown(),
+            };
+            match (unknown, &booked) {
+                (false, _) => Op::Nop,
+                (true, None) => Op::Remove,
+                (true, Some(o)) => Op::Put(Entry {
+                    fingerprint: e.value().fingerprint,
+                    state: State::Done(o.clone()),
+                }),
+            }
+        });
+        let resolved = matches!(result, CompResult::ReplacedWith(_) | CompResult::Removed(_));
+        Box::pin(async move { Ok(resolved) })
     }
 }
 
@@ -244,6 +341,48 @@ mod tests {
         );
         s.release(slot).await.unwrap();
         assert_eq!(s.begin(slot, [1; 32]).await.unwrap(), Begin::Claimed);
+    }
+
+    #[tokio::test]
+    async fn an_unrenewed_claim_lapses_and_resolve_settles_only_unknown_keys() {
+        let s =
+            MemoryStore::new(Duration::from_secs(60), 100).with_lease(Duration::from_millis(50));
+        let slot = slot_of("portal", b"lease");
+        assert_eq!(s.begin(slot, [1; 32]).await.unwrap(), Begin::Claimed);
+        assert!(
+            !s.resolve(slot, None).await.unwrap(),
+            "a live claim is not unknown"
+        );
+        assert!(s.renew(slot).await.unwrap());
+        let deadline = std::time::Instant::now() + Duration::from_secs(5);
+        while s.begin(slot, [1; 32]).await.unwrap() != Begin::Lapsed {
+            assert!(std::time::Instant::now() < deadline, "the claim lapses");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(s.begin(slot, [2; 32]).await.unwrap(), Begin::Mismatch);
+        let booked = Outcome::Booked {
+            guid: "g".into(),
+            number: "1".into(),
+            slot: "s".into(),
+            source: "mis".into(),
+            create_time: "t".into(),
+        };
+        assert!(s.resolve(slot, Some(booked.clone())).await.unwrap());
+        assert_eq!(s.begin(slot, [1; 32]).await.unwrap(), Begin::Done(booked));
+        assert!(
+            !s.resolve(slot, None).await.unwrap(),
+            "a booking is not unknown"
+        );
+        assert!(!s.renew(slot).await.unwrap(), "a done key has no claim");
+
+        let unknown = slot_of("portal", b"unknown");
+        s.begin(unknown, [1; 32]).await.unwrap();
+        s.finish(unknown, [1; 32], Outcome::OutcomeUnknown)
+            .await
+            .unwrap();
+        assert!(s.resolve(unknown, None).await.unwrap());
+        assert_eq!(s.begin(unknown, [1; 32]).await.unwrap(), Begin::Claimed);
+        assert!(!s.resolve(slot_of("portal", b"absent"), None).await.unwrap());
     }
 
     #[test]

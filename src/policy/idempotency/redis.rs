@@ -5,12 +5,14 @@
 //! compact JSON: the body's fingerprint (hex) and either an in-flight marker or the
 //! [`Outcome`] — nothing else (no bodies, no patient data).
 //!
-//! Redis is an aid, not a dependency: the connection is made on first use (never in
-//! [`RedisStore::open`]) in a task of its own bounded by [`CONNECT_TIMEOUT`], which a call
-//! waits for at most [`CONNECT_WAIT`]; every command is bounded by [`COMMAND_TIMEOUT`]; a failed
-//! connect is not retried for [`RETRY_AFTER`]; a connection that stops answering is given up.
-//! A refused connection costs a booking about a millisecond, a silent Redis at most
-//! `CONNECT_WAIT + COMMAND_TIMEOUT`. Errors never name a key, a value or the URL.
+//! A claim carries its replica's owner id and a lease, a second key (`<key>:lease`) that expires
+//! unless the booking renews it: an in-flight record without its lease is a lapsed claim.
+//!
+//! The connection is made on first use (never in [`RedisStore::open`]) by [`connect`] (TLS,
+//! AUTH, timeouts from [`RedisSettings`]) in a task of its own, which a call waits for at most
+//! the command timeout; every command is bounded by it; a failed connect is not retried for
+//! [`RETRY_AFTER`]; a connection that stops answering is given up. Errors never name a key, a
+//! value, the URL or a password.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -25,25 +27,190 @@ use crate::policy::idempotency::{Begin, Fingerprint, Outcome, Slot, Store, Store
 
 /// Every key this store writes starts with this.
 pub const KEY_PREFIX: &str = "mis-gateway:idem:";
+/// A claim's lease is its key with this suffix.
+pub const LEASE_SUFFIX: &str = ":lease";
 /// The longest wait for a connection to Redis.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
-/// The longest a call waits for a connect in progress (the connect itself goes on).
-pub const CONNECT_WAIT: Duration = Duration::from_millis(250);
-/// The longest wait for one command's answer.
+/// The longest wait for one command's answer, and for a connect in progress (the connect
+/// itself goes on).
 pub const COMMAND_TIMEOUT: Duration = Duration::from_millis(250);
 /// After a failed connect, calls fail at once for this long before the next attempt.
 pub const RETRY_AFTER: Duration = Duration::from_secs(1);
 
-/// Claims KEYS[1] for ARGV[1] (an in-flight record) for ARGV[2] ms if nobody holds it; returns
-/// "claimed", or the record that is there.
+/// Claims KEYS[1] for ARGV[1] (an in-flight record) for ARGV[2] ms if nobody holds it, with
+/// the lease KEYS[2] = owner ARGV[3] for ARGV[4] ms; returns "claimed", the record that is
+/// there, or "lapsed:" and the record when it is an in-flight claim without its lease.
 const CLAIM: &str = r#"
 local held = redis.call('GET', KEYS[1])
 if held then
+  if string.find(held, '"state":"in_flight"', 1, true) and redis.call('EXISTS', KEYS[2]) == 0 then
+    return 'lapsed:' .. held
+  end
   return held
 end
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
 return 'claimed'
 "#;
+
+/// Extends the lease KEYS[2] to ARGV[2] ms if KEYS[1] is still in flight for owner ARGV[1].
+const RENEW: &str = r#"
+local held = redis.call('GET', KEYS[1])
+if held and string.find(held, '"state":"in_flight"', 1, true)
+   and string.find(held, '"owner":"' .. ARGV[1] .. '"', 1, true) then
+  redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+return 0
+"#;
+
+/// Records the outcome ARGV[1] for ARGV[2] ms and drops the lease.
+const FINISH: &str = r#"
+redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+redis.call('DEL', KEYS[2])
+return 1
+"#;
+
+/// Deletes KEYS[1] and its lease if it is an in-flight claim of owner ARGV[1].
+const RELEASE: &str = r#"
+local held = redis.call('GET', KEYS[1])
+if held and string.find(held, '"state":"in_flight"', 1, true)
+   and string.find(held, '"owner":"' .. ARGV[1] .. '"', 1, true) then
+  redis.call('DEL', KEYS[1], KEYS[2])
+end
+return 1
+"#;
+
+/// If KEYS[1] is unknown (an unknown outcome, or an in-flight claim without its lease): with
+/// ARGV[1] empty deletes it, else records the outcome ARGV[1] under the same fingerprint and
+/// expiry. Returns 1 if it did.
+const RESOLVE: &str = r#"
+local held = redis.call('GET', KEYS[1])
+if not held then
+  return 0
+end
+local unknown = string.find(held, '"kind":"outcome_unknown"', 1, true)
+  or string.find(held, '"kind":"mis_timeout"', 1, true)
+  or (string.find(held, '"state":"in_flight"', 1, true) and redis.call('EXISTS', KEYS[2]) == 0)
+if not unknown then
+  return 0
+end
+if ARGV[1] == '' then
+  redis.call('DEL', KEYS[1], KEYS[2])
+  return 1
+end
+local fp = string.match(held, '"fp":"(%x+)"')
+redis.call('SET', KEYS[1], '{"fp":"' .. fp .. '","state":"done","outcome":' .. ARGV[1] .. '}', 'KEEPTTL')
+redis.call('DEL', KEYS[2])
+return 1
+"#;
+
+/// Where and how to reach Redis: the one place connections are set up (the idempotency store,
+/// and any other shared state on the same Redis).
+#[derive(Clone, PartialEq, Eq)]
+pub struct RedisSettings {
+    /// `redis://host:port/db` or `rediss://host:port/db` (TLS).
+    pub url: String,
+    /// ACL user (Redis 6+); none: the default user.
+    pub username: Option<String>,
+    /// AUTH password, read from the environment or a file (never from routes.toml).
+    pub password: Option<String>,
+    /// PEM roots to trust for `rediss://` instead of the system's.
+    pub ca_pem: Option<Vec<u8>>,
+    pub connect_timeout: Duration,
+    pub command_timeout: Duration,
+}
+
+impl RedisSettings {
+    /// Settings for `url` with the default timeouts and no credentials.
+    pub fn new(url: impl Into<String>) -> RedisSettings {
+        RedisSettings {
+            url: url.into(),
+            username: None,
+            password: None,
+            ca_pem: None,
+            connect_timeout: CONNECT_TIMEOUT,
+            command_timeout: COMMAND_TIMEOUT,
+        }
+    }
+
+    /// The client for these settings (no I/O).
+    pub fn client(&self) -> Result<redis::Client, StoreError> {
+        use redis::IntoConnectionInfo;
+        let bad = |e: redis::RedisError| {
+            StoreError(format!("the Redis URL is not usable: {}", describe(&e)))
+        };
+        let mut info = self.url.as_str().into_connection_info().map_err(bad)?;
+        let mut redis_info = info.redis_settings().clone();
+        if let Some(user) = &self.username {
+            redis_info = redis_info.set_username(user);
+        }
+        if let Some(password) = &self.password {
+            redis_info = redis_info.set_password(password);
+        }
+        info = info.set_redis_settings(redis_info);
+        let tls = matches!(info.addr(), redis::ConnectionAddr::TcpTls { .. });
+        if tls {
+            // rustls picks the process's provider: ring, as everywhere in this tree.
+            let _ = rustls::crypto::ring::default_provider().install_default();
+        }
+        match (&self.ca_pem, tls) {
+            (Some(pem), true) => redis::Client::build_with_tls(
+                info,
+                redis::TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(pem.clone()),
+                },
+            )
+            .map_err(bad),
+            _ => redis::Client::open(info).map_err(bad),
+        }
+    }
+}
+
+impl std::fmt::Debug for RedisSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Neither the URL (it may carry a password) nor the password.
+        f.debug_struct("RedisSettings")
+            .field("tls", &self.url.starts_with("rediss://"))
+            .field("username", &self.username)
+            .field("password", &self.password.as_ref().map(|_| "<redacted>"))
+            .field("ca_file", &self.ca_pem.is_some())
+            .field("connect_timeout", &self.connect_timeout)
+            .field("command_timeout", &self.command_timeout)
+            .finish()
+    }
+}
+
+/// Connects to Redis as `settings` say, within their connect timeout; the manager reconnects
+/// by itself after a dropped connection, bounded by the same timeouts.
+pub async fn connect(settings: &RedisSettings) -> Result<ConnectionManager, StoreError> {
+    connect_client(settings.client()?, settings).await
+}
+
+async fn connect_client(
+    client: redis::Client,
+    settings: &RedisSettings,
+) -> Result<ConnectionManager, StoreError> {
+    let config = ConnectionManagerConfig::new()
+        .set_connection_timeout(Some(settings.connect_timeout))
+        .set_response_timeout(Some(settings.command_timeout))
+        // One attempt per reconnect: callers fail fast and the next command tries again.
+        .set_number_of_retries(0);
+    match tokio::time::timeout(
+        settings.connect_timeout,
+        ConnectionManager::new_with_config(client, config),
+    )
+    .await
+    {
+        Ok(Ok(manager)) => Ok(manager),
+        Ok(Err(e)) => Err(StoreError(format!(
+            "cannot connect to Redis: {}",
+            describe(&e)
+        ))),
+        Err(_) => Err(StoreError("cannot connect to Redis: timed out".into())),
+    }
+}
 
 /// What one key holds.
 #[derive(Debug, Serialize, Deserialize)]
@@ -57,8 +224,14 @@ struct Record {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(tag = "state", rename_all = "snake_case")]
 enum State {
-    InFlight,
-    Done { outcome: Outcome },
+    /// Claimed by the replica `owner` (its store's random id, hex).
+    InFlight {
+        #[serde(default)]
+        owner: String,
+    },
+    Done {
+        outcome: Outcome,
+    },
 }
 
 type Connecting = Shared<BoxFuture<'static, Result<Arc<ConnectionManager>, StoreError>>>;
@@ -75,10 +248,21 @@ enum Link {
 
 pub struct RedisStore {
     client: redis::Client,
+    settings: Arc<RedisSettings>,
     link: Arc<Mutex<Link>>,
-    claim: redis::Script,
+    scripts: Scripts,
+    /// This store's claims are marked with it; only it renews or releases them.
+    owner: String,
     ttl_ms: u64,
-    claim_ttl_ms: u64,
+    lease: Duration,
+}
+
+struct Scripts {
+    claim: redis::Script,
+    renew: redis::Script,
+    finish: redis::Script,
+    release: redis::Script,
+    resolve: redis::Script,
 }
 
 impl std::fmt::Debug for RedisStore {
@@ -86,30 +270,48 @@ impl std::fmt::Debug for RedisStore {
         // Not the URL: it may carry a password.
         f.debug_struct("RedisStore")
             .field("ttl_ms", &self.ttl_ms)
-            .field("claim_ttl_ms", &self.claim_ttl_ms)
+            .field("lease", &self.lease)
             .finish_non_exhaustive()
     }
 }
 
 impl RedisStore {
-    /// Opens a store at `url` (`redis://host:port/db`) without blocking on I/O: the connection
-    /// is made, and remade, when needed. `ttl` is how long a completed key is remembered;
-    /// `claim_ttl` how long an in-flight claim may live if its owner dies.
-    pub fn open(url: &str, ttl: Duration, claim_ttl: Duration) -> Result<RedisStore, StoreError> {
-        let client = redis::Client::open(url)
-            .map_err(|e| StoreError(format!("the Redis URL is not usable: {}", describe(&e))))?;
+    /// Opens a store at `url` (`redis://host:port/db`) with default settings (see
+    /// [`RedisStore::with_settings`]).
+    pub fn open(url: &str, ttl: Duration, lease: Duration) -> Result<RedisStore, StoreError> {
+        Self::with_settings(RedisSettings::new(url), ttl, lease)
+    }
+
+    /// Opens a store without blocking on I/O: the connection is made, and remade, when needed.
+    /// `ttl` is how long a key is remembered; `lease` how long a claim lives unrenewed.
+    pub fn with_settings(
+        settings: RedisSettings,
+        ttl: Duration,
+        lease: Duration,
+    ) -> Result<RedisStore, StoreError> {
+        let client = settings.client()?;
+        let mut owner = [0u8; 32];
+        getrandom::fill(&mut owner[..8]).expect("the OS random source is available");
         Ok(RedisStore {
             client,
+            settings: Arc::new(settings),
             link: Arc::new(Mutex::new(Link::Down { retry_at: None })),
-            claim: redis::Script::new(CLAIM),
+            scripts: Scripts {
+                claim: redis::Script::new(CLAIM),
+                renew: redis::Script::new(RENEW),
+                finish: redis::Script::new(FINISH),
+                release: redis::Script::new(RELEASE),
+                resolve: redis::Script::new(RESOLVE),
+            },
+            owner: hex(&owner)[..16].to_owned(),
             ttl_ms: millis(ttl),
-            claim_ttl_ms: millis(claim_ttl),
+            lease,
         })
     }
 
     /// The connection. If there is none, one attempt is started in its own task (it may take
-    /// up to [`CONNECT_TIMEOUT`]) and shared by every caller; a caller waits for it at most
-    /// [`CONNECT_WAIT`]. No lock is held across an await.
+    /// up to the connect timeout) and shared by every caller; a caller waits for it at most the
+    /// command timeout. No lock is held across an await.
     async fn connection(&self) -> Result<Arc<ConnectionManager>, StoreError> {
         let attempt = {
             let mut link = lock(&self.link);
@@ -122,7 +324,11 @@ impl RedisStore {
                     ));
                 }
                 Link::Down { .. } => {
-                    let task = tokio::spawn(connect(self.client.clone(), self.link.clone()));
+                    let task = tokio::spawn(connect_link(
+                        self.client.clone(),
+                        self.settings.clone(),
+                        self.link.clone(),
+                    ));
                     let attempt = async move {
                         task.await.unwrap_or_else(|_| {
                             Err(StoreError("the Redis connect task failed".into()))
@@ -135,7 +341,7 @@ impl RedisStore {
                 }
             }
         };
-        tokio::time::timeout(CONNECT_WAIT, attempt)
+        tokio::time::timeout(self.settings.command_timeout, attempt)
             .await
             .unwrap_or_else(|_| Err(StoreError("still connecting to Redis".into())))
     }
@@ -149,14 +355,15 @@ impl RedisStore {
         }
     }
 
-    /// Runs `command` on the connection within [`COMMAND_TIMEOUT`].
+    /// Runs `command` on the connection within the command timeout.
     async fn run<T, F, Fut>(&self, what: &str, command: F) -> Result<T, StoreError>
     where
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
     {
         let manager = self.connection().await?;
-        match tokio::time::timeout(COMMAND_TIMEOUT, command((*manager).clone())).await {
+        let limit = self.settings.command_timeout;
+        match tokio::time::timeout(limit, command((*manager).clone())).await {
             Ok(Ok(v)) => Ok(v),
             Ok(Err(e)) => {
                 if e.is_timeout() {
@@ -172,10 +379,37 @@ impl RedisStore {
     }
 
     fn key(slot: &Slot) -> String {
-        let mut key = String::with_capacity(KEY_PREFIX.len() + 64);
+        let mut key = String::with_capacity(KEY_PREFIX.len() + 64 + LEASE_SUFFIX.len());
         key.push_str(KEY_PREFIX);
         key.push_str(&hex(slot));
         key
+    }
+
+    /// The key of a slot's lease.
+    fn lease_key(slot: &Slot) -> String {
+        let mut key = Self::key(slot);
+        key.push_str(LEASE_SUFFIX);
+        key
+    }
+
+    /// Runs one of the store's scripts on a slot's two keys with `args`.
+    async fn script<T: redis::FromRedisValue>(
+        &self,
+        what: &str,
+        script: &redis::Script,
+        slot: &Slot,
+        args: &[&str],
+    ) -> Result<T, StoreError> {
+        let (key, lease) = (Self::key(slot), Self::lease_key(slot));
+        self.run(what, |mut con| async move {
+            let mut call = script.key(key);
+            call.key(lease);
+            for a in args {
+                call.arg(*a);
+            }
+            call.invoke_async(&mut con).await
+        })
+        .await
     }
 }
 
@@ -185,28 +419,12 @@ fn lock(link: &Mutex<Link>) -> MutexGuard<'_, Link> {
 
 /// One connect attempt (the only one running: attempts start only from `Down`); records its
 /// result in `link`.
-async fn connect(
+async fn connect_link(
     client: redis::Client,
+    settings: Arc<RedisSettings>,
     link: Arc<Mutex<Link>>,
 ) -> Result<Arc<ConnectionManager>, StoreError> {
-    let config = ConnectionManagerConfig::new()
-        .set_connection_timeout(Some(CONNECT_TIMEOUT))
-        .set_response_timeout(Some(COMMAND_TIMEOUT))
-        // One attempt per reconnect: callers fail fast and the next command tries again.
-        .set_number_of_retries(0);
-    let result = match tokio::time::timeout(
-        CONNECT_TIMEOUT,
-        ConnectionManager::new_with_config(client, config),
-    )
-    .await
-    {
-        Ok(Ok(manager)) => Ok(Arc::new(manager)),
-        Ok(Err(e)) => Err(StoreError(format!(
-            "cannot connect to Redis: {}",
-            describe(&e)
-        ))),
-        Err(_) => Err(StoreError("cannot connect to Redis: timed out".into())),
-    };
+    let result = connect_client(client, &settings).await.map(Arc::new);
     *lock(&link) = match &result {
         Ok(manager) => Link::Up(manager.clone()),
         Err(_) => Link::Down {
@@ -226,28 +444,32 @@ impl Store for RedisStore {
             let fp = hex(&fingerprint);
             let in_flight = encode(&Record {
                 fp: fp.clone(),
-                state: State::InFlight,
+                state: State::InFlight {
+                    owner: self.owner.clone(),
+                },
             })?;
-            let key = Self::key(&slot);
-            let claim_ttl = self.claim_ttl_ms;
+            let (ttl, lease) = (self.ttl_ms.to_string(), millis(self.lease).to_string());
             let answer: String = self
-                .run("claim", |mut con| async move {
-                    self.claim
-                        .key(key)
-                        .arg(in_flight)
-                        .arg(claim_ttl)
-                        .invoke_async(&mut con)
-                        .await
-                })
+                .script(
+                    "claim",
+                    &self.scripts.claim,
+                    &slot,
+                    &[&in_flight, &ttl, &self.owner, &lease],
+                )
                 .await?;
             if answer == "claimed" {
                 return Ok(Begin::Claimed);
             }
-            let held: Record = serde_json::from_str(&answer)
+            let (lapsed, answer) = match answer.strip_prefix("lapsed:") {
+                Some(rest) => (true, rest),
+                None => (false, answer.as_str()),
+            };
+            let held: Record = serde_json::from_str(answer)
                 .map_err(|_| StoreError("a stored idempotency record is unreadable".into()))?;
             Ok(match held.state {
                 _ if held.fp != fp => Begin::Mismatch,
-                State::InFlight => Begin::InFlight,
+                State::InFlight { .. } if lapsed => Begin::Lapsed,
+                State::InFlight { .. } => Begin::InFlight,
                 State::Done { outcome } => Begin::Done(outcome),
             })
         })
@@ -264,28 +486,48 @@ impl Store for RedisStore {
                 fp: hex(&fingerprint),
                 state: State::Done { outcome },
             })?;
-            let key = Self::key(&slot);
-            let ttl = self.ttl_ms;
-            self.run("finish", |mut con| async move {
-                redis::cmd("SET")
-                    .arg(key)
-                    .arg(done)
-                    .arg("PX")
-                    .arg(ttl)
-                    .query_async::<()>(&mut con)
-                    .await
-            })
-            .await
+            let ttl = self.ttl_ms.to_string();
+            self.script::<()>("finish", &self.scripts.finish, &slot, &[&done, &ttl])
+                .await
         })
     }
 
     fn release(&self, slot: Slot) -> BoxFuture<'_, Result<(), StoreError>> {
         Box::pin(async move {
-            let key = Self::key(&slot);
-            self.run("release", |mut con| async move {
-                redis::cmd("DEL").arg(key).query_async::<()>(&mut con).await
-            })
-            .await
+            self.script::<()>("release", &self.scripts.release, &slot, &[&self.owner])
+                .await
+        })
+    }
+
+    fn renew(&self, slot: Slot) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let lease = millis(self.lease).to_string();
+            let renewed: i64 = self
+                .script("renew", &self.scripts.renew, &slot, &[&self.owner, &lease])
+                .await?;
+            Ok(renewed == 1)
+        })
+    }
+
+    fn lease(&self) -> Duration {
+        self.lease
+    }
+
+    fn resolve(
+        &self,
+        slot: Slot,
+        booked: Option<Outcome>,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let outcome = match &booked {
+                Some(o) => serde_json::to_string(o)
+                    .map_err(|_| StoreError("an outcome cannot be encoded".into()))?,
+                None => String::new(),
+            };
+            let done: i64 = self
+                .script("resolve", &self.scripts.resolve, &slot, &[&outcome])
+                .await?;
+            Ok(done == 1)
         })
     }
 }
@@ -355,11 +597,16 @@ mod tests {
     fn records_are_compact_and_keys_are_hex() {
         let r = Record {
             fp: hex(&[0xab; 32]),
-            state: State::InFlight,
+            state: State::InFlight {
+                owner: "0123456789abcdef".into(),
+            },
         };
         assert_eq!(
             serde_json::to_string(&r).unwrap(),
-            format!(r#"{{"fp":"{}","state":"in_flight"}}"#, "ab".repeat(32))
+            format!(
+                r#"{{"fp":"{}","state":"in_flight","owner":"0123456789abcdef"}}"#,
+                "ab".repeat(32)
+            )
         );
         let r = Record {
             fp: hex(&[1; 32]),

@@ -1,0 +1,522 @@
+//! A keyed booking's claim from start to outcome, across the shared store and this replica: the
+//! store failure policy (`on_store_error`), lease renewal for bookings that outlive a third of
+//! the lease, and outcomes the store could not take, kept here and written until stored.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use crate::config::OnStoreError;
+use crate::policy::idempotency::{Begin, Fingerprint, Outcome, Slot, Store};
+
+/// How often outcomes kept here are offered to the store again.
+pub const WRITE_RETRY: Duration = Duration::from_millis(500);
+
+/// The shared store with this replica's own ledger in front of it.
+pub struct Keys {
+    pub store: Arc<dyn Store>,
+    local: Arc<Local>,
+}
+
+/// What a keyed booking may do.
+#[derive(Debug)]
+pub enum Start {
+    /// Send it; then [`Keys::finish`] the claim.
+    Claimed(Claim),
+    /// Answer without sending: in flight, mismatch, done, or lapsed.
+    Answer(Begin),
+    /// The store is unavailable and the policy is `reject`: not sent.
+    Rejected,
+}
+
+/// A key this booking holds: in the store, or (`local`) only in this replica.
+#[derive(Debug, Clone, Copy)]
+pub struct Claim {
+    pub slot: Slot,
+    pub fingerprint: Fingerprint,
+    pub local: bool,
+}
+
+/// Keys known here and not (yet) in the store.
+struct Local {
+    entries: Mutex<HashMap<Slot, LocalEntry>>,
+    /// `entries.len()`, read without the lock: an empty ledger costs a booking one load.
+    len: AtomicUsize,
+    max: usize,
+    ttl: Duration,
+    writer_running: AtomicBool,
+    /// The store failed last time it was asked (for one WARN per outage, not per booking).
+    degraded: AtomicBool,
+}
+
+struct LocalEntry {
+    fingerprint: Fingerprint,
+    state: LocalState,
+}
+
+enum LocalState {
+    /// Claimed here while the store was down (`on_store_error = "local"`).
+    InFlight,
+    /// An outcome the store has not taken yet; replayed here until `until`.
+    Unwritten { outcome: Outcome, until: Instant },
+    /// A release the store has not taken yet (its claim there would lapse into "unknown").
+    Unreleased,
+}
+
+impl Keys {
+    /// `ttl` and `max_keys`: how long and how many outcomes are kept here at most.
+    pub fn new(store: Arc<dyn Store>, ttl: Duration, max_keys: u64) -> Keys {
+        Keys {
+            store,
+            local: Arc::new(Local {
+                entries: Mutex::default(),
+                len: AtomicUsize::new(0),
+                max: usize::try_from(max_keys).unwrap_or(usize::MAX),
+                ttl,
+                writer_running: AtomicBool::new(false),
+                degraded: AtomicBool::new(false),
+            }),
+        }
+    }
+
+    /// Outcomes and claims kept in this replica only.
+    pub fn kept_locally(&self) -> usize {
+        self.local.len.load(Ordering::Acquire)
+    }
+
+    /// Claims `slot` for a booking whose body has `fingerprint`.
+    pub async fn begin(
+        &self,
+        slot: Slot,
+        fingerprint: Fingerprint,
+        policy: OnStoreError,
+        request_id: &str,
+    ) -> Start {
+        if self.kept_locally() > 0
+            && let Some(answer) = self.local.answer(slot, fingerprint)
+        {
+            return Start::Answer(answer);
+        }
+        match self.store.begin(slot, fingerprint).await {
+            Ok(begin) => {
+                self.store_is_up();
+                if begin == Begin::Claimed && self.kept_locally() > 0 && self.local.claimed(slot) {
+                    // A same-key booking claimed here while the store was down is still running.
+                    let _ = self.store.release(slot).await;
+                    return Start::Answer(Begin::InFlight);
+                }
+                if begin == Begin::Lapsed {
+                    crate::telemetry::metrics::get().lapsed_claims.add(1, &[]);
+                    tracing::warn!(
+                        request_id,
+                        "idempotency key's claim lapsed with no outcome: the booking may exist; answered as outcome unknown"
+                    );
+                }
+                match begin {
+                    Begin::Claimed => Start::Claimed(Claim {
+                        slot,
+                        fingerprint,
+                        local: false,
+                    }),
+                    other => Start::Answer(other),
+                }
+            }
+            Err(e) => {
+                crate::telemetry::metrics::get().store_errors.add(1, &[]);
+                let first = !self.local.degraded.swap(true, Ordering::Relaxed);
+                match policy {
+                    OnStoreError::Reject => {
+                        if first {
+                            tracing::warn!(error = %e, request_id, "idempotency store unavailable: keyed bookings are not sent (503 95030) until it is back");
+                        }
+                        Start::Rejected
+                    }
+                    OnStoreError::Local => {
+                        if first {
+                            tracing::warn!(error = %e, request_id, "idempotency store unavailable: keys are claimed in this replica only; duplicate protection is per replica until it is back");
+                        }
+                        match self.local.claim(slot, fingerprint) {
+                            None => {
+                                crate::telemetry::metrics::get().local_claims.add(1, &[]);
+                                Start::Claimed(Claim {
+                                    slot,
+                                    fingerprint,
+                                    local: true,
+                                })
+                            }
+                            Some(answer) => Start::Answer(answer),
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn store_is_up(&self) {
+        if self.local.degraded.load(Ordering::Relaxed)
+            && self.local.degraded.swap(false, Ordering::Relaxed)
+        {
+            tracing::info!("idempotency store available again: duplicate protection is shared");
+        }
+    }
+
+    /// Runs `booking`, renewing a store claim's lease every third of it while it runs: a
+    /// booking answered within that time costs no renewal (one timer, no round trip); a store
+    /// without leases costs nothing.
+    pub async fn renewing<F: Future>(&self, claim: &Claim, booking: F) -> F::Output {
+        if claim.local || self.store.lease() == crate::policy::idempotency::NO_LEASE {
+            return booking.await;
+        }
+        let every = self.store.lease() / 3;
+        let mut booking = pin!(booking);
+        let mut tick = pin!(tokio::time::sleep(every));
+        loop {
+            tokio::select! {
+                biased;
+                out = &mut booking => return out,
+                () = &mut tick => {
+                    let (store, slot) = (self.store.clone(), claim.slot);
+                    tokio::spawn(async move {
+                        match store.renew(slot).await {
+                            Ok(true) => {}
+                            Ok(false) => tracing::warn!("an idempotency claim was gone when its booking renewed it"),
+                            Err(e) => tracing::warn!(error = %e, "an idempotency claim's lease could not be renewed"),
+                        }
+                    });
+                    tick.as_mut().reset(tokio::time::Instant::now() + every);
+                }
+            }
+        }
+    }
+
+    /// Records the booking's outcome (`None`: nothing was sent or the MIS rolled back; the key
+    /// is released). What the store cannot take is kept here and written later.
+    pub async fn finish(&self, claim: Claim, outcome: Option<Outcome>, request_id: &str) {
+        let Claim {
+            slot,
+            fingerprint,
+            local,
+        } = claim;
+        let stored = match &outcome {
+            Some(o) => self.store.finish(slot, fingerprint, o.clone()).await,
+            // A local claim has nothing in the store to release.
+            None if local => Ok(()),
+            None => self.store.release(slot).await,
+        };
+        match stored {
+            Ok(()) => {
+                if local {
+                    self.local.remove(slot);
+                }
+            }
+            Err(e) => {
+                let m = crate::telemetry::metrics::get();
+                m.store_errors.add(1, &[]);
+                match outcome {
+                    Some(outcome) => {
+                        m.unwritten_outcomes.add(1, &[]);
+                        tracing::error!(error = %e, request_id, "idempotency store unavailable: the outcome is kept in this replica and written when the store is back");
+                        self.local.keep(
+                            slot,
+                            fingerprint,
+                            LocalState::Unwritten {
+                                outcome,
+                                until: Instant::now() + self.local.ttl,
+                            },
+                        );
+                    }
+                    None => {
+                        tracing::error!(error = %e, request_id, "idempotency store unavailable: the key's release is retried in the background");
+                        self.local.keep(slot, fingerprint, LocalState::Unreleased);
+                    }
+                }
+                self.spawn_writer();
+            }
+        }
+    }
+
+    /// Starts the background writer unless it runs: it offers what is kept here to the store
+    /// every [`WRITE_RETRY`] until nothing is left.
+    fn spawn_writer(&self) {
+        if self.local.writer_running.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (store, local) = (self.store.clone(), self.local.clone());
+        tokio::spawn(async move {
+            loop {
+                tokio::time::sleep(WRITE_RETRY).await;
+                for (slot, fingerprint, outcome) in local.pending() {
+                    let written = match outcome {
+                        Some(o) => store.finish(slot, fingerprint, o).await,
+                        None => store.release(slot).await,
+                    };
+                    if written.is_err() {
+                        break;
+                    }
+                    local.written(slot);
+                }
+                if local.len.load(Ordering::Acquire) == 0 {
+                    local.writer_running.store(false, Ordering::Release);
+                    // Something kept after the check above starts its own writer, or this one
+                    // goes on.
+                    if local.len.load(Ordering::Acquire) == 0
+                        || local.writer_running.swap(true, Ordering::AcqRel)
+                    {
+                        return;
+                    }
+                }
+            }
+        });
+    }
+}
+
+impl Local {
+    fn entries(&self) -> MutexGuard<'_, HashMap<Slot, LocalEntry>> {
+        self.entries.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The answer this replica alone knows for `slot`, if any.
+    fn answer(&self, slot: Slot, fingerprint: Fingerprint) -> Option<Begin> {
+        let mut entries = self.entries();
+        let e = entries.get(&slot)?;
+        let answer = match &e.state {
+            LocalState::Unreleased => return None,
+            LocalState::Unwritten { until, .. } if *until < Instant::now() => {
+                entries.remove(&slot);
+                self.len.store(entries.len(), Ordering::Release);
+                return None;
+            }
+            _ if e.fingerprint != fingerprint => Begin::Mismatch,
+            LocalState::InFlight => Begin::InFlight,
+            LocalState::Unwritten { outcome, .. } => Begin::Done(outcome.clone()),
+        };
+        Some(answer)
+    }
+
+    /// Whether a booking claimed `slot` here and still runs.
+    fn claimed(&self, slot: Slot) -> bool {
+        matches!(
+            self.entries().get(&slot),
+            Some(LocalEntry {
+                state: LocalState::InFlight,
+                ..
+            })
+        )
+    }
+
+    /// Claims `slot` here; `Some(answer)` if this replica knows it already.
+    fn claim(&self, slot: Slot, fingerprint: Fingerprint) -> Option<Begin> {
+        let mut entries = self.entries();
+        if let Some(e) = entries.get(&slot)
+            && !matches!(e.state, LocalState::Unreleased)
+        {
+            drop(entries);
+            return self.answer(slot, fingerprint).or(Some(Begin::InFlight));
+        }
+        if entries.len() >= self.max {
+            // Full of outcomes the store has not taken: refuse rather than forget one.
+            return Some(Begin::InFlight);
+        }
+        entries.insert(
+            slot,
+            LocalEntry {
+                fingerprint,
+                state: LocalState::InFlight,
+            },
+        );
+        self.len.store(entries.len(), Ordering::Release);
+        None
+    }
+
+    fn keep(&self, slot: Slot, fingerprint: Fingerprint, state: LocalState) {
+        let mut entries = self.entries();
+        if entries.len() >= self.max && !entries.contains_key(&slot) {
+            tracing::error!("too many idempotency outcomes waiting for the store: one is not kept");
+            return;
+        }
+        entries.insert(slot, LocalEntry { fingerprint, state });
+        self.len.store(entries.len(), Ordering::Release);
+    }
+
+    fn remove(&self, slot: Slot) {
+        let mut entries = self.entries();
+        entries.remove(&slot);
+        self.len.store(entries.len(), Ordering::Release);
+    }
+
+    /// What the writer should offer the store: (slot, fingerprint, outcome or release). Drops
+    /// outcomes past their TTL.
+    fn pending(&self) -> Vec<(Slot, Fingerprint, Option<Outcome>)> {
+        let now = Instant::now();
+        let mut entries = self.entries();
+        entries.retain(
+            |_, e| !matches!(&e.state, LocalState::Unwritten { until, .. } if *until < now),
+        );
+        self.len.store(entries.len(), Ordering::Release);
+        entries
+            .iter()
+            .filter_map(|(slot, e)| match &e.state {
+                LocalState::InFlight => None,
+                LocalState::Unwritten { outcome, .. } => {
+                    Some((*slot, e.fingerprint, Some(outcome.clone())))
+                }
+                LocalState::Unreleased => Some((*slot, e.fingerprint, None)),
+            })
+            .collect()
+    }
+
+    /// The store took what was kept for `slot` (unless a booking claimed it here meanwhile).
+    fn written(&self, slot: Slot) {
+        let mut entries = self.entries();
+        if entries
+            .get(&slot)
+            .is_some_and(|e| !matches!(e.state, LocalState::InFlight))
+        {
+            entries.remove(&slot);
+        }
+        self.len.store(entries.len(), Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::idempotency::{MemoryStore, StoreError};
+    use futures_util::future::BoxFuture;
+
+    /// A store that fails every call while `down` is set, over a memory store.
+    struct Flaky {
+        inner: MemoryStore,
+        down: AtomicBool,
+    }
+
+    impl Flaky {
+        fn check(&self) -> Result<(), StoreError> {
+            if self.down.load(Ordering::SeqCst) {
+                Err(StoreError("down".into()))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    impl Store for Flaky {
+        fn begin(&self, slot: Slot, fp: Fingerprint) -> BoxFuture<'_, Result<Begin, StoreError>> {
+            Box::pin(async move {
+                self.check()?;
+                self.inner.begin(slot, fp).await
+            })
+        }
+        fn finish(
+            &self,
+            slot: Slot,
+            fp: Fingerprint,
+            o: Outcome,
+        ) -> BoxFuture<'_, Result<(), StoreError>> {
+            Box::pin(async move {
+                self.check()?;
+                self.inner.finish(slot, fp, o).await
+            })
+        }
+        fn release(&self, slot: Slot) -> BoxFuture<'_, Result<(), StoreError>> {
+            Box::pin(async move {
+                self.check()?;
+                self.inner.release(slot).await
+            })
+        }
+        fn renew(&self, slot: Slot) -> BoxFuture<'_, Result<bool, StoreError>> {
+            Box::pin(async move {
+                self.check()?;
+                self.inner.renew(slot).await
+            })
+        }
+        fn lease(&self) -> Duration {
+            self.inner.lease()
+        }
+        fn resolve(
+            &self,
+            slot: Slot,
+            b: Option<Outcome>,
+        ) -> BoxFuture<'_, Result<bool, StoreError>> {
+            Box::pin(async move {
+                self.check()?;
+                self.inner.resolve(slot, b).await
+            })
+        }
+    }
+
+    fn keys() -> (Keys, Arc<Flaky>) {
+        let flaky = Arc::new(Flaky {
+            inner: MemoryStore::new(Duration::from_secs(60), 1000),
+            down: AtomicBool::new(false),
+        });
+        (
+            Keys::new(flaky.clone(), Duration::from_secs(60), 1000),
+            flaky,
+        )
+    }
+
+    #[tokio::test]
+    async fn reject_sends_nothing_and_local_claims_once_per_replica() {
+        let (k, flaky) = keys();
+        flaky.down.store(true, Ordering::SeqCst);
+        let slot = [7; 32];
+        assert!(matches!(
+            k.begin(slot, [1; 32], OnStoreError::Reject, "r").await,
+            Start::Rejected
+        ));
+        let Start::Claimed(claim) = k.begin(slot, [1; 32], OnStoreError::Local, "r").await else {
+            panic!("a local claim")
+        };
+        assert!(claim.local);
+        assert!(matches!(
+            k.begin(slot, [1; 32], OnStoreError::Local, "r").await,
+            Start::Answer(Begin::InFlight)
+        ));
+        // The store comes back while the local claim runs: still one booking.
+        flaky.down.store(false, Ordering::SeqCst);
+        assert!(matches!(
+            k.begin(slot, [1; 32], OnStoreError::Local, "r").await,
+            Start::Answer(Begin::InFlight)
+        ));
+        k.finish(claim, Some(Outcome::MisTimeout), "r").await;
+        assert_eq!(k.kept_locally(), 0, "written at once: the store is up");
+        assert!(matches!(
+            k.begin(slot, [1; 32], OnStoreError::Reject, "r").await,
+            Start::Answer(Begin::Done(Outcome::MisTimeout))
+        ));
+    }
+
+    #[tokio::test]
+    async fn an_unwritten_outcome_replays_here_and_reaches_the_store_later() {
+        let (k, flaky) = keys();
+        let slot = [9; 32];
+        let Start::Claimed(claim) = k.begin(slot, [1; 32], OnStoreError::Reject, "r").await else {
+            panic!("claimed")
+        };
+        flaky.down.store(true, Ordering::SeqCst);
+        k.finish(claim, Some(Outcome::OutcomeUnknown), "r").await;
+        assert_eq!(k.kept_locally(), 1);
+        assert!(matches!(
+            k.begin(slot, [1; 32], OnStoreError::Reject, "r").await,
+            Start::Answer(Begin::Done(Outcome::OutcomeUnknown))
+        ));
+        assert!(matches!(
+            k.begin(slot, [2; 32], OnStoreError::Reject, "r").await,
+            Start::Answer(Begin::Mismatch)
+        ));
+        flaky.down.store(false, Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while k.kept_locally() > 0 {
+            assert!(Instant::now() < deadline, "the writer stores the outcome");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert_eq!(
+            flaky.inner.begin(slot, [1; 32]).await.unwrap(),
+            Begin::Done(Outcome::OutcomeUnknown)
+        );
+    }
+}
