@@ -68,6 +68,16 @@ pub enum GatewayError {
     RateLimited { retry_after_secs: u64 },
     #[error("the Idempotency-Key header is malformed")]
     BadIdempotencyKey,
+    #[error("an HTTP/1.1 request without exactly one Host header")]
+    BadHost,
+    #[error("more than one Authorization header")]
+    DuplicateAuthorization,
+    #[error("the request head could not be parsed")]
+    BadRequestHead,
+    #[error("the request target is too long")]
+    UriTooLong,
+    #[error("the request head has too many or too large header fields")]
+    HeadersTooLarge,
     #[error("a request with this Idempotency-Key is still in flight")]
     IdempotencyInFlight,
     #[error("the same referral and slot are being booked by an earlier request")]
@@ -96,6 +106,9 @@ pub const TABLE: &[(&str, ErrorKind)] = &[
     ("Invalid",              kind(400, "94000", "The booking failed validation; see errors.")),
     ("MalformedJson",        kind(400, "94001", "The request body is not valid JSON.")),
     ("BadIdempotencyKey",    kind(400, "94002", "The Idempotency-Key header must be 1 to 255 visible ASCII characters.")),
+    ("BadHost",              kind(400, "94003", "An HTTP/1.1 request needs exactly one Host header.")),
+    ("DuplicateAuthorization", kind(400, "94004", "The request carries more than one Authorization header; send exactly one.")),
+    ("BadRequestHead",       kind(400, "94005", "The request head could not be parsed (request line, header syntax or conflicting framing headers such as two Content-Length values).")),
     ("Unauthenticated",      kind(401, "94010", "Authentication required: HTTP Basic with a valid integrator login and password.")),
     ("ForbiddenLpu",         kind(403, "94030", "This integrator may not book into the LPU named by direction.lpuToGuid.")),
     ("NotFound",             kind(404, "94040", "No such resource: the API is POST /dir/appointments.")),
@@ -105,10 +118,12 @@ pub const TABLE: &[(&str, ErrorKind)] = &[
     ("IdempotencyInFlight",  kind(409, "94090", "A request with this Idempotency-Key is still being processed; retry later with the same key.")),
     ("DuplicateInFlight",    kind(409, "94091", "The same referral is being booked into the same slot by an earlier request that has not finished; wait for its answer.")),
     ("PayloadTooLarge",      kind(413, "94130", "The request body is larger than the limit.")),
+    ("UriTooLong",           kind(414, "94140", "The request target is too long.")),
     ("UnsupportedMediaType", kind(415, "94150", "Content-Type must be application/json.")),
     ("IdempotencyMismatch",  kind(422, "94220", "This Idempotency-Key was already used with a different request body; use a new key for a new booking.")),
     ("AuthThrottled",        kind(429, "94290", "Too many failed authentication attempts; retry after the delay in Retry-After.")),
     ("RateLimited",          kind(429, "94291", "This integrator's request rate limit is exceeded; retry after the delay in Retry-After.")),
+    ("HeadersTooLarge",      kind(431, "94310", "The request head has too many or too large header fields.")),
     ("Internal",             kind(500, "95000", "Internal gateway error; the booking was not sent.")),
     ("MisUnreachable",       kind(502, "95020", "The MIS could not be reached; the booking was not sent and may be retried.")),
     ("MisBadAnswer",         kind(502, "95021", "The MIS answered with an error the gateway could not understand; the booking was most likely not made.")),
@@ -156,6 +171,11 @@ impl GatewayError {
             Self::Mis(_) => "Mis",
             Self::RateLimited { .. } => "RateLimited",
             Self::BadIdempotencyKey => "BadIdempotencyKey",
+            Self::BadHost => "BadHost",
+            Self::DuplicateAuthorization => "DuplicateAuthorization",
+            Self::BadRequestHead => "BadRequestHead",
+            Self::UriTooLong => "UriTooLong",
+            Self::HeadersTooLarge => "HeadersTooLarge",
             Self::IdempotencyInFlight => "IdempotencyInFlight",
             Self::DuplicateInFlight => "DuplicateInFlight",
             Self::IdempotencyMismatch => "IdempotencyMismatch",
@@ -278,6 +298,11 @@ impl GatewayError {
             GatewayError::PayloadTooLarge { limit: 1 },
             GatewayError::UnsupportedMediaType,
             GatewayError::BadIdempotencyKey,
+            GatewayError::BadHost,
+            GatewayError::DuplicateAuthorization,
+            GatewayError::BadRequestHead,
+            GatewayError::UriTooLong,
+            GatewayError::HeadersTooLarge,
             GatewayError::RateLimited {
                 retry_after_secs: 1,
             },

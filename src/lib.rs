@@ -8,12 +8,15 @@
 //! - [`gateway`]: the booking pipeline, request in, response out, never an `Err`.
 //! - [`guard`]: per-backend concurrency cap and circuit breaker.
 //! - [`idempotency`]: Idempotency-Key store (a trait; in memory by default), double-submit guard.
-//! - [`redis_store`]: the idempotency store shared by replicas.
+//! - [`redis_store`]: the idempotency store shared by replicas; [`shared_limits`]: rate budgets
+//!   and failed-login counters shared through the same Redis.
 //! - [`upstream`]: the only outbound I/O, one pooled client per MIS ([`mis_pool`]; HTTP/1.1 by
 //!   [`mis_h1`]).
 //! - [`normalize`]: pure functions from a MIS answer to an Appointment or an error.
 //! - [`error`]: the one table of statuses and `Message_code`s.
-//! - [`server`]: TCP listeners, HTTP/1.1 + HTTP/2, drain on shutdown.
+//! - [`server`]: TCP listeners, HTTP/1.1 + HTTP/2, drain on shutdown; [`client_addr`]: the
+//!   client behind trusted proxies (PROXY protocol, X-Forwarded-For); [`http_refusals`]: hyper's
+//!   own refusals in the error shape.
 //! - [`reload`], [`admin`]: live reload of routes.toml; the admin listener (health, config, reload).
 //! - [`app`]: wires the above together for `serve`, tests and the demo.
 //! - [`mock_mis`], [`demo`]: an in-process MIS of this family, for the demo and the tests.
@@ -24,12 +27,14 @@ pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod booking;
+pub mod client_addr;
 pub mod config;
 pub mod demo;
 pub mod drain;
 pub mod error;
 pub mod gateway;
 pub mod guard;
+pub mod http_refusals;
 pub mod idempotency;
 pub mod json;
 pub mod live;
@@ -44,6 +49,7 @@ pub mod redis_store;
 pub mod reload;
 pub mod run_to_end;
 pub mod server;
+pub mod shared_limits;
 pub mod telemetry;
 pub mod upstream;
 pub mod workers;

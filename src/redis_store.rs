@@ -149,8 +149,9 @@ impl RedisStore {
         }
     }
 
-    /// Runs `command` on the connection within [`COMMAND_TIMEOUT`].
-    async fn run<T, F, Fut>(&self, what: &str, command: F) -> Result<T, StoreError>
+    /// Runs `command` on the connection within [`COMMAND_TIMEOUT`] (also for
+    /// [`crate::shared_limits`], which shares this connection set-up).
+    pub(crate) async fn run<T, F, Fut>(&self, what: &str, command: F) -> Result<T, StoreError>
     where
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
