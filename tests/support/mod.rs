@@ -21,10 +21,12 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub mod clients;
 pub mod demo;
 pub mod fault;
 pub mod otlp;
 pub mod pki;
+pub mod redis;
 
 pub use mis_gateway::mock_mis::{MockMis, Received, Reply, Script, clinic};
 
