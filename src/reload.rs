@@ -84,7 +84,7 @@ impl Reloader {
             Ok(config) => {
                 if restart_only(&current.config) != restart_only(&config) {
                     tracing::warn!(
-                        "listeners, header_read_timeout_ms, max_connections, drain_timeout_ms or [idempotency] changed: they take effect after a restart"
+                        "listeners, header_read_timeout_ms, max_connections, drain_timeout_ms, trusted_proxies, proxy_protocol or [idempotency] changed: they take effect after a restart"
                     );
                 }
                 let sha256 = config.sha256.clone();
@@ -210,6 +210,7 @@ fn restart_only(c: &Config) -> impl PartialEq + use<'_> {
         s.header_read_timeout,
         s.max_connections,
         s.drain_timeout,
+        &s.proxies,
         c.admin.listen,
         &c.idempotency,
     )
