@@ -29,7 +29,7 @@ pub struct Proxies {
 pub enum Refused {
     #[error("a PROXY protocol header from a peer that is not a trusted proxy")]
     UntrustedProxyHeader,
-    #[error("a trusted proxy's connection did not start with a valid PROXY protocol header")]
+    #[error("the connection did not start with a valid PROXY protocol header, or closed")]
     BadProxyHeader,
     #[error("the PROXY protocol header was not received in time")]
     Timeout,
@@ -88,7 +88,9 @@ impl Proxies {
                         let seen = &first[..n];
                         b"PROXY "[..n.min(6)] == *seen || V2_SIGNATURE[..n.min(6)] == *seen
                     }
-                    _ => false,
+                    // Closed, or silent for the whole header timeout: nothing to serve.
+                    Ok(_) => return Err(Refused::BadProxyHeader),
+                    Err(_) => return Err(Refused::Timeout),
                 };
             return if looks_like_proxy {
                 Err(Refused::UntrustedProxyHeader)
