@@ -156,3 +156,31 @@ async fn behind_haproxy_with_forwardfor_the_rightmost_untrusted_address_is_the_c
         "{text}"
     );
 }
+
+#[tokio::test]
+async fn a_trusted_peer_may_send_proxy_v1_and_a_local_v2_header_keeps_its_own_address() {
+    let (gw, mis) = gateway(true).await;
+    let send = |header: Vec<u8>| {
+        let addr = gw.addr;
+        async move {
+            let mut s = connect_from(lo(1), addr).await;
+            let mut bytes = header;
+            bytes.extend_from_slice(raw_booking(PORTAL).as_bytes());
+            s.write_all(&bytes).await.unwrap();
+            let mut out = vec![0u8; 4096];
+            let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut out))
+                .await
+                .unwrap()
+                .unwrap();
+            String::from_utf8_lossy(&out[..n]).into_owned()
+        }
+    };
+    // v1 from the trusted 127.0.0.1 naming .2: the portal's allowed address.
+    let r = send(b"PROXY TCP4 127.0.0.2 127.0.0.1 40000 80\r\n".to_vec()).await;
+    assert!(r.starts_with("HTTP/1.1 200"), "{r}");
+    // v2 LOCAL (a balancer's health check): the peer itself, which allow_from does not list.
+    let local = b"\r\n\r\n\0\r\nQUIT\n\x20\x00\x00\x00".to_vec();
+    let r = send(local).await;
+    assert!(r.starts_with("HTTP/1.1 401"), "{r}");
+    assert_eq!(mis.count(), 1);
+}
