@@ -133,6 +133,7 @@ impl App {
             max_connections: config.server.max_connections,
             workers: self.workers,
             placement: self.placement,
+            proxies: Arc::new(config.server.proxies.clone()),
             ..ConnLimits::default()
         };
         // Each new connection reads the live generation's certificate: a reload rotates it.

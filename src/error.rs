@@ -68,6 +68,16 @@ pub enum GatewayError {
     RateLimited { retry_after_secs: u64 },
     #[error("the Idempotency-Key header is malformed")]
     BadIdempotencyKey,
+    #[error("an HTTP/1.1 request without exactly one Host header")]
+    BadHost,
+    #[error("more than one Authorization header")]
+    DuplicateAuthorization,
+    #[error("the request head could not be parsed")]
+    BadRequestHead,
+    #[error("the request target is too long")]
+    UriTooLong,
+    #[error("the request head has too many or too large header fields")]
+    HeadersTooLarge,
     #[error("a request with this Idempotency-Key is still in flight")]
     IdempotencyInFlight,
     #[error("the same referral and slot are being booked by an earlier request")]
@@ -145,6 +155,9 @@ conditions! {
     Invalid              => 400, "94000", FixFirst, "The booking failed validation; see errors.";
     MalformedJson        => 400, "94001", FixFirst, "The request body is not valid JSON.";
     BadIdempotencyKey    => 400, "94002", FixFirst, "The Idempotency-Key header must be 1 to 255 visible ASCII characters.";
+    BadHost              => 400, "94003", FixFirst, "An HTTP/1.1 request needs exactly one Host header.";
+    DuplicateAuthorization => 400, "94004", FixFirst, "The request carries more than one Authorization header; send exactly one.";
+    BadRequestHead       => 400, "94005", FixFirst, "The request head could not be parsed (request line, header syntax or conflicting framing headers such as two Content-Length values).";
     Unauthenticated      => 401, "94010", FixFirst, "Authentication required: HTTP Basic with a valid integrator login and password.";
     ForbiddenLpu         => 403, "94030", FixFirst, "This integrator may not book into the LPU named by direction.lpuToGuid.";
     NotFound             => 404, "94040", FixFirst, "No such resource: the API is POST /dir/appointments.";
@@ -154,10 +167,12 @@ conditions! {
     IdempotencyInFlight  => 409, "94090", SameKey, "A request with this Idempotency-Key is still being processed; retry later with the same key.";
     DuplicateInFlight    => 409, "94091", SameKey, "The same referral is being booked into the same slot by an earlier request that has not finished; wait for its answer.";
     PayloadTooLarge      => 413, "94130", FixFirst, "The request body is larger than the limit.";
+    UriTooLong           => 414, "94140", FixFirst, "The request target is too long.";
     UnsupportedMediaType => 415, "94150", FixFirst, "Content-Type must be application/json.";
     IdempotencyMismatch  => 422, "94220", FixFirst, "This Idempotency-Key was already used with a different request body; use a new key for a new booking.";
     AuthThrottled        => 429, "94290", SameKey, "Too many failed authentication attempts; retry after the delay in Retry-After.";
     RateLimited          => 429, "94291", SameKey, "This integrator's request rate limit is exceeded; retry after the delay in Retry-After.";
+    HeadersTooLarge      => 431, "94310", FixFirst, "The request head has too many or too large header fields.";
     Internal             => 500, "95000", SameKey, "Internal gateway error; the booking was not sent.";
     MisUnreachable       => 502, "95020", SameKey, "The MIS could not be reached; the booking was not sent. Retry after the delay in Retry-After.";
     MisBadAnswer         => 502, "95021", SameKey, "The MIS answered with an error the gateway could not understand; the booking was most likely not made.";
@@ -191,6 +206,11 @@ impl Condition {
                 detail: String::new(),
             },
             Condition::BadIdempotencyKey => GatewayError::BadIdempotencyKey,
+            Condition::BadHost => GatewayError::BadHost,
+            Condition::DuplicateAuthorization => GatewayError::DuplicateAuthorization,
+            Condition::BadRequestHead => GatewayError::BadRequestHead,
+            Condition::UriTooLong => GatewayError::UriTooLong,
+            Condition::HeadersTooLarge => GatewayError::HeadersTooLarge,
             Condition::Unauthenticated => GatewayError::Unauthenticated,
             Condition::ForbiddenLpu => GatewayError::ForbiddenLpu,
             Condition::NotFound => GatewayError::NotFound,
@@ -249,6 +269,11 @@ impl GatewayError {
             Self::Mis(_) => return None,
             Self::RateLimited { .. } => Condition::RateLimited,
             Self::BadIdempotencyKey => Condition::BadIdempotencyKey,
+            Self::BadHost => Condition::BadHost,
+            Self::DuplicateAuthorization => Condition::DuplicateAuthorization,
+            Self::BadRequestHead => Condition::BadRequestHead,
+            Self::UriTooLong => Condition::UriTooLong,
+            Self::HeadersTooLarge => Condition::HeadersTooLarge,
             Self::IdempotencyInFlight => Condition::IdempotencyInFlight,
             Self::DuplicateInFlight => Condition::DuplicateInFlight,
             Self::IdempotencyMismatch => Condition::IdempotencyMismatch,

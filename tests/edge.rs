@@ -127,12 +127,19 @@ async fn header_floods_get_431_and_smuggling_shapes_400_without_reaching_the_mis
         s.write_all(raw.as_bytes()).await.unwrap();
         read_to_close(&mut s).await.0
     };
+    // hyper's own refusals come in the error shape with a request id, like every other.
+    let shaped = |r: &str, code: &str| {
+        r.contains("\r\nx-request-id: ")
+            && r.contains(&format!("\"Message_code\":\"{code}\""))
+            && r.contains("\"requestId\":")
+    };
     let many: String = (0..100).map(|i| format!("x-h{i}: 1\r\n")).collect();
     let r = send(format!("{}{{}}", head(true, &many, 2))).await;
     assert!(r.starts_with("HTTP/1.1 431"), "{r}");
+    assert!(shaped(&r, "94310"), "{r}");
     let huge = format!("x-big: {}\r\n", "a".repeat(20_000));
     let r = send(format!("{}{{}}", head(true, &huge, 2))).await;
-    assert!(r.starts_with("HTTP/1.1 431"), "{r}");
+    assert!(r.starts_with("HTTP/1.1 431") && shaped(&r, "94310"), "{r}");
 
     // Conflicting lengths are refused before anything is read.
     let body = fresh_booking();
@@ -142,6 +149,9 @@ async fn header_floods_get_431_and_smuggling_shapes_400_without_reaching_the_mis
     ))
     .await;
     assert!(r.starts_with("HTTP/1.1 400"), "conflicting CL: {r}");
+    assert!(shaped(&r, "94005"), "{r}");
+    let r = send("GET /dir/appointments HTTP/1.1\r\nhost: gw\r\nbad header\r\n\r\n".into()).await;
+    assert!(r.starts_with("HTTP/1.1 400") && shaped(&r, "94005"), "{r}");
     assert_eq!(mis.count(), 0);
 
     // CL + TE, the classic smuggling shape: Transfer-Encoding wins (RFC 9112 6.3), so a request
@@ -176,6 +186,10 @@ async fn past_the_connection_cap_a_client_gets_503_and_others_still_book() {
     let (text, _) = read_to_close(&mut c).await;
     assert!(text.starts_with("HTTP/1.1 503"), "{text}");
     assert!(text.contains("retry-after: 1"));
+    assert!(
+        text.contains("x-request-id: ") && text.contains("\"Message_code\":\"95030\""),
+        "{text}"
+    );
     drop((_a, _b));
     // The places free once the gateway sees the two connections close; until then a new
     // connection may still get the early 503.
@@ -274,4 +288,58 @@ async fn an_oversized_body_is_read_and_dropped_so_the_413_arrives_and_the_connec
     assert_eq!(statuses, ["413", "404"], "{text}");
     assert!(text.contains("94130") && text.contains("94040"));
     assert_eq!(mis.count(), 0);
+}
+
+#[tokio::test]
+async fn an_http_1_1_request_needs_one_host_and_one_authorization_header() {
+    let (gw, mis) = gateway("", "").await;
+    let send = |raw: String| async move {
+        let mut s = TcpStream::connect(gw.addr).await.unwrap();
+        s.write_all(raw.as_bytes()).await.unwrap();
+        read_to_close(&mut s).await.0
+    };
+    let body = fresh_booking();
+    let auth = format!("authorization: {}\r\n", basic(PORTAL.0, PORTAL.1));
+    let request = |version: &str, headers: &str| {
+        format!(
+            "POST /dir/appointments {version}\r\n{headers}content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    };
+    let no_host = send(request("HTTP/1.1", &auth)).await;
+    assert!(no_host.starts_with("HTTP/1.1 400"), "{no_host}");
+    assert!(no_host.contains("\"Message_code\":\"94003\""), "{no_host}");
+    let two_hosts = send(request(
+        "HTTP/1.1",
+        &format!("host: a\r\nhost: b\r\n{auth}"),
+    ))
+    .await;
+    assert!(
+        two_hosts.contains("\"Message_code\":\"94003\""),
+        "{two_hosts}"
+    );
+    // Two Authorization headers: refused, whichever comes first (no "first wins").
+    let other = format!("authorization: {}\r\n", basic(CALLCENTRE.0, CALLCENTRE.1));
+    for pair in [
+        format!("{auth}{other}"),
+        format!("{other}{auth}"),
+        format!("{auth}{auth}"),
+    ] {
+        let r = send(request("HTTP/1.1", &format!("host: gw\r\n{pair}"))).await;
+        assert!(r.starts_with("HTTP/1.1 400"), "{r}");
+        assert!(
+            r.contains("\"Message_code\":\"94004\"") && r.contains("x-request-id: "),
+            "{r}"
+        );
+    }
+    assert_eq!(mis.count(), 0, "nothing refused reached the MIS");
+    // HTTP/1.0 has no Host requirement; one Host and one Authorization book.
+    let old = send(request("HTTP/1.0", &auth)).await;
+    assert!(old.starts_with("HTTP/1.0 200"), "{old}");
+    assert!(
+        send(request("HTTP/1.1", &format!("host: gw\r\n{auth}")))
+            .await
+            .starts_with("HTTP/1.1 200")
+    );
+    assert_eq!(mis.count(), 2);
 }

@@ -25,7 +25,10 @@ async fn client_connection(gw: &TestGateway) -> SendRequest<Full<Bytes>> {
 
 async fn book_on(send: &mut SendRequest<Full<Bytes>>, gw: &TestGateway) -> StatusCode {
     send.ready().await.unwrap();
-    let req = booking_request(gw.url("/dir/appointments"), &fresh_booking(), PORTAL);
+    let mut req = booking_request(gw.url("/dir/appointments"), &fresh_booking(), PORTAL);
+    // A bare client connection adds no Host, which HTTP/1.1 requires (400 94003 without).
+    req.headers_mut()
+        .insert(http::header::HOST, gw.addr.to_string().parse().unwrap());
     let resp = send.send_request(req).await.unwrap();
     TestResponse::read(resp).await.status
 }

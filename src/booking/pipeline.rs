@@ -36,6 +36,7 @@ use crate::policy::auth::{AuthFailure, Authenticator};
 use crate::policy::guard::is_mis_failure;
 use crate::policy::idempotency::redis::RedisStore;
 use crate::policy::idempotency::{self, Begin, InFlight, MemoryStore, Outcome, Store};
+use crate::policy::shared_limits::SharedLimits;
 use crate::telemetry::TRACEPARENT;
 
 pub const APPOINTMENTS_PATH: &str = "/dir/appointments";
@@ -55,6 +56,8 @@ pub struct Gateway {
     fingerprint_key: Vec<u8>,
     /// Token buckets of integrators with a `rate_per_second`.
     buckets: std::sync::Mutex<std::collections::HashMap<Arc<str>, Bucket>>,
+    /// With a Redis store: the rate budgets and failed-login counters of every replica.
+    shared_limits: Option<Arc<SharedLimits>>,
 }
 
 /// A token bucket: `tokens` left as of `at`.
@@ -67,6 +70,8 @@ struct Bucket {
 /// a name, a header value or a query string.
 #[derive(Default)]
 struct Record {
+    /// The client's address (behind trusted proxies, the one they named).
+    client: Option<std::net::IpAddr>,
     integrator: Option<Arc<str>>,
     lpu: Option<Uuid>,
     slot: Option<Uuid>,
@@ -135,15 +140,27 @@ impl Gateway {
             config.idempotency.ttl,
             config.idempotency.max_keys,
         );
+        // With a shared store, the limits are shared too (the same Redis, its own connection).
+        let shared_limits = match &config.idempotency.store {
+            StoreKind::Memory => None,
+            StoreKind::Redis(redis) => match SharedLimits::open(redis) {
+                Ok(l) => Some(l),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot share limits through Redis; they are kept per process");
+                    None
+                }
+            },
+        };
         Gateway {
             live,
-            auth: Authenticator::new(),
+            auth: Authenticator::with_shared(shared_limits.clone()),
             store,
             keys,
             expiry: crate::edge::drain::Expiry::default(),
             in_flight: Arc::default(),
             fingerprint_key,
             buckets: Default::default(),
+            shared_limits,
         }
     }
 
@@ -167,7 +184,10 @@ impl Gateway {
             tracestate,
         };
         let generation = self.live.load();
-        let mut rec = Record::default();
+        let mut rec = Record {
+            client: peer,
+            ..Record::default()
+        };
         let booking = match self.receive(req, peer, generation, &mut rec, started).await {
             Ok(b) => b,
             Err(e) => return span.in_scope(|| finish(Err(e), &ids, rec, started)),
@@ -201,20 +221,30 @@ impl Gateway {
         B: http_body::Body<Data = Bytes> + Send,
         B::Error: Into<BoxError>,
     {
+        // RFC 9112 3.2: an HTTP/1.1 request has exactly one Host (HTTP/2 has :authority).
+        if req.version() == http::Version::HTTP_11 {
+            let mut hosts = req.headers().get_all(header::HOST).iter();
+            if hosts.next().is_none() || hosts.next().is_some() {
+                return Err(GatewayError::BadHost);
+            }
+        }
         if req.uri().path() != APPOINTMENTS_PATH {
             return Err(GatewayError::NotFound);
         }
         if req.method() != Method::POST {
             return Err(GatewayError::MethodNotAllowed);
         }
+        let mut authorizations = req.headers().get_all(header::AUTHORIZATION).iter();
+        let authorization = authorizations.next();
+        if authorizations.next().is_some() {
+            return Err(GatewayError::DuplicateAuthorization);
+        }
         let config = generation.config.clone();
         let integrator = self
             .auth
             .authenticate(
                 &config,
-                req.headers()
-                    .get(header::AUTHORIZATION)
-                    .map(HeaderValue::as_bytes),
+                authorization.map(HeaderValue::as_bytes),
                 peer,
                 started,
             )
@@ -223,12 +253,20 @@ impl Gateway {
                 AuthFailure::Busy => GatewayError::Overloaded {
                     retry_after_secs: 1,
                 },
-                AuthFailure::Throttled => GatewayError::AuthThrottled {
-                    retry_after_secs: crate::policy::auth::throttle::WINDOW.as_secs(),
-                },
+                AuthFailure::Throttled { retry_after_secs } => {
+                    GatewayError::AuthThrottled { retry_after_secs }
+                }
                 AuthFailure::Malformed | AuthFailure::Rejected => GatewayError::Unauthenticated,
             })?;
-        self.check_rate(&integrator)?;
+        match (&self.shared_limits, integrator.rate) {
+            (Some(shared), Some(limit)) => {
+                // The lease answers without a wait; only an empty one asks Redis.
+                if shared.from_lease(&integrator, limit).is_none() {
+                    Box::pin(self.check_shared_rate(shared, &integrator, limit)).await?;
+                }
+            }
+            _ => self.check_rate(&integrator)?,
+        }
         rec.integrator = Some(integrator.login.clone());
         let key = match req.headers().get(IDEMPOTENCY_KEY) {
             None => None,
@@ -268,7 +306,24 @@ impl Gateway {
         })
     }
 
-    /// The integrator's request budget, if it has one.
+    /// The integrator's budget in the replicas' shared bucket; this process's own when Redis
+    /// cannot answer.
+    async fn check_shared_rate(
+        &self,
+        shared: &Arc<SharedLimits>,
+        integrator: &Integrator,
+        limit: crate::config::RateLimit,
+    ) -> Result<(), GatewayError> {
+        match shared.take(integrator, limit).await {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(wait)) => Err(GatewayError::RateLimited {
+                retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
+            }),
+            Err(()) => self.check_rate(integrator),
+        }
+    }
+
+    /// The integrator's request budget in this process, if it has one.
     fn check_rate(&self, integrator: &Integrator) -> Result<(), GatewayError> {
         let Some(limit) = integrator.rate else {
             return Ok(());
@@ -768,6 +823,7 @@ fn log_access(ids: &Ids, rec: &Record, resp: &Response<Full<Bytes>>, took: Durat
                 $lvl,
                 request_id,
                 trace_id,
+                client = rec.client.map(tracing::field::display),
                 integrator = rec.integrator.as_deref(),
                 lpu = rec.lpu.map(tracing::field::display),
                 slot = rec.slot.map(tracing::field::display),

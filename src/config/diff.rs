@@ -16,11 +16,20 @@ pub const RESTART_ONLY: &[&str] = &[
     "server.header_read_timeout_ms",
     "server.max_connections",
     "server.drain_timeout_ms",
+    "server.trusted_proxies",
+    "server.proxy_protocol",
     "admin.listen",
     "idempotency.ttl_seconds",
     "idempotency.max_keys",
     "idempotency.store",
     "idempotency.fingerprint_key_env",
+    "idempotency.lease_ms",
+    "idempotency.username",
+    "idempotency.password_env",
+    "idempotency.password_file",
+    "idempotency.ca_file",
+    "idempotency.connect_timeout_ms",
+    "idempotency.command_timeout_ms",
 ];
 
 /// Every difference from `old` to `new`, one line each, in the file's section order.

@@ -107,9 +107,13 @@ pub struct ServerSettings {
     pub body_read_timeout: Duration,
     pub drain_timeout: Duration,
     pub max_connections: usize,
-    /// Failed authentications per client address, and per login, in a minute before 429.
+    /// Failed authentications in a minute before 429: per client address, per (login,
+    /// address), and per login from addresses without standing ([`crate::policy::auth::throttle`]).
     pub auth_failures_per_ip: u32,
     pub auth_failures_per_login: u32,
+    pub auth_guesses_per_login: u32,
+    /// `trusted_proxies`, `proxy_protocol`: where the client's address comes from.
+    pub proxies: crate::edge::client_addr::Proxies,
     /// `[server.tls]`: the listener serves HTTPS (HTTP/2 and HTTP/1.1 by ALPN).
     pub tls: Option<ServerTls>,
 }
@@ -202,6 +206,15 @@ pub struct Integrator {
     pub lpus: LpuRights,
     /// Optional request rate limit.
     pub rate: Option<RateLimit>,
+    /// Client addresses it may authenticate from; empty: any.
+    pub allow_from: Vec<ipnet::IpNet>,
+}
+
+impl Integrator {
+    pub fn allows_from(&self, client: Option<std::net::IpAddr>) -> bool {
+        self.allow_from.is_empty()
+            || client.is_some_and(|ip| self.allow_from.iter().any(|n| n.contains(&ip)))
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -547,8 +560,54 @@ impl Validator<'_> {
                 .unwrap_or(10_000) as usize,
             auth_failures_per_ip: raw.auth_failures_per_ip.unwrap_or(50).max(1),
             auth_failures_per_login: raw.auth_failures_per_login.unwrap_or(10).max(1),
+            auth_guesses_per_login: raw.auth_guesses_per_login.unwrap_or(30).max(1),
+            proxies: self.proxies(&raw),
             tls: raw.tls.as_ref().and_then(|t| self.server_tls(t)),
         }
+    }
+
+    fn proxies(&mut self, raw: &raw::Server) -> crate::edge::client_addr::Proxies {
+        let trusted = self.cidrs("server.trusted_proxies", raw.trusted_proxies.as_deref());
+        let proxy_protocol = raw.proxy_protocol.unwrap_or(false);
+        if proxy_protocol && trusted.is_empty() {
+            self.problem(
+                "server.proxy_protocol",
+                "needs server.trusted_proxies: the balancers that send the PROXY header",
+            );
+        }
+        crate::edge::client_addr::Proxies {
+            trusted,
+            proxy_protocol,
+        }
+    }
+
+    /// A list of CIDRs (`10.0.0.0/8`) or single addresses; an empty list is a problem (it
+    /// would mean "nobody" where leaving the key out means "no restriction").
+    fn cidrs(&mut self, location: &str, v: Option<&[String]>) -> Vec<ipnet::IpNet> {
+        let Some(items) = v else {
+            return Vec::new();
+        };
+        if items.is_empty() {
+            self.problem(
+                location,
+                "is empty: list CIDRs such as \"10.0.0.0/8\", or leave it out",
+            );
+        }
+        let mut out = Vec::new();
+        for (i, item) in items.iter().enumerate() {
+            let text = item.trim();
+            match text
+                .parse::<ipnet::IpNet>()
+                .or_else(|_| text.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            {
+                Ok(net) => out.push(net.trunc()),
+                Err(_) => self.problem(
+                    format!("{location}[{i}]"),
+                    "must be an address or a CIDR such as 10.0.0.0/8 or 2001:db8::/32",
+                ),
+            }
+        }
+        out
     }
 
     /// Reads a PEM file named in the config (relative to its folder) through the secrets source.
@@ -981,12 +1040,14 @@ impl Validator<'_> {
                     None
                 }
             };
+            let allow_from = self.cidrs(&format!("{loc}.allow_from"), raw.allow_from.as_deref());
             let login: Arc<str> = raw.login.into();
             let integrator = Arc::new(Integrator {
                 login: login.clone(),
                 password_hash: raw.password_hash.into(),
                 lpus,
                 rate,
+                allow_from,
             });
             if out.insert(login, integrator).is_some() {
                 self.problem(

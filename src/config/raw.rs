@@ -15,6 +15,9 @@ pub struct Server {
     pub max_connections: Option<u64>,
     pub auth_failures_per_ip: Option<u32>,
     pub auth_failures_per_login: Option<u32>,
+    pub auth_guesses_per_login: Option<u32>,
+    pub trusted_proxies: Option<Vec<String>>,
+    pub proxy_protocol: Option<bool>,
     pub tls: Option<Tls>,
 }
 
@@ -34,6 +37,7 @@ pub struct Integrator {
     pub lpus: Vec<String>,
     pub rate_per_second: Option<f64>,
     pub burst: Option<u32>,
+    pub allow_from: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize)]

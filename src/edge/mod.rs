@@ -3,8 +3,10 @@
 //! Nothing here decides a booking: requests go to [`crate::booking::pipeline`] as they arrive.
 
 pub mod admin;
+pub mod client_addr;
 pub mod drain;
 pub mod healthcheck;
+pub mod http_refusals;
 pub mod notify;
 pub mod reload;
 pub mod server;

@@ -225,10 +225,16 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
             "server.drain_timeout_ms",
             o.drain_timeout != n.drain_timeout,
         ),
+        ("server.trusted_proxies", o.proxies.trusted != n.proxies.trusted),
+        (
+            "server.proxy_protocol",
+            o.proxies.proxy_protocol != n.proxies.proxy_protocol,
+        ),
         ("admin.listen", old.admin.listen != new.admin.listen),
         ("idempotency.ttl_seconds", oi.ttl != ni.ttl),
         ("idempotency.max_keys", oi.max_keys != ni.max_keys),
         ("idempotency.store", oi.store != ni.store),
+        ("idempotency.lease_ms", oi.lease != ni.lease),
         (
             "idempotency.fingerprint_key_env",
             oi.fingerprint_key != ni.fingerprint_key,

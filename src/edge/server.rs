@@ -2,6 +2,9 @@
 //! shutdown. Both the booking listener and the admin listener run through [`serve`].
 //!
 //! The per-connection stack, outermost first:
+//! 0. with `proxy_protocol`, a trusted balancer's PROXY header (within the header timeout),
+//!    then the client's address for every request ([`crate::edge::client_addr`]); the byte stream
+//!    wrapped so hyper's own refusals go out in the error shape ([`crate::edge::http_refusals`]).
 //! 1. hyper's connection with a timer installed, so `header_read_timeout` really fires
 //!    (slowloris); header count and size capped.
 //! 2. `catch_unwind` around each request's handler (`service`): a bug in a handler becomes
@@ -24,12 +27,14 @@ use hyper_util::server::conn::auto;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use crate::edge::client_addr::Proxies;
 use crate::edge::drain::{Drain, Watcher};
-use crate::edge::workers::Workers;
 use crate::error::GatewayError;
+use crate::edge::http_refusals::Refusals;
+use crate::edge::workers::Workers;
 
 /// Connection-level limits of one listener.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnLimits {
     pub header_read_timeout: Duration,
     pub max_headers: usize,
@@ -42,6 +47,8 @@ pub struct ConnLimits {
     pub workers: usize,
     /// Where the worker threads run ([`crate::edge::workers::Placement`]).
     pub placement: crate::edge::workers::Placement,
+    /// The balancers whose word on the client's address is taken.
+    pub proxies: Arc<Proxies>,
 }
 
 impl Default for ConnLimits {
@@ -53,6 +60,7 @@ impl Default for ConnLimits {
             max_connections: 10_000,
             workers: 0,
             placement: crate::edge::workers::Placement::default(),
+            proxies: Arc::default(),
         }
     }
 }
@@ -145,7 +153,7 @@ pub async fn serve_tls<H, F>(
         let conn = Conn {
             peer,
             handler: handler.clone(),
-            limits,
+            limits: limits.clone(),
             tls: tls.as_ref().and_then(|t| t()),
             watcher: connections.watcher(),
             _slot: slot,
@@ -210,7 +218,7 @@ struct Conn<H> {
 
 impl<H: Handler> Conn<H> {
     /// Serves the connection until the client closes it, it times out or the drain ends it.
-    async fn serve(self, stream: tokio::net::TcpStream) {
+    async fn serve(self, mut stream: tokio::net::TcpStream) {
         let Conn {
             peer,
             handler,
@@ -219,7 +227,20 @@ impl<H: Handler> Conn<H> {
             watcher,
             _slot,
         } = self;
-        let builder = builder(limits);
+        let builder = builder(&limits);
+        // A balancer's PROXY header precedes everything, the TLS handshake included.
+        let peer = match limits
+            .proxies
+            .accept(&mut stream, peer, limits.header_read_timeout)
+            .await
+        {
+            Ok(client) => client,
+            Err(e) => {
+                tracing::info!(%peer, error = %e, "connection refused before HTTP");
+                return;
+            }
+        };
+        let proxies = limits.proxies.clone();
         let result = match tls {
             None => {
                 // hyper's header timer starts with the first byte: a client that connects
@@ -232,7 +253,10 @@ impl<H: Handler> Conn<H> {
                     _ => return,
                 }
                 watcher
-                    .watch(builder.serve_connection(TokioIo::new(stream), service(handler, peer)))
+                    .watch(builder.serve_connection(
+                        TokioIo::new(Refusals::new(stream)),
+                        service(handler, peer, proxies),
+                    ))
                     .await
             }
             Some(config) => {
@@ -240,9 +264,10 @@ impl<H: Handler> Conn<H> {
                 match tokio::time::timeout(limits.header_read_timeout, accept).await {
                     Ok(Ok(tls)) => {
                         watcher
-                            .watch(
-                                builder.serve_connection(TokioIo::new(tls), service(handler, peer)),
-                            )
+                            .watch(builder.serve_connection(
+                                TokioIo::new(Refusals::new(tls)),
+                                service(handler, peer, proxies),
+                            ))
                             .await
                     }
                     Ok(Err(e)) => {
@@ -262,12 +287,17 @@ impl<H: Handler> Conn<H> {
     }
 }
 
-/// Over the connection cap: a short 503 instead of a silent reset, then close.
+/// Over the connection cap: a short 503 in the error shape instead of a silent reset, then close.
 async fn refuse(mut stream: tokio::net::TcpStream) {
     use tokio::io::AsyncWriteExt;
-    const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nretry-after: 1\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
+    let busy = crate::edge::http_refusals::render(
+        GatewayError::Overloaded {
+            retry_after_secs: 1,
+        }
+        .into_response(&crate::error::RequestId::new(), None),
+    );
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
-        let _ = stream.write_all(BUSY).await;
+        let _ = stream.write_all(&busy).await;
         let _ = stream.shutdown().await;
     })
     .await;
@@ -280,6 +310,7 @@ async fn refuse(mut stream: tokio::net::TcpStream) {
 fn service<H: Handler>(
     handler: Arc<H>,
     peer: SocketAddr,
+    proxies: Arc<Proxies>,
 ) -> impl hyper::service::Service<
     Request<Incoming>,
     Response = Response<Full<Bytes>>,
@@ -291,7 +322,14 @@ fn service<H: Handler>(
     use std::panic::{AssertUnwindSafe, catch_unwind};
     hyper::service::service_fn(move |req: Request<Incoming>| {
         let handler = handler.clone();
-        match catch_unwind(AssertUnwindSafe(|| handler.call(req, peer))) {
+        // Behind a trusted proxy (without the PROXY protocol) the client is in X-Forwarded-For.
+        let client = proxies.client(peer.ip(), req.headers());
+        let from = if client == peer.ip() {
+            peer
+        } else {
+            SocketAddr::new(client, 0)
+        };
+        match catch_unwind(AssertUnwindSafe(|| handler.call(req, from))) {
             Ok(answer) => Either::Left(
                 AssertUnwindSafe(answer)
                     .catch_unwind()
@@ -308,7 +346,7 @@ fn panicked() -> Response<Full<Bytes>> {
     GatewayError::Internal.into_response(&crate::error::RequestId::new(), None)
 }
 
-fn builder(limits: ConnLimits) -> auto::Builder<TokioExecutor> {
+fn builder(limits: &ConnLimits) -> auto::Builder<TokioExecutor> {
     let mut builder = auto::Builder::new(TokioExecutor::new());
     // writev(false): an answer (headers and a body of a few hundred bytes) is copied into one
     // buffer and goes out in one send(2); writev(2) costs more in the kernel than the copy.

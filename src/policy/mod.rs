@@ -5,3 +5,4 @@
 pub mod auth;
 pub mod guard;
 pub mod idempotency;
+pub mod shared_limits;

@@ -21,6 +21,7 @@ use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+pub mod clients;
 pub mod demo;
 pub mod fault;
 pub mod otlp;

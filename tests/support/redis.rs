@@ -1,4 +1,5 @@
-//! A throwaway `redis-server` (Debian package `redis-server`) on a free loopback port.
+//! A throwaway `redis-server` for tests (Debian package `redis-server`): a free loopback port,
+//! no persistence, killed on drop.
 
 use std::process::Stdio;
 use std::time::Duration;

@@ -22,7 +22,8 @@ use hmac::{KeyInit, Mac};
 use moka::future::Cache;
 
 use crate::config::{Config, Integrator};
-use hasher::{Busy, Hasher};
+use hasher::{Busy, Hasher, Source};
+use throttle::{Limits, Settle};
 
 type HmacSha256 = hmac::Hmac<sha2::Sha256>;
 
@@ -49,8 +50,8 @@ pub enum AuthFailure {
     Rejected,
     /// Too many verifications queued: retry shortly.
     Busy,
-    /// Too many recent failures from this address or for this login.
-    Throttled,
+    /// Too many recent failures from this address or for this login: retry after this long.
+    Throttled { retry_after_secs: u64 },
 }
 
 /// What a cache entry remembers: who, and which hash the password was checked against.
@@ -97,6 +98,12 @@ pub struct Authenticator {
 
 impl Authenticator {
     pub fn new() -> Self {
+        Self::with_shared(None)
+    }
+
+    /// An authenticator whose failed-login counters are also kept in `shared` (Redis), so
+    /// every replica sees every replica's failures.
+    pub fn with_shared(shared: Option<Arc<crate::policy::shared_limits::SharedLimits>>) -> Self {
         let mut key = [0u8; 32];
         getrandom::fill(&mut key).expect("the OS random source is available");
         let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
@@ -109,7 +116,7 @@ impl Authenticator {
                 .build(),
             hasher: Hasher::new(threads, HASH_QUEUE),
             dummy_hash: dummy_hash().into(),
-            throttle: throttle::Throttle::default(),
+            throttle: throttle::Throttle::new(shared),
         }
     }
 
@@ -134,7 +141,7 @@ impl Authenticator {
         // this generation still has its hash.
         if let Some(rights) = self.local(&key, now).and_then(|v| v.in_generation(config)) {
             crate::telemetry::metrics::get().count_auth_lookup(true);
-            return rights;
+            return rights.and_then(|i| from_allowed(i, peer));
         }
         // Everything else is boxed: the shared cache's look-up and its coalescing loader are
         // futures several times the size of this one, which every request's future would
@@ -156,9 +163,9 @@ impl Authenticator {
         crate::telemetry::metrics::get().count_auth_lookup(cached.is_some());
         let result = match cached.map(|v| v.in_generation(config)) {
             Some(Some(rights)) => rights,
-            Some(None) => self.check(config, header, key).await,
-            None => self.verify_throttled(config, header, key, peer).await,
-        };
+            _ => self.verify_throttled(config, header, key, peer).await,
+        }
+        .and_then(|i| from_allowed(i, peer));
         // Whatever vouched for it, an integrator granted now was checked against its hash in
         // this generation: that is what the thread's cache remembers.
         if let Ok(i) = &result {
@@ -171,8 +178,8 @@ impl Authenticator {
         result
     }
 
-    /// A header the shared cache does not have: verified, unless its address or login has
-    /// failed too often lately.
+    /// A header the shared cache does not vouch for: refused at once if its login may not
+    /// be used from `peer` (no hashing, nothing counted), else verified within the throttle.
     async fn verify_throttled(
         &self,
         config: &Config,
@@ -181,20 +188,12 @@ impl Authenticator {
         peer: Option<std::net::IpAddr>,
     ) -> Result<Arc<Integrator>, AuthFailure> {
         let login = decode_basic(header).map(|(l, _)| l);
-        let s = &config.server;
-        if self.throttle.blocked(
-            peer,
-            login.as_deref(),
-            s.auth_failures_per_ip,
-            s.auth_failures_per_login,
-        ) {
-            return Err(AuthFailure::Throttled);
+        if let Some(i) = login.as_deref().and_then(|l| config.integrators.get(l))
+            && !i.allows_from(peer)
+        {
+            return Err(AuthFailure::Rejected);
         }
-        let result = self.check(config, header, key).await;
-        if matches!(result, Err(AuthFailure::Rejected | AuthFailure::Malformed)) {
-            self.throttle.failed(peer, login.as_deref());
-        }
-        result
+        self.check(config, header, key, peer).await
     }
 
     /// What this thread's cache holds for `key`, if the shared cache vouched for it less than
@@ -226,11 +225,12 @@ impl Authenticator {
         config: &Config,
         header: &[u8],
         key: [u8; 32],
+        peer: Option<std::net::IpAddr>,
     ) -> Result<Arc<Integrator>, AuthFailure> {
         for _ in 0..2 {
             let verified = self
                 .cache
-                .try_get_with(key, self.verify(config, header))
+                .try_get_with(key, self.verify(config, header, peer))
                 .await
                 .map_err(|e| *e)?;
             match verified.in_generation(config) {
@@ -241,21 +241,61 @@ impl Authenticator {
         Err(AuthFailure::Rejected)
     }
 
-    async fn verify(&self, config: &Config, header: &[u8]) -> Result<Verified, AuthFailure> {
-        let (login, password) = decode_basic(header).ok_or(AuthFailure::Malformed)?;
+    /// One verification (concurrent requests with the same header share it), reserved in
+    /// the throttle first and settled with its result; queued for hashing as `peer`'s.
+    async fn verify(
+        &self,
+        config: &Config,
+        header: &[u8],
+        peer: Option<std::net::IpAddr>,
+    ) -> Result<Verified, AuthFailure> {
+        let decoded = decode_basic(header);
+        let s = &config.server;
+        let limits = Limits {
+            per_ip: s.auth_failures_per_ip,
+            per_login_address: s.auth_failures_per_login,
+            per_login: s.auth_guesses_per_login,
+        };
+        let attempt = self
+            .throttle
+            .begin(peer, decoded.as_ref().map(|(l, _)| l.as_str()), limits)
+            .await
+            .map_err(|wait| AuthFailure::Throttled {
+                retry_after_secs: wait.as_secs().max(1),
+            })?;
+        let Some((login, password)) = decoded else {
+            self.throttle.settle(attempt, Settle::Failure);
+            return Err(AuthFailure::Malformed);
+        };
         let integrator = config.integrators.get(login.as_str());
         let hash = integrator.map_or_else(|| self.dummy_hash.clone(), |i| i.password_hash.clone());
-        let ok = self
+        let source = Source {
+            addr: peer,
+            standing: attempt.standing,
+        };
+        let ok = match self
             .hasher
-            .verify(password.into_bytes(), hash.clone())
+            .verify(source, password.into_bytes(), hash.clone())
             .await
-            .map_err(|Busy| AuthFailure::Busy)?;
+        {
+            Ok(ok) => ok,
+            Err(Busy) => {
+                self.throttle.settle(attempt, Settle::Busy);
+                return Err(AuthFailure::Busy);
+            }
+        };
         match integrator {
-            Some(i) if ok => Ok(Verified {
-                login: i.login.clone(),
-                password_hash: hash,
-            }),
-            _ => Err(AuthFailure::Rejected),
+            Some(i) if ok => {
+                self.throttle.settle(attempt, Settle::Success);
+                Ok(Verified {
+                    login: i.login.clone(),
+                    password_hash: hash,
+                })
+            }
+            _ => {
+                self.throttle.settle(attempt, Settle::Failure);
+                Err(AuthFailure::Rejected)
+            }
         }
     }
 
@@ -274,6 +314,18 @@ impl Authenticator {
 impl Default for Authenticator {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// The integrator, if it may authenticate from `peer` (its `allow_from`).
+fn from_allowed(
+    i: Arc<Integrator>,
+    peer: Option<std::net::IpAddr>,
+) -> Result<Arc<Integrator>, AuthFailure> {
+    if i.allows_from(peer) {
+        Ok(i)
+    } else {
+        Err(AuthFailure::Rejected)
     }
 }
 

@@ -355,8 +355,9 @@ impl RedisStore {
         }
     }
 
-    /// Runs `command` on the connection within the command timeout.
-    async fn run<T, F, Fut>(&self, what: &str, command: F) -> Result<T, StoreError>
+    /// Runs `command` on the connection within the command timeout (also for
+    /// [`crate::policy::shared_limits`], which shares this connection).
+    pub(crate) async fn run<T, F, Fut>(&self, what: &str, command: F) -> Result<T, StoreError>
     where
         F: FnOnce(ConnectionManager) -> Fut,
         Fut: Future<Output = redis::RedisResult<T>>,
