@@ -81,6 +81,13 @@ pub trait Store: Send + Sync {
         outcome: Outcome,
     ) -> BoxFuture<'_, Result<(), StoreError>>;
     fn release(&self, slot: Slot) -> BoxFuture<'_, Result<(), StoreError>>;
+    /// An operator's answer to an outcome-unknown entry (the journal's resolve): `Some(booked)`
+    /// replaces it by that booking, `None` releases the key. False if the entry was not unknown.
+    fn resolve(
+        &self,
+        slot: Slot,
+        booked: Option<Outcome>,
+    ) -> BoxFuture<'_, Result<bool, StoreError>>;
 }
 
 #[derive(Debug, Clone)]
@@ -153,6 +160,30 @@ impl Store for MemoryStore {
     fn release(&self, slot: Slot) -> BoxFuture<'_, Result<(), StoreError>> {
         self.entries.invalidate(&slot);
         Box::pin(async { Ok(()) })
+    }
+
+    fn resolve(
+        &self,
+        slot: Slot,
+        booked: Option<Outcome>,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        let unknown = self.entries.get(&slot).and_then(|e| match e.state {
+            State::Done(Outcome::OutcomeUnknown | Outcome::MisTimeout) => Some(e.fingerprint),
+            _ => None,
+        });
+        if let Some(fingerprint) = unknown {
+            match booked {
+                Some(outcome) => self.entries.insert(
+                    slot,
+                    Entry {
+                        fingerprint,
+                        state: State::Done(outcome),
+                    },
+                ),
+                None => self.entries.invalidate(&slot),
+            }
+        }
+        Box::pin(async move { Ok(unknown.is_some()) })
     }
 }
 

@@ -31,6 +31,7 @@ pub mod error;
 pub mod gateway;
 pub mod guard;
 pub mod idempotency;
+pub mod journal;
 pub mod json;
 pub mod live;
 pub mod log_format;

@@ -83,6 +83,9 @@ enum Command {
         #[arg(long, default_value = "routes.toml")]
         config: PathBuf,
     },
+    /// List, show, resolve and export booking journal records (through the running
+    /// gateway's admin listener).
+    Journal(mis_gateway::journal::cli::Args),
 }
 
 /// mimalloc: the booking path allocates many small, short-lived objects across threads, which
@@ -108,11 +111,23 @@ fn main() -> ExitCode {
             check(&config, against.as_deref())
         }
         Command::HashPassword => hash_password(),
+        Command::Journal(args) => journal(args),
         Command::Serve { config } => {
             runtime().block_on(with_telemetry(format, serve(config, workers)))
         }
         Command::Demo { config } => {
             runtime().block_on(with_telemetry(format, demo(config, workers)))
+        }
+    }
+}
+
+fn journal(args: mis_gateway::journal::cli::Args) -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    match runtime().block_on(mis_gateway::journal::cli::run(args, &mut out)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mis-gateway journal: {e}");
+            ExitCode::FAILURE
         }
     }
 }

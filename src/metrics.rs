@@ -45,6 +45,8 @@ pub struct Metrics {
     pub replays: Counter<u64>,
     pub outcome_unknown: Counter<u64>,
     pub store_errors: Counter<u64>,
+    /// The booking journal's write failures, drops and gauges.
+    pub journal: crate::journal::JournalMetrics,
     /// The live configurations observed by the gauges (weak: an app that is gone drops out).
     lives: Arc<RwLock<Vec<Weak<Live>>>>,
 }
@@ -155,6 +157,7 @@ impl Metrics {
                 "mis_gateway.idempotency.store_errors",
                 "Idempotency store failures (duplicate protection degraded)",
             ),
+            journal: crate::journal::JournalMetrics::register(&meter),
             registry,
             _provider: provider,
             lives,

@@ -45,6 +45,26 @@ redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 return 'claimed'
 "#;
 
+/// Resolves KEYS[1] if it holds an outcome-unknown record: replaces the outcome by ARGV[1]
+/// (JSON), or deletes the key when ARGV[1] is empty; returns 1 if it did, 0 otherwise.
+const RESOLVE: &str = r#"
+local held = redis.call('GET', KEYS[1])
+if not held then
+  return 0
+end
+local r = cjson.decode(held)
+if r.state ~= 'done' or (r.outcome.kind ~= 'outcome_unknown' and r.outcome.kind ~= 'mis_timeout') then
+  return 0
+end
+if ARGV[1] == '' then
+  redis.call('DEL', KEYS[1])
+else
+  r.outcome = cjson.decode(ARGV[1])
+  redis.call('SET', KEYS[1], cjson.encode(r), 'KEEPTTL')
+end
+return 1
+"#;
+
 /// What one key holds.
 #[derive(Debug, Serialize, Deserialize)]
 struct Record {
@@ -77,6 +97,7 @@ pub struct RedisStore {
     client: redis::Client,
     link: Arc<Mutex<Link>>,
     claim: redis::Script,
+    resolve: redis::Script,
     ttl_ms: u64,
     claim_ttl_ms: u64,
 }
@@ -102,6 +123,7 @@ impl RedisStore {
             client,
             link: Arc::new(Mutex::new(Link::Down { retry_at: None })),
             claim: redis::Script::new(CLAIM),
+            resolve: redis::Script::new(RESOLVE),
             ttl_ms: millis(ttl),
             claim_ttl_ms: millis(claim_ttl),
         })
@@ -286,6 +308,31 @@ impl Store for RedisStore {
                 redis::cmd("DEL").arg(key).query_async::<()>(&mut con).await
             })
             .await
+        })
+    }
+
+    fn resolve(
+        &self,
+        slot: Slot,
+        booked: Option<Outcome>,
+    ) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let outcome = match &booked {
+                Some(o) => serde_json::to_string(o)
+                    .map_err(|_| StoreError("an outcome cannot be encoded".into()))?,
+                None => String::new(),
+            };
+            let key = Self::key(&slot);
+            let done: i64 = self
+                .run("resolve", |mut con| async move {
+                    self.resolve
+                        .key(key)
+                        .arg(outcome)
+                        .invoke_async(&mut con)
+                        .await
+                })
+                .await?;
+            Ok(done == 1)
         })
     }
 }

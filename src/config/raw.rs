@@ -57,3 +57,14 @@ pub struct Backend {
     pub client_cert: Option<String>,
     pub client_key: Option<String>,
 }
+
+/// `[journal]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Journal {
+    pub path: Option<String>,
+    pub url: Option<String>,
+    pub password_env: Option<String>,
+    pub password_file: Option<String>,
+    pub retention_days: Option<u64>,
+}
