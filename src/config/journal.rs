@@ -23,17 +23,22 @@ pub enum JournalStore {
 
 impl fmt::Debug for JournalSettings {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let store = match &self.store {
-            JournalStore::Sqlite(p) => format!("sqlite {}", p.display()),
-            // Not the config itself: it holds the password.
-            JournalStore::Postgres(c) => {
-                format!("postgres {:?}/{:?}", c.get_hosts(), c.get_dbname())
-            }
-        };
         f.debug_struct("JournalSettings")
-            .field("store", &store)
+            .field("store", &self.store)
             .field("retention", &self.retention)
             .finish()
+    }
+}
+
+impl fmt::Debug for JournalStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JournalStore::Sqlite(p) => write!(f, "Sqlite({})", p.display()),
+            // Not the config itself: it holds the password.
+            JournalStore::Postgres(c) => {
+                write!(f, "Postgres({:?}/{:?})", c.get_hosts(), c.get_dbname())
+            }
+        }
     }
 }
 

@@ -23,8 +23,10 @@ use tokio::task::JoinHandle;
 
 pub mod demo;
 pub mod fault;
+pub mod journal;
 pub mod otlp;
 pub mod pki;
+pub mod postgres;
 
 pub use mis_gateway::mock_mis::{MockMis, Received, Reply, Script, clinic};
 
