@@ -6,8 +6,21 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-/// Where Debian's `postgresql` package puts the server's programs (not on PATH).
-pub const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+/// Where Debian's `postgresql` package puts the server's programs (not on PATH): the
+/// newest `/usr/lib/postgresql/<major>/bin` that has `initdb`.
+pub fn pg_bin() -> PathBuf {
+    let mut found: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL is installed (apt-get install postgresql)")
+        .filter_map(|e| e.ok())
+        .filter_map(|e| {
+            let major = e.file_name().to_str()?.parse().ok()?;
+            let bin = e.path().join("bin");
+            bin.join("initdb").exists().then_some((major, bin))
+        })
+        .collect();
+    found.sort();
+    found.pop().expect("a PostgreSQL server with initdb").1
+}
 /// The superuser's password in every test server.
 const SUPERUSER_PASSWORD: &str = "pg-test-superuser";
 
@@ -53,7 +66,7 @@ impl Postgres {
         if let Some(uid) = uid_of_postgres() {
             std::os::unix::fs::chown(&pwfile, Some(uid), None).unwrap();
         }
-        let bin = PathBuf::from(PG_BIN);
+        let bin = pg_bin();
         let init = as_postgres(
             &bin.join("initdb"),
             &[
@@ -116,12 +129,15 @@ impl Postgres {
     /// Creates a login role with `password` owning a new database `db`.
     pub async fn create_db(&self, user: &str, password: &str, db: &str) {
         let client = self.superuser().await;
+        // Two statements: CREATE DATABASE refuses to run inside a multi-statement batch.
         client
-            .batch_execute(&format!(
-                "CREATE ROLE {user} LOGIN PASSWORD '{password}'; CREATE DATABASE {db} OWNER {user};"
-            ))
+            .batch_execute(&format!("CREATE ROLE {user} LOGIN PASSWORD '{password}'"))
             .await
-            .expect("the role and database are created");
+            .expect("the role is created");
+        client
+            .batch_execute(&format!("CREATE DATABASE {db} OWNER {user}"))
+            .await
+            .expect("the database is created");
     }
 
     /// A superuser connection to `postgres` (for reading every row back).
@@ -155,7 +171,7 @@ impl Drop for Postgres {
     fn drop(&mut self) {
         let data = self.dir.path().join("data");
         let _ = as_postgres(
-            &PathBuf::from(PG_BIN).join("pg_ctl"),
+            &pg_bin().join("pg_ctl"),
             &[
                 "-D",
                 data.to_str().unwrap(),
