@@ -9,6 +9,7 @@
 //! - [`guard`]: per-backend concurrency cap and circuit breaker.
 //! - [`idempotency`]: Idempotency-Key store (a trait; in memory by default), double-submit guard.
 //! - [`redis_store`]: the idempotency store shared by replicas.
+//! - [`journal`]: one record per booking (no patient data) in SQLite or PostgreSQL; reconcile.
 //! - [`upstream`]: the only outbound I/O, one pooled client per MIS ([`mis_pool`]; HTTP/1.1 by
 //!   [`mis_h1`]).
 //! - [`normalize`]: pure functions from a MIS answer to an Appointment or an error.
