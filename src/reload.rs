@@ -84,7 +84,7 @@ impl Reloader {
             Ok(config) => {
                 if restart_only(&current.config) != restart_only(&config) {
                     tracing::warn!(
-                        "listeners, header_read_timeout_ms, max_connections, drain_timeout_ms or [idempotency] changed: they take effect after a restart"
+                        "listeners, header_read_timeout_ms, max_connections, drain_timeout_ms, [idempotency] or [journal] changed: they take effect after a restart"
                     );
                 }
                 let sha256 = config.sha256.clone();
@@ -212,6 +212,7 @@ fn restart_only(c: &Config) -> impl PartialEq + use<'_> {
         s.drain_timeout,
         c.admin.listen,
         &c.idempotency,
+        &c.journal,
     )
 }
 

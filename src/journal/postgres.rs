@@ -115,7 +115,8 @@ pub fn describe(e: &tokio_postgres::Error) -> String {
 pub struct PgSink {
     config: tokio_postgres::Config,
     runtime: tokio::runtime::Runtime,
-    client: Option<Client>,
+    /// The connection and its prepared INSERT.
+    client: Option<(Client, tokio_postgres::Statement)>,
 }
 
 impl PgSink {
@@ -139,10 +140,14 @@ impl Sink for PgSink {
         } = self;
         let result = runtime.block_on(async {
             if client.is_none() {
-                *client = Some(open(config).await?);
+                let c = open(config).await?;
+                let insert = c.prepare(INSERT).await.map_err(|e| describe(&e))?;
+                *client = Some((c, insert));
             }
-            let c = client.as_mut().expect("connected above");
-            write_batch(c, batch).await.map_err(|e| describe(&e))
+            let (c, insert) = client.as_mut().expect("connected above");
+            write_batch(c, insert, batch)
+                .await
+                .map_err(|e| describe(&e))
         });
         if result.is_err() {
             *client = None;
@@ -151,39 +156,87 @@ impl Sink for PgSink {
     }
 }
 
-async fn write_batch(client: &mut Client, batch: &[&Entry]) -> Result<(), tokio_postgres::Error> {
-    let tx = client.transaction().await?;
-    let insert = tx.prepare(INSERT).await?;
-    for e in batch {
-        let trace = e
-            .trace_id
-            .as_ref()
-            .map(|t| String::from_utf8_lossy(t).into_owned());
-        tx.execute(
-            &insert,
-            &[
-                &e.request_id.hyphenated().to_string(),
-                &e.time_us,
-                &&*e.integrator,
-                &e.lpu.map(|u| u.hyphenated().to_string()),
-                &e.backend.as_deref(),
-                &e.slot.map(|u| u.hyphenated().to_string()),
-                &e.direction.map(|u| u.hyphenated().to_string()),
-                &e.key.map(|k| hex(&k.hash)),
-                &e.key.map(|k| hex(&k.seal)),
-                &e.outcome.as_str(),
-                &e.appointment.as_ref().map(|a| a.0.hyphenated().to_string()),
-                &e.appointment.as_ref().map(|a| a.1.as_str()),
-                &i32::from(e.status),
-                &e.message_code.as_deref(),
-                &e.mis_status.map(i32::from),
-                &e.total_us,
-                &e.mis_us,
-                &trace,
-            ],
-        )
-        .await?;
+/// One record's values as PostgreSQL takes them.
+struct Values<'a> {
+    e: &'a Entry,
+    integrator: &'a str,
+    outcome: &'static str,
+    backend: Option<&'a str>,
+    number: Option<&'a str>,
+    message_code: Option<&'a str>,
+    request_id: String,
+    lpu: Option<String>,
+    slot: Option<String>,
+    direction: Option<String>,
+    key_hash: Option<String>,
+    key_seal: Option<String>,
+    appointment_guid: Option<String>,
+    status: i32,
+    mis_status: Option<i32>,
+    trace_id: Option<String>,
+}
+
+impl<'a> Values<'a> {
+    fn of(e: &'a Entry) -> Values<'a> {
+        Values {
+            e,
+            integrator: &e.integrator,
+            outcome: e.outcome.as_str(),
+            backend: e.backend.as_deref(),
+            number: e.appointment.as_ref().map(|a| a.1.as_str()),
+            message_code: e.message_code.as_deref(),
+            request_id: e.request_id.hyphenated().to_string(),
+            lpu: e.lpu.map(|u| u.hyphenated().to_string()),
+            slot: e.slot.map(|u| u.hyphenated().to_string()),
+            direction: e.direction.map(|u| u.hyphenated().to_string()),
+            key_hash: e.key.map(|k| hex(&k.hash)),
+            key_seal: e.key.map(|k| hex(&k.seal)),
+            appointment_guid: e.appointment.as_ref().map(|a| a.0.hyphenated().to_string()),
+            status: i32::from(e.status),
+            mis_status: e.mis_status.map(i32::from),
+            trace_id: e
+                .trace_id
+                .as_ref()
+                .map(|t| String::from_utf8_lossy(t).into_owned()),
+        }
     }
+
+    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        let e = self.e;
+        vec![
+            &self.request_id,
+            &e.time_us,
+            &self.integrator,
+            &self.lpu,
+            &self.backend,
+            &self.slot,
+            &self.direction,
+            &self.key_hash,
+            &self.key_seal,
+            &self.outcome,
+            &self.appointment_guid,
+            &self.number,
+            &self.status,
+            &self.message_code,
+            &self.mis_status,
+            &e.total_us,
+            &e.mis_us,
+            &self.trace_id,
+        ]
+    }
+}
+
+/// One transaction; the inserts are pipelined (sent together, answered together), so a
+/// batch costs a few round trips whatever its size.
+async fn write_batch(
+    client: &mut Client,
+    insert: &tokio_postgres::Statement,
+    batch: &[&Entry],
+) -> Result<(), tokio_postgres::Error> {
+    let values: Vec<Values<'_>> = batch.iter().map(|e| Values::of(e)).collect();
+    let tx = client.transaction().await?;
+    futures_util::future::try_join_all(values.iter().map(|v| tx.execute_raw(insert, v.params())))
+        .await?;
     tx.commit().await
 }
 

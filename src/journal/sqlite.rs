@@ -68,6 +68,16 @@ pub fn open(path: &Path) -> rusqlite::Result<Connection> {
 }
 
 fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
+    // Readers open the file often: a schema already current costs one read, no write lock.
+    let current: Option<i64> = conn
+        .query_row("SELECT MAX(version) FROM journal_migrations", [], |r| {
+            r.get(0)
+        })
+        .ok()
+        .flatten();
+    if current == Some(MIGRATIONS.len() as i64) {
+        return Ok(());
+    }
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     tx.execute_batch(
         "CREATE TABLE IF NOT EXISTS journal_migrations (version INTEGER PRIMARY KEY, applied_us INTEGER NOT NULL)",
