@@ -539,3 +539,128 @@ impl JournalMetrics {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::AtomicUsize;
+    use std::sync::mpsc;
+
+    fn entry(outcome: Kind) -> Entry {
+        Entry {
+            request_id: Uuid::now_v7(),
+            time_us: record::now_us(),
+            integrator: "portal".into(),
+            lpu: None,
+            backend: Some("mis-a".into()),
+            slot: None,
+            direction: None,
+            key: None,
+            outcome,
+            appointment: None,
+            status: 200,
+            message_code: None,
+            mis_status: None,
+            total_us: 1,
+            mis_us: None,
+            trace_id: None,
+        }
+    }
+
+    /// A database that says when a write starts, may hold it until released, fails the
+    /// first `fail` writes, and records the size of every batch it committed.
+    struct FakeDb {
+        entered: mpsc::Sender<()>,
+        hold: Option<mpsc::Receiver<()>>,
+        fail: Arc<AtomicUsize>,
+        committed: Arc<Mutex<Vec<usize>>>,
+    }
+
+    impl Sink for FakeDb {
+        fn write(&mut self, batch: &[&Entry]) -> Result<(), String> {
+            let _ = self.entered.send(());
+            if let Some(h) = self.hold.take() {
+                let _ = h.recv();
+            }
+            if self
+                .fail
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                .is_ok()
+            {
+                return Err("disk full".into());
+            }
+            self.committed.lock().unwrap().push(batch.len());
+            Ok(())
+        }
+    }
+
+    fn start(
+        hold: Option<mpsc::Receiver<()>>,
+        fail: usize,
+    ) -> (
+        crossbeam_channel::Sender<Msg>,
+        mpsc::Receiver<()>,
+        Arc<Mutex<Vec<usize>>>,
+    ) {
+        let (tx, rx) = crossbeam_channel::bounded(CHANNEL);
+        let (entered, entered_rx) = mpsc::channel();
+        let committed = Arc::new(Mutex::new(Vec::new()));
+        let db = FakeDb {
+            entered,
+            hold,
+            fail: Arc::new(AtomicUsize::new(fail)),
+            committed: committed.clone(),
+        };
+        std::thread::spawn(move || write_loop(rx, Box::new(db)));
+        (tx, entered_rx, committed)
+    }
+
+    fn send(tx: &crossbeam_channel::Sender<Msg>) -> tokio::sync::oneshot::Receiver<bool> {
+        let (done, rx) = tokio::sync::oneshot::channel();
+        tx.send(Msg::Record(Box::new(entry(Kind::Booked)), Some(done)))
+            .unwrap();
+        rx
+    }
+
+    #[test]
+    fn records_that_arrive_during_a_commit_share_the_next_one() {
+        let (release, hold) = mpsc::channel();
+        let (tx, entered, committed) = start(Some(hold), 0);
+        let first = send(&tx);
+        entered.recv().unwrap();
+        // The first commit is in progress; these wait and then go in one transaction.
+        let rest: Vec<_> = (0..50).map(|_| send(&tx)).collect();
+        release.send(()).unwrap();
+        assert_eq!(first.blocking_recv(), Ok(true));
+        for r in rest {
+            assert_eq!(r.blocking_recv(), Ok(true));
+        }
+        assert_eq!(*committed.lock().unwrap(), vec![1, 50]);
+    }
+
+    #[test]
+    fn a_failing_database_answers_waiters_at_once_and_writes_the_records_later() {
+        let (tx, _entered, committed) = start(None, 3);
+        let waiters: Vec<_> = (0..3).map(|_| send(&tx)).collect();
+        // Not durable: the answer goes out, the record stays queued.
+        for w in waiters {
+            assert_eq!(w.blocking_recv(), Ok(false));
+        }
+        assert!(committed.lock().unwrap().is_empty());
+        let late = send(&tx);
+        assert!(late.blocking_recv().is_ok());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while committed.lock().unwrap().iter().sum::<usize>() < 4 {
+            assert!(
+                Instant::now() < deadline,
+                "the kept records were never written"
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        assert_eq!(
+            committed.lock().unwrap().iter().sum::<usize>(),
+            4,
+            "each once"
+        );
+    }
+}
