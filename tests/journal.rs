@@ -576,6 +576,14 @@ fn the_journal_section_is_validated_with_locations() {
     );
     assert_eq!(at("path = \"j.db\"\nsize = 1"), ["journal"]);
     assert_eq!(at("url = \"mysql://u@h/d\""), ["journal.url"]);
+    assert_eq!(
+        at("url = \"postgres://u@h/d\"\nsynchronous = \"normal\""),
+        ["journal.synchronous"]
+    );
+    assert_eq!(
+        at("path = \"j.db\"\nsynchronous = \"off\""),
+        ["journal.synchronous"]
+    );
     assert_eq!(at("url = \"postgres://u:secret@h/d\""), ["journal.url"]);
     assert!(
         !format!(

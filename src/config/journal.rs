@@ -11,6 +11,9 @@ use super::{Validator, raw};
 pub struct JournalSettings {
     pub store: JournalStore,
     pub retention: Duration,
+    /// SQLite: fsync every commit (`"full"`, the default) or leave the WAL to the OS until a
+    /// checkpoint (`"normal"`: survives a gateway crash, not a power loss).
+    pub fsync: bool,
 }
 
 #[derive(Clone, PartialEq, Eq)]
@@ -26,6 +29,7 @@ impl fmt::Debug for JournalSettings {
         f.debug_struct("JournalSettings")
             .field("store", &self.store)
             .field("retention", &self.retention)
+            .field("fsync", &self.fsync)
             .finish()
     }
 }
@@ -52,6 +56,18 @@ impl Validator<'_> {
             self.problem("journal.retention_days", "must be between 1 and 3650");
         }
         let retention = Duration::from_secs(days * 86_400);
+        let fsync = match raw.synchronous.as_deref() {
+            None | Some("full") => true,
+            Some("normal") if raw.url.is_none() => false,
+            Some("normal") => {
+                self.problem("journal.synchronous", "applies to a SQLite path only");
+                true
+            }
+            Some(_) => {
+                self.problem("journal.synchronous", "must be \"full\" or \"normal\"");
+                true
+            }
+        };
         let store = match (raw.path.clone(), raw.url.clone()) {
             (Some(_), Some(_)) | (None, None) => {
                 self.problem(
@@ -75,7 +91,11 @@ impl Validator<'_> {
             }
             (None, Some(url)) => JournalStore::Postgres(Box::new(self.journal_url(&url, &raw)?)),
         };
-        Some(JournalSettings { store, retention })
+        Some(JournalSettings {
+            store,
+            retention,
+            fsync,
+        })
     }
 
     fn journal_url(&mut self, url: &str, raw: &raw::Journal) -> Option<tokio_postgres::Config> {

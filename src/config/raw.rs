@@ -67,4 +67,5 @@ pub struct Journal {
     pub password_env: Option<String>,
     pub password_file: Option<String>,
     pub retention_days: Option<u64>,
+    pub synchronous: Option<String>,
 }

@@ -109,7 +109,7 @@ impl Journal {
         let (db, sink): (Db, Box<dyn Sink>) = match &settings.store {
             JournalStore::Sqlite(path) => (
                 Db::Sqlite(path.clone()),
-                Box::new(sqlite::SqliteSink::new(path.clone())),
+                Box::new(sqlite::SqliteSink::new(path.clone(), settings.fsync)),
             ),
             JournalStore::Postgres(config) => (
                 Db::Postgres {

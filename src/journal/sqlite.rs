@@ -60,9 +60,8 @@ const BUSY: Duration = Duration::from_secs(5);
 pub fn open(path: &Path) -> rusqlite::Result<Connection> {
     let mut conn = Connection::open(path)?;
     conn.busy_timeout(BUSY)?;
-    // WAL: readers never block the writer; FULL: a commit is on disk when it returns.
+    // WAL: readers never block the writer.
     conn.pragma_update(None, "journal_mode", "WAL")?;
-    conn.pragma_update(None, "synchronous", "FULL")?;
     migrate(&mut conn)?;
     Ok(conn)
 }
@@ -100,17 +99,26 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
 /// The writer half: opened on first use and reopened after a failure.
 pub struct SqliteSink {
     path: PathBuf,
+    fsync: bool,
     conn: Option<Connection>,
 }
 
 impl SqliteSink {
-    pub fn new(path: PathBuf) -> SqliteSink {
-        SqliteSink { path, conn: None }
+    pub fn new(path: PathBuf, fsync: bool) -> SqliteSink {
+        SqliteSink {
+            path,
+            fsync,
+            conn: None,
+        }
     }
 
     fn write_batch(&mut self, batch: &[&Entry]) -> rusqlite::Result<()> {
         if self.conn.is_none() {
-            self.conn = Some(open(&self.path)?);
+            let conn = open(&self.path)?;
+            // FULL: a commit is on disk when it returns (one fsync per batch).
+            let sync = if self.fsync { "FULL" } else { "NORMAL" };
+            conn.pragma_update(None, "synchronous", sync)?;
+            self.conn = Some(conn);
         }
         let conn = self.conn.as_mut().expect("opened above");
         let tx = conn.transaction()?;
