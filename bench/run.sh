@@ -26,6 +26,8 @@
 #                       --pin-workers (worker i likewise); 0 leaves both to the scheduler
 #   SPREAD_WORKERS [1]  0 runs the gateway with --spread-workers false (the kernel alone places
 #                       its workers; by default a worker moves off a CPU another worker waits for)
+#   JOURNAL [off]       sqlite: the gateway keeps its booking journal (SQLite in $T/journal/)
+#   JOURNAL_SYNC [full] the journal's `synchronous` (full: one fsync per group commit; normal)
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}

@@ -402,6 +402,7 @@ fn write_loop(rx: crossbeam_channel::Receiver<Msg>, mut sink: Box<dyn Sink>) {
             for f in flushes.drain(..) {
                 let _ = f.send(());
             }
+            PENDING.store(pending.len() as u64, Ordering::Relaxed);
             continue;
         }
         let n = pending.len().min(MAX_BATCH);
