@@ -408,6 +408,22 @@ async fn a_journal_that_cannot_be_written_leaves_every_answer_as_it_was_and_catc
     assert!(journal_write_errors(&gw).await > errors_before);
     let r = admin(&gw, Method::GET, "/admin/journal", None).await;
     assert_eq!(r.status, StatusCode::SERVICE_UNAVAILABLE);
+    // The journal is never a reason to resend: an unknown booking's retry is replayed, and
+    // its slot reached the MIS once.
+    let lost = canary_booking(LPU_RESETS);
+    for _ in 0..2 {
+        let r = gw
+            .send(post(
+                &gw,
+                &lost,
+                PORTAL,
+                Some("down-key"),
+                "application/json",
+            ))
+            .await;
+        assert_eq!(r.code(), "95022");
+    }
+    assert_eq!(mis.resets.count(&slot_of(&lost)), 1);
 
     // Once it can be written, the kept records arrive.
     std::fs::create_dir(&missing).unwrap();
@@ -415,7 +431,7 @@ async fn a_journal_that_cannot_be_written_leaves_every_answer_as_it_was_and_catc
         eventually(Duration::from_secs(15), || async {
             let r = admin(&gw, Method::GET, "/admin/journal?limit=100", None).await;
             r.status == StatusCode::OK
-                && r.json()["records"].as_array().unwrap().len() == sent.len()
+                && r.json()["records"].as_array().unwrap().len() == sent.len() + 2
         })
         .await
     );

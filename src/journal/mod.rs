@@ -639,6 +639,18 @@ mod tests {
         assert_eq!(*committed.lock().unwrap(), vec![1, 50]);
     }
 
+    #[tokio::test(start_paused = true)]
+    async fn an_answer_waits_for_a_stuck_disk_only_so_long() {
+        // The first commit never returns (a hung fsync): the booked answer still goes out.
+        let (_release, hold) = mpsc::channel();
+        let (tx, _entered, committed) = start(Some(hold), 0);
+        let durable = Durable(send(&tx));
+        tokio::time::timeout(DURABLE_WAIT * 2, durable.wait())
+            .await
+            .expect("the wait is bounded");
+        assert!(committed.lock().unwrap().is_empty());
+    }
+
     #[test]
     fn a_failing_database_answers_waiters_at_once_and_writes_the_records_later() {
         let (tx, _entered, committed) = start(None, 3);
