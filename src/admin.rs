@@ -181,6 +181,10 @@ impl Admin {
             },
             "integrators": integrators,
             "backends": backends,
+            "journal": c.journal.as_ref().map(|j| json!({
+                "store": format!("{:?}", j.store),
+                "retention_days": j.retention.as_secs() / 86_400,
+            })),
             "warnings": c.warnings,
             "last_rejected": self.live.last_rejected(),
         })

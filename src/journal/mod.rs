@@ -119,6 +119,7 @@ impl Journal {
                 Box::new(postgres::PgSink::new((**config).clone())?),
             ),
         };
+        tracing::info!(store = ?settings.store, retention_days = settings.retention.as_secs() / 86_400, "booking journal on");
         std::thread::Builder::new()
             .name("journal-writer".into())
             .spawn(move || write_loop(rx, sink))?;
