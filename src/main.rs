@@ -284,6 +284,12 @@ async fn demo(path: PathBuf, workers: Threads) -> ExitCode {
     println!(
         "Run it twice: the second time the MIS answers that the slot is taken. Ctrl-C stops the demo."
     );
+    if demo.app.gateway.journal.is_some() {
+        println!(
+            "Each booking is in the journal: mis-gateway journal --config {} list",
+            path.display()
+        );
+    }
     let _ = std::io::stdout().flush();
     workers.apply(&mut demo.app);
     demo.app
