@@ -77,7 +77,7 @@ pub struct Durable(tokio::sync::oneshot::Receiver<bool>);
 
 impl Durable {
     /// Waits until the record is committed, its write failed (it is kept for a retry) or
-    /// [`DURABLE_WAIT`] passed.
+    /// `DURABLE_WAIT` passed.
     pub async fn wait(self) {
         match tokio::time::timeout(DURABLE_WAIT, self.0).await {
             Ok(Ok(true)) => {}
