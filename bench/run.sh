@@ -24,6 +24,8 @@
 #   PIN_WORKERS [0]     1 holds each proxy thread to a CPU of its own, both alike: HAProxy by
 #                       cpu-map (thread i on the i-th CPU of the mask), the gateway by
 #                       --pin-workers (worker i likewise); 0 leaves both to the scheduler
+#   JOURNAL [off]       sqlite: the gateway keeps its booking journal (SQLite in $T/journal/)
+#   JOURNAL_SYNC [full] the journal's `synchronous` (full: one fsync per group commit; normal)
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}

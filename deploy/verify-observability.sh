@@ -51,11 +51,17 @@ COUNTERS = {
     "mis_gateway_idempotent_replays_total": {"backend"},
     "mis_gateway_outcome_unknown_total": {"backend"},
     "mis_gateway_idempotency_store_errors_total": set(),
+    "mis_gateway_journal_write_errors_total": set(),
+    "mis_gateway_journal_dropped_total": set(),
+    "mis_gateway_journal_not_durable_total": set(),
 }
 GAUGES = {
     "mis_gateway_backend_in_flight": {"backend"},
     "mis_gateway_backend_breaker_state": {"backend"},
     "mis_gateway_config_generation": set(),
+    "mis_gateway_journal_unknown_unresolved": {"backend"},
+    "mis_gateway_journal_unknown_oldest_age_seconds": {"backend"},
+    "mis_gateway_journal_pending": set(),
 }
 HISTOGRAMS = {
     "mis_gateway_request_duration_seconds": {"backend"},

@@ -67,6 +67,12 @@ impl App {
     pub fn with_store(config: Config, store: Arc<dyn Store>) -> App {
         let mut app = Self::build(config, None);
         app.gateway = Arc::new(Gateway::with_store(app.live.clone(), store));
+        app.admin = Arc::new(Admin {
+            live: app.live.clone(),
+            reloader: None,
+            draining: app.draining.clone(),
+            journal: app.gateway.journal.clone(),
+        });
         app
     }
 
@@ -76,13 +82,15 @@ impl App {
         let reloader =
             source.map(|(path, secrets)| Arc::new(Reloader::new(path, live.clone(), secrets)));
         let draining = Arc::new(AtomicBool::new(false));
+        let gateway = Arc::new(Gateway::new(live.clone()));
         App {
-            gateway: Arc::new(Gateway::new(live.clone())),
             admin: Arc::new(Admin {
                 live: live.clone(),
                 reloader: reloader.clone(),
                 draining: draining.clone(),
+                journal: gateway.journal.clone(),
             }),
+            gateway,
             live,
             reloader,
             draining,
@@ -127,6 +135,11 @@ impl App {
                 Duration::from_secs(1),
             ))
         });
+        let maintain = self
+            .gateway
+            .journal
+            .clone()
+            .map(|j| tokio::spawn(j.maintain()));
         let config = self.live.load().config.clone();
         let limits = ConnLimits {
             header_read_timeout: config.server.header_read_timeout,
@@ -166,6 +179,13 @@ impl App {
         }
         for w in watchers {
             w.abort();
+        }
+        if let Some(m) = maintain {
+            m.abort();
+        }
+        // Records of the drained bookings reach the database before `run` returns.
+        if let Some(j) = &self.gateway.journal {
+            j.flush().await;
         }
     }
 }

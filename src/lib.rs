@@ -8,6 +8,8 @@
 //! - [`policy`]: who may book and how much: auth, per-backend guard, idempotency.
 //! - [`upstream`]: the only outbound I/O, one pooled client per MIS.
 //! - [`telemetry`]: traces, metrics, the access log and its writer.
+//! - [`journal`]: the gateway's memory: one record per booking (no patient data) in SQLite or
+//!   PostgreSQL, queried and reconciled through the admin listener.
 //! - [`wire`]: the strict JSON reader and writer.
 //! - [`config`], [`live`]: routes.toml validated into a `Config`; the live generation.
 //! - [`error`]: the one table of statuses and `Message_code`s.
@@ -19,6 +21,7 @@ pub mod config;
 pub mod demo;
 pub mod edge;
 pub mod error;
+pub mod journal;
 pub mod live;
 pub mod policy;
 pub mod telemetry;

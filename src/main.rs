@@ -115,6 +115,9 @@ enum Command {
         #[command(flatten)]
         run: RunArgs,
     },
+    /// List, show, resolve and export booking journal records (through the running
+    /// gateway's admin listener).
+    Journal(mis_gateway::journal::cli::Args),
 }
 
 /// mimalloc: the booking path allocates many small, short-lived objects across threads, which
@@ -144,6 +147,7 @@ fn main() -> ExitCode {
             check(&config, against.as_deref(), secrets, exit_code)
         }
         Command::HashPassword => hash_password(),
+        Command::Journal(args) => journal(args),
         Command::Healthcheck {
             addr,
             path,
@@ -154,6 +158,17 @@ fn main() -> ExitCode {
         }
         Command::Demo { config, run } => {
             runtime().block_on(with_telemetry(run.log_format, demo(config, run.threads())))
+        }
+    }
+}
+
+fn journal(args: mis_gateway::journal::cli::Args) -> ExitCode {
+    let mut out = std::io::stdout().lock();
+    match runtime().block_on(mis_gateway::journal::cli::run(args, &mut out)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mis-gateway journal: {e}");
+            ExitCode::FAILURE
         }
     }
 }
@@ -453,6 +468,12 @@ async fn demo(path: PathBuf, workers: Threads) -> ExitCode {
     println!(
         "Run it twice: the second time the MIS answers that the slot is taken. Ctrl-C stops the demo."
     );
+    if demo.app.gateway.journal.is_some() {
+        println!(
+            "Each booking is in the journal: mis-gateway journal --config {} list",
+            path.display()
+        );
+    }
     let _ = std::io::stdout().flush();
     workers.apply(&mut demo.app);
     demo.app

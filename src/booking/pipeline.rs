@@ -30,10 +30,10 @@ use crate::booking::normalize;
 use crate::booking::run_to_end::run_to_end;
 use crate::config::{Integrator, On5xx, StoreKind};
 use crate::error::{GatewayError, RequestId};
-use crate::policy::idempotency::keyed::{Keys, Start};
 use crate::live::{Generation, Live};
 use crate::policy::auth::{AuthFailure, Authenticator};
 use crate::policy::guard::is_mis_failure;
+use crate::policy::idempotency::keyed::{Keys, Start};
 use crate::policy::idempotency::redis::RedisStore;
 use crate::policy::idempotency::{self, Begin, InFlight, MemoryStore, Outcome, Store};
 use crate::policy::shared_limits::SharedLimits;
@@ -52,6 +52,8 @@ pub struct Gateway {
     pub keys: Keys,
     /// Ends bookings still at their MIS when the drain deadline passes.
     pub expiry: crate::edge::drain::Expiry,
+    /// The booking journal, when `[journal]` is configured (read at start).
+    pub journal: Option<Arc<crate::journal::Journal>>,
     in_flight: Arc<InFlight>,
     fingerprint_key: Vec<u8>,
     /// Token buckets of integrators with a `rate_per_second`.
@@ -83,6 +85,11 @@ struct Record {
     /// The answer says the booking may exist (`GatewayError::outcome_unknown`).
     unknown: bool,
     replayed: bool,
+    /// For the journal: the referral and the key's store slot.
+    direction: Option<Uuid>,
+    key: Option<idempotency::Slot>,
+    /// The appointment's number (moved from the answer's fields, not copied).
+    number: Option<String>,
 }
 
 /// A successful answer or a replay, with the headers that go with it.
@@ -151,9 +158,15 @@ impl Gateway {
                 }
             },
         };
+        let journal = config.journal.as_ref().and_then(|settings| {
+            crate::journal::Journal::open(settings, fingerprint_key.clone(), store.clone())
+                .map_err(|e| tracing::error!(error = %e, "cannot start the booking journal; bookings go on without it"))
+                .ok()
+        });
         Gateway {
             live,
             auth: Authenticator::with_shared(shared_limits.clone()),
+            journal,
             store,
             keys,
             expiry: crate::edge::drain::Expiry::default(),
@@ -190,14 +203,22 @@ impl Gateway {
         };
         let booking = match self.receive(req, peer, generation, &mut rec, started).await {
             Ok(b) => b,
-            Err(e) => return span.in_scope(|| finish(Err(e), &ids, rec, started)),
+            Err(e) => {
+                let journal = self.journal.as_deref();
+                return span.in_scope(|| finish(Err(e), &ids, rec, started, journal).0);
+            }
         };
         // Phase 2 runs to its end: dropping this future (client gone) moves it to a task.
         let me = self;
         let phase2 = run_to_end(
             async move {
                 let result = me.process(booking, &ids, &mut rec).await;
-                finish(result, &ids, rec, started)
+                let (response, durable) = finish(result, &ids, rec, started, me.journal.as_deref());
+                // A booked or unknown answer goes out once its journal record is on disk.
+                if let Some(d) = durable {
+                    d.wait().await;
+                }
+                response
             }
             .instrument(span),
         );
@@ -275,6 +296,7 @@ impl Gateway {
             }
             Some(_) => return Err(GatewayError::BadIdempotencyKey),
         };
+        rec.key = key;
         check_content_type(req.headers())?;
         let limit = config.server.max_body_bytes;
         let declared = declared_length(req.headers());
@@ -363,6 +385,7 @@ impl Gateway {
         let valid = booking::check(&b.body)?;
         rec.lpu = Some(valid.lpu_to);
         rec.slot = Some(valid.slot);
+        rec.direction = Some(valid.direction_guid);
         if !b.integrator.lpus.allows(&valid.lpu_to) {
             return Err(GatewayError::ForbiddenLpu);
         }
@@ -482,6 +505,7 @@ impl Gateway {
         }
         let (body, fields) = result?;
         rec.appointment = Some(fields.guid);
+        rec.number = Some(fields.number);
         Ok(Answer {
             body,
             replayed: false,
@@ -548,13 +572,16 @@ fn replay(outcome: Outcome, body: &[u8]) -> Result<Answer, GatewayError> {
     }
 }
 
-/// Renders the result, records it on the span and in the metrics, writes the access log.
+/// Renders the result, records it on the span and in the metrics, writes the access log, and
+/// hands the journal its record (booked and unknown ones come back to be awaited).
 fn finish(
     result: Result<Answer, GatewayError>,
     ids: &Ids,
     mut rec: Record,
     started: Instant,
-) -> Response<Full<Bytes>> {
+    journal: Option<&crate::journal::Journal>,
+) -> (Response<Full<Bytes>>, Option<crate::journal::Durable>) {
+    let outcome = journal_outcome(&result, &rec);
     let response = match result {
         Ok(answer) => {
             let mut resp = crate::error::json_answer(answer.body, &ids.request_id);
@@ -578,7 +605,59 @@ fn finish(
     let took = started.elapsed();
     record(&rec, response.status(), took);
     log_access(ids, &rec, &response, took);
-    response
+    let durable = match (journal, &rec.integrator) {
+        (Some(j), Some(_)) => j.submit(journal_entry(j, ids, rec, outcome, &response, took)),
+        _ => None,
+    };
+    (response, durable)
+}
+
+/// The journal's name for what became of the request.
+fn journal_outcome(result: &Result<Answer, GatewayError>, rec: &Record) -> crate::journal::Kind {
+    use crate::journal::Kind;
+    match result {
+        _ if rec.replayed => Kind::Replayed,
+        Ok(_) => Kind::Booked,
+        Err(GatewayError::OutcomeUnknown | GatewayError::MisTimeout) => Kind::Unknown,
+        Err(_) if rec.mis_status.is_some() => Kind::Rejected,
+        Err(_) => Kind::NotSent,
+    }
+}
+
+/// The journal record of an answered request (technical fields only; see `journal::record`).
+fn journal_entry(
+    journal: &crate::journal::Journal,
+    ids: &Ids,
+    rec: Record,
+    outcome: crate::journal::Kind,
+    response: &Response<Full<Bytes>>,
+    took: Duration,
+) -> crate::journal::Entry {
+    let request_id = Uuid::try_parse(ids.request_id.as_str()).unwrap_or_else(|_| Uuid::now_v7());
+    let total_us = took.as_micros() as i64;
+    let trace_id = ids
+        .trace_id()
+        .and_then(|t| <[u8; 32]>::try_from(t.as_bytes()).ok());
+    crate::journal::Entry {
+        request_id,
+        time_us: crate::journal::record::now_us() - total_us,
+        key: rec
+            .key
+            .map(|slot| crate::journal::KeyRef::new(journal.secret(), &slot, &request_id)),
+        integrator: rec.integrator.unwrap_or_default(),
+        lpu: rec.lpu,
+        backend: rec.backend,
+        slot: rec.slot,
+        direction: rec.direction,
+        outcome,
+        appointment: rec.appointment.zip(rec.number),
+        status: response.status().as_u16(),
+        message_code: rec.code,
+        mis_status: rec.mis_status,
+        total_us,
+        mis_us: rec.mis_time.map(|d| d.as_micros() as i64),
+        trace_id,
+    }
 }
 
 /// The request id and, when tracing gave one, this request's own `traceparent` (its server

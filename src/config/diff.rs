@@ -30,6 +30,12 @@ pub const RESTART_ONLY: &[&str] = &[
     "idempotency.ca_file",
     "idempotency.connect_timeout_ms",
     "idempotency.command_timeout_ms",
+    "journal.path",
+    "journal.url",
+    "journal.password_env",
+    "journal.password_file",
+    "journal.retention_days",
+    "journal.synchronous",
 ];
 
 /// Every difference from `old` to `new`, one line each, in the file's section order.

@@ -7,8 +7,11 @@
 //! `Authorization` header values marked sensitive.
 
 pub mod diff;
+mod journal;
 mod raw;
 pub mod tls;
+
+pub use journal::{JournalSettings, JournalStore};
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -88,6 +91,8 @@ pub struct Config {
     pub server: ServerSettings,
     pub admin: AdminSettings,
     pub idempotency: IdempotencySettings,
+    /// `[journal]`, when the booking journal is on.
+    pub journal: Option<JournalSettings>,
     /// By login.
     pub integrators: HashMap<Arc<str>, Arc<Integrator>>,
     pub backends: Vec<Arc<Backend>>,
@@ -429,18 +434,20 @@ impl Validator<'_> {
         let server = table.remove("server");
         let admin = table.remove("admin");
         let idempotency = table.remove("idempotency");
+        let journal = table.remove("journal");
         let integrators = table.remove("integrators");
         let backends = table.remove("backends");
         let routes = table.remove("routes");
         for key in table.keys() {
             self.problem(
                 key.clone(),
-                "unknown section (expected server, admin, idempotency, integrators, backends, routes)",
+                "unknown section (expected server, admin, idempotency, journal, integrators, backends, routes)",
             );
         }
         let server = self.server(server);
         let admin = self.admin(admin);
         let idempotency = self.idempotency(idempotency);
+        let journal = self.journal(journal);
         let integrators = self.integrators(integrators);
         let (backends, declared) = self.backends(backends);
         let routes = self.routes(routes, &backends, &declared);
@@ -464,6 +471,7 @@ impl Validator<'_> {
             server,
             admin,
             idempotency,
+            journal,
             integrators,
             backends,
             routes,

@@ -80,3 +80,15 @@ pub struct Idempotency {
     pub connect_timeout_ms: Option<u64>,
     pub command_timeout_ms: Option<u64>,
 }
+
+/// `[journal]`
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Journal {
+    pub path: Option<String>,
+    pub url: Option<String>,
+    pub password_env: Option<String>,
+    pub password_file: Option<String>,
+    pub retention_days: Option<u64>,
+    pub synchronous: Option<String>,
+}

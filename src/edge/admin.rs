@@ -29,6 +29,8 @@ pub struct Admin {
     pub reloader: Option<Arc<Reloader>>,
     /// Set when shutdown starts: readiness turns false at once.
     pub draining: Arc<AtomicBool>,
+    /// The booking journal behind `/admin/journal` (none when `[journal]` is not configured).
+    pub journal: Option<Arc<crate::journal::Journal>>,
 }
 
 impl Handler for Admin {
@@ -37,6 +39,13 @@ impl Handler for Admin {
         req: Request<Incoming>,
         _peer: std::net::SocketAddr,
     ) -> Response<Full<Bytes>> {
+        // The journal's routes read a query and a body; everything else needs neither.
+        if req.uri().path().starts_with(crate::journal::admin::PREFIX) {
+            if !self.authorized(req.headers()) {
+                return unauthorized();
+            }
+            return crate::journal::admin::handle(self.journal.as_ref(), &self.live, req).await;
+        }
         self.route(req.method(), req.uri().path(), req.headers())
             .await
     }
@@ -75,15 +84,7 @@ impl Admin {
             _ => {}
         }
         if !self.authorized(headers) {
-            let mut r = json_response(
-                StatusCode::UNAUTHORIZED,
-                json!({"error": "admin token required"}),
-            );
-            r.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"mis-gateway-admin\""),
-            );
-            return r;
+            return unauthorized();
         }
         match (method, path) {
             (&Method::GET, "/admin/config") => json_response(StatusCode::OK, self.config_view()),
@@ -187,6 +188,10 @@ impl Admin {
             },
             "integrators": integrators,
             "backends": backends,
+            "journal": c.journal.as_ref().map(|j| json!({
+                "store": format!("{:?}", j.store),
+                "retention_days": j.retention.as_secs() / 86_400,
+            })),
             "warnings": c.warnings,
             "last_rejected": self.live.last_rejected(),
         })
@@ -246,6 +251,18 @@ impl Admin {
         };
         json_response(status, serde_json::to_value(&outcome).unwrap_or_default())
     }
+}
+
+fn unauthorized() -> Response<Full<Bytes>> {
+    let mut r = json_response(
+        StatusCode::UNAUTHORIZED,
+        json!({"error": "admin token required"}),
+    );
+    r.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        HeaderValue::from_static("Bearer realm=\"mis-gateway-admin\""),
+    );
+    r
 }
 
 pub fn json_response(status: StatusCode, body: serde_json::Value) -> Response<Full<Bytes>> {

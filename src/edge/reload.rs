@@ -225,7 +225,10 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
             "server.drain_timeout_ms",
             o.drain_timeout != n.drain_timeout,
         ),
-        ("server.trusted_proxies", o.proxies.trusted != n.proxies.trusted),
+        (
+            "server.trusted_proxies",
+            o.proxies.trusted != n.proxies.trusted,
+        ),
         (
             "server.proxy_protocol",
             o.proxies.proxy_protocol != n.proxies.proxy_protocol,
@@ -235,6 +238,7 @@ pub fn restart_needed(old: &Config, new: &Config) -> Vec<&'static str> {
         ("idempotency.max_keys", oi.max_keys != ni.max_keys),
         ("idempotency.store", oi.store != ni.store),
         ("idempotency.lease_ms", oi.lease != ni.lease),
+        ("[journal]", old.journal != new.journal),
         (
             "idempotency.fingerprint_key_env",
             oi.fingerprint_key != ni.fingerprint_key,

@@ -29,9 +29,9 @@ use tokio::sync::Semaphore;
 
 use crate::edge::client_addr::Proxies;
 use crate::edge::drain::{Drain, Watcher};
-use crate::error::GatewayError;
 use crate::edge::http_refusals::Refusals;
 use crate::edge::workers::Workers;
+use crate::error::GatewayError;
 
 /// Connection-level limits of one listener.
 #[derive(Debug, Clone)]

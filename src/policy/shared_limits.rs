@@ -7,8 +7,8 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::policy::auth::throttle::{Limits, LoginDigest, STANDING, Settle, WINDOW};
 use crate::config::{Integrator, RateLimit};
+use crate::policy::auth::throttle::{Limits, LoginDigest, STANDING, Settle, WINDOW};
 use crate::policy::idempotency::StoreError;
 use crate::policy::idempotency::redis::{RedisSettings, RedisStore};
 

@@ -47,6 +47,8 @@ pub struct Metrics {
     pub lapsed_claims: Counter<u64>,
     pub local_claims: Counter<u64>,
     pub unwritten_outcomes: Counter<u64>,
+    /// The booking journal's write failures, drops and gauges.
+    pub journal: crate::journal::JournalMetrics,
     /// The live configurations observed by the gauges (weak: an app that is gone drops out).
     lives: Arc<RwLock<Vec<Weak<Live>>>>,
 }
@@ -169,6 +171,7 @@ impl Metrics {
                 "mis_gateway.idempotency.unwritten_outcomes",
                 "Outcomes the store could not take at once, kept in this replica and written later",
             ),
+            journal: crate::journal::JournalMetrics::register(&meter),
             registry,
             _provider: provider,
             lives,

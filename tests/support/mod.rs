@@ -24,8 +24,10 @@ use tokio::task::JoinHandle;
 pub mod clients;
 pub mod demo;
 pub mod fault;
+pub mod journal;
 pub mod otlp;
 pub mod pki;
+pub mod postgres;
 pub mod redis;
 
 pub use mis_gateway::demo::mock_mis::{MockMis, Received, Reply, Script, clinic};

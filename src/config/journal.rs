@@ -1,0 +1,174 @@
+//! `[journal]`: where the booking journal lives (a SQLite file beside routes.toml, or a
+//! PostgreSQL database shared by replicas) and how long records are kept.
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use super::{Validator, raw};
+
+#[derive(Clone, PartialEq, Eq)]
+pub struct JournalSettings {
+    pub store: JournalStore,
+    pub retention: Duration,
+    /// SQLite: fsync every commit (`"full"`, the default) or leave the WAL to the OS until a
+    /// checkpoint (`"normal"`: survives a gateway crash, not a power loss).
+    pub fsync: bool,
+}
+
+#[derive(Clone, PartialEq, Eq)]
+pub enum JournalStore {
+    /// The file, resolved against routes.toml's folder.
+    Sqlite(PathBuf),
+    /// Connection settings with the password from `password_env` / `password_file`.
+    Postgres(Box<tokio_postgres::Config>),
+}
+
+impl fmt::Debug for JournalSettings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JournalSettings")
+            .field("store", &self.store)
+            .field("retention", &self.retention)
+            .field("fsync", &self.fsync)
+            .finish()
+    }
+}
+
+impl fmt::Debug for JournalStore {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JournalStore::Sqlite(p) => write!(f, "Sqlite({})", p.display()),
+            // Not the config itself: it holds the password.
+            JournalStore::Postgres(c) => {
+                write!(f, "Postgres({:?}/{:?})", c.get_hosts(), c.get_dbname())
+            }
+        }
+    }
+}
+
+const DEFAULT_RETENTION_DAYS: u64 = 90;
+
+impl Validator<'_> {
+    pub(super) fn journal(&mut self, v: Option<toml::Value>) -> Option<JournalSettings> {
+        let raw: raw::Journal = self.typed("journal", v?)?;
+        let days = raw.retention_days.unwrap_or(DEFAULT_RETENTION_DAYS);
+        if !(1..=3650).contains(&days) {
+            self.problem("journal.retention_days", "must be between 1 and 3650");
+        }
+        let retention = Duration::from_secs(days * 86_400);
+        let fsync = match raw.synchronous.as_deref() {
+            None | Some("full") => true,
+            Some("normal") if raw.url.is_none() => false,
+            Some("normal") => {
+                self.problem("journal.synchronous", "applies to a SQLite path only");
+                true
+            }
+            Some(_) => {
+                self.problem("journal.synchronous", "must be \"full\" or \"normal\"");
+                true
+            }
+        };
+        let store = match (raw.path.clone(), raw.url.clone()) {
+            (Some(_), Some(_)) | (None, None) => {
+                self.problem(
+                    "journal",
+                    "needs exactly one of path (SQLite) or url (PostgreSQL)",
+                );
+                return None;
+            }
+            (Some(path), None) => {
+                if raw.password_env.is_some() || raw.password_file.is_some() {
+                    self.problem(
+                        "journal.password_env",
+                        "is for a PostgreSQL url; a SQLite path takes no password",
+                    );
+                }
+                if path.is_empty() {
+                    self.problem("journal.path", "must name a file");
+                    return None;
+                }
+                JournalStore::Sqlite(self.base.join(path))
+            }
+            (None, Some(url)) => JournalStore::Postgres(Box::new(self.journal_url(&url, &raw)?)),
+        };
+        Some(JournalSettings {
+            store,
+            retention,
+            fsync,
+        })
+    }
+
+    fn journal_url(&mut self, url: &str, raw: &raw::Journal) -> Option<tokio_postgres::Config> {
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            self.problem(
+                "journal.url",
+                "must be a postgres://host[:port]/database URL",
+            );
+            return None;
+        }
+        let mut config: tokio_postgres::Config = match url.parse() {
+            Ok(c) => c,
+            Err(_) => {
+                // The parser's message may quote the URL, which may hold a password.
+                self.problem("journal.url", "is not a valid PostgreSQL connection URL");
+                return None;
+            }
+        };
+        if config.get_password().is_some() {
+            self.problem(
+                "journal.url",
+                "must not contain a password: use password_env or password_file",
+            );
+            return None;
+        }
+        if config.get_user().is_none() {
+            self.problem(
+                "journal.url",
+                "must name the user (postgres://user@host/db)",
+            );
+        }
+        if config.get_dbname().is_none() {
+            self.problem(
+                "journal.url",
+                "must name the database (postgres://user@host/db)",
+            );
+        }
+        let password = match (&raw.password_env, &raw.password_file) {
+            (Some(_), Some(_)) => {
+                self.problem(
+                    "journal",
+                    "takes one of password_env or password_file, not both",
+                );
+                return None;
+            }
+            (None, None) => None,
+            (Some(name), None) => match self.secrets.env(name) {
+                Some(p) if !p.is_empty() => Some(p),
+                _ => {
+                    self.problem(
+                        "journal.password_env",
+                        format!("environment variable {name} is not set"),
+                    );
+                    return None;
+                }
+            },
+            (None, Some(file)) => {
+                let path = self.base.join(file);
+                match self.secrets.file(&path) {
+                    Ok(p) => Some(p.trim_end_matches(['\n', '\r']).to_owned()),
+                    Err(e) => {
+                        self.problem(
+                            "journal.password_file",
+                            format!("cannot read {}: {}", path.display(), e.kind()),
+                        );
+                        return None;
+                    }
+                }
+            }
+        };
+        if let Some(p) = password {
+            config.password(p);
+        }
+        Some(config)
+    }
+}

@@ -1,0 +1,341 @@
+//! `/admin/journal`: list, show and resolve records. Bad input is a 422 naming the field;
+//! errors are `{"error": text}` (plus `"field"` on 422), never echoing what was sent.
+
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::record::{Filter, Kind, cursor_of, parse_cursor};
+use super::{Journal, ResolveError};
+use crate::edge::admin::json_response;
+use crate::live::Live;
+
+pub const PREFIX: &str = "/admin/journal";
+const MAX_BODY: usize = 4096;
+pub const DEFAULT_LIMIT: u32 = 100;
+pub const MAX_LIMIT: u32 = 1000;
+/// The longest note and appointment number an operator may record.
+pub const MAX_NOTE: usize = 500;
+pub const MAX_NUMBER: usize = 64;
+
+pub async fn handle<B>(
+    journal: Option<&Arc<Journal>>,
+    live: &Live,
+    req: Request<B>,
+) -> Response<Full<Bytes>>
+where
+    B: http_body::Body<Data = Bytes> + Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let Some(journal) = journal else {
+        return error(StatusCode::NOT_FOUND, "no [journal] is configured");
+    };
+    let path = req.uri().path().to_owned();
+    let query = req.uri().query().map(str::to_owned);
+    let rest = path[PREFIX.len()..].trim_start_matches('/');
+    let method = req.method().clone();
+    match (method, rest.split_once('/')) {
+        (Method::GET, None) if rest.is_empty() => list(journal, query.as_deref()).await,
+        (Method::GET, None) => match request_id(rest) {
+            Ok(id) => show(journal, &id).await,
+            Err(r) => *r,
+        },
+        (Method::POST, Some((id, "resolve"))) => {
+            let id = match request_id(id) {
+                Ok(id) => id,
+                Err(r) => return *r,
+            };
+            let body = match Limited::new(req.into_body(), MAX_BODY).collect().await {
+                Ok(b) => b.to_bytes(),
+                Err(_) => {
+                    return invalid(
+                        "body",
+                        &format!("must be a JSON object of at most {MAX_BODY} bytes"),
+                    );
+                }
+            };
+            let (booked, note) = match parse_resolution(&body) {
+                Ok(r) => r,
+                Err((field, reason)) => return invalid(field, reason),
+            };
+            let tz = row_timezone(journal, live, &id).await;
+            match journal.resolve(&id, booked, note, "admin", &tz).await {
+                Ok(row) => json_response(StatusCode::OK, row.to_json()),
+                Err(e) => resolve_error(e),
+            }
+        }
+        (_, Some((_, "resolve"))) | (_, None) => {
+            error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+        }
+        _ => error(StatusCode::NOT_FOUND, "not found"),
+    }
+}
+
+fn request_id(s: &str) -> Result<String, Box<Response<Full<Bytes>>>> {
+    Uuid::try_parse(s)
+        .map(|u| u.hyphenated().to_string())
+        .map_err(|_| Box::new(invalid("requestId", "must be a request id (a UUID)")))
+}
+
+async fn show(journal: &Journal, id: &str) -> Response<Full<Bytes>> {
+    match journal.get(id).await {
+        Ok(Some(row)) => json_response(StatusCode::OK, row.to_json()),
+        Ok(None) => error(
+            StatusCode::NOT_FOUND,
+            "no journal record has this request id",
+        ),
+        Err(e) => unavailable(&e),
+    }
+}
+
+async fn list(journal: &Journal, query: Option<&str>) -> Response<Full<Bytes>> {
+    let filter = match parse_filter(query.unwrap_or("")) {
+        Ok(f) => f,
+        Err((field, reason)) => return invalid(field, reason),
+    };
+    // One more than asked tells whether there is a next page.
+    let mut probe = filter.clone();
+    probe.limit = filter.limit + 1;
+    match journal.list(&probe).await {
+        Ok(mut rows) => {
+            let next = if rows.len() > filter.limit as usize {
+                rows.truncate(filter.limit as usize);
+                rows.last().map(cursor_of)
+            } else {
+                None
+            };
+            let records: Vec<Value> = rows.iter().map(|r| r.to_json()).collect();
+            json_response(StatusCode::OK, json!({"records": records, "next": next}))
+        }
+        Err(e) => unavailable(&e),
+    }
+}
+
+/// The listing's query string; the error names the parameter.
+pub fn parse_filter(query: &str) -> Result<Filter, (&'static str, &'static str)> {
+    let mut f = Filter {
+        limit: DEFAULT_LIMIT,
+        ..Filter::default()
+    };
+    for pair in query.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        let v = percent_decode(v).ok_or(("query", "is not valid percent-encoded UTF-8"))?;
+        match k {
+            "outcome" => {
+                f.outcome = Some(Kind::parse(&v).ok_or((
+                    "outcome",
+                    "must be booked, rejected, not_sent, unknown or replayed",
+                ))?)
+            }
+            "unresolved" => {
+                f.unresolved = match v.as_str() {
+                    "true" => true,
+                    "false" => false,
+                    _ => return Err(("unresolved", "must be true or false")),
+                }
+            }
+            "backend" => {
+                f.backend = Some(name(v).ok_or(("backend", "must be 1 to 200 characters"))?)
+            }
+            "integrator" => {
+                f.integrator = Some(name(v).ok_or(("integrator", "must be 1 to 200 characters"))?)
+            }
+            "since" => f.since_us = Some(time(&v).ok_or(("since", "must be an RFC 3339 time"))?),
+            "until" => f.until_us = Some(time(&v).ok_or(("until", "must be an RFC 3339 time"))?),
+            "limit" => {
+                f.limit = v
+                    .parse()
+                    .ok()
+                    .filter(|n| (1..=MAX_LIMIT).contains(n))
+                    .ok_or(("limit", "must be a whole number from 1 to 1000"))?
+            }
+            "cursor" => {
+                f.before = Some(
+                    parse_cursor(&v)
+                        .ok_or(("cursor", "must be the \"next\" value of an earlier page"))?,
+                )
+            }
+            _ => {
+                return Err((
+                    "query",
+                    "unknown parameter (expected outcome, unresolved, backend, integrator, since, until, limit, cursor)",
+                ));
+            }
+        }
+    }
+    Ok(f)
+}
+
+fn name(v: String) -> Option<String> {
+    (!v.is_empty() && v.chars().count() <= 200 && !v.chars().any(char::is_control)).then_some(v)
+}
+
+fn time(v: &str) -> Option<i64> {
+    v.parse::<jiff::Timestamp>()
+        .ok()
+        .map(|t| t.as_microsecond())
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        match b[i] {
+            b'%' => {
+                let h = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+                out.push(u8::from_str_radix(h, 16).ok()?);
+                i += 3;
+            }
+            c => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+/// A parsed resolution: the appointment (guid, number) if booked, and the note.
+pub type Parsed = (Option<(Uuid, String)>, Option<String>);
+
+/// `{"booked": true, "guid", "number"}` or `{"booked": false}`, each with an optional `note`.
+pub fn parse_resolution(body: &[u8]) -> Result<Parsed, (&'static str, &'static str)> {
+    let v: Value = serde_json::from_slice(body).map_err(|_| ("body", "must be a JSON object"))?;
+    let obj = v.as_object().ok_or(("body", "must be a JSON object"))?;
+    for k in obj.keys() {
+        if !matches!(k.as_str(), "booked" | "guid" | "number" | "note") {
+            return Err((
+                "body",
+                "unknown field (expected booked, guid, number, note)",
+            ));
+        }
+    }
+    let booked = obj
+        .get("booked")
+        .ok_or(("booked", "is required"))?
+        .as_bool()
+        .ok_or(("booked", "must be true or false"))?;
+    let note = match obj.get("note") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(s))
+            if !s.is_empty()
+                && s.chars().count() <= MAX_NOTE
+                && !s.chars().any(char::is_control) =>
+        {
+            Some(s.clone())
+        }
+        Some(_) => return Err(("note", "must be technical text of 1 to 500 characters")),
+    };
+    if !booked {
+        if obj.contains_key("guid") || obj.contains_key("number") {
+            return Err(("guid", "must be absent when booked is false"));
+        }
+        return Ok((None, note));
+    }
+    let guid = match obj.get("guid") {
+        None => return Err(("guid", "is required when booked is true")),
+        Some(g) => g
+            .as_str()
+            .and_then(crate::booking::parse_guid)
+            .ok_or(("guid", "must be a GUID"))?,
+    };
+    let number = match obj.get("number") {
+        None => return Err(("number", "is required when booked is true")),
+        Some(Value::String(n)) if valid_number(n) => n.clone(),
+        Some(Value::Number(n)) if n.is_u64() => n.to_string(),
+        Some(_) => return Err(("number", "must be 1 to 64 visible characters")),
+    };
+    Ok((Some((guid, number)), note))
+}
+
+pub fn valid_number(n: &str) -> bool {
+    !n.is_empty() && n.len() <= MAX_NUMBER && n.bytes().all(|b| (0x21..=0x7e).contains(&b))
+}
+
+/// The zone of the record's backend (the replayed `createTime` is rendered in it).
+async fn row_timezone(journal: &Journal, live: &Live, id: &str) -> jiff::tz::TimeZone {
+    let backend = journal.get(id).await.ok().flatten().and_then(|r| r.backend);
+    backend
+        .and_then(|b| live.load().config.backend(&b).map(|b| b.timezone.clone()))
+        .unwrap_or(jiff::tz::TimeZone::UTC)
+}
+
+fn resolve_error(e: ResolveError) -> Response<Full<Bytes>> {
+    match e {
+        ResolveError::NotFound => error(
+            StatusCode::NOT_FOUND,
+            "no journal record has this request id",
+        ),
+        ResolveError::Conflict(why) => error(StatusCode::CONFLICT, why),
+        ResolveError::Unavailable(e) => unavailable(&e),
+    }
+}
+
+fn unavailable(e: &str) -> Response<Full<Bytes>> {
+    tracing::error!(error = %e, "journal query failed");
+    error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "the journal database is unavailable; retry",
+    )
+}
+
+fn error(status: StatusCode, text: &str) -> Response<Full<Bytes>> {
+    json_response(status, json!({"error": text}))
+}
+
+fn invalid(field: &str, reason: &str) -> Response<Full<Bytes>> {
+    json_response(
+        StatusCode::UNPROCESSABLE_ENTITY,
+        json!({"error": format!("{field} {reason}"), "field": field, "reason": reason}),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn filters_name_the_parameter_they_refuse() {
+        assert_eq!(parse_filter("outcome=lost").unwrap_err().0, "outcome");
+        assert_eq!(parse_filter("limit=0").unwrap_err().0, "limit");
+        assert_eq!(parse_filter("since=yesterday").unwrap_err().0, "since");
+        assert_eq!(parse_filter("cursor=abc").unwrap_err().0, "cursor");
+        assert_eq!(parse_filter("colour=red").unwrap_err().0, "query");
+        let f = parse_filter("outcome=unknown&since=2026-01-01T00%3A00%3A00Z&limit=5").unwrap();
+        assert_eq!(f.outcome, Some(Kind::Unknown));
+        assert_eq!(f.limit, 5);
+        assert!(f.since_us.is_some());
+    }
+
+    #[test]
+    fn resolutions_name_the_field_they_refuse() {
+        let field = |b: &str| parse_resolution(b.as_bytes()).unwrap_err().0;
+        assert_eq!(field("{}"), "booked");
+        assert_eq!(field(r#"{"booked": "yes"}"#), "booked");
+        assert_eq!(field(r#"{"booked": true, "number": "1"}"#), "guid");
+        assert_eq!(
+            field(r#"{"booked": true, "guid": "nope", "number": "1"}"#),
+            "guid"
+        );
+        assert_eq!(
+            field(r#"{"booked": true, "guid": "0e8a4f3c-5d6b-4a7e-8f90-1a2b3c4d5e6f"}"#),
+            "number"
+        );
+        assert_eq!(field(r#"{"booked": false, "note": ""}"#), "note");
+        assert_eq!(field("[1]"), "body");
+        let ok = parse_resolution(
+            br#"{"booked": true, "guid": "0e8a4f3c-5d6b-4a7e-8f90-1a2b3c4d5e6f", "number": 42}"#,
+        )
+        .unwrap();
+        assert_eq!(ok.0.unwrap().1, "42");
+        assert_eq!(
+            parse_resolution(br#"{"booked": false, "note": "called the clinic"}"#).unwrap(),
+            (None, Some("called the clinic".into()))
+        );
+    }
+}

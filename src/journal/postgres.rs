@@ -1,0 +1,380 @@
+//! The shared journal: one PostgreSQL table that every replica writes. The writer thread keeps
+//! one connection (a batch per transaction); reads and resolutions use another, made on the
+//! caller's runtime. Both are remade after a failure.
+
+use std::time::Duration;
+
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{Client, NoTls};
+
+use super::record::{Entry, Filter, Resolution, Row, hex};
+use super::{Sink, Summary};
+
+/// Serializes the migrations of replicas that start together.
+const MIGRATION_LOCK: i64 = 0x6a6f75726e616c;
+
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE journal (
+    request_id TEXT PRIMARY KEY NOT NULL,
+    time_us BIGINT NOT NULL,
+    integrator TEXT NOT NULL,
+    lpu TEXT,
+    backend TEXT,
+    slot TEXT,
+    direction_guid TEXT,
+    key_hash TEXT,
+    key_seal TEXT,
+    outcome TEXT NOT NULL,
+    appointment_guid TEXT,
+    appointment_number TEXT,
+    status INTEGER NOT NULL,
+    message_code TEXT,
+    mis_status INTEGER,
+    total_us BIGINT NOT NULL,
+    mis_us BIGINT,
+    trace_id TEXT,
+    resolved_us BIGINT,
+    resolved_booked BOOLEAN,
+    resolved_guid TEXT,
+    resolved_number TEXT,
+    resolved_note TEXT,
+    resolved_via TEXT
+);
+CREATE INDEX journal_by_time ON journal (time_us, request_id);
+CREATE INDEX journal_open_unknown ON journal (backend, time_us)
+    WHERE outcome = 'unknown' AND resolved_us IS NULL;
+"#];
+
+const INSERT: &str = "INSERT INTO journal (request_id, time_us, integrator, lpu, backend, slot, \
+    direction_guid, key_hash, key_seal, outcome, appointment_guid, appointment_number, status, \
+    message_code, mis_status, total_us, mis_us, trace_id) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
+    ON CONFLICT (request_id) DO NOTHING";
+
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Connects on the current runtime (the connection's task is spawned there).
+pub async fn connect(config: &tokio_postgres::Config) -> Result<Client, String> {
+    let mut config = config.clone();
+    config.connect_timeout(CONNECT_TIMEOUT);
+    let (client, connection) = config.connect(NoTls).await.map_err(|e| describe(&e))?;
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(error = %describe(&e), "journal: PostgreSQL connection closed");
+        }
+    });
+    Ok(client)
+}
+
+/// Connects and brings the schema up to date.
+pub async fn open(config: &tokio_postgres::Config) -> Result<Client, String> {
+    let mut client = connect(config).await?;
+    migrate(&mut client).await.map_err(|e| describe(&e))?;
+    Ok(client)
+}
+
+async fn migrate(client: &mut Client) -> Result<(), tokio_postgres::Error> {
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS journal_migrations (version INTEGER PRIMARY KEY, applied_us BIGINT NOT NULL)",
+    )
+    .await?;
+    let done: i32 = tx
+        .query_one(
+            "SELECT COALESCE(MAX(version), 0) FROM journal_migrations",
+            &[],
+        )
+        .await?
+        .get(0);
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(done as usize) {
+        tx.batch_execute(sql).await?;
+        tx.execute(
+            "INSERT INTO journal_migrations (version, applied_us) VALUES ($1, $2)",
+            &[&(i as i32 + 1), &super::record::now_us()],
+        )
+        .await?;
+    }
+    tx.commit().await
+}
+
+/// What failed, by SQLSTATE or kind (never a value or the URL).
+pub fn describe(e: &tokio_postgres::Error) -> String {
+    match e.code() {
+        Some(code) => format!("postgres: SQLSTATE {}", code.code()),
+        None if e.is_closed() => "postgres: connection closed".into(),
+        None => match std::error::Error::source(e) {
+            Some(s) if s.is::<std::io::Error>() => format!("postgres: {s}"),
+            _ => "postgres: connection or protocol error".into(),
+        },
+    }
+}
+
+/// The writer half, on the journal's writer thread with a runtime of its own.
+pub struct PgSink {
+    config: tokio_postgres::Config,
+    runtime: tokio::runtime::Runtime,
+    /// The connection and its prepared INSERT.
+    client: Option<(Client, tokio_postgres::Statement)>,
+}
+
+impl PgSink {
+    pub fn new(config: tokio_postgres::Config) -> std::io::Result<PgSink> {
+        Ok(PgSink {
+            config,
+            runtime: tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?,
+            client: None,
+        })
+    }
+}
+
+impl Sink for PgSink {
+    fn write(&mut self, batch: &[&Entry]) -> Result<(), String> {
+        let PgSink {
+            config,
+            runtime,
+            client,
+        } = self;
+        let result = runtime.block_on(async {
+            if client.is_none() {
+                let c = open(config).await?;
+                let insert = c.prepare(INSERT).await.map_err(|e| describe(&e))?;
+                *client = Some((c, insert));
+            }
+            let (c, insert) = client.as_mut().expect("connected above");
+            write_batch(c, insert, batch)
+                .await
+                .map_err(|e| describe(&e))
+        });
+        if result.is_err() {
+            *client = None;
+        }
+        result
+    }
+}
+
+/// One record's values as PostgreSQL takes them.
+struct Values<'a> {
+    e: &'a Entry,
+    integrator: &'a str,
+    outcome: &'static str,
+    backend: Option<&'a str>,
+    number: Option<&'a str>,
+    message_code: Option<&'a str>,
+    request_id: String,
+    lpu: Option<String>,
+    slot: Option<String>,
+    direction: Option<String>,
+    key_hash: Option<String>,
+    key_seal: Option<String>,
+    appointment_guid: Option<String>,
+    status: i32,
+    mis_status: Option<i32>,
+    trace_id: Option<String>,
+}
+
+impl<'a> Values<'a> {
+    fn of(e: &'a Entry) -> Values<'a> {
+        Values {
+            e,
+            integrator: &e.integrator,
+            outcome: e.outcome.as_str(),
+            backend: e.backend.as_deref(),
+            number: e.appointment.as_ref().map(|a| a.1.as_str()),
+            message_code: e.message_code.as_deref(),
+            request_id: e.request_id.hyphenated().to_string(),
+            lpu: e.lpu.map(|u| u.hyphenated().to_string()),
+            slot: e.slot.map(|u| u.hyphenated().to_string()),
+            direction: e.direction.map(|u| u.hyphenated().to_string()),
+            key_hash: e.key.map(|k| hex(&k.hash)),
+            key_seal: e.key.map(|k| hex(&k.seal)),
+            appointment_guid: e.appointment.as_ref().map(|a| a.0.hyphenated().to_string()),
+            status: i32::from(e.status),
+            mis_status: e.mis_status.map(i32::from),
+            trace_id: e
+                .trace_id
+                .as_ref()
+                .map(|t| String::from_utf8_lossy(t).into_owned()),
+        }
+    }
+
+    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        let e = self.e;
+        vec![
+            &self.request_id,
+            &e.time_us,
+            &self.integrator,
+            &self.lpu,
+            &self.backend,
+            &self.slot,
+            &self.direction,
+            &self.key_hash,
+            &self.key_seal,
+            &self.outcome,
+            &self.appointment_guid,
+            &self.number,
+            &self.status,
+            &self.message_code,
+            &self.mis_status,
+            &e.total_us,
+            &e.mis_us,
+            &self.trace_id,
+        ]
+    }
+}
+
+/// One transaction; the inserts are pipelined (sent together, answered together), so a
+/// batch costs a few round trips whatever its size.
+async fn write_batch(
+    client: &mut Client,
+    insert: &tokio_postgres::Statement,
+    batch: &[&Entry],
+) -> Result<(), tokio_postgres::Error> {
+    let values: Vec<Values<'_>> = batch.iter().map(|e| Values::of(e)).collect();
+    let tx = client.transaction().await?;
+    futures_util::future::try_join_all(values.iter().map(|v| tx.execute_raw(insert, v.params())))
+        .await?;
+    tx.commit().await
+}
+
+type Arg = Box<dyn ToSql + Sync + Send>;
+
+pub async fn list(client: &Client, f: &Filter) -> Result<Vec<Row>, tokio_postgres::Error> {
+    let mut sql = format!("SELECT {} FROM journal WHERE 1 = 1", super::sqlite::COLUMNS);
+    let mut args: Vec<Arg> = Vec::new();
+    let mut arg = |sql: &mut String, clause: &str, v: Arg| {
+        args.push(v);
+        sql.push_str(&clause.replace('?', &format!("${}", args.len())));
+    };
+    if let Some(k) = f.outcome {
+        arg(&mut sql, " AND outcome = ?", Box::new(k.as_str()));
+    }
+    if f.unresolved {
+        sql.push_str(" AND outcome = 'unknown' AND resolved_us IS NULL");
+    }
+    if let Some(b) = &f.backend {
+        arg(&mut sql, " AND backend = ?", Box::new(b.clone()));
+    }
+    if let Some(i) = &f.integrator {
+        arg(&mut sql, " AND integrator = ?", Box::new(i.clone()));
+    }
+    if let Some(s) = f.since_us {
+        arg(&mut sql, " AND time_us >= ?", Box::new(s));
+    }
+    if let Some(u) = f.until_us {
+        arg(&mut sql, " AND time_us < ?", Box::new(u));
+    }
+    if let Some((t, id)) = &f.before {
+        arg(&mut sql, " AND (time_us < ?", Box::new(*t));
+        arg(&mut sql, " OR (time_us = ?", Box::new(*t));
+        arg(&mut sql, " AND request_id < ?))", Box::new(id.clone()));
+    }
+    sql.push_str(&format!(
+        " ORDER BY time_us DESC, request_id DESC LIMIT {}",
+        f.limit
+    ));
+    let refs: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| &**a as &(dyn ToSql + Sync)).collect();
+    let rows = client.query(&sql, &refs).await?;
+    Ok(rows.iter().map(row).collect())
+}
+
+pub async fn get(client: &Client, request_id: &str) -> Result<Option<Row>, tokio_postgres::Error> {
+    let sql = format!(
+        "SELECT {} FROM journal WHERE request_id = $1",
+        super::sqlite::COLUMNS
+    );
+    Ok(client
+        .query_opt(&sql, &[&request_id])
+        .await?
+        .as_ref()
+        .map(row))
+}
+
+pub async fn resolve(
+    client: &Client,
+    request_id: &str,
+    r: &Resolution,
+) -> Result<bool, tokio_postgres::Error> {
+    let n = client
+        .execute(
+            "UPDATE journal SET resolved_us = $1, resolved_booked = $2, resolved_guid = $3, \
+             resolved_number = $4, resolved_note = $5, resolved_via = $6 \
+             WHERE request_id = $7 AND outcome = 'unknown' AND resolved_us IS NULL",
+            &[
+                &r.time_us,
+                &r.booked,
+                &r.guid.map(|g| g.hyphenated().to_string()),
+                &r.number,
+                &r.note,
+                &r.via,
+                &request_id,
+            ],
+        )
+        .await?;
+    Ok(n == 1)
+}
+
+pub async fn summary(client: &Client) -> Result<Vec<Summary>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            "SELECT COALESCE(backend, ''), COUNT(*), MIN(time_us) FROM journal \
+             WHERE outcome = 'unknown' AND resolved_us IS NULL GROUP BY backend",
+            &[],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| Summary {
+            backend: r.get(0),
+            unresolved: r.get::<_, i64>(1) as u64,
+            oldest_us: r.get(2),
+        })
+        .collect())
+}
+
+pub async fn prune(client: &Client, before_us: i64) -> Result<u64, tokio_postgres::Error> {
+    client
+        .execute(
+            "DELETE FROM journal WHERE time_us < $1 \
+             AND NOT (outcome = 'unknown' AND resolved_us IS NULL)",
+            &[&before_us],
+        )
+        .await
+}
+
+fn row(r: &tokio_postgres::Row) -> Row {
+    let resolution = r.get::<_, Option<i64>>(18).map(|time_us| Resolution {
+        time_us,
+        booked: r.get::<_, Option<bool>>(19).unwrap_or(false),
+        guid: r
+            .get::<_, Option<String>>(20)
+            .and_then(|g| uuid::Uuid::try_parse(&g).ok()),
+        number: r.get(21),
+        note: r.get(22),
+        via: r.get::<_, Option<String>>(23).unwrap_or_default(),
+    });
+    Row {
+        request_id: r.get(0),
+        time_us: r.get(1),
+        integrator: r.get(2),
+        lpu: r.get(3),
+        backend: r.get(4),
+        slot: r.get(5),
+        direction: r.get(6),
+        key_hash: r.get(7),
+        key_seal: r.get(8),
+        outcome: r.get(9),
+        appointment_guid: r.get(10),
+        appointment_number: r.get(11),
+        status: i64::from(r.get::<_, i32>(12)),
+        message_code: r.get(13),
+        mis_status: r.get::<_, Option<i32>>(14).map(i64::from),
+        total_us: r.get(15),
+        mis_us: r.get(16),
+        trace_id: r.get(17),
+        resolution,
+    }
+}

@@ -1,0 +1,277 @@
+//! One journal record: the technical facts of one authenticated booking request. No patient
+//! data: identifiers, codes, statuses and durations only; the idempotency key only as keyed hashes.
+
+use std::sync::Arc;
+
+use hmac::{KeyInit, Mac};
+use serde_json::{Value, json};
+use sha2::Sha256;
+use uuid::Uuid;
+
+use crate::policy::idempotency::Slot;
+
+/// What became of a booking request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Booked,
+    /// The MIS answered with an error of its own.
+    Rejected,
+    /// The gateway answered without sending the booking.
+    NotSent,
+    /// The booking reached the MIS and its answer was lost (`95022`, `95040`).
+    Unknown,
+    /// Answered from the idempotency store.
+    Replayed,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 5] = [
+        Kind::Booked,
+        Kind::Rejected,
+        Kind::NotSent,
+        Kind::Unknown,
+        Kind::Replayed,
+    ];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Booked => "booked",
+            Kind::Rejected => "rejected",
+            Kind::NotSent => "not_sent",
+            Kind::Unknown => "unknown",
+            Kind::Replayed => "replayed",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Kind> {
+        Kind::ALL.into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// Outcomes whose record is durable before the answer goes out: a booking may exist.
+    pub fn must_be_durable(self) -> bool {
+        matches!(self, Kind::Booked | Kind::Unknown)
+    }
+}
+
+/// The idempotency key, never as itself: `hash` (HMAC of its store slot) lets records of one
+/// key be found together; `seal` (the slot XOR an HMAC of the request id) lets a resolution
+/// reach the store entry. Both need the gateway's fingerprint key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyRef {
+    pub hash: [u8; 32],
+    pub seal: [u8; 32],
+}
+
+impl KeyRef {
+    pub fn new(secret: &[u8], slot: &Slot, request_id: &Uuid) -> KeyRef {
+        let hash = mac(secret, b"journal-key", slot);
+        let pad = mac(secret, b"journal-seal", request_id.as_bytes());
+        let mut seal = [0u8; 32];
+        for i in 0..32 {
+            seal[i] = slot[i] ^ pad[i];
+        }
+        KeyRef { hash, seal }
+    }
+
+    /// The store slot sealed in `seal` for `request_id`.
+    pub fn unseal(secret: &[u8], seal: &[u8; 32], request_id: &Uuid) -> Slot {
+        let pad = mac(secret, b"journal-seal", request_id.as_bytes());
+        let mut slot = [0u8; 32];
+        for i in 0..32 {
+            slot[i] = seal[i] ^ pad[i];
+        }
+        slot
+    }
+}
+
+fn mac(secret: &[u8], domain: &[u8], data: &[u8]) -> [u8; 32] {
+    let mut m = hmac::Hmac::<Sha256>::new_from_slice(secret).expect("HMAC takes any key length");
+    m.update(domain);
+    m.update(data);
+    m.finalize().into_bytes().into()
+}
+
+/// A record as the gateway writes it.
+#[derive(Debug, Clone)]
+pub struct Entry {
+    pub request_id: Uuid,
+    /// When the request arrived, microseconds since the Unix epoch.
+    pub time_us: i64,
+    pub integrator: Arc<str>,
+    pub lpu: Option<Uuid>,
+    pub backend: Option<Arc<str>>,
+    pub slot: Option<Uuid>,
+    pub direction: Option<Uuid>,
+    pub key: Option<KeyRef>,
+    pub outcome: Kind,
+    /// The appointment's guid and number (booked and replayed bookings).
+    pub appointment: Option<(Uuid, String)>,
+    /// What the client got.
+    pub status: u16,
+    pub message_code: Option<std::borrow::Cow<'static, str>>,
+    pub mis_status: Option<u16>,
+    pub total_us: i64,
+    pub mis_us: Option<i64>,
+    /// W3C trace id, 32 hex digits.
+    pub trace_id: Option<[u8; 32]>,
+}
+
+/// An operator's answer to an `unknown` record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolution {
+    pub time_us: i64,
+    pub booked: bool,
+    pub guid: Option<Uuid>,
+    pub number: Option<String>,
+    /// Technical text only (a ticket reference, who was called).
+    pub note: Option<String>,
+    /// `admin` or `cli`.
+    pub via: String,
+}
+
+/// A record as read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Row {
+    pub request_id: String,
+    pub time_us: i64,
+    pub integrator: String,
+    pub lpu: Option<String>,
+    pub backend: Option<String>,
+    pub slot: Option<String>,
+    pub direction: Option<String>,
+    pub key_hash: Option<String>,
+    pub key_seal: Option<String>,
+    pub outcome: String,
+    pub appointment_guid: Option<String>,
+    pub appointment_number: Option<String>,
+    pub status: i64,
+    pub message_code: Option<String>,
+    pub mis_status: Option<i64>,
+    pub total_us: i64,
+    pub mis_us: Option<i64>,
+    pub trace_id: Option<String>,
+    pub resolution: Option<Resolution>,
+}
+
+impl Row {
+    /// The record in the admin API's shape.
+    pub fn to_json(&self) -> Value {
+        let appointment = match (&self.appointment_guid, &self.appointment_number) {
+            (Some(g), Some(n)) => json!({"guid": g, "number": n}),
+            _ => Value::Null,
+        };
+        let resolution = match &self.resolution {
+            None => Value::Null,
+            Some(r) => json!({
+                "time": rfc3339(r.time_us),
+                "booked": r.booked,
+                "guid": r.guid.map(|g| g.to_string()),
+                "number": r.number,
+                "note": r.note,
+                "via": r.via,
+            }),
+        };
+        json!({
+            "requestId": self.request_id,
+            "time": rfc3339(self.time_us),
+            "integrator": self.integrator,
+            "lpu": self.lpu,
+            "backend": self.backend,
+            "slot": self.slot,
+            "directionGuid": self.direction,
+            "keyHash": self.key_hash,
+            "outcome": self.outcome,
+            "status": self.status,
+            "messageCode": self.message_code,
+            "misStatus": self.mis_status,
+            "durationMs": self.total_us as f64 / 1e3,
+            "misDurationMs": self.mis_us.map(|u| u as f64 / 1e3),
+            "traceId": self.trace_id,
+            "appointment": appointment,
+            "resolution": resolution,
+        })
+    }
+
+    /// Whether an operator may still resolve it.
+    pub fn open_unknown(&self) -> bool {
+        self.outcome == Kind::Unknown.as_str() && self.resolution.is_none()
+    }
+}
+
+/// What a listing asks for; newest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Filter {
+    pub outcome: Option<Kind>,
+    /// Only `unknown` records nobody resolved yet.
+    pub unresolved: bool,
+    pub backend: Option<String>,
+    pub integrator: Option<String>,
+    pub since_us: Option<i64>,
+    pub until_us: Option<i64>,
+    pub limit: u32,
+    /// Records strictly older than this (time, request id): the previous page's last.
+    pub before: Option<(i64, String)>,
+}
+
+/// The listing cursor of a row: `<time_us>.<requestId>`.
+pub fn cursor_of(row: &Row) -> String {
+    format!("{}.{}", row.time_us, row.request_id)
+}
+
+pub fn parse_cursor(c: &str) -> Option<(i64, String)> {
+    let (t, id) = c.split_once('.')?;
+    let id = Uuid::try_parse(id).ok()?;
+    Some((t.parse().ok()?, id.hyphenated().to_string()))
+}
+
+pub fn now_us() -> i64 {
+    jiff::Timestamp::now().as_microsecond()
+}
+
+pub fn rfc3339(us: i64) -> String {
+    jiff::Timestamp::from_microsecond(us)
+        .map(|t| t.to_string())
+        .unwrap_or_default()
+}
+
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+pub fn unhex32(s: &str) -> Option<[u8; 32]> {
+    if s.len() != 64 {
+        return None;
+    }
+    let mut out = [0u8; 32];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sealed_slot_opens_only_with_its_key_and_request() {
+        let slot = crate::policy::idempotency::slot_of("portal", b"key-1");
+        let id = Uuid::now_v7();
+        let k = KeyRef::new(b"secret-secret-secret", &slot, &id);
+        assert_ne!(k.seal, slot);
+        assert_eq!(KeyRef::unseal(b"secret-secret-secret", &k.seal, &id), slot);
+        assert_ne!(KeyRef::unseal(b"other-secret-secret", &k.seal, &id), slot);
+        assert_ne!(
+            KeyRef::unseal(b"secret-secret-secret", &k.seal, &Uuid::now_v7()),
+            slot
+        );
+    }
+
+    #[test]
+    fn cursors_round_trip_and_refuse_garbage() {
+        let id = Uuid::now_v7().hyphenated().to_string();
+        assert_eq!(parse_cursor(&format!("17.{id}")), Some((17, id.clone())));
+        assert_eq!(parse_cursor("17"), None);
+        assert_eq!(parse_cursor("x.y"), None);
+    }
+}
