@@ -593,3 +593,45 @@ async fn every_reload_logs_its_result_a_fixed_file_clears_last_rejected_and_rest
     let view = gw.admin(Method::GET, "/admin/config").await.json();
     assert!(view["last_rejected"].is_null(), "{view}");
 }
+
+#[cfg(unix)]
+#[tokio::test]
+async fn a_config_that_links_into_another_folder_follows_edits_there_and_a_repointed_link() {
+    use std::os::unix::fs::symlink;
+    let s = Setup::new().await;
+    let root = s.path.parent().unwrap();
+    // /etc/… -> a checkout elsewhere, as configuration management links it.
+    let (etc, checkout) = (root.join("etc"), root.join("checkout"));
+    std::fs::create_dir(&etc).unwrap();
+    std::fs::create_dir(&checkout).unwrap();
+    std::fs::write(checkout.join("routes.toml"), s.toml("mis-a")).unwrap();
+    let path = etc.join("routes.toml");
+    symlink(checkout.join("routes.toml"), &path).unwrap();
+    let gw = TestGateway::start_file(&path).await;
+    assert!(
+        eventually(Duration::from_secs(2), || async {
+            file_reads(&gw).await >= 1
+        })
+        .await
+    );
+
+    std::fs::write(checkout.join("routes.toml"), s.toml("mis-b")).unwrap();
+    assert!(
+        eventually(LIVE_WITHIN, || async { routed_to(&gw).await == "mis-b" }).await,
+        "an edit of the file the link points to is live"
+    );
+
+    // The link re-pointed (by rename, atomically) to another file: that one is followed now.
+    std::fs::write(checkout.join("routes-v2.toml"), s.toml("mis-a")).unwrap();
+    symlink(checkout.join("routes-v2.toml"), etc.join("routes.toml.new")).unwrap();
+    std::fs::rename(etc.join("routes.toml.new"), &path).unwrap();
+    assert!(eventually(LIVE_WITHIN, || async { routed_to(&gw).await == "mis-a" }).await);
+    std::fs::write(checkout.join("routes-v2.toml"), s.toml("mis-b")).unwrap();
+    assert!(
+        eventually(LIVE_WITHIN, || async { routed_to(&gw).await == "mis-b" }).await,
+        "the new target is watched"
+    );
+    let r = gw.book(&fresh_booking(), PORTAL).await;
+    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!((s.a.count(), s.b.count()), (0, 1));
+}

@@ -27,6 +27,7 @@ const KUBERNETES_DATA: &str = "..data";
 
 /// What an event means for the config file.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
 pub enum Concern {
     /// Another file, or a read: nothing to do.
     None,
@@ -61,10 +62,32 @@ pub fn concern(event: &notify::Event, dir: &Path, name: &OsStr) -> Concern {
     concern
 }
 
+/// The folder and name of the file `path` links to when it is a symlink into another folder
+/// (configuration management often links `/etc/…` into a checkout). `None` for the Kubernetes
+/// layout: its target lives under `dir` itself and changes by the `..data` swap seen there.
+fn link_target(path: &Path, dir: &Path) -> Option<(PathBuf, OsString)> {
+    if !std::fs::symlink_metadata(path)
+        .ok()?
+        .file_type()
+        .is_symlink()
+    {
+        return None;
+    }
+    let real = std::fs::canonicalize(path).ok()?;
+    let real_dir = real.parent()?;
+    if real_dir.starts_with(std::fs::canonicalize(dir).ok()?) {
+        return None;
+    }
+    Some((real_dir.to_path_buf(), real.file_name()?.to_owned()))
+}
+
 /// A watch on the config file's folder that passes on only the events about the file.
 pub struct FileWatch {
+    path: PathBuf,
     dir: PathBuf,
     name: OsString,
+    /// Where the file really is when it is a symlink into another folder: watched too.
+    target: Option<(PathBuf, OsString)>,
     tx: mpsc::Sender<()>,
     rx: mpsc::Receiver<()>,
     folder_replaced: Arc<AtomicBool>,
@@ -83,8 +106,10 @@ impl FileWatch {
         // One slot: a pending signal already stands for every event that comes after it.
         let (tx, rx) = mpsc::channel(1);
         let mut w = FileWatch {
+            path: path.to_path_buf(),
             dir,
             name,
+            target: None,
             tx,
             rx,
             folder_replaced: Arc::new(AtomicBool::new(false)),
@@ -101,20 +126,30 @@ impl FileWatch {
     fn arm(&mut self) -> notify::Result<()> {
         // The old watch (if any) goes first: it follows the replaced folder, not the path.
         self.watcher = None;
-        let (dir, name, tx) = (self.dir.clone(), self.name.clone(), self.tx.clone());
+        self.target = link_target(&self.path, &self.dir);
+        let mut places = vec![(self.dir.clone(), self.name.clone())];
+        places.extend(self.target.clone());
+        let tx = self.tx.clone();
         let replaced = self.folder_replaced.clone();
+        let watched = places.clone();
         let mut watcher =
             notify::recommended_watcher(move |res: notify::Result<notify::Event>| {
                 let Ok(event) = res else { return };
-                match concern(&event, &dir, &name) {
-                    Concern::None => return,
-                    Concern::Folder => replaced.store(true, Ordering::SeqCst),
-                    Concern::File => {}
+                let seen = watched.iter().map(|(dir, name)| concern(&event, dir, name));
+                match seen.max_by_key(|c| *c as u8) {
+                    None | Some(Concern::None) => return,
+                    Some(Concern::Folder) => replaced.store(true, Ordering::SeqCst),
+                    Some(Concern::File) => {}
                 }
                 // A full channel already holds a pending change: this event adds nothing.
                 let _ = tx.try_send(());
             })?;
         watcher.watch(&self.dir, notify::RecursiveMode::NonRecursive)?;
+        if let Some((target_dir, _)) = &self.target
+            && let Err(e) = watcher.watch(target_dir, notify::RecursiveMode::NonRecursive)
+        {
+            tracing::warn!(dir = %target_dir.display(), error = %e, "cannot watch the folder the config file links to; edits there need SIGHUP or POST /admin/reload");
+        }
         self.watcher = Some(watcher);
         Ok(())
     }
@@ -137,7 +172,10 @@ impl FileWatch {
                 break;
             }
         }
-        if self.folder_replaced.swap(false, Ordering::SeqCst) {
+        // A link onto the file may now point elsewhere: then the new target is watched.
+        if self.folder_replaced.swap(false, Ordering::SeqCst)
+            || link_target(&self.path, &self.dir) != self.target
+        {
             self.rearm().await;
         }
     }
@@ -148,7 +186,7 @@ impl FileWatch {
         loop {
             match self.arm() {
                 Ok(()) => {
-                    tracing::info!(dir = %self.dir.display(), "the config folder was replaced; watching the new one");
+                    tracing::info!(dir = %self.dir.display(), "watching the config folder anew (it was replaced, or the file links elsewhere now)");
                     return;
                 }
                 Err(e) if !said => {
