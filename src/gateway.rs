@@ -91,6 +91,8 @@ struct Booking {
     body: Bytes,
     key: Option<idempotency::Slot>,
     traceparent: Option<HeaderValue>,
+    /// HTTP/2: the request runs on a stream task a drain does not wake (see `drain::Expiry`).
+    http2: bool,
 }
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -249,6 +251,7 @@ impl Gateway {
             return Err(GatewayError::PayloadTooLarge { limit });
         }
         let traceparent = req.headers().get(TRACEPARENT).cloned();
+        let http2 = req.version() == http::Version::HTTP_2;
         let body = read_body(
             req.into_body(),
             limit,
@@ -262,6 +265,7 @@ impl Gateway {
             body,
             key,
             traceparent,
+            http2,
         })
     }
 
@@ -365,11 +369,14 @@ impl Gateway {
             // Cut at the drain's deadline: the client then reads 504 and the key is recorded.
             let answer = self
                 .expiry
-                .cut(upstream.book(
-                    &b.body,
-                    ids.request_id.header(),
-                    ids.traceparent.as_ref().or(b.traceparent.as_ref()),
-                ))
+                .cut(
+                    upstream.book(
+                        &b.body,
+                        ids.request_id.header(),
+                        ids.traceparent.as_ref().or(b.traceparent.as_ref()),
+                    ),
+                    b.http2,
+                )
                 .await
                 .unwrap_or(Err(GatewayError::MisTimeout));
             rec.mis_time = Some(mis_started.elapsed());

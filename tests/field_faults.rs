@@ -403,6 +403,61 @@ async fn r3_a_drain_that_expires_answers_504_95040_and_records_the_key() {
     assert_eq!(mis.count(), 3);
 }
 
+#[tokio::test]
+async fn r3_over_http2_too_a_drain_that_expires_answers_504_95040() {
+    let pki = Pki::new("hub test CA");
+    let dir = tempfile::tempdir().unwrap();
+    pki.leaf(&["localhost", "127.0.0.1"])
+        .write(dir.path(), "server");
+    let mis = MockMis::spawn(slow_echo(Duration::from_secs(5))).await;
+    let toml = toml_with(&mis, "timeout_ms = 10000", "")
+        .replace("[server]\n", "[server]\ndrain_timeout_ms = 300\n")
+        .replace(
+            "[admin]",
+            "[server.tls]\ncert = \"server.crt\"\nkey = \"server.key\"\n\n[admin]",
+        );
+    let path = dir.path().join("routes.toml");
+    std::fs::write(&path, &toml).unwrap();
+    let mut gw = TestGateway::start_file(&path).await;
+    let url = format!("https://localhost:{}/dir/appointments", gw.addr.port());
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(pki.roots())
+    .with_no_client_auth();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only()
+        .enable_http2()
+        .build();
+    let mut builder =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new());
+    builder.http2_only(true);
+    let client = builder.build::<_, Full<Bytes>>(connector);
+    let body = fresh_booking();
+    let sent = tokio::spawn(async move {
+        let resp = client
+            .request(keyed_at(url, &body, "h2-drain"))
+            .await
+            .expect("an answer, not a bare close");
+        assert_eq!(resp.version(), http::Version::HTTP_2);
+        TestResponse::read(resp).await
+    });
+    assert!(eventually(Duration::from_secs(10), || async { mis.count() == 1 }).await);
+    gw.begin_shutdown();
+    let r = tokio::time::timeout(Duration::from_secs(4), sent)
+        .await
+        .expect("answered at the drain deadline")
+        .unwrap();
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (StatusCode::GATEWAY_TIMEOUT, "95040")
+    );
+    gw.shutdown().await;
+}
+
 async fn mis_500_after_reading(on_5xx: &str) -> (Vec<String>, usize) {
     let mis = MockMis::spawn(always(Reply::exception(500, "MIS down", "5000"))).await;
     let extra = if on_5xx.is_empty() {
