@@ -132,6 +132,7 @@ impl Gateway {
         };
         let keys = Keys::new(
             store.clone(),
+            config.idempotency.on_store_error,
             config.idempotency.ttl,
             config.idempotency.max_keys,
         );
@@ -333,28 +334,25 @@ impl Gateway {
         let _in_flight;
         let mut claimed = None;
         match b.key {
-            Some(slot) => {
-                let policy = b.generation.config.idempotency.on_store_error;
-                match self.keys.begin(slot, fingerprint, policy, request_id).await {
-                    Start::Claimed(claim) => claimed = Some(claim),
-                    Start::Answer(Begin::Claimed | Begin::InFlight) => {
-                        return Err(GatewayError::IdempotencyInFlight);
-                    }
-                    Start::Answer(Begin::Mismatch) => {
-                        return Err(GatewayError::IdempotencyMismatch);
-                    }
-                    Start::Answer(Begin::Lapsed) => return Err(GatewayError::OutcomeUnknown),
-                    Start::Answer(Begin::Done(outcome)) => {
-                        rec.replayed = true;
-                        return replay(outcome, &b.body);
-                    }
-                    Start::Rejected => {
-                        return Err(GatewayError::Overloaded {
-                            retry_after_secs: 1,
-                        });
-                    }
+            Some(slot) => match self.keys.begin(slot, fingerprint, request_id).await {
+                Start::Claimed(claim) => claimed = Some(claim),
+                Start::Answer(Begin::Claimed | Begin::InFlight) => {
+                    return Err(GatewayError::IdempotencyInFlight);
                 }
-            }
+                Start::Answer(Begin::Mismatch) => {
+                    return Err(GatewayError::IdempotencyMismatch);
+                }
+                Start::Answer(Begin::Lapsed) => return Err(GatewayError::OutcomeUnknown),
+                Start::Answer(Begin::Done(outcome)) => {
+                    rec.replayed = true;
+                    return replay(outcome, &b.body);
+                }
+                Start::Rejected => {
+                    return Err(GatewayError::Overloaded {
+                        retry_after_secs: 1,
+                    });
+                }
+            },
             None => {
                 _in_flight = self
                     .in_flight
