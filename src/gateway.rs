@@ -342,7 +342,12 @@ impl Gateway {
                 Start::Answer(Begin::Mismatch) => {
                     return Err(GatewayError::IdempotencyMismatch);
                 }
-                Start::Answer(Begin::Lapsed) => return Err(GatewayError::OutcomeUnknown),
+                Start::Answer(Begin::Lapsed) => {
+                    // An answer from the store, not the MIS: counted as a replay (and in the
+                    // lapsed-claims counter), not as another lost answer.
+                    rec.replayed = true;
+                    return Err(GatewayError::OutcomeUnknown);
+                }
                 Start::Answer(Begin::Done(outcome)) => {
                     rec.replayed = true;
                     return replay(outcome, &b.body);

@@ -179,6 +179,11 @@ async fn r1_a_replica_killed_at_the_mis_leaves_a_claim_that_lapses_into_unknown_
         "{codes:?}"
     );
     assert_eq!(codes.last().unwrap(), "95022", "{codes:?}");
+    let last = b.send(keyed(&b, &body, "r1-key")).await;
+    assert_eq!(
+        last.headers["idempotent-replayed"], "true",
+        "answered from the store"
+    );
     let unknown_from = codes.iter().position(|c| c == "95022").unwrap();
     assert!(
         codes[unknown_from..].iter().all(|c| c == "95022"),
@@ -263,6 +268,11 @@ async fn redis_gone_and_back_empty(policy: &str) {
         }
         _ => {
             assert_eq!(down[..2], ["200", "replayed"], "{down:?}");
+            let metrics = a.admin(http::Method::GET, "/metrics").await.text();
+            assert!(
+                metrics.contains("mis_gateway_idempotency_local_claims"),
+                "per-replica protection is counted"
+            );
             let mut at_once = down[2..].to_vec();
             at_once.sort();
             assert!(
