@@ -197,6 +197,18 @@ impl Keys {
             fingerprint,
             local,
         } = claim;
+        if self.store.in_process() {
+            // Nothing to keep for later: the outcome moves into the store, uncopied.
+            let _ = match outcome {
+                Some(o) => self.store.finish(slot, fingerprint, o).await,
+                None if local => Ok(()),
+                None => self.store.release(slot).await,
+            };
+            if local {
+                self.local.remove(slot);
+            }
+            return;
+        }
         let stored = match &outcome {
             Some(o) => self.store.finish(slot, fingerprint, o.clone()).await,
             // A local claim has nothing in the store to release.
