@@ -102,8 +102,7 @@ impl Gateway {
     pub fn new(live: Arc<Live>) -> Gateway {
         let config = live.load().config.clone();
         let settings = &config.idempotency;
-        let memory =
-            || MemoryStore::new(settings.ttl, settings.max_keys).with_lease(settings.lease);
+        let memory = || MemoryStore::new(settings.ttl, settings.max_keys);
         let store: Arc<dyn Store> = match &settings.store {
             StoreKind::Memory => Arc::new(memory()),
             StoreKind::Redis(redis) => {
