@@ -179,6 +179,11 @@ async fn r1_a_replica_killed_at_the_mis_leaves_a_claim_that_lapses_into_unknown_
         "{codes:?}"
     );
     assert_eq!(codes.last().unwrap(), "95022", "{codes:?}");
+    let last = b.send(keyed(&b, &body, "r1-key")).await;
+    assert_eq!(
+        last.headers["idempotent-replayed"], "true",
+        "answered from the store"
+    );
     let unknown_from = codes.iter().position(|c| c == "95022").unwrap();
     assert!(
         codes[unknown_from..].iter().all(|c| c == "95022"),
@@ -263,6 +268,11 @@ async fn redis_gone_and_back_empty(policy: &str) {
         }
         _ => {
             assert_eq!(down[..2], ["200", "replayed"], "{down:?}");
+            let metrics = a.admin(http::Method::GET, "/metrics").await.text();
+            assert!(
+                metrics.contains("mis_gateway_idempotency_local_claims"),
+                "per-replica protection is counted"
+            );
             let mut at_once = down[2..].to_vec();
             at_once.sort();
             assert!(
@@ -401,6 +411,61 @@ async fn r3_a_drain_that_expires_answers_504_95040_and_records_the_key() {
     }
     assert_at_most_once("R3 drain expired", 6, &mis);
     assert_eq!(mis.count(), 3);
+}
+
+#[tokio::test]
+async fn r3_over_http2_too_a_drain_that_expires_answers_504_95040() {
+    let pki = Pki::new("hub test CA");
+    let dir = tempfile::tempdir().unwrap();
+    pki.leaf(&["localhost", "127.0.0.1"])
+        .write(dir.path(), "server");
+    let mis = MockMis::spawn(slow_echo(Duration::from_secs(5))).await;
+    let toml = toml_with(&mis, "timeout_ms = 10000", "")
+        .replace("[server]\n", "[server]\ndrain_timeout_ms = 300\n")
+        .replace(
+            "[admin]",
+            "[server.tls]\ncert = \"server.crt\"\nkey = \"server.key\"\n\n[admin]",
+        );
+    let path = dir.path().join("routes.toml");
+    std::fs::write(&path, &toml).unwrap();
+    let mut gw = TestGateway::start_file(&path).await;
+    let url = format!("https://localhost:{}/dir/appointments", gw.addr.port());
+    let tls = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(pki.roots())
+    .with_no_client_auth();
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(tls)
+        .https_only()
+        .enable_http2()
+        .build();
+    let mut builder =
+        hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new());
+    builder.http2_only(true);
+    let client = builder.build::<_, Full<Bytes>>(connector);
+    let body = fresh_booking();
+    let sent = tokio::spawn(async move {
+        let resp = client
+            .request(keyed_at(url, &body, "h2-drain"))
+            .await
+            .expect("an answer, not a bare close");
+        assert_eq!(resp.version(), http::Version::HTTP_2);
+        TestResponse::read(resp).await
+    });
+    assert!(eventually(Duration::from_secs(10), || async { mis.count() == 1 }).await);
+    gw.begin_shutdown();
+    let r = tokio::time::timeout(Duration::from_secs(4), sent)
+        .await
+        .expect("answered at the drain deadline")
+        .unwrap();
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (StatusCode::GATEWAY_TIMEOUT, "95040")
+    );
+    gw.shutdown().await;
 }
 
 async fn mis_500_after_reading(on_5xx: &str) -> (Vec<String>, usize) {

@@ -249,3 +249,25 @@ async fn a_client_that_goes_away_mid_booking_finds_its_booking_under_its_key() {
     assert_eq!(r.headers["idempotent-replayed"], "true");
     assert_eq!(mis.count(), 1, "booked once");
 }
+
+#[tokio::test]
+async fn the_in_memory_store_has_no_lease_to_renew_or_lapse() {
+    let mis = MockMis::spawn(slow_echo(300)).await;
+    let gw = Arc::new(TestGateway::in_front_of(&mis, "").await);
+    let store = &gw.gateway.store;
+    assert_eq!(
+        store.lease(),
+        mis_gateway::policy::idempotency::NO_LEASE,
+        "its claims die with the process: a booking sets no renewal timer"
+    );
+    assert!(store.in_process());
+    let body = fresh_booking();
+    let first = {
+        let (gw, body) = (gw.clone(), body.clone());
+        tokio::spawn(async move { gw.send(keyed(&gw, &body, PORTAL, "no-lease")).await.status })
+    };
+    assert!(eventually(Duration::from_secs(5), || async { mis.count() == 1 }).await);
+    let r = gw.send(keyed(&gw, &body, PORTAL, "no-lease")).await;
+    assert_eq!(r.code(), "94090");
+    assert_eq!(first.await.unwrap(), StatusCode::OK);
+}

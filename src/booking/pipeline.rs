@@ -105,6 +105,8 @@ struct Booking {
     body: Bytes,
     key: Option<idempotency::Slot>,
     traceparent: Option<HeaderValue>,
+    /// HTTP/2: the request runs on a stream task a drain does not wake (see `drain::Expiry`).
+    http2: bool,
 }
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -114,8 +116,7 @@ impl Gateway {
     pub fn new(live: Arc<Live>) -> Gateway {
         let config = live.load().config.clone();
         let settings = &config.idempotency;
-        let memory =
-            || MemoryStore::new(settings.ttl, settings.max_keys).with_lease(settings.lease);
+        let memory = || MemoryStore::new(settings.ttl, settings.max_keys);
         let store: Arc<dyn Store> = match &settings.store {
             StoreKind::Memory => Arc::new(memory()),
             StoreKind::Redis(redis) => {
@@ -144,6 +145,7 @@ impl Gateway {
         };
         let keys = Keys::new(
             store.clone(),
+            config.idempotency.on_store_error,
             config.idempotency.ttl,
             config.idempotency.max_keys,
         );
@@ -312,6 +314,7 @@ impl Gateway {
             return Err(GatewayError::PayloadTooLarge { limit });
         }
         let traceparent = req.headers().get(TRACEPARENT).cloned();
+        let http2 = req.version() == http::Version::HTTP_2;
         let body = read_body(
             req.into_body(),
             limit,
@@ -325,6 +328,7 @@ impl Gateway {
             body,
             key,
             traceparent,
+            http2,
         })
     }
 
@@ -410,28 +414,30 @@ impl Gateway {
         let _in_flight;
         let mut claimed = None;
         match b.key {
-            Some(slot) => {
-                let policy = b.generation.config.idempotency.on_store_error;
-                match self.keys.begin(slot, fingerprint, policy, request_id).await {
-                    Start::Claimed(claim) => claimed = Some(claim),
-                    Start::Answer(Begin::Claimed | Begin::InFlight) => {
-                        return Err(GatewayError::IdempotencyInFlight);
-                    }
-                    Start::Answer(Begin::Mismatch) => {
-                        return Err(GatewayError::IdempotencyMismatch);
-                    }
-                    Start::Answer(Begin::Lapsed) => return Err(GatewayError::OutcomeUnknown),
-                    Start::Answer(Begin::Done(outcome)) => {
-                        rec.replayed = true;
-                        return replay(outcome, &b.body);
-                    }
-                    Start::Rejected => {
-                        return Err(GatewayError::Overloaded {
-                            retry_after_secs: 1,
-                        });
-                    }
+            Some(slot) => match self.keys.begin(slot, fingerprint, request_id).await {
+                Start::Claimed(claim) => claimed = Some(claim),
+                Start::Answer(Begin::Claimed | Begin::InFlight) => {
+                    return Err(GatewayError::IdempotencyInFlight);
                 }
-            }
+                Start::Answer(Begin::Mismatch) => {
+                    return Err(GatewayError::IdempotencyMismatch);
+                }
+                Start::Answer(Begin::Lapsed) => {
+                    // An answer from the store, not the MIS: counted as a replay (and in the
+                    // lapsed-claims counter), not as another lost answer.
+                    rec.replayed = true;
+                    return Err(GatewayError::OutcomeUnknown);
+                }
+                Start::Answer(Begin::Done(outcome)) => {
+                    rec.replayed = true;
+                    return replay(outcome, &b.body);
+                }
+                Start::Rejected => {
+                    return Err(GatewayError::Overloaded {
+                        retry_after_secs: 1,
+                    });
+                }
+            },
             None => {
                 _in_flight = self
                     .in_flight
@@ -446,12 +452,15 @@ impl Gateway {
             // Cut at the drain's deadline: the client then reads 504 and the key is recorded.
             let answer = self
                 .expiry
-                .cut(upstream.book(
-                    &b.body,
-                    ids.request_id.header(),
-                    ids.traceparent.as_ref().or(b.traceparent.as_ref()),
-                    ids.tracestate.as_ref(),
-                ))
+                .cut(
+                    upstream.book(
+                        &b.body,
+                        ids.request_id.header(),
+                        ids.traceparent.as_ref().or(b.traceparent.as_ref()),
+                        ids.tracestate.as_ref(),
+                    ),
+                    b.http2,
+                )
                 .await
                 .unwrap_or(Err(GatewayError::MisTimeout));
             rec.mis_time = Some(mis_started.elapsed());

@@ -130,17 +130,38 @@ impl Drop for Watcher {
 /// Requests still running when a drain's deadline passes: each answers at once (a booking at
 /// its MIS with 504 `95040`, its key recorded as outcome unknown) instead of a bare close.
 ///
-/// A request registers its task's waker only once the drain has begun (the drain wakes every
-/// connection then, so each running request is polled and registers); before that, watching
-/// costs it two atomic loads per poll.
+/// An HTTP/1 request registers its task's waker only once the drain has begun (the drain wakes
+/// every connection then, so each running request is polled and registers); before that,
+/// watching costs it two atomic loads per poll. An HTTP/2 request runs on a task of its own
+/// that the drain does not wake, so it registers when it starts (`eager`) and leaves on its end.
 #[derive(Default)]
 pub struct Expiry {
     draining: AtomicBool,
     expired: AtomicBool,
-    wakers: Mutex<Vec<Waker>>,
+    wakers: Mutex<HashMap<u64, Waker>>,
+    next_id: AtomicU64,
+}
+
+/// A request's place among the wakers; dropped with the request.
+struct Registration<'a> {
+    expiry: &'a Expiry,
+    id: Option<u64>,
+    waker: Option<Waker>,
+}
+
+impl Drop for Registration<'_> {
+    fn drop(&mut self) {
+        if let Some(id) = self.id {
+            self.expiry.wakers().remove(&id);
+        }
+    }
 }
 
 impl Expiry {
+    fn wakers(&self) -> MutexGuard<'_, HashMap<u64, Waker>> {
+        self.wakers.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
     /// The drain began: running requests register to be woken at its deadline.
     pub fn begin(&self) {
         self.draining.store(true, Ordering::SeqCst);
@@ -150,7 +171,7 @@ impl Expiry {
     pub fn expire(&self) {
         self.draining.store(true, Ordering::SeqCst);
         self.expired.store(true, Ordering::SeqCst);
-        let wakers = std::mem::take(&mut *self.wakers.lock().unwrap_or_else(|e| e.into_inner()));
+        let wakers: Vec<Waker> = self.wakers().drain().map(|(_, w)| w).collect();
         for w in wakers {
             w.wake();
         }
@@ -161,20 +182,27 @@ impl Expiry {
     }
 
     /// `fut`'s output, or `None` if the drain deadline passes first (`fut` is then dropped).
-    pub async fn cut<F: Future>(&self, fut: F) -> Option<F::Output> {
+    /// `eager`: register at once, not only once the drain began (see [`Expiry`]).
+    pub async fn cut<F: Future>(&self, fut: F, eager: bool) -> Option<F::Output> {
         let mut fut = pin!(fut);
-        let mut registered = false;
+        let mut reg = Registration {
+            expiry: self,
+            id: None,
+            waker: None,
+        };
         std::future::poll_fn(|cx| {
             if self.expired.load(Ordering::Acquire) {
                 return std::task::Poll::Ready(None);
             }
-            if !registered && self.draining.load(Ordering::Acquire) {
-                self.wakers
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push(cx.waker().clone());
-                registered = true;
-                // An expiry between the first load and the push took the list already.
+            if (eager || self.draining.load(Ordering::Acquire))
+                && !reg.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker()))
+            {
+                let id = *reg
+                    .id
+                    .get_or_insert_with(|| self.next_id.fetch_add(1, Ordering::Relaxed));
+                self.wakers().insert(id, cx.waker().clone());
+                reg.waker = Some(cx.waker().clone());
+                // An expiry between the first load and the insert took the map already.
                 if self.expired.load(Ordering::Acquire) {
                     return std::task::Poll::Ready(None);
                 }
@@ -192,15 +220,16 @@ mod tests {
     #[tokio::test]
     async fn a_cut_request_ends_at_expiry_and_a_quick_one_is_untouched() {
         let expiry = Arc::new(Expiry::default());
-        assert_eq!(expiry.cut(async { 5 }).await, Some(5));
+        assert_eq!(expiry.cut(async { 5 }, false).await, Some(5));
+        assert_eq!(expiry.cut(async { 6 }, true).await, Some(6));
         assert!(
             expiry.wakers.lock().unwrap().is_empty(),
-            "no drain: nothing registered"
+            "nothing stays registered after its end"
         );
         // Polled after the drain began (the drain wakes every connection so that it is).
         expiry.begin();
         let e = expiry.clone();
-        let stuck = tokio::spawn(async move { e.cut(std::future::pending::<()>()).await });
+        let stuck = tokio::spawn(async move { e.cut(std::future::pending::<()>(), false).await });
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         while expiry.wakers.lock().unwrap().is_empty() {
             assert!(
@@ -213,7 +242,7 @@ mod tests {
         let out = tokio::time::timeout(std::time::Duration::from_secs(5), stuck).await;
         assert!(matches!(out, Ok(Ok(None))), "{out:?}");
         assert_eq!(
-            expiry.cut(async { 5 }).await,
+            expiry.cut(async { 5 }, false).await,
             None,
             "after expiry nothing runs"
         );

@@ -18,6 +18,7 @@ pub const WRITE_RETRY: Duration = Duration::from_millis(500);
 /// The shared store with this replica's own ledger in front of it.
 pub struct Keys {
     pub store: Arc<dyn Store>,
+    policy: OnStoreError,
     local: Arc<Local>,
 }
 
@@ -67,10 +68,12 @@ enum LocalState {
 }
 
 impl Keys {
-    /// `ttl` and `max_keys`: how long and how many outcomes are kept here at most.
-    pub fn new(store: Arc<dyn Store>, ttl: Duration, max_keys: u64) -> Keys {
+    /// `ttl` and `max_keys`: how long and how many outcomes are kept here at most; `policy`:
+    /// what a booking does when the store cannot claim its key.
+    pub fn new(store: Arc<dyn Store>, policy: OnStoreError, ttl: Duration, max_keys: u64) -> Keys {
         Keys {
             store,
+            policy,
             local: Arc::new(Local {
                 entries: Mutex::default(),
                 len: AtomicUsize::new(0),
@@ -88,13 +91,7 @@ impl Keys {
     }
 
     /// Claims `slot` for a booking whose body has `fingerprint`.
-    pub async fn begin(
-        &self,
-        slot: Slot,
-        fingerprint: Fingerprint,
-        policy: OnStoreError,
-        request_id: &str,
-    ) -> Start {
+    pub async fn begin(&self, slot: Slot, fingerprint: Fingerprint, request_id: &str) -> Start {
         if self.kept_locally() > 0
             && let Some(answer) = self.local.answer(slot, fingerprint)
         {
@@ -127,7 +124,7 @@ impl Keys {
             Err(e) => {
                 crate::telemetry::metrics::get().store_errors.add(1, &[]);
                 let first = !self.local.degraded.swap(true, Ordering::Relaxed);
-                match policy {
+                match self.policy {
                     OnStoreError::Reject => {
                         if first {
                             tracing::warn!(error = %e, request_id, "idempotency store unavailable: keyed bookings are not sent (503 95030) until it is back");
@@ -200,6 +197,18 @@ impl Keys {
             fingerprint,
             local,
         } = claim;
+        if self.store.in_process() {
+            // Nothing to keep for later: the outcome moves into the store, uncopied.
+            let _ = match outcome {
+                Some(o) => self.store.finish(slot, fingerprint, o).await,
+                None if local => Ok(()),
+                None => self.store.release(slot).await,
+            };
+            if local {
+                self.local.remove(slot);
+            }
+            return;
+        }
         let stored = match &outcome {
             Some(o) => self.store.finish(slot, fingerprint, o.clone()).await,
             // A local claim has nothing in the store to release.
@@ -448,64 +457,66 @@ mod tests {
         }
     }
 
-    fn keys() -> (Keys, Arc<Flaky>) {
+    fn keys(policy: OnStoreError) -> (Keys, Arc<Flaky>) {
         let flaky = Arc::new(Flaky {
             inner: MemoryStore::new(Duration::from_secs(60), 1000),
             down: AtomicBool::new(false),
         });
         (
-            Keys::new(flaky.clone(), Duration::from_secs(60), 1000),
+            Keys::new(flaky.clone(), policy, Duration::from_secs(60), 1000),
             flaky,
         )
     }
 
     #[tokio::test]
     async fn reject_sends_nothing_and_local_claims_once_per_replica() {
-        let (k, flaky) = keys();
-        flaky.down.store(true, Ordering::SeqCst);
+        let (rejecting, down) = keys(OnStoreError::Reject);
+        down.down.store(true, Ordering::SeqCst);
         let slot = [7; 32];
         assert!(matches!(
-            k.begin(slot, [1; 32], OnStoreError::Reject, "r").await,
+            rejecting.begin(slot, [1; 32], "r").await,
             Start::Rejected
         ));
-        let Start::Claimed(claim) = k.begin(slot, [1; 32], OnStoreError::Local, "r").await else {
+        let (k, flaky) = keys(OnStoreError::Local);
+        flaky.down.store(true, Ordering::SeqCst);
+        let Start::Claimed(claim) = k.begin(slot, [1; 32], "r").await else {
             panic!("a local claim")
         };
         assert!(claim.local);
         assert!(matches!(
-            k.begin(slot, [1; 32], OnStoreError::Local, "r").await,
+            k.begin(slot, [1; 32], "r").await,
             Start::Answer(Begin::InFlight)
         ));
         // The store comes back while the local claim runs: still one booking.
         flaky.down.store(false, Ordering::SeqCst);
         assert!(matches!(
-            k.begin(slot, [1; 32], OnStoreError::Local, "r").await,
+            k.begin(slot, [1; 32], "r").await,
             Start::Answer(Begin::InFlight)
         ));
         k.finish(claim, Some(Outcome::MisTimeout), "r").await;
         assert_eq!(k.kept_locally(), 0, "written at once: the store is up");
         assert!(matches!(
-            k.begin(slot, [1; 32], OnStoreError::Reject, "r").await,
+            k.begin(slot, [1; 32], "r").await,
             Start::Answer(Begin::Done(Outcome::MisTimeout))
         ));
     }
 
     #[tokio::test]
     async fn an_unwritten_outcome_replays_here_and_reaches_the_store_later() {
-        let (k, flaky) = keys();
+        let (k, flaky) = keys(OnStoreError::Reject);
         let slot = [9; 32];
-        let Start::Claimed(claim) = k.begin(slot, [1; 32], OnStoreError::Reject, "r").await else {
+        let Start::Claimed(claim) = k.begin(slot, [1; 32], "r").await else {
             panic!("claimed")
         };
         flaky.down.store(true, Ordering::SeqCst);
         k.finish(claim, Some(Outcome::OutcomeUnknown), "r").await;
         assert_eq!(k.kept_locally(), 1);
         assert!(matches!(
-            k.begin(slot, [1; 32], OnStoreError::Reject, "r").await,
+            k.begin(slot, [1; 32], "r").await,
             Start::Answer(Begin::Done(Outcome::OutcomeUnknown))
         ));
         assert!(matches!(
-            k.begin(slot, [2; 32], OnStoreError::Reject, "r").await,
+            k.begin(slot, [2; 32], "r").await,
             Start::Answer(Begin::Mismatch)
         ));
         flaky.down.store(false, Ordering::SeqCst);

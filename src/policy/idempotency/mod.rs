@@ -98,6 +98,11 @@ pub trait Store: Send + Sync {
     /// How long a claim lives without [`Store::renew`]; [`NO_LEASE`]: it never lapses (a store
     /// that dies with its claims' owner), and bookings need not renew it.
     fn lease(&self) -> Duration;
+    /// The store lives in this process: its calls never fail (a caller need not keep a copy of
+    /// what it writes) and its claims die with their owner.
+    fn in_process(&self) -> bool {
+        false
+    }
     /// Settles a key whose outcome is unknown (recorded as unknown, or a lapsed claim), e.g. from
     /// a booking journal: `Some(outcome)` replaces it by that outcome, `None` releases the key so
     /// the next request is sent. False if the entry was not in an unknown state.
@@ -226,6 +231,10 @@ impl Store for MemoryStore {
 
     fn lease(&self) -> Duration {
         self.lease
+    }
+
+    fn in_process(&self) -> bool {
+        true
     }
 
     fn resolve(
