@@ -507,6 +507,31 @@ for name, n in of_kind("NetworkPolicy"):
     check(not dead, f"NetworkPolicy {name}: every pod selector matches a Deployment",
           f"NetworkPolicy {name}: selectors match no pods: {dead}")
 
+# The admin listener is reachable from the monitoring namespace only; the API from anywhere.
+gw_policies = [(n, p) for n, p in of_kind("NetworkPolicy")
+               if selects(dig(p, "spec", "podSelector"), pod_labels)
+               and "Ingress" in (dig(p, "spec", "policyTypes", default=["Ingress"]))]
+if not gw_policies:
+    fail("no NetworkPolicy with policyTypes Ingress selects the gateway pods (the admin port would be open to the cluster)")
+for name, p in gw_policies:
+    api_open, admin_from = False, []
+    for rule in dig(p, "spec", "ingress", default=[]):
+        rule_ports = [resolve(x.get("port")) for x in rule.get("ports") or []]
+        covers = lambda port: not rule_ports or None in rule_ports or port in rule_ports
+        if covers(8080):
+            api_open = True
+        if covers(9090):
+            admin_from.append(rule.get("from") or [])
+    only_monitoring = all(
+        peers and all(set(peer) == {"namespaceSelector"}
+                      and dig(peer, "namespaceSelector", "matchLabels", default={}) == {"kubernetes.io/metadata.name": "monitoring"}
+                      for peer in peers)
+        for peers in admin_from)
+    check(api_open, f"NetworkPolicy {name}: the API port 8080 is admitted",
+          f"NetworkPolicy {name}: no rule admits the API port 8080")
+    check(admin_from and only_monitoring, f"NetworkPolicy {name}: the admin port 9090 only from namespace monitoring",
+          f"NetworkPolicy {name}: the admin port 9090 must be admitted only from the monitoring namespace, found {admin_from}")
+
 # ---------- Dockerfile ----------
 try:
     with open(os.path.join(deploy, "Dockerfile"), encoding="utf-8") as fh:
@@ -554,6 +579,33 @@ else:
     check(re.search(r"MIS_GATEWAY_CONFIG=/etc/mis-gateway/routes\.toml", dockerfile) is not None,
           "Dockerfile sets MIS_GATEWAY_CONFIG=/etc/mis-gateway/routes.toml",
           "Dockerfile must set ENV MIS_GATEWAY_CONFIG=/etc/mis-gateway/routes.toml")
+
+# ---------- supply chain: deny.toml (run by deploy/supply-chain.sh) ----------
+try:
+    with open(os.path.join(repo, "deny.toml"), "rb") as fh:
+        deny = tomllib.load(fh)
+except (OSError, tomllib.TOMLDecodeError) as e:
+    fail(f"deny.toml: {e}")
+else:
+    banned = {d.get("crate", d.get("name")) if isinstance(d, dict) else d for d in dig(deny, "bans", "deny", default=[])}
+    check({"aws-lc-sys", "openssl-sys"} <= banned, "deny.toml bans aws-lc-sys and openssl-sys (one TLS stack, ring)",
+          f"deny.toml [bans] deny must list aws-lc-sys and openssl-sys, found {sorted(banned)}")
+    src = dig(deny, "sources", default={})
+    check(src.get("unknown-registry") == "deny" and src.get("unknown-git") == "deny",
+          "deny.toml admits crates.io only (unknown registries and git sources denied)",
+          f"deny.toml [sources] must deny unknown-registry and unknown-git, found {src}")
+    allowed = set(dig(deny, "licenses", "allow", default=[]))
+    copyleft = sorted(l for l in allowed if l.split()[0].startswith(("GPL", "AGPL", "LGPL", "MPL", "EUPL", "SSPL")))
+    check(allowed and not copyleft, f"deny.toml allows {len(allowed)} permissive licences",
+          f"deny.toml allows copyleft licences {copyleft} (or none at all)")
+try:
+    with open(os.path.join(repo, ".ci", "run"), encoding="utf-8") as fh:
+        ci = fh.read()
+    check("deploy/supply-chain.sh" in ci and "deploy/build-image-context.sh" in ci,
+          ".ci/run runs the supply-chain gate and the image build-context check",
+          ".ci/run must run deploy/supply-chain.sh and deploy/build-image-context.sh")
+except OSError as e:
+    fail(f".ci/run: {e}")
 
 # ---------- systemd unit vs routes.toml ----------
 with open(os.path.join(deploy, "systemd", "mis-gateway.service"), encoding="utf-8") as fh:

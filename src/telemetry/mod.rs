@@ -2,9 +2,10 @@
 //! integrator login, LPU, backend, slot and appointment GUIDs, status and code, durations —
 //! never a body, a name, a header value or a query string.
 //!
-//! Traces go out over OTLP/HTTP (protobuf) when `OTEL_EXPORTER_OTLP_ENDPOINT` or
-//! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set; `OTEL_SERVICE_NAME`, `OTEL_TRACES_SAMPLER` and
-//! `OTEL_TRACES_SAMPLER_ARG` apply as the OpenTelemetry spec says. Spans are batched on a bounded
+//! Traces go out over OTLP/HTTP when `OTEL_EXPORTER_OTLP_ENDPOINT` or
+//! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is set, http:// or https:// (the system's roots, or
+//! `OTEL_EXPORTER_OTLP_CERTIFICATE`); the spec's variables win over the defaults here (see
+//! [`ExportSettings`]). Spans are batched on a bounded
 //! queue by the SDK's own thread: a collector that is down or slow drops spans, never slows a
 //! booking. Without an endpoint no spans are made, but every request still gets a W3C trace
 //! context (the integrator's trace, or a new one; see [`child_of`]) for error bodies, logs and
@@ -109,8 +110,9 @@ pub enum LogFormat {
 
 /// Spans waiting for export before new ones are dropped.
 const SPAN_QUEUE: usize = 4096;
-/// How long one export may take before it is abandoned.
-const EXPORT_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long one export may take before it is abandoned, unless `OTEL_EXPORTER_OTLP_TIMEOUT`
+/// says otherwise (the spec's default).
+const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The installed telemetry; flush it before the process exits.
 pub struct Telemetry {
@@ -170,11 +172,7 @@ impl Telemetry {
         let fmt = tracing_subscriber::fmt::layer()
             .with_writer(writer)
             .event_format(line);
-        let mut builder = SdkTracerProvider::builder().with_resource(
-            opentelemetry_sdk::Resource::builder()
-                .with_service_name(service_name())
-                .build(),
-        );
+        let mut builder = SdkTracerProvider::builder().with_resource(resource());
         let exporting = export != Export::Off;
         if exporting {
             match exporter(&export) {
@@ -240,8 +238,119 @@ fn otlp_configured() -> bool {
     .any(|v| std::env::var(v).is_ok_and(|s| !s.is_empty()))
 }
 
-fn service_name() -> String {
-    std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| "mis-gateway".into())
+/// The resource the spans carry: `OTEL_SERVICE_NAME` and `OTEL_RESOURCE_ATTRIBUTES` as the SDK
+/// reads them; `mis-gateway` and this build's version only where they name none.
+fn resource() -> opentelemetry_sdk::Resource {
+    let attributes = std::env::var("OTEL_RESOURCE_ATTRIBUTES").unwrap_or_default();
+    let named = |key: &str| {
+        attributes
+            .split(',')
+            .any(|kv| kv.split_once('=').is_some_and(|(k, _)| k.trim() == key))
+    };
+    let mut builder = opentelemetry_sdk::Resource::builder();
+    if std::env::var("OTEL_SERVICE_NAME").is_ok_and(|s| !s.is_empty()) || named("service.name") {
+        // The detectors already read it.
+    } else {
+        builder = builder.with_service_name("mis-gateway");
+    }
+    if !named("service.version") {
+        builder = builder.with_attribute(opentelemetry::KeyValue::new(
+            "service.version",
+            env!("CARGO_PKG_VERSION"),
+        ));
+    }
+    builder.build()
+}
+
+/// The exporter's settings from the spec's variables, the traces-specific one first
+/// (`OTEL_EXPORTER_OTLP_TRACES_TIMEOUT`, then `OTEL_EXPORTER_OTLP_TIMEOUT`, …). The endpoint and
+/// headers are read by the exporter itself.
+#[derive(Debug, PartialEq)]
+pub struct ExportSettings {
+    pub timeout: Duration,
+    pub protocol: opentelemetry_otlp::Protocol,
+    /// PEM roots to trust instead of the system's.
+    pub certificate: Option<std::path::PathBuf>,
+    /// PEM client certificate and key, for a collector that wants mTLS.
+    pub client: Option<(std::path::PathBuf, std::path::PathBuf)>,
+}
+
+impl ExportSettings {
+    /// From `var` (the process environment, or a test's map).
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<ExportSettings, String> {
+        let get = |name: &str| {
+            let traces = format!("OTEL_EXPORTER_OTLP_TRACES_{name}");
+            let generic = format!("OTEL_EXPORTER_OTLP_{name}");
+            [traces, generic]
+                .into_iter()
+                .find_map(|v| var(&v).filter(|s| !s.trim().is_empty()).map(|s| (v, s)))
+        };
+        let timeout = match get("TIMEOUT") {
+            None => EXPORT_TIMEOUT,
+            Some((v, ms)) => Duration::from_millis(
+                ms.trim()
+                    .parse()
+                    .map_err(|_| format!("{v}={ms}: not a whole number of milliseconds"))?,
+            ),
+        };
+        let protocol = match get("PROTOCOL") {
+            None => opentelemetry_otlp::Protocol::HttpBinary,
+            Some((v, p)) => match p.trim() {
+                "http/protobuf" => opentelemetry_otlp::Protocol::HttpBinary,
+                "http/json" => opentelemetry_otlp::Protocol::HttpJson,
+                other => {
+                    return Err(format!(
+                        "{v}={other}: this build exports over HTTP only (http/protobuf or http/json)"
+                    ));
+                }
+            },
+        };
+        let certificate = get("CERTIFICATE").map(|(_, p)| p.into());
+        let client = match (get("CLIENT_CERTIFICATE"), get("CLIENT_KEY")) {
+            (Some((_, c)), Some((_, k))) => Some((c.into(), k.into())),
+            (None, None) => None,
+            (Some((v, _)), None) | (None, Some((v, _))) => {
+                return Err(format!(
+                    "{v} is set without its pair (OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE and _CLIENT_KEY go together)"
+                ));
+            }
+        };
+        Ok(ExportSettings {
+            timeout,
+            protocol,
+            certificate,
+            client,
+        })
+    }
+
+    /// The TLS client for an https:// collector.
+    fn tls(&self) -> Result<rustls::ClientConfig, String> {
+        let read = |path: &std::path::Path, what: &str| {
+            std::fs::read(path).map_err(|e| format!("{what} {}: {e}", path.display()))
+        };
+        let ca = match &self.certificate {
+            Some(p) => Some(read(p, "OTEL_EXPORTER_OTLP_CERTIFICATE")?),
+            None => None,
+        };
+        let client = match &self.client {
+            Some((c, k)) => Some((
+                read(c, "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE")?,
+                read(k, "OTEL_EXPORTER_OTLP_CLIENT_KEY")?,
+            )),
+            None => None,
+        };
+        let tls = crate::config::tls::client(
+            ca.as_deref(),
+            client.as_ref().map(|(c, k)| (c.as_slice(), k.as_slice())),
+            crate::config::tls::system_roots(),
+        )
+        .map_err(|e| {
+            let e = e.replace("ca_file", "OTEL_EXPORTER_OTLP_CERTIFICATE");
+            e.replace("client_cert", "OTEL_EXPORTER_OTLP_CLIENT_CERTIFICATE")
+                .replace("client_key", "OTEL_EXPORTER_OTLP_CLIENT_KEY")
+        })?;
+        Ok((*tls.config).clone())
+    }
 }
 
 /// Where spans go.
@@ -259,14 +368,20 @@ fn exporter(export: &Export) -> Result<opentelemetry_otlp::SpanExporter, String>
     use opentelemetry_otlp::{WithExportConfig, WithHttpConfig};
     let handle =
         tokio::runtime::Handle::try_current().map_err(|_| "no tokio runtime".to_string())?;
+    let settings = ExportSettings::from_vars(|v| std::env::var(v).ok())?;
+    let connector = hyper_rustls::HttpsConnectorBuilder::new()
+        .with_tls_config(settings.tls()?)
+        .https_or_http()
+        .enable_http1()
+        .build();
     let client = RuntimeClient {
         handle,
-        inner: opentelemetry_http::hyper::HyperClient::with_default_connector(EXPORT_TIMEOUT, None),
+        inner: opentelemetry_http::hyper::HyperClient::new(connector, settings.timeout, None),
     };
     let mut builder = opentelemetry_otlp::SpanExporter::builder()
         .with_http()
-        .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
-        .with_timeout(EXPORT_TIMEOUT)
+        .with_protocol(settings.protocol)
+        .with_timeout(settings.timeout)
         .with_http_client(client);
     if let Export::To(url) = export {
         builder = builder.with_endpoint(url.clone());
@@ -279,7 +394,9 @@ fn exporter(export: &Export) -> Result<opentelemetry_otlp::SpanExporter, String>
 #[derive(Debug)]
 struct RuntimeClient {
     handle: tokio::runtime::Handle,
-    inner: opentelemetry_http::hyper::HyperClient,
+    inner: opentelemetry_http::hyper::HyperClient<
+        hyper_rustls::HttpsConnector<hyper_util::client::legacy::connect::HttpConnector>,
+    >,
 }
 
 #[async_trait::async_trait]
@@ -339,6 +456,59 @@ mod tests {
         headers
             .get("traceparent")
             .map(|v| v.to_str().unwrap().to_owned())
+    }
+
+    #[test]
+    fn the_specs_variables_win_and_the_traces_one_first() {
+        use super::ExportSettings;
+        use opentelemetry_otlp::Protocol;
+        let from = |vars: &[(&str, &str)]| {
+            let vars: std::collections::HashMap<String, String> = vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            ExportSettings::from_vars(|k| vars.get(k).cloned())
+        };
+        let none = from(&[]).unwrap();
+        assert_eq!(none.timeout, std::time::Duration::from_secs(10));
+        assert_eq!(none.protocol, Protocol::HttpBinary);
+        assert_eq!((none.certificate, none.client), (None, None));
+        let set = from(&[
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "2500"),
+            ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json"),
+            ("OTEL_EXPORTER_OTLP_CERTIFICATE", "/etc/ca.pem"),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_CERTIFICATE",
+                "/etc/traces-ca.pem",
+            ),
+        ])
+        .unwrap();
+        assert_eq!(set.timeout, std::time::Duration::from_millis(2500));
+        assert_eq!(set.protocol, Protocol::HttpJson);
+        assert_eq!(set.certificate, Some("/etc/traces-ca.pem".into()));
+        let traces = from(&[
+            ("OTEL_EXPORTER_OTLP_TIMEOUT", "2500"),
+            ("OTEL_EXPORTER_OTLP_TRACES_TIMEOUT", "700"),
+        ])
+        .unwrap();
+        assert_eq!(traces.timeout, std::time::Duration::from_millis(700));
+        for (vars, says) in [
+            (
+                &[("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc")][..],
+                "OTEL_EXPORTER_OTLP_PROTOCOL=grpc",
+            ),
+            (
+                &[("OTEL_EXPORTER_OTLP_TIMEOUT", "5s")][..],
+                "OTEL_EXPORTER_OTLP_TIMEOUT=5s",
+            ),
+            (
+                &[("OTEL_EXPORTER_OTLP_CLIENT_KEY", "/k.pem")][..],
+                "OTEL_EXPORTER_OTLP_CLIENT_KEY is set without",
+            ),
+        ] {
+            let err = from(vars).unwrap_err();
+            assert!(err.starts_with(says), "{err}");
+        }
     }
 
     #[test]

@@ -30,6 +30,8 @@ struct Receiver {
     spans: Arc<Mutex<Vec<Span>>>,
     /// Raw bytes of every export, to search for canaries.
     raw: Arc<Mutex<Vec<u8>>>,
+    /// The Content-Type of every export, in order.
+    content_types: Arc<Mutex<Vec<String>>>,
     hang: bool,
 }
 
@@ -42,6 +44,13 @@ impl Handler for Receiver {
         if self.hang {
             std::future::pending::<()>().await;
         }
+        let content_type = req
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_owned();
+        self.content_types.lock().unwrap().push(content_type);
         let body = req
             .into_body()
             .collect()
@@ -105,26 +114,45 @@ pub struct OtlpReceiver {
     pub addr: std::net::SocketAddr,
     spans: Arc<Mutex<Vec<Span>>>,
     raw: Arc<Mutex<Vec<u8>>>,
+    content_types: Arc<Mutex<Vec<String>>>,
+    scheme: &'static str,
     _stop: tokio::sync::oneshot::Sender<()>,
 }
 
 impl OtlpReceiver {
     /// `hang`: accept exports and never answer (a stuck collector).
     pub async fn spawn(hang: bool) -> OtlpReceiver {
+        Self::spawn_with(hang, None).await
+    }
+
+    /// A receiver behind TLS with `tls` (an https:// collector).
+    pub async fn spawn_tls(tls: Arc<rustls::ServerConfig>) -> OtlpReceiver {
+        Self::spawn_with(false, Some(tls)).await
+    }
+
+    async fn spawn_with(hang: bool, tls: Option<Arc<rustls::ServerConfig>>) -> OtlpReceiver {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let spans = Arc::new(Mutex::new(Vec::new()));
         let raw = Arc::new(Mutex::new(Vec::new()));
+        let content_types = Arc::new(Mutex::new(Vec::new()));
         let handler = Arc::new(Receiver {
             spans: spans.clone(),
             raw: raw.clone(),
+            content_types: content_types.clone(),
             hang,
         });
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-        tokio::spawn(server::serve(
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let tls: Option<server::TlsSource> = tls.map(|t| {
+            let source: server::TlsSource = Arc::new(move || Some(t.clone()));
+            source
+        });
+        tokio::spawn(server::serve_tls(
             listener,
             handler,
             ConnLimits::default(),
+            tls,
             async move {
                 let _ = stopped.await;
             },
@@ -134,12 +162,23 @@ impl OtlpReceiver {
             addr,
             spans,
             raw,
+            content_types,
+            scheme,
             _stop: stop,
         }
     }
 
     pub fn traces_url(&self) -> String {
-        format!("http://{}/v1/traces", self.addr)
+        format!("{}/v1/traces", self.base_url())
+    }
+
+    /// `http://` or `https://` and the address, as OTEL_EXPORTER_OTLP_ENDPOINT takes it.
+    pub fn base_url(&self) -> String {
+        format!("{}://{}", self.scheme, self.addr)
+    }
+
+    pub fn content_types(&self) -> Vec<String> {
+        self.content_types.lock().unwrap().clone()
     }
 
     pub fn spans(&self) -> Vec<Span> {
