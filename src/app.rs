@@ -9,34 +9,16 @@ use std::time::Duration;
 
 use tokio::net::TcpListener;
 
-use crate::booking::pipeline::Gateway;
-use crate::config::{Config, Problem, Secrets};
+use crate::booking::pipeline::{Gateway, Parts};
+use crate::config::{Config, Problem, Secrets, StoreKind};
 use crate::edge::admin::Admin;
 use crate::edge::reload::Reloader;
-use crate::edge::server::{self, ConnLimits, Handler};
+use crate::edge::server::{self, ConnLimits};
+use crate::journal::Journal;
 use crate::live::Live;
-use crate::policy::idempotency::Store;
-
-impl Handler for Gateway {
-    // `handle`'s own future, not one wrapping it: every booking's future is moved whole a few
-    // times on its way into hyper, and a wrapper would add its size to each move.
-    fn call(
-        self: Arc<Self>,
-        req: http::Request<hyper::body::Incoming>,
-        peer: std::net::SocketAddr,
-    ) -> impl Future<Output = http::Response<http_body_util::Full<bytes::Bytes>>> + Send {
-        self.handle(req, Some(peer.ip()))
-    }
-
-    fn drain_started(&self) {
-        self.expiry.begin();
-    }
-
-    fn drain_expired(&self) -> bool {
-        self.expiry.expire();
-        true
-    }
-}
+use crate::policy::idempotency::redis::RedisStore;
+use crate::policy::idempotency::{MemoryStore, Store};
+use crate::policy::shared_limits::SharedLimits;
 
 /// A gateway built from a validated config, ready to serve.
 pub struct App {
@@ -65,24 +47,32 @@ impl App {
 
     /// An app with a given idempotency store (tests of a shared store; embedding).
     pub fn with_store(config: Config, store: Arc<dyn Store>) -> App {
-        let mut app = Self::build(config, None);
-        app.gateway = Arc::new(Gateway::with_store(app.live.clone(), store));
-        app.admin = Arc::new(Admin {
-            live: app.live.clone(),
-            reloader: None,
-            draining: app.draining.clone(),
-            journal: app.gateway.journal.clone(),
-        });
-        app
+        Self::build_with(config, None, Some(store))
     }
 
     fn build(config: Config, source: Option<(PathBuf, Arc<dyn Secrets>)>) -> App {
+        Self::build_with(config, source, None)
+    }
+
+    fn build_with(
+        config: Config,
+        source: Option<(PathBuf, Arc<dyn Secrets>)>,
+        store: Option<Arc<dyn Store>>,
+    ) -> App {
+        let store = store.unwrap_or_else(|| idempotency_store(&config));
+        let fingerprint_key = fingerprint_key(&config);
+        let parts = Parts {
+            shared_limits: shared_limits(&config),
+            journal: journal(&config, &fingerprint_key, &store),
+            store,
+            fingerprint_key,
+        };
         let live = Arc::new(Live::new(config));
         crate::telemetry::metrics::get().observe(&live);
         let reloader =
             source.map(|(path, secrets)| Arc::new(Reloader::new(path, live.clone(), secrets)));
         let draining = Arc::new(AtomicBool::new(false));
-        let gateway = Arc::new(Gateway::new(live.clone()));
+        let gateway = Arc::new(Gateway::from_parts(live.clone(), parts));
         App {
             admin: Arc::new(Admin {
                 live: live.clone(),
@@ -188,4 +178,61 @@ impl App {
             j.flush().await;
         }
     }
+}
+
+/// The idempotency store the config names; a Redis store that cannot be set up leaves keys to
+/// this process, and says so.
+fn idempotency_store(config: &Config) -> Arc<dyn Store> {
+    let settings = &config.idempotency;
+    let memory = || MemoryStore::new(settings.ttl, settings.max_keys);
+    match &settings.store {
+        StoreKind::Memory => Arc::new(memory()),
+        StoreKind::Redis(redis) => {
+            match RedisStore::with_settings(redis.clone(), settings.ttl, settings.lease) {
+                Ok(store) => Arc::new(store),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot use the Redis idempotency store; keys are kept in this process only");
+                    Arc::new(memory())
+                }
+            }
+        }
+    }
+}
+
+/// The body fingerprint's HMAC key: the configured one (every replica of a shared store needs
+/// the same), else random for this process.
+fn fingerprint_key(config: &Config) -> Vec<u8> {
+    match &config.idempotency.fingerprint_key {
+        Some(k) => k.as_bytes().to_vec(),
+        None => {
+            let mut k = vec![0u8; 32];
+            getrandom::fill(&mut k).expect("the OS random source is available");
+            k
+        }
+    }
+}
+
+/// With a shared store, the limits are shared too (the same Redis, its own connection).
+fn shared_limits(config: &Config) -> Option<Arc<SharedLimits>> {
+    match &config.idempotency.store {
+        StoreKind::Memory => None,
+        StoreKind::Redis(redis) => match SharedLimits::open(redis) {
+            Ok(l) => Some(l),
+            Err(e) => {
+                tracing::error!(error = %e, "cannot share limits through Redis; they are kept per process");
+                None
+            }
+        },
+    }
+}
+
+fn journal(
+    config: &Config,
+    fingerprint_key: &[u8],
+    store: &Arc<dyn Store>,
+) -> Option<Arc<Journal>> {
+    let settings = config.journal.as_ref()?;
+    Journal::open(settings, fingerprint_key.to_vec(), store.clone())
+        .map_err(|e| tracing::error!(error = %e, "cannot start the booking journal; bookings go on without it"))
+        .ok()
 }

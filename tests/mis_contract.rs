@@ -7,8 +7,8 @@ mod support;
 use std::collections::BTreeSet;
 
 use http::StatusCode;
-use mis_gateway::error::RequestId;
 use mis_gateway::booking::normalize;
+use mis_gateway::error::RequestId;
 use support::*;
 
 const PAGE: &str = include_str!("../docs/mis-contract.md");

@@ -12,32 +12,32 @@
 //! [`Gateway::handle`] never fails: every error becomes a response, and one access-log event
 //! records each request with technical identifiers only.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode, header};
-use http_body_util::{BodyExt, Full};
-use opentelemetry::propagation::TextMapPropagator;
-use opentelemetry::trace::TraceContextExt;
-use opentelemetry_sdk::propagation::TraceContextPropagator;
+use http::{HeaderValue, Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
 use tracing::Instrument;
-use tracing_opentelemetry::OpenTelemetrySpanExt;
 use uuid::Uuid;
 
 use crate::booking;
 use crate::booking::normalize;
 use crate::booking::run_to_end::run_to_end;
-use crate::config::{Integrator, On5xx, StoreKind};
+use crate::config::{Integrator, On5xx};
+use crate::edge::body::{check_content_type, declared_length, drain, read_body};
 use crate::error::{GatewayError, RequestId};
 use crate::live::{Generation, Live};
 use crate::policy::auth::{AuthFailure, Authenticator};
 use crate::policy::guard::is_mis_failure;
-use crate::policy::idempotency::keyed::{Keys, Start};
-use crate::policy::idempotency::redis::RedisStore;
-use crate::policy::idempotency::{self, Begin, InFlight, MemoryStore, Outcome, Store};
+use crate::policy::idempotency::keyed::{Claim, Keys, Start};
+use crate::policy::idempotency::{self, Begin, InFlight, InFlightGuard, Outcome, Store};
+use crate::policy::rate::{self, LocalBuckets};
 use crate::policy::shared_limits::SharedLimits;
 use crate::telemetry::TRACEPARENT;
+use crate::telemetry::request::{Ids, Record, log_access, record, request_trace};
+use crate::upstream::Upstream;
 
 pub const APPOINTMENTS_PATH: &str = "/dir/appointments";
 const IDEMPOTENCY_KEY: &str = "idempotency-key";
@@ -56,40 +56,10 @@ pub struct Gateway {
     pub journal: Option<Arc<crate::journal::Journal>>,
     in_flight: Arc<InFlight>,
     fingerprint_key: Vec<u8>,
-    /// Token buckets of integrators with a `rate_per_second`.
-    buckets: std::sync::Mutex<std::collections::HashMap<Arc<str>, Bucket>>,
+    /// Token buckets of integrators with a `rate_per_second`, in this process.
+    buckets: LocalBuckets,
     /// With a Redis store: the rate budgets and failed-login counters of every replica.
     shared_limits: Option<Arc<SharedLimits>>,
-}
-
-/// A token bucket: `tokens` left as of `at`.
-struct Bucket {
-    tokens: f64,
-    at: Instant,
-}
-
-/// What the access log says about one request. Only technical identifiers: never a body,
-/// a name, a header value or a query string.
-#[derive(Default)]
-struct Record {
-    /// The client's address (behind trusted proxies, the one they named).
-    client: Option<std::net::IpAddr>,
-    integrator: Option<Arc<str>>,
-    lpu: Option<Uuid>,
-    slot: Option<Uuid>,
-    backend: Option<Arc<str>>,
-    appointment: Option<Uuid>,
-    mis_status: Option<u16>,
-    mis_time: Option<Duration>,
-    code: Option<std::borrow::Cow<'static, str>>,
-    /// The answer says the booking may exist (`GatewayError::outcome_unknown`).
-    unknown: bool,
-    replayed: bool,
-    /// For the journal: the referral and the key's store slot.
-    direction: Option<Uuid>,
-    key: Option<idempotency::Slot>,
-    /// The appointment's number (moved from the answer's fields, not copied).
-    number: Option<String>,
 }
 
 /// A successful answer or a replay, with the headers that go with it.
@@ -111,71 +81,58 @@ struct Booking {
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-impl Gateway {
-    /// A gateway over `live`, with the idempotency store the initial config names.
-    pub fn new(live: Arc<Live>) -> Gateway {
-        let config = live.load().config.clone();
-        let settings = &config.idempotency;
-        let memory = || MemoryStore::new(settings.ttl, settings.max_keys);
-        let store: Arc<dyn Store> = match &settings.store {
-            StoreKind::Memory => Arc::new(memory()),
-            StoreKind::Redis(redis) => {
-                match RedisStore::with_settings(redis.clone(), settings.ttl, settings.lease) {
-                    Ok(store) => Arc::new(store),
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot use the Redis idempotency store; keys are kept in this process only");
-                        Arc::new(memory())
-                    }
-                }
-            }
-        };
-        Self::with_store(live, store)
+impl crate::edge::server::Handler for Gateway {
+    // `handle`'s own future, not one wrapping it: every booking's future is moved whole a few
+    // times on its way into hyper, and a wrapper would add its size to each move.
+    fn call(
+        self: Arc<Self>,
+        req: http::Request<hyper::body::Incoming>,
+        peer: std::net::SocketAddr,
+    ) -> impl Future<Output = http::Response<http_body_util::Full<bytes::Bytes>>> + Send {
+        self.handle(req, Some(peer.ip()))
     }
 
-    /// A gateway with a given idempotency store (a shared one for several replicas).
-    pub fn with_store(live: Arc<Live>, store: Arc<dyn Store>) -> Gateway {
+    fn drain_started(&self) {
+        self.expiry.begin();
+    }
+
+    fn drain_expired(&self) -> bool {
+        self.expiry.expire();
+        true
+    }
+}
+
+/// What a gateway is built from besides the live config: the composition root
+/// ([`crate::app`]) makes each of them.
+pub struct Parts {
+    pub store: Arc<dyn Store>,
+    /// Key of the body fingerprint's HMAC (the same on every replica of a shared store).
+    pub fingerprint_key: Vec<u8>,
+    /// With a Redis store: rate budgets and failed-login counters shared by replicas.
+    pub shared_limits: Option<Arc<SharedLimits>>,
+    pub journal: Option<Arc<crate::journal::Journal>>,
+}
+
+impl Gateway {
+    pub fn from_parts(live: Arc<Live>, parts: Parts) -> Gateway {
         let config = live.load().config.clone();
-        let fingerprint_key = match &config.idempotency.fingerprint_key {
-            Some(k) => k.as_bytes().to_vec(),
-            None => {
-                let mut k = vec![0u8; 32];
-                getrandom::fill(&mut k).expect("the OS random source is available");
-                k
-            }
-        };
         let keys = Keys::new(
-            store.clone(),
+            parts.store.clone(),
             config.idempotency.on_store_error,
             config.idempotency.ttl,
             config.idempotency.max_keys,
         );
-        // With a shared store, the limits are shared too (the same Redis, its own connection).
-        let shared_limits = match &config.idempotency.store {
-            StoreKind::Memory => None,
-            StoreKind::Redis(redis) => match SharedLimits::open(redis) {
-                Ok(l) => Some(l),
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot share limits through Redis; they are kept per process");
-                    None
-                }
-            },
-        };
-        let journal = config.journal.as_ref().and_then(|settings| {
-            crate::journal::Journal::open(settings, fingerprint_key.clone(), store.clone())
-                .map_err(|e| tracing::error!(error = %e, "cannot start the booking journal; bookings go on without it"))
-                .ok()
-        });
         Gateway {
             live,
-            auth: Authenticator::with_shared(shared_limits.clone()),
-            journal,
-            store,
+            auth: Authenticator::with_shared(parts.shared_limits.clone()),
+            journal: parts.journal,
+            store: parts.store,
             keys,
             expiry: crate::edge::drain::Expiry::default(),
             in_flight: Arc::default(),
-            fingerprint_key,
+            fingerprint_key: parts.fingerprint_key,
             buckets: Default::default(),
-            shared_limits,
+            shared_limits: parts.shared_limits,
         }
     }
 
@@ -281,15 +238,7 @@ impl Gateway {
                 }
                 AuthFailure::Malformed | AuthFailure::Rejected => GatewayError::Unauthenticated,
             })?;
-        match (&self.shared_limits, integrator.rate) {
-            (Some(shared), Some(limit)) => {
-                // The lease answers without a wait; only an empty one asks Redis.
-                if shared.from_lease(&integrator, limit).is_none() {
-                    Box::pin(self.check_shared_rate(shared, &integrator, limit)).await?;
-                }
-            }
-            _ => self.check_rate(&integrator)?,
-        }
+        rate::check(&self.buckets, self.shared_limits.as_ref(), &integrator).await?;
         rec.integrator = Some(integrator.login.clone());
         let key = match req.headers().get(IDEMPOTENCY_KEY) {
             None => None,
@@ -334,46 +283,6 @@ impl Gateway {
 
     /// The integrator's budget in the replicas' shared bucket; this process's own when Redis
     /// cannot answer.
-    async fn check_shared_rate(
-        &self,
-        shared: &Arc<SharedLimits>,
-        integrator: &Integrator,
-        limit: crate::config::RateLimit,
-    ) -> Result<(), GatewayError> {
-        match shared.take(integrator, limit).await {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(wait)) => Err(GatewayError::RateLimited {
-                retry_after_secs: wait.as_secs_f64().ceil().max(1.0) as u64,
-            }),
-            Err(()) => self.check_rate(integrator),
-        }
-    }
-
-    /// The integrator's request budget in this process, if it has one.
-    fn check_rate(&self, integrator: &Integrator) -> Result<(), GatewayError> {
-        let Some(limit) = integrator.rate else {
-            return Ok(());
-        };
-        let rate = limit.per_second_milli as f64 / 1000.0;
-        let now = Instant::now();
-        let mut buckets = self.buckets.lock().unwrap_or_else(|e| e.into_inner());
-        let b = buckets.entry(integrator.login.clone()).or_insert(Bucket {
-            tokens: f64::from(limit.burst),
-            at: now,
-        });
-        b.tokens =
-            (b.tokens + now.duration_since(b.at).as_secs_f64() * rate).min(f64::from(limit.burst));
-        b.at = now;
-        if b.tokens >= 1.0 {
-            b.tokens -= 1.0;
-            Ok(())
-        } else {
-            Err(GatewayError::RateLimited {
-                retry_after_secs: ((1.0 - b.tokens) / rate).ceil().max(1.0) as u64,
-            })
-        }
-    }
-
     /// Phase 2: validate, route, claim, forward, normalize, remember.
     async fn process(
         &self,
@@ -382,125 +291,18 @@ impl Gateway {
         rec: &mut Record,
     ) -> Result<Answer, GatewayError> {
         let request_id = ids.request_id.as_str();
-        // One pass over the body checks it and finds its GUIDs, building no tree: a booking
-        // waiting on its MIS holds its body (~1 KiB, forwarded as received) and three GUIDs.
-        // The request's `direction` is taken from the body again in the rare case it is echoed
-        // (a MIS answer without one, a replay).
-        let valid = booking::check(&b.body)?;
-        rec.lpu = Some(valid.lpu_to);
-        rec.slot = Some(valid.slot);
-        rec.direction = Some(valid.direction_guid);
-        if !b.integrator.lpus.allows(&valid.lpu_to) {
-            return Err(GatewayError::ForbiddenLpu);
-        }
-        let idx = b
-            .generation
-            .config
-            .route(&valid.lpu_to)
-            .ok_or(GatewayError::NoRoute)?;
-        let upstream = b
-            .generation
-            .upstreams
-            .get(idx)
-            .ok_or(GatewayError::Internal)?;
-        rec.backend = Some(upstream.backend.name.clone());
-
-        // Duplicate protection: an explicit key, or the (integrator, referral, slot) in flight.
-        // The body's fingerprint is only needed (and only computed) with a key.
-        let fingerprint = match b.key {
-            Some(_) => idempotency::fingerprint(&self.fingerprint_key, &b.body),
-            None => [0; 32],
+        let (valid, upstream) = self.route(&b, rec)?;
+        let protection = match self.protect(&b, &valid, request_id, rec).await? {
+            Protect::Go(p) => p,
+            Protect::Answered(answer) => return answer,
         };
-        let _in_flight;
-        let mut claimed = None;
-        match b.key {
-            Some(slot) => match self.keys.begin(slot, fingerprint, request_id).await {
-                Start::Claimed(claim) => claimed = Some(claim),
-                Start::Answer(Begin::Claimed | Begin::InFlight) => {
-                    return Err(GatewayError::IdempotencyInFlight);
-                }
-                Start::Answer(Begin::Mismatch) => {
-                    return Err(GatewayError::IdempotencyMismatch);
-                }
-                Start::Answer(Begin::Lapsed) => {
-                    // An answer from the store, not the MIS: counted as a replay (and in the
-                    // lapsed-claims counter), not as another lost answer.
-                    rec.replayed = true;
-                    return Err(GatewayError::OutcomeUnknown);
-                }
-                Start::Answer(Begin::Done(outcome)) => {
-                    rec.replayed = true;
-                    return replay(outcome, &b.body);
-                }
-                Start::Rejected => {
-                    return Err(GatewayError::Overloaded {
-                        retry_after_secs: 1,
-                    });
-                }
-            },
-            None => {
-                _in_flight = self
-                    .in_flight
-                    .try_enter(&b.integrator.login, &valid.direction_guid, &valid.slot)
-                    .ok_or(GatewayError::DuplicateInFlight)?;
-            }
-        }
-
-        let booking = async {
-            let permit = upstream.guard.admit(upstream.backend.limits)?;
-            let mis_started = Instant::now();
-            // Cut at the drain's deadline: the client then reads 504 and the key is recorded.
-            let answer = self
-                .expiry
-                .cut(
-                    upstream.book(
-                        &b.body,
-                        ids.request_id.header(),
-                        ids.traceparent.as_ref().or(b.traceparent.as_ref()),
-                        ids.tracestate.as_ref(),
-                    ),
-                    b.http2,
-                )
-                .await
-                .unwrap_or(Err(GatewayError::MisTimeout));
-            rec.mis_time = Some(mis_started.elapsed());
-            let normalized = answer.and_then(|answer| {
-                rec.mis_status = Some(answer.status.as_u16());
-                let ctx = normalize::Context {
-                    slot: valid.slot,
-                    timezone: &upstream.backend.timezone,
-                };
-                let n = normalize::answer(answer.status, &answer.body, &ctx)?;
-                let direction = match n.mis_direction {
-                    Some(own) => own,
-                    None => direction_of(&b.body)?,
-                };
-                Ok((normalize::render_json(&n.fields, &direction), n.fields))
-            });
-            permit.record(!normalized.as_ref().is_err_and(is_mis_failure));
-            normalized
+        let booking = self.forward(&b, ids, &valid, upstream, rec);
+        let result = match &protection {
+            Protection::Key(claim) => self.keys.renewing(claim, booking).await,
+            Protection::Keyless { .. } => booking.await,
         };
-        let result = match &claimed {
-            Some(claim) => self.keys.renewing(claim, booking).await,
-            None => booking.await,
-        };
-
-        if let Some(claim) = claimed {
-            let remembered = match &result {
-                Ok((_, fields)) => Some(Outcome::Booked {
-                    guid: fields.guid.hyphenated().to_string(),
-                    number: fields.number.clone(),
-                    slot: fields.slot.hyphenated().to_string(),
-                    source: fields.source.clone(),
-                    create_time: fields.create_time.clone(),
-                }),
-                Err(e) => remembered_error(e).or_else(|| {
-                    // A MIS 5xx after it read the booking is no proof that nothing was booked.
-                    let failed_after_reading = rec.mis_status.is_some_and(|s| s >= 500);
-                    (failed_after_reading && upstream.backend.on_5xx == On5xx::Unknown)
-                        .then_some(Outcome::OutcomeUnknown)
-                }),
-            };
+        if let Protection::Key(claim) = protection {
+            let remembered = remembered(&result, upstream, rec);
             self.keys.finish(claim, remembered, request_id).await;
         }
         if result.as_ref().is_err_and(GatewayError::outcome_unknown) {
@@ -519,6 +321,158 @@ impl Gateway {
             body,
             replayed: false,
         })
+    }
+
+    /// Checks the body, authorizes its LPU for the integrator and finds the LPU's MIS.
+    fn route<'g>(
+        &self,
+        b: &'g Booking,
+        rec: &mut Record,
+    ) -> Result<(booking::Checked, &'g Upstream), GatewayError> {
+        // One pass over the body checks it and finds its GUIDs, building no tree: a booking
+        // waiting on its MIS holds its body (forwarded as received) and three GUIDs. The
+        // request's `direction` is taken from the body again in the rare case it is echoed (a
+        // MIS answer without one, a replay).
+        let valid = booking::check(&b.body)?;
+        rec.lpu = Some(valid.lpu_to);
+        rec.slot = Some(valid.slot);
+        rec.direction = Some(valid.direction_guid);
+        if !b.integrator.lpus.allows(&valid.lpu_to) {
+            return Err(GatewayError::ForbiddenLpu);
+        }
+        let idx = b
+            .generation
+            .config
+            .route(&valid.lpu_to)
+            .ok_or(GatewayError::NoRoute)?;
+        let upstream = b
+            .generation
+            .upstreams
+            .get(idx)
+            .ok_or(GatewayError::Internal)?;
+        rec.backend = Some(upstream.backend.name.clone());
+        Ok((valid, upstream))
+    }
+
+    /// Duplicate protection: the key's claim, or the (integrator, referral, slot) in flight.
+    /// A key already decided answers here, without the MIS.
+    async fn protect(
+        &self,
+        b: &Booking,
+        valid: &booking::Checked,
+        request_id: &str,
+        rec: &mut Record,
+    ) -> Result<Protect, GatewayError> {
+        let Some(slot) = b.key else {
+            return self
+                .in_flight
+                .try_enter(&b.integrator.login, &valid.direction_guid, &valid.slot)
+                .map(|guard| Protect::Go(Protection::Keyless { _held: guard }))
+                .ok_or(GatewayError::DuplicateInFlight);
+        };
+        // The body's fingerprint is only needed (and only computed) with a key.
+        let fingerprint = idempotency::fingerprint(&self.fingerprint_key, &b.body);
+        match self.keys.begin(slot, fingerprint, request_id).await {
+            Start::Claimed(claim) => Ok(Protect::Go(Protection::Key(claim))),
+            Start::Answer(Begin::Claimed | Begin::InFlight) => {
+                Err(GatewayError::IdempotencyInFlight)
+            }
+            Start::Answer(Begin::Mismatch) => Err(GatewayError::IdempotencyMismatch),
+            Start::Answer(Begin::Lapsed) => {
+                // An answer from the store, not the MIS: counted as a replay (and in the
+                // lapsed-claims counter), not as another lost answer.
+                rec.replayed = true;
+                Err(GatewayError::OutcomeUnknown)
+            }
+            Start::Answer(Begin::Done(outcome)) => {
+                rec.replayed = true;
+                Ok(Protect::Answered(replay(outcome, &b.body)))
+            }
+            Start::Rejected => Err(GatewayError::Overloaded {
+                retry_after_secs: 1,
+            }),
+        }
+    }
+
+    /// Admits the booking through the backend's guard, sends it and normalizes the answer.
+    async fn forward(
+        &self,
+        b: &Booking,
+        ids: &Ids,
+        valid: &booking::Checked,
+        upstream: &Upstream,
+        rec: &mut Record,
+    ) -> Result<(Vec<u8>, normalize::Fields), GatewayError> {
+        let permit = upstream.guard.admit(upstream.backend.limits)?;
+        let mis_started = Instant::now();
+        // Cut at the drain's deadline: the client then reads 504 and the key is recorded.
+        let answer = self
+            .expiry
+            .cut(
+                upstream.book(
+                    &b.body,
+                    ids.request_id.header(),
+                    ids.traceparent.as_ref().or(b.traceparent.as_ref()),
+                    ids.tracestate.as_ref(),
+                ),
+                b.http2,
+            )
+            .await
+            .unwrap_or(Err(GatewayError::MisTimeout));
+        rec.mis_time = Some(mis_started.elapsed());
+        let normalized = answer.and_then(|answer| {
+            rec.mis_status = Some(answer.status.as_u16());
+            let ctx = normalize::Context {
+                slot: valid.slot,
+                timezone: &upstream.backend.timezone,
+            };
+            let n = normalize::answer(answer.status, &answer.body, &ctx)?;
+            let direction = match n.mis_direction {
+                Some(own) => own,
+                None => direction_of(&b.body)?,
+            };
+            Ok((normalize::render_json(&n.fields, &direction), n.fields))
+        });
+        permit.record(!normalized.as_ref().is_err_and(is_mis_failure));
+        normalized
+    }
+}
+
+/// What guards a booking against being sent twice while it runs.
+enum Protection {
+    Key(Claim),
+    /// Held for its drop, which lets the same referral and slot in again.
+    Keyless {
+        _held: InFlightGuard,
+    },
+}
+
+/// Whether the booking goes on to its MIS, or its key already has the answer.
+enum Protect {
+    Go(Protection),
+    Answered(Result<Answer, GatewayError>),
+}
+
+/// What a key remembers of its booking's result; `None` releases it (provably not sent).
+fn remembered(
+    result: &Result<(Vec<u8>, normalize::Fields), GatewayError>,
+    upstream: &Upstream,
+    rec: &Record,
+) -> Option<Outcome> {
+    match result {
+        Ok((_, fields)) => Some(Outcome::Booked {
+            guid: fields.guid.hyphenated().to_string(),
+            number: fields.number.clone(),
+            slot: fields.slot.hyphenated().to_string(),
+            source: fields.source.clone(),
+            create_time: fields.create_time.clone(),
+        }),
+        Err(e) => remembered_error(e).or_else(|| {
+            // A MIS 5xx after it read the booking is no proof that nothing was booked.
+            let failed_after_reading = rec.mis_status.is_some_and(|s| s >= 500);
+            (failed_after_reading && upstream.backend.on_5xx == On5xx::Unknown)
+                .then_some(Outcome::OutcomeUnknown)
+        }),
     }
 }
 
@@ -666,270 +620,5 @@ fn journal_entry(
         total_us,
         mis_us: rec.mis_time.map(|d| d.as_micros() as i64),
         trace_id,
-    }
-}
-
-/// The request id and, when tracing gave one, this request's own `traceparent` (its server
-/// span), sent to the MIS when no client span is made for the call.
-struct Ids {
-    request_id: RequestId,
-    traceparent: Option<HeaderValue>,
-    /// The integrator's `tracestate`, sent on with the trace it belongs to.
-    tracestate: Option<HeaderValue>,
-}
-
-impl Ids {
-    /// The W3C trace id (32 hex digits), for error bodies and logs.
-    fn trace_id(&self) -> Option<&str> {
-        crate::telemetry::trace_id(self.traceparent.as_ref()?)
-    }
-}
-
-/// The server span of one request, named by route (never by raw path), child of the
-/// integrator's `traceparent` when it sent one.
-fn server_span<B>(req: &Request<B>, request_id: &str) -> tracing::Span {
-    let routed = req.uri().path() == APPOINTMENTS_PATH;
-    let name = if routed {
-        "POST /dir/appointments"
-    } else {
-        "HTTP"
-    };
-    let span = tracing::info_span!(
-        "request",
-        otel.name = name,
-        otel.kind = "server",
-        otel.status_code = tracing::field::Empty,
-        http.request.method = %req.method(),
-        http.route = if routed { APPOINTMENTS_PATH } else { "" },
-        http.response.status_code = tracing::field::Empty,
-        request_id,
-        integrator = tracing::field::Empty,
-        lpu = tracing::field::Empty,
-        backend = tracing::field::Empty,
-        slot = tracing::field::Empty,
-        appointment = tracing::field::Empty,
-        message_code = tracing::field::Empty,
-        outcome = tracing::field::Empty,
-    );
-    let _ = span.set_parent(parent_context(req.headers()));
-    span
-}
-
-/// The request's server span and its own `traceparent` (what the MIS gets when no client
-/// span is made; the trace id is cut from it).
-///
-/// Without an exporter a span would only carry the trace context, so none is made: the
-/// context is derived here as the SDK would (the integrator's trace, or a new one; a new span
-/// id), sparing each request the span's creation, its enters and exits on every poll and
-/// its closing in the subscriber and the OpenTelemetry layer.
-fn request_trace<B>(
-    req: &Request<B>,
-    request_id: &str,
-) -> (tracing::Span, Option<HeaderValue>, Option<HeaderValue>) {
-    use crate::telemetry::{traceparent, tracestate};
-    if !crate::telemetry::exporting() {
-        let sc = crate::telemetry::child_of(&parent_context(req.headers()));
-        return (tracing::Span::none(), traceparent(&sc), tracestate(&sc));
-    }
-    let span = server_span(req, request_id);
-    let sc = span.context().span().span_context().clone();
-    (span, traceparent(&sc), tracestate(&sc))
-}
-
-/// The integrator's trace context from `traceparent` (an empty context without one).
-fn parent_context(headers: &HeaderMap) -> opentelemetry::Context {
-    // Most integrators send none: skip the propagator's look-ups and its context.
-    if !headers.contains_key(TRACEPARENT) {
-        return opentelemetry::Context::new();
-    }
-    TraceContextPropagator::new().extract(&opentelemetry_http::HeaderExtractor(headers))
-}
-
-/// Span fields and metrics of a finished request.
-fn record(rec: &Record, status: StatusCode, took: Duration) {
-    let outcome = match (status.as_u16(), rec.replayed) {
-        (_, true) => "replayed",
-        (200..=299, _) => "booked",
-        (_, false) if rec.unknown => "outcome_unknown",
-        (400..=499, _) if rec.mis_status.is_some() => "rejected_by_mis",
-        (400..=499, _) => "refused",
-        _ => "failed",
-    };
-    // Span fields only reach an exporter: without one, recording them is wasted work.
-    if crate::telemetry::exporting() {
-        record_span(rec, status, outcome);
-    }
-
-    let m = crate::telemetry::metrics::get();
-    m.record_request(
-        crate::telemetry::metrics::RequestLabels {
-            integrator: rec.integrator.as_ref(),
-            backend: rec.backend.as_ref(),
-            class: crate::telemetry::metrics::status_class(status.as_u16()),
-            code: rec.code.as_ref(),
-        },
-        took,
-        rec.mis_time,
-    );
-    // Replays and lost answers are rare: their counters stay unbound.
-    let unknown = outcome == "outcome_unknown" && !rec.replayed;
-    if rec.replayed || unknown {
-        let by_backend = crate::telemetry::metrics::by_backend(rec.backend.as_ref());
-        if rec.replayed {
-            m.replays.add(1, &by_backend);
-        } else {
-            m.outcome_unknown.add(1, &by_backend);
-        }
-    }
-}
-
-fn record_span(rec: &Record, status: StatusCode, outcome: &'static str) {
-    let span = tracing::Span::current();
-    span.record("http.response.status_code", status.as_u16());
-    if status.is_server_error() {
-        span.record("otel.status_code", "error");
-    }
-    if let Some(i) = &rec.integrator {
-        span.record("integrator", &**i);
-    }
-    if let Some(l) = rec.lpu {
-        span.record("lpu", tracing::field::display(l));
-    }
-    if let Some(b) = &rec.backend {
-        span.record("backend", &**b);
-    }
-    if let Some(s) = rec.slot {
-        span.record("slot", tracing::field::display(s));
-    }
-    if let Some(a) = rec.appointment {
-        span.record("appointment", tracing::field::display(a));
-    }
-    if let Some(c) = &rec.code {
-        span.record("message_code", &**c);
-    }
-    span.record("outcome", outcome);
-}
-
-/// `application/json`, with or without parameters (`; charset=utf-8`).
-fn check_content_type(headers: &HeaderMap) -> Result<(), GatewayError> {
-    let ok = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .is_some_and(|mime| mime.trim().eq_ignore_ascii_case("application/json"));
-    if ok {
-        Ok(())
-    } else {
-        Err(GatewayError::UnsupportedMediaType)
-    }
-}
-
-fn declared_length(headers: &HeaderMap) -> Option<u64> {
-    headers
-        .get(header::CONTENT_LENGTH)?
-        .to_str()
-        .ok()?
-        .parse()
-        .ok()
-}
-
-/// Reads the whole body within `limit` bytes and `timeout` into a buffer of its own (`expected`
-/// bytes reserved): the frames hyper hands over may be views into the connection's 8 to 16 KiB
-/// read buffer, which a booking would otherwise pin for its whole MIS exchange.
-async fn read_body<B>(
-    body: B,
-    limit: usize,
-    expected: usize,
-    timeout: Duration,
-) -> Result<Bytes, GatewayError>
-where
-    B: http_body::Body<Data = Bytes> + Send,
-    B::Error: Into<BoxError>,
-{
-    let mut body = std::pin::pin!(body);
-    let read = async {
-        let mut buf = bytes::BytesMut::with_capacity(expected.min(limit));
-        while let Some(frame) = body.frame().await {
-            let Ok(frame) = frame else {
-                return Err(GatewayError::MalformedJson {
-                    detail: "Problem: the body could not be read to its end.".into(),
-                });
-            };
-            if let Ok(data) = frame.into_data() {
-                if buf.len() + data.len() > limit {
-                    return Err(GatewayError::PayloadTooLarge { limit });
-                }
-                buf.extend_from_slice(&data);
-            }
-        }
-        Ok(buf.freeze())
-    };
-    let result = match tokio::time::timeout(timeout, read).await {
-        Err(_) => Err(GatewayError::BodyTimeout),
-        Ok(r) => r,
-    };
-    if matches!(result, Err(GatewayError::PayloadTooLarge { .. })) {
-        drain(body, timeout).await;
-    }
-    result
-}
-
-/// Past the size limit, what the client is still sending is read and dropped (up to
-/// [`DRAIN_MAX`] bytes, within `timeout` and [`DRAIN_TIME`]) before the 413 goes out. A server that answers and
-/// closes with unread data in its socket resets the connection, and the client may then see
-/// the reset instead of the answer.
-async fn drain<B>(body: B, timeout: Duration)
-where
-    B: http_body::Body<Data = Bytes> + Send,
-{
-    let mut body = std::pin::pin!(body);
-    let _ = tokio::time::timeout(timeout.min(DRAIN_TIME), async {
-        let mut seen = 0usize;
-        while let Some(Ok(frame)) = body.frame().await {
-            seen += frame.data_ref().map_or(0, Bytes::len);
-            if seen > DRAIN_MAX {
-                break;
-            }
-        }
-    })
-    .await;
-}
-
-/// How much of an oversized body is read and dropped so its sender gets the 413, and for how
-/// long at most.
-const DRAIN_MAX: usize = 1 << 20;
-const DRAIN_TIME: Duration = Duration::from_secs(2);
-
-fn log_access(ids: &Ids, rec: &Record, resp: &Response<Full<Bytes>>, took: Duration) {
-    let status = resp.status();
-    let request_id = ids.request_id.as_str();
-    let trace_id = ids.trace_id();
-    macro_rules! event {
-        ($lvl:expr) => {
-            tracing::event!(
-                target: "access",
-                $lvl,
-                request_id,
-                trace_id,
-                client = rec.client.map(tracing::field::display),
-                integrator = rec.integrator.as_deref(),
-                lpu = rec.lpu.map(tracing::field::display),
-                slot = rec.slot.map(tracing::field::display),
-                backend = rec.backend.as_deref(),
-                appointment = rec.appointment.map(tracing::field::display),
-                status = status.as_u16(),
-                code = rec.code.as_deref(),
-                replayed = rec.replayed,
-                mis_status = rec.mis_status,
-                mis_ms = rec.mis_time.map(|d| d.as_secs_f64() * 1e3),
-                total_ms = took.as_secs_f64() * 1e3,
-                "booking"
-            )
-        };
-    }
-    if status.is_server_error() {
-        event!(tracing::Level::WARN);
-    } else {
-        event!(tracing::Level::INFO);
     }
 }

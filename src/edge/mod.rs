@@ -3,6 +3,7 @@
 //! Nothing here decides a booking: requests go to [`crate::booking::pipeline`] as they arrive.
 
 pub mod admin;
+pub mod body;
 pub mod client_addr;
 pub mod drain;
 pub mod healthcheck;

@@ -5,4 +5,5 @@
 pub mod auth;
 pub mod guard;
 pub mod idempotency;
+pub mod rate;
 pub mod shared_limits;

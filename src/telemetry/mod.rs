@@ -14,6 +14,7 @@
 pub mod log_format;
 pub mod log_writer;
 pub mod metrics;
+pub mod request;
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
