@@ -133,21 +133,41 @@ async fn a_10_mb_answer_is_cut_at_the_cap() {
         (r.status, r.code().as_str()),
         (StatusCode::BAD_GATEWAY, "95022")
     );
-    let (r, _) = book_against(Reply::json(500, huge), "").await;
+    let (r, _) = book_against(Reply::json(500, huge.clone()), "on_5xx = \"retry\"").await;
     assert_eq!(
         (r.status, r.code().as_str()),
         (StatusCode::BAD_GATEWAY, "95021")
+    );
+    assert!(r.body.len() < 1024);
+    // By default a 5xx after the MIS read the booking may hide one, whatever its body.
+    let (r, _) = book_against(Reply::json(500, huge), "").await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (StatusCode::BAD_GATEWAY, "95022")
     );
     assert!(r.body.len() < 1024);
 }
 
 #[tokio::test]
 async fn mis_errors_keep_their_status_and_code_or_become_502() {
-    let (r, _) = book_against(Reply::exception(500, "Internal MIS error", "5000"), "").await;
+    // A MIS that rolls back on 5xx (`on_5xx = "retry"`): its own 5xx is passed on.
+    let rolls_back = "on_5xx = \"retry\"";
+    let (r, _) = book_against(
+        Reply::exception(500, "Internal MIS error", "5000"),
+        rolls_back,
+    )
+    .await;
     assert_eq!(
         (r.status, r.code().as_str()),
         (StatusCode::INTERNAL_SERVER_ERROR, "5000")
     );
+    // By default the booking may exist behind any 5xx: 95022, the MIS's text not echoed.
+    let (r, _) = book_against(Reply::exception(500, "Canary MIS error", "5000"), "").await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (StatusCode::BAD_GATEWAY, "95022")
+    );
+    assert!(!r.text().contains("Canary"));
     let (r, _) = book_against(Reply::exception(400, "Slot expired", "4003"), "").await;
     assert_eq!(
         (r.status, r.code().as_str()),
@@ -155,7 +175,7 @@ async fn mis_errors_keep_their_status_and_code_or_become_502() {
     );
     assert_eq!(r.json()["Message"], "Slot expired");
 
-    let (r, _) = book_against(Reply::json(503, "<html>Canary down</html>"), "").await;
+    let (r, _) = book_against(Reply::json(503, "<html>Canary down</html>"), rolls_back).await;
     assert_eq!(
         (r.status, r.code().as_str()),
         (StatusCode::BAD_GATEWAY, "95021")

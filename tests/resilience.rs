@@ -178,7 +178,8 @@ async fn f8_a_streak_of_5xx_opens_the_breaker_then_a_probe_closes_it_and_others_
     let toml = config_toml(
         &[
             BackendSpec::new("mis-a", flaky.url())
-                .extra("breaker_failures = 3\nbreaker_cooldown_ms = 400"),
+                // A MIS that rolls back on 5xx: its own 500 is passed on.
+                .extra("breaker_failures = 3\nbreaker_cooldown_ms = 400\non_5xx = \"retry\""),
             BackendSpec::new("mis-b", other.url()),
         ],
         &[(SEED_LPU, "mis-a"), (OTHER_LPU, "mis-b")],

@@ -302,7 +302,7 @@ impl Gateway {
             Protection::Keyless { .. } => booking.await,
         };
         if let Protection::Key(claim) = protection {
-            let remembered = remembered(&result, upstream, rec);
+            let remembered = remembered(&result);
             self.keys.finish(claim, remembered, request_id).await;
         }
         if result.as_ref().is_err_and(GatewayError::outcome_unknown) {
@@ -380,8 +380,10 @@ impl Gateway {
             Start::Answer(Begin::Mismatch) => Err(GatewayError::IdempotencyMismatch),
             Start::Answer(Begin::Lapsed) => {
                 // An answer from the store, not the MIS: counted as a replay (and in the
-                // lapsed-claims counter), not as another lost answer.
+                // lapsed-claims counter), not as another lost answer. The replica that sent it
+                // died before its record: this one is the journal's trace of that booking.
                 rec.replayed = true;
+                rec.lapsed = true;
                 Err(GatewayError::OutcomeUnknown)
             }
             Start::Answer(Begin::Done(outcome)) => {
@@ -422,6 +424,12 @@ impl Gateway {
         rec.mis_time = Some(mis_started.elapsed());
         let normalized = answer.and_then(|answer| {
             rec.mis_status = Some(answer.status.as_u16());
+            // A MIS 5xx after it read the whole booking is no proof that nothing was booked:
+            // unless the backend rolls back on 5xx, the answer says so at once, and the key
+            // (if any) is remembered as outcome unknown.
+            if answer.status.is_server_error() && upstream.backend.on_5xx == On5xx::Unknown {
+                return Err(GatewayError::OutcomeUnknown);
+            }
             let ctx = normalize::Context {
                 slot: valid.slot,
                 timezone: &upstream.backend.timezone,
@@ -454,11 +462,7 @@ enum Protect {
 }
 
 /// What a key remembers of its booking's result; `None` releases it (provably not sent).
-fn remembered(
-    result: &Result<(Vec<u8>, normalize::Fields), GatewayError>,
-    upstream: &Upstream,
-    rec: &Record,
-) -> Option<Outcome> {
+fn remembered(result: &Result<(Vec<u8>, normalize::Fields), GatewayError>) -> Option<Outcome> {
     match result {
         Ok((_, fields)) => Some(Outcome::Booked {
             guid: fields.guid.hyphenated().to_string(),
@@ -467,12 +471,7 @@ fn remembered(
             source: fields.source.clone(),
             create_time: fields.create_time.clone(),
         }),
-        Err(e) => remembered_error(e).or_else(|| {
-            // A MIS 5xx after it read the booking is no proof that nothing was booked.
-            let failed_after_reading = rec.mis_status.is_some_and(|s| s >= 500);
-            (failed_after_reading && upstream.backend.on_5xx == On5xx::Unknown)
-                .then_some(Outcome::OutcomeUnknown)
-        }),
+        Err(e) => remembered_error(e),
     }
 }
 
@@ -579,6 +578,7 @@ fn finish(
 fn journal_outcome(result: &Result<Answer, GatewayError>, rec: &Record) -> crate::journal::Kind {
     use crate::journal::Kind;
     match result {
+        _ if rec.lapsed => Kind::Unknown,
         _ if rec.replayed => Kind::Replayed,
         Ok(_) => Kind::Booked,
         Err(GatewayError::OutcomeUnknown | GatewayError::MisTimeout) => Kind::Unknown,

@@ -152,7 +152,15 @@ impl Journal {
                 warn_throttled(&LAST_DROP_WARN, "journal queue full: a record was dropped");
                 None
             }
-            Err(TrySendError::Disconnected(_)) => None,
+            Err(TrySendError::Disconnected(_)) => {
+                // The writer thread is gone (it panicked): every later record is lost too.
+                journal_metrics().dropped.add(1, &[]);
+                warn_throttled(
+                    &LAST_DROP_WARN,
+                    "journal writer stopped: a record was dropped",
+                );
+                None
+            }
         }
     }
 

@@ -35,6 +35,8 @@ pub(crate) struct Record {
     /// The answer says the booking may exist (`GatewayError::outcome_unknown`).
     pub(crate) unknown: bool,
     pub(crate) replayed: bool,
+    /// The key's claim lapsed: the replica that sent the booking died before recording it.
+    pub(crate) lapsed: bool,
     /// For the journal: the referral and the key's store slot.
     pub(crate) direction: Option<Uuid>,
     pub(crate) key: Option<idempotency::Slot>,

@@ -24,7 +24,7 @@ use opentelemetry::trace::TraceContextExt;
 use tracing::Instrument;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::config::Backend;
+use crate::config::{Backend, On5xx};
 use crate::error::GatewayError;
 use crate::policy::guard::Guard;
 use crate::upstream::h1::BodyError;
@@ -282,7 +282,7 @@ impl Upstream {
         };
         let status = answer.status();
         if answer.declared_length().is_some_and(|n| n > limit as u64) {
-            return Err(too_large(status));
+            return Err(unreadable(status, b.on_5xx));
         }
         deadline.as_mut().reset(start + b.timeout);
         let read = tokio::select! {
@@ -298,11 +298,9 @@ impl Upstream {
                 }
                 body
             }
-            Some(Err(BodyError::TooLarge)) => return Err(too_large(status)),
-            Some(Err(BodyError::Broken(_))) if status.is_success() => {
-                return Err(GatewayError::OutcomeUnknown);
+            Some(Err(BodyError::TooLarge | BodyError::Broken(_))) => {
+                return Err(unreadable(status, b.on_5xx));
             }
-            Some(Err(BodyError::Broken(_))) => return Err(GatewayError::MisBadAnswer),
         };
         Ok(MisAnswer { status, body })
     }
@@ -365,9 +363,10 @@ fn tls_error<'e>(e: &'e (dyn std::error::Error + 'static)) -> Option<&'e rustls:
     None
 }
 
-/// An oversized answer: a success we cannot read may still be a booking.
-fn too_large(status: StatusCode) -> GatewayError {
-    if status.is_success() {
+/// An answer whose body cannot be read (too large, cut short, badly framed): a success may
+/// still be a booking, and so may a 5xx from a MIS that does not roll back (`on_5xx`).
+fn unreadable(status: StatusCode, on_5xx: On5xx) -> GatewayError {
+    if status.is_success() || (status.is_server_error() && on_5xx == On5xx::Unknown) {
         GatewayError::OutcomeUnknown
     } else {
         GatewayError::MisBadAnswer
