@@ -21,11 +21,15 @@ fn raw_files(dir: &std::path::Path) -> Vec<(String, Vec<u8>)> {
         .unwrap()
         .filter_map(|e| e.ok())
         .filter(|e| e.file_name().to_string_lossy().starts_with("journal.db"))
-        .map(|e| {
-            (
-                e.file_name().to_string_lossy().into_owned(),
-                std::fs::read(e.path()).unwrap(),
-            )
+        // SQLite removes the -wal and -shm files when the last connection closes: one listed
+        // a moment ago may be gone (its pages are in the db file then).
+        .filter_map(|e| {
+            let bytes = match std::fs::read(e.path()) {
+                Ok(bytes) => bytes,
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => return None,
+                Err(err) => panic!("{}: {err}", e.path().display()),
+            };
+            Some((e.file_name().to_string_lossy().into_owned(), bytes))
         })
         .collect()
 }
