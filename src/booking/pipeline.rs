@@ -4,7 +4,7 @@
 //! 1. on the connection's task: route the path → authenticate → check the idempotency key's
 //!    syntax, media type and size → read the body;
 //! 2. polled by the connection's task too, but run to the end on a task of its own if the client
-//!    goes away ([`run_to_end`]: a booking that reached the MIS is always recorded, logged and
+//!    goes away (`run_to_end`: a booking that reached the MIS is always recorded, logged and
 //!    remembered under its key): parse and
 //!    validate → authorize the LPU → pick the backend → claim the idempotency key or the
 //!    double-submit slot → admit through the backend's guard → forward → normalize → remember.
@@ -48,7 +48,7 @@ pub struct Gateway {
     pub live: Arc<Live>,
     pub auth: Authenticator,
     pub store: Arc<dyn Store>,
-    /// The store behind this replica's own ledger (see [`crate::policy::idempotency::keyed`]).
+    /// The store behind this replica's own ledger (see `crate::policy::idempotency::keyed`).
     pub keys: Keys,
     /// Ends bookings still at their MIS when the drain deadline passes.
     pub expiry: crate::edge::drain::Expiry,

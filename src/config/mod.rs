@@ -113,7 +113,7 @@ pub struct ServerSettings {
     pub drain_timeout: Duration,
     pub max_connections: usize,
     /// Failed authentications in a minute before 429: per client address, per (login,
-    /// address), and per login from addresses without standing ([`crate::policy::auth::throttle`]).
+    /// address), and per login from addresses without standing (`crate::policy::auth::throttle`).
     pub auth_failures_per_ip: u32,
     pub auth_failures_per_login: u32,
     pub auth_guesses_per_login: u32,

@@ -1,6 +1,6 @@
 //! Live reload of routes.toml: validate fully, then swap one generation; keep the last good.
 //!
-//! Triggers: a change of the file seen in its folder (see [`crate::edge::watch`]: editors save by
+//! Triggers: a change of the file seen in its folder (see `crate::edge::watch`: editors save by
 //! rename, Kubernetes swaps a `..data` symlink), SIGHUP, and `POST /admin/reload`.
 //! Reloads are serialized; each reads the file and its secrets afresh, so a rotated
 //! `password_file` is picked up even when routes.toml itself did not change.
@@ -162,7 +162,7 @@ impl Reloader {
         outcome
     }
 
-    /// Watches the file (see [`crate::edge::watch`]) and reloads after each change of it, and on
+    /// Watches the file (see `crate::edge::watch`) and reloads after each change of it, and on
     /// SIGHUP, until the returned tasks are aborted. Errors setting up the watch are logged:
     /// the gateway still serves and still reloads on SIGHUP and `POST /admin/reload`.
     pub fn spawn_watchers(self: &Arc<Self>) -> Vec<tokio::task::JoinHandle<()>> {

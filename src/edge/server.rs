@@ -3,8 +3,8 @@
 //!
 //! The per-connection stack, outermost first:
 //! 0. with `proxy_protocol`, a trusted balancer's PROXY header (within the header timeout),
-//!    then the client's address for every request ([`crate::edge::client_addr`]); the byte stream
-//!    wrapped so hyper's own refusals go out in the error shape ([`crate::edge::http_refusals`]).
+//!    then the client's address for every request (`crate::edge::client_addr`); the byte stream
+//!    wrapped so hyper's own refusals go out in the error shape (`crate::edge::http_refusals`).
 //! 1. hyper's connection with a timer installed, so `header_read_timeout` really fires
 //!    (slowloris); header count and size capped.
 //! 2. `catch_unwind` around each request's handler (`service`): a bug in a handler becomes

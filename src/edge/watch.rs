@@ -119,10 +119,6 @@ impl FileWatch {
         Ok(w)
     }
 
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
-
     fn arm(&mut self) -> notify::Result<()> {
         // The old watch (if any) goes first: it follows the replaced folder, not the path.
         self.watcher = None;

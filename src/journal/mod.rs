@@ -5,8 +5,8 @@
 pub mod admin;
 pub mod cli;
 pub mod postgres;
-pub mod record;
-pub mod sqlite;
+pub(crate) mod record;
+pub(crate) mod sqlite;
 
 use std::collections::VecDeque;
 use std::path::PathBuf;

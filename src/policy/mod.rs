@@ -1,9 +1,9 @@
 //! Who may book, and how much: integrator authentication and throttling ([`auth`]), the
-//! per-backend concurrency cap and breaker ([`guard`]), and duplicate protection
+//! per-backend concurrency cap and breaker (`guard`), and duplicate protection
 //! ([`idempotency`]). Each answers before a booking reaches [`crate::upstream`].
 
 pub mod auth;
-pub mod guard;
+pub(crate) mod guard;
 pub mod idempotency;
-pub mod rate;
-pub mod shared_limits;
+pub(crate) mod rate;
+pub(crate) mod shared_limits;

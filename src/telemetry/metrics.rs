@@ -38,7 +38,8 @@ pub struct Metrics {
     /// MIS time per forwarded booking, by backend.
     pub mis_duration: Histogram<f64>,
     pub reloads: Counter<u64>,
-    pub auth_cache: Counter<u64>,
+    /// Held with the handles bound to it (`auth_lookups`), which record into it.
+    _auth_cache: Counter<u64>,
     /// `auth_cache` bound to `result="miss"` and `result="hit"`.
     auth_lookups: [BoundCounter<u64>; 2],
     pub replays: Counter<u64>,
@@ -136,7 +137,7 @@ impl Metrics {
         );
         Metrics {
             auth_lookups: ["miss", "hit"].map(|r| auth_cache.bind(&[KeyValue::new("result", r)])),
-            auth_cache,
+            _auth_cache: auth_cache,
             requests: counter("mis_gateway.requests", "Answered booking requests"),
             duration: seconds(
                 "mis_gateway.request.duration",

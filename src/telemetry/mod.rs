@@ -11,9 +11,9 @@
 //! context (the integrator's trace, or a new one; see [`child_of`]) for error bodies, logs and
 //! the `traceparent` sent to the MIS.
 
-pub mod log_format;
-pub mod log_writer;
-pub mod metrics;
+pub(crate) mod log_format;
+pub(crate) mod log_writer;
+pub(crate) mod metrics;
 pub mod request;
 
 use std::sync::{Arc, Mutex};

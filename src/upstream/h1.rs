@@ -5,7 +5,7 @@
 //! in the style of Pingora's HTTP/1 client. It runs inside the booking's own future: no
 //! connection task, no channel between the booking and its connection, no `HeaderMap` built for
 //! an answer of which the gateway reads three headers. HTTP/2 backends keep hyper's client
-//! (see [`crate::upstream::pool`]).
+//! (see `crate::upstream::pool`).
 //!
 //! What it holds to (RFC 9112):
 //! - the answer's framing: no body for 1xx, 204 and 304; `Transfer-Encoding` ending in

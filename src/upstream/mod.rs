@@ -1,4 +1,4 @@
-//! The only outbound I/O: per MIS backend, a connection pool ([`crate::upstream::pool`]) for each
+//! The only outbound I/O: per MIS backend, a connection pool (`crate::upstream::pool`) for each
 //! worker thread.
 //!
 //! Failures are classified by what the MIS may have seen, because that decides whether a booking
@@ -9,7 +9,7 @@
 //! and one fresh connection after a refused connect.
 
 pub mod h1;
-pub mod pool;
+pub(crate) mod pool;
 
 use std::sync::{Arc, OnceLock};
 

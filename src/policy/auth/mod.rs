@@ -5,11 +5,11 @@
 //! itself — in a shared cache, and for [`LOCAL_FOR`] in the thread's. Concurrent requests with the
 //! same uncached header share one verification (moka coalesces them), so a cache expiry under
 //! load costs one Argon2 run, not one per request in flight. Verification runs on the fixed
-//! [`hasher`] pool, never on the async workers. An unknown login is verified against a dummy
+//! `hasher` pool, never on the async workers. An unknown login is verified against a dummy
 //! hash of the same cost, so it takes as long as a wrong password.
 
-pub mod hasher;
-pub mod throttle;
+pub(crate) mod hasher;
+pub(crate) mod throttle;
 
 use std::cell::RefCell;
 use std::sync::Arc;

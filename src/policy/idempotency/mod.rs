@@ -10,7 +10,7 @@
 //! [`Store`] is a trait so that a shared store can serve several replicas. A claim has a lease
 //! its booking renews; a claim whose lease lapsed with no outcome is reported as [`Begin::Lapsed`].
 
-pub mod keyed;
+pub(crate) mod keyed;
 pub mod redis;
 
 use std::collections::HashSet;
