@@ -132,6 +132,13 @@ EOF
     mkdir -p "$T/journal"
     printf '\n[journal]\npath = "journal/journal.db"\nsynchronous = "%s"\n' "${JOURNAL_SYNC:-full}" >> "$T/routes.toml"
   fi
+  # STORE=redis: the idempotency store (and the shared rate budget) in a redis-server run.sh
+  # starts on REDIS_PORT, as replicas share it.
+  if [ "${STORE:-memory}" = redis ]; then
+    printf '\n[idempotency]\nstore = "redis://127.0.0.1:%s/0"\nfingerprint_key_env = "MIS_BENCH_FINGERPRINT_KEY"\n' \
+      "$REDIS_PORT" >> "$T/routes.toml"
+    export MIS_BENCH_FINGERPRINT_KEY=bench-fingerprint-key-0123456789
+  fi
   export MIS_BENCH_PASSWORD=bench-secret
   "$BIN" check --config "$T/routes.toml" >/dev/null || die "the generated routes.toml does not pass mis-gateway check"
 }

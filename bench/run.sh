@@ -24,6 +24,10 @@
 #   PIN_WORKERS [0]     1 holds each proxy thread to a CPU of its own, both alike: HAProxy by
 #                       cpu-map (thread i on the i-th CPU of the mask), the gateway by
 #                       --pin-workers (worker i likewise); 0 leaves both to the scheduler
+#   STORE [memory]      redis: the gateway's idempotency store in a redis-server started here
+#                       (REDIS_PORT [19161], no persistence), as replicas would share it
+#   KEYED [0]           1 sends an Idempotency-Key (the request's fresh slot GUID) with every
+#                       request to every target, so each booking claims and finishes a key
 #   JOURNAL [off]       sqlite: the gateway keeps its booking journal (SQLite in $T/journal/)
 #   JOURNAL_SYNC [full] the journal's `synchronous` (full: one fsync per group commit; normal)
 set -euo pipefail
@@ -101,7 +105,9 @@ ulimit -n 65536 2>/dev/null || ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
 [ "$(ulimit -n)" = unlimited ] || [ "$(ulimit -n)" -gt $((BIG_CONNS * 3)) ] ||
   die "ulimit -n is $(ulimit -n); need > $((BIG_CONNS * 3)) for the $BIG_CONNS-connection phase"
 
+REDIS_PORT=${REDIS_PORT:-19161}
 ports_free $MIS_PORT $HAPROXY_PORT $GATEWAY_PORT $ADMIN_PORT
+[ "${STORE:-memory}" = redis ] && ports_free $REDIS_PORT
 
 mkdir -p "$T/runs" "$T/nginx-tmp"
 # A private copy: others may rebuild target/release while this runs.
@@ -127,6 +133,12 @@ write_gateway_config
 # ---------------------------------------------------------------- start everything
 nginx -t -q -c "$T/nginx.conf" -p "$T" 2>/dev/null || nginx -t -c "$T/nginx.conf" -p "$T" || die "nginx config"
 haproxy -c -q -f "$T/haproxy.cfg" || die "haproxy config"
+if [ "${STORE:-memory}" = redis ]; then
+  mkdir -p "$T/redis"
+  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$T/redis" \
+    >"$T/redis/log" 2>&1 & PIDS+=($!)
+  for _ in $(seq 100); do redis-cli -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done
+fi
 nginx -c "$T/nginx.conf" -p "$T" & PIDS+=($!)
 haproxy -db -f "$T/haproxy.cfg" & PIDS+=($!); HAPROXY_PID=$!
 GATEWAY_ARGS=()
@@ -182,7 +194,7 @@ echo "haproxy_vmhwm_after_checks_kib=$(rss "$HAPROXY_PID" VmHWM)" >> "$T/runs/rs
 # bench/unique.lua builds every request from $T/body.tmpl with a fresh slot and direction.guid,
 # counts the statuses and prints one BENCH line (summarize.py reads it). Closed loop unless
 # BENCH_RATE (requests/s per wrk thread) is set, then paced (see the script and README).
-export BENCH_TEMPLATE=$T/body.tmpl BENCH_AUTH=$PORTAL_BASIC
+export BENCH_TEMPLATE=$T/body.tmpl BENCH_AUTH=$PORTAL_BASIC BENCH_KEYED=${KEYED:-0}
 LUA=$HERE/unique.lua
 # check FILE LABEL: print the run's status mix; fail the whole run if more than 0.1% of its
 # requests were answered non-2xx or not at all (so a run of refusals cannot pass for bookings).

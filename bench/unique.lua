@@ -10,6 +10,7 @@
 -- Environment:
 --   BENCH_TEMPLATE   the body template (required)
 --   BENCH_AUTH       the Authorization header (required)
+--   BENCH_KEYED      1: every request also carries an Idempotency-Key, its fresh slot GUID
 --   BENCH_RATE       requests/s of THIS wrk thread; set = paced mode (delay() below), unset =
 --                    closed loop as fast as the connections go
 --
@@ -35,6 +36,10 @@ f:close()
 wrk.method = "POST"
 wrk.headers["Content-Type"] = "application/json"
 wrk.headers["Authorization"] = auth
+local keyed = os.getenv("BENCH_KEYED") == "1"
+if keyed then
+  wrk.headers["Idempotency-Key"] = string.rep("K", 36)
+end
 
 -- A seed per Lua state: wrk runs one Lua state per thread, so each thread draws its own GUIDs.
 do
@@ -56,7 +61,7 @@ local function guid()
     random(32768, 49151), random(0, 65535), random(0, 65535), random(0, 65535))
 end
 
-local head, middle, tail
+local head, middle, tail, before_key, key_to_slot
 
 function init(args)
   -- wrk.init has set the Host header by now; wrk.format adds Content-Length (the template's
@@ -66,9 +71,19 @@ function init(args)
   local d = req:find(string.rep("D", 36), 1, true)
   assert(s and d and s < d, "the template has no slot marker before the direction marker")
   head, middle, tail = req:sub(1, s - 1), req:sub(s + 36, d - 1), req:sub(d + 36)
+  if keyed then
+    -- The key's marker is in the head (a header), before the body's slot.
+    local k = head:find(string.rep("K", 36), 1, true)
+    assert(k, "no Idempotency-Key marker in the request head")
+    before_key, key_to_slot = head:sub(1, k - 1), head:sub(k + 36)
+  end
 end
 
 function request()
+  if keyed then
+    local slot = guid()
+    return before_key .. slot .. key_to_slot .. slot .. middle .. guid() .. tail
+  end
   return head .. guid() .. middle .. guid() .. tail
 end
 
