@@ -5,7 +5,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{Validator, raw};
+use super::{Secret, Validator, raw};
 
 #[derive(Clone, PartialEq, Eq)]
 pub struct JournalSettings {
@@ -142,29 +142,8 @@ impl Validator<'_> {
                 return None;
             }
             (None, None) => None,
-            (Some(name), None) => match self.secrets.env(name) {
-                Some(p) if !p.is_empty() => Some(p),
-                _ => {
-                    self.problem(
-                        "journal.password_env",
-                        format!("environment variable {name} is not set"),
-                    );
-                    return None;
-                }
-            },
-            (None, Some(file)) => {
-                let path = self.base.join(file);
-                match self.secrets.file(&path) {
-                    Ok(p) => Some(p.trim_end_matches(['\n', '\r']).to_owned()),
-                    Err(e) => {
-                        self.problem(
-                            "journal.password_file",
-                            format!("cannot read {}: {}", path.display(), e.kind()),
-                        );
-                        return None;
-                    }
-                }
-            }
+            (Some(name), None) => Some(self.password("journal", Secret::Env(name), "journal")?),
+            (None, Some(file)) => Some(self.password("journal", Secret::File(file), "journal")?),
         };
         if let Some(p) = password {
             config.password(p);

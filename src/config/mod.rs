@@ -70,6 +70,12 @@ impl Secrets for NoSecrets {
 }
 
 /// What [`NoSecrets`] puts where a secret would be.
+/// Where a password comes from: `password_env` or `password_file`.
+pub(crate) enum Secret<'a> {
+    Env(&'a str),
+    File(&'a str),
+}
+
 const UNRESOLVED: &str = "unresolved";
 
 /// The real environment and file system.
@@ -912,53 +918,18 @@ impl Validator<'_> {
 
     /// The Redis AUTH password: from the environment or a file, never from routes.toml.
     fn redis_password(&mut self, raw: &raw::Idempotency) -> Option<String> {
-        let password = match (&raw.password_env, &raw.password_file) {
-            (None, None) => return None,
+        match (&raw.password_env, &raw.password_file) {
+            (None, None) => None,
             (Some(_), Some(_)) => {
                 self.problem(
                     "idempotency",
                     "takes at most one of password_env or password_file",
                 );
-                return None;
+                None
             }
-            (Some(name), None) => {
-                let location = "idempotency.password_env";
-                let before = self.problems.len();
-                match self.env_secret(location, name) {
-                    Some(p) => p,
-                    None if self.problems.len() != before => return None,
-                    None => {
-                        self.problem(location, format!("environment variable {name} is not set"));
-                        return None;
-                    }
-                }
-            }
-            (None, Some(file)) => {
-                let location = "idempotency.password_file";
-                let before = self.problems.len();
-                let Some(path) = self.file_path(location, file) else {
-                    return (self.problems.len() == before).then(|| UNRESOLVED.to_owned());
-                };
-                match self.secrets.file(&path) {
-                    Ok(p) => p.trim_end_matches(['\n', '\r']).to_owned(),
-                    Err(e) => {
-                        self.problem(
-                            location,
-                            format!("cannot read {}: {}", path.display(), io_reason(&e)),
-                        );
-                        return None;
-                    }
-                }
-            }
-        };
-        if password.is_empty() || password.chars().any(char::is_control) {
-            self.problem(
-                "idempotency",
-                "the Redis password is empty or has control characters",
-            );
-            return None;
+            (Some(name), None) => self.password("idempotency", Secret::Env(name), "Redis"),
+            (None, Some(file)) => self.password("idempotency", Secret::File(file), "Redis"),
         }
-        Some(password)
     }
 
     /// The PEM roots of `ca_file`, which only a `rediss://` store uses.
@@ -1274,12 +1245,21 @@ impl Validator<'_> {
     }
 
     fn backend_password(&mut self, loc: &str, raw: &raw::Backend) -> Option<String> {
-        let password = match (&raw.password_env, &raw.password_file) {
+        match (&raw.password_env, &raw.password_file) {
             (Some(_), Some(_)) | (None, None) => {
                 self.problem(loc, "needs exactly one of password_env or password_file");
-                return None;
+                None
             }
-            (Some(name), None) => {
+            (Some(name), None) => self.password(loc, Secret::Env(name), "backend"),
+            (None, Some(file)) => self.password(loc, Secret::File(file), "backend"),
+        }
+    }
+
+    /// The password `secret` names, for `loc`'s `password_env` or `password_file`: the value
+    /// (a placeholder under [`NoSecrets`]), or `None` with a problem. `what` names it in that.
+    pub(crate) fn password(&mut self, loc: &str, secret: Secret<'_>, what: &str) -> Option<String> {
+        let password = match secret {
+            Secret::Env(name) => {
                 let location = format!("{loc}.password_env");
                 let before = self.problems.len();
                 match self.env_secret(&location, name) {
@@ -1291,7 +1271,7 @@ impl Validator<'_> {
                     }
                 }
             }
-            (None, Some(file)) => {
+            Secret::File(file) => {
                 let location = format!("{loc}.password_file");
                 let before = self.problems.len();
                 let Some(path) = self.file_path(&location, file) else {
@@ -1317,7 +1297,7 @@ impl Validator<'_> {
         if password.is_empty() || password.chars().any(char::is_control) {
             self.problem(
                 loc,
-                "the backend password is empty or has control characters",
+                format!("the {what} password is empty or has control characters"),
             );
             return None;
         }
