@@ -189,8 +189,8 @@ fi
 cm="$ctx/configmap-routes.toml"
 python3 -c 'import sys, yaml; d = next(yaml.safe_load_all(open(sys.argv[1]))); open(sys.argv[2], "w").write(d["data"]["routes.toml"])' \
   "$DEPLOY_DIR/kubernetes/configmap.yaml" "$cm"
-if out=$(MIS_NORTH_PASSWORD=x MIS_CENTRAL_PASSWORD=y MIS_GATEWAY_ADMIN_TOKEN=image-check-token-0123456789 \
-         MIS_GATEWAY_FINGERPRINT_KEY=image-check-key-0123456789 "$bin" check --config "$cm" 2>&1); then
+# --no-secrets: the cluster's secrets are not here; their names are still checked.
+if out=$("$bin" check --no-secrets --config "$cm" 2>&1); then
   echo "ok: check on the ConfigMap's routes.toml: $(head -n 1 <<<"$out" | sed "s#$ctx/##")"
 else
   echo "FAIL: check on the ConfigMap's routes.toml:"; sed 's/^/    /' <<<"$out"; failed=1

@@ -7,7 +7,7 @@ use std::time::Duration;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls};
 
-use super::record::{Entry, Filter, Resolution, Row, hex};
+use super::record::{Entry, Filter, Param, Resolution, Row, hex};
 use super::{Sink, Summary};
 
 /// Serializes the migrations of replicas that start together.
@@ -243,39 +243,16 @@ async fn write_batch(
 type Arg = Box<dyn ToSql + Sync + Send>;
 
 pub async fn list(client: &Client, f: &Filter) -> Result<Vec<Row>, tokio_postgres::Error> {
-    let mut sql = format!("SELECT {} FROM journal WHERE 1 = 1", super::sqlite::COLUMNS);
-    let mut args: Vec<Arg> = Vec::new();
-    let mut arg = |sql: &mut String, clause: &str, v: Arg| {
-        args.push(v);
-        sql.push_str(&clause.replace('?', &format!("${}", args.len())));
-    };
-    if let Some(k) = f.outcome {
-        arg(&mut sql, " AND outcome = ?", Box::new(k.as_str()));
-    }
-    if f.unresolved {
-        sql.push_str(" AND outcome = 'unknown' AND resolved_us IS NULL");
-    }
-    if let Some(b) = &f.backend {
-        arg(&mut sql, " AND backend = ?", Box::new(b.clone()));
-    }
-    if let Some(i) = &f.integrator {
-        arg(&mut sql, " AND integrator = ?", Box::new(i.clone()));
-    }
-    if let Some(s) = f.since_us {
-        arg(&mut sql, " AND time_us >= ?", Box::new(s));
-    }
-    if let Some(u) = f.until_us {
-        arg(&mut sql, " AND time_us < ?", Box::new(u));
-    }
-    if let Some((t, id)) = &f.before {
-        arg(&mut sql, " AND (time_us < ?", Box::new(*t));
-        arg(&mut sql, " OR (time_us = ?", Box::new(*t));
-        arg(&mut sql, " AND request_id < ?))", Box::new(id.clone()));
-    }
-    sql.push_str(&format!(
-        " ORDER BY time_us DESC, request_id DESC LIMIT {}",
-        f.limit
-    ));
+    let (sql, params) = f.query(super::sqlite::COLUMNS, |n| format!("${n}"));
+    let args: Vec<Arg> = params
+        .into_iter()
+        .map(|p| -> Arg {
+            match p {
+                Param::Text(t) => Box::new(t),
+                Param::Int(i) => Box::new(i),
+            }
+        })
+        .collect();
     let refs: Vec<&(dyn ToSql + Sync)> = args.iter().map(|a| &**a as &(dyn ToSql + Sync)).collect();
     let rows = client.query(&sql, &refs).await?;
     Ok(rows.iter().map(row).collect())

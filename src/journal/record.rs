@@ -213,6 +213,62 @@ pub struct Filter {
     pub before: Option<(i64, String)>,
 }
 
+/// A value a listing's query binds.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Param {
+    Text(String),
+    Int(i64),
+}
+
+impl Filter {
+    /// The listing's SQL (newest first, `columns` selected) and the values it binds, in order;
+    /// `placeholder(n)` writes the n-th (1-based) placeholder in the database's syntax.
+    pub fn query(
+        &self,
+        columns: &str,
+        placeholder: impl Fn(usize) -> String,
+    ) -> (String, Vec<Param>) {
+        let mut sql = format!("SELECT {columns} FROM journal WHERE 1 = 1");
+        let mut params = Vec::new();
+        let mut bind = |sql: &mut String, clause: &str, v: Param| {
+            params.push(v);
+            sql.push_str(&clause.replace('?', &placeholder(params.len())));
+        };
+        if let Some(k) = self.outcome {
+            bind(
+                &mut sql,
+                " AND outcome = ?",
+                Param::Text(k.as_str().to_owned()),
+            );
+        }
+        if self.unresolved {
+            sql.push_str(" AND outcome = 'unknown' AND resolved_us IS NULL");
+        }
+        if let Some(b) = &self.backend {
+            bind(&mut sql, " AND backend = ?", Param::Text(b.clone()));
+        }
+        if let Some(i) = &self.integrator {
+            bind(&mut sql, " AND integrator = ?", Param::Text(i.clone()));
+        }
+        if let Some(s) = self.since_us {
+            bind(&mut sql, " AND time_us >= ?", Param::Int(s));
+        }
+        if let Some(u) = self.until_us {
+            bind(&mut sql, " AND time_us < ?", Param::Int(u));
+        }
+        if let Some((t, id)) = &self.before {
+            bind(&mut sql, " AND (time_us < ?", Param::Int(*t));
+            bind(&mut sql, " OR (time_us = ?", Param::Int(*t));
+            bind(&mut sql, " AND request_id < ?))", Param::Text(id.clone()));
+        }
+        sql.push_str(&format!(
+            " ORDER BY time_us DESC, request_id DESC LIMIT {}",
+            self.limit
+        ));
+        (sql, params)
+    }
+}
+
 /// The listing cursor of a row: `<time_us>.<requestId>`.
 pub fn cursor_of(row: &Row) -> String {
     format!("{}.{}", row.time_us, row.request_id)

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, ToSql, params};
 
-use super::record::{Entry, Filter, Resolution, Row, hex};
+use super::record::{Entry, Filter, Param, Resolution, Row, hex};
 use super::{Sink, Summary};
 
 /// Schema versions in order; each runs once, in a transaction, recorded in `journal_migrations`.
@@ -175,39 +175,16 @@ pub fn describe(e: &rusqlite::Error) -> String {
 
 pub fn list(path: &Path, f: &Filter) -> rusqlite::Result<Vec<Row>> {
     let conn = open(path)?;
-    let mut sql = format!("SELECT {COLUMNS} FROM journal WHERE 1 = 1");
-    let mut args: Vec<Box<dyn ToSql>> = Vec::new();
-    let mut arg = |sql: &mut String, clause: &str, v: Box<dyn ToSql>| {
-        args.push(v);
-        sql.push_str(&clause.replace('?', &format!("?{}", args.len())));
-    };
-    if let Some(k) = f.outcome {
-        arg(&mut sql, " AND outcome = ?", Box::new(k.as_str()));
-    }
-    if f.unresolved {
-        sql.push_str(" AND outcome = 'unknown' AND resolved_us IS NULL");
-    }
-    if let Some(b) = &f.backend {
-        arg(&mut sql, " AND backend = ?", Box::new(b.clone()));
-    }
-    if let Some(i) = &f.integrator {
-        arg(&mut sql, " AND integrator = ?", Box::new(i.clone()));
-    }
-    if let Some(s) = f.since_us {
-        arg(&mut sql, " AND time_us >= ?", Box::new(s));
-    }
-    if let Some(u) = f.until_us {
-        arg(&mut sql, " AND time_us < ?", Box::new(u));
-    }
-    if let Some((t, id)) = &f.before {
-        arg(&mut sql, " AND (time_us < ?", Box::new(*t));
-        arg(&mut sql, " OR (time_us = ?", Box::new(*t));
-        arg(&mut sql, " AND request_id < ?))", Box::new(id.clone()));
-    }
-    sql.push_str(&format!(
-        " ORDER BY time_us DESC, request_id DESC LIMIT {}",
-        f.limit
-    ));
+    let (sql, params) = f.query(COLUMNS, |n| format!("?{n}"));
+    let args: Vec<Box<dyn ToSql>> = params
+        .into_iter()
+        .map(|p| -> Box<dyn ToSql> {
+            match p {
+                Param::Text(t) => Box::new(t),
+                Param::Int(i) => Box::new(i),
+            }
+        })
+        .collect();
     let mut stmt = conn.prepare(&sql)?;
     let refs: Vec<&dyn ToSql> = args.iter().map(|b| &**b).collect();
     let rows = stmt.query_map(&refs[..], row)?;
