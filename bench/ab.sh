@@ -3,10 +3,13 @@
 #
 #   bench/ab.sh BIN_A BIN_B             # two mis-gateway builds: one change, before and after
 #   bench/ab.sh haproxy floor BIN       # the gateway against HAProxy and the hyper floor
+#   bench/ab.sh BIN BIN+journal         # one build without and with its SQLite booking journal
 #
 # A target is a mis-gateway binary, `haproxy` (bench/run.sh's HAProxy at the same job) or
 # `floor` (bench/hyper_floor.rs: the least a hyper/tokio proxy does to pass a booking on, built
 # here unless FLOOR_BIN names it): the gateway's cost above the floor is what its own code costs.
+# A binary followed by `+journal` runs with `[journal]` on (SQLite, JOURNAL_SYNC's `synchronous`,
+# a fresh database each run); the journal's writer thread counts in the process's CPU time.
 #
 # For judging one change on a noisy machine, where back-to-back runs of the same binary differ
 # by ±10%: each target's own CPU time per booking (user and kernel, from /proc/<pid>/stat) is
@@ -22,6 +25,7 @@
 #   DURATION [5]    seconds of load per run
 #   CONNS [64]      connections; THREADS [2] wrk threads
 #   GATEWAY_RUST_LOG [info]
+#   JOURNAL_SYNC [full]  the `synchronous` of `+journal` targets (full or normal)
 #   FLOOR_BIN       an already-built hyper_floor (skips cargo build --example hyper_floor)
 #   MIS_PORT [19401], GATEWAY_PORT [18480], ADMIN_PORT [19490]  (not run.sh's or callgrind.sh's)
 set -euo pipefail
@@ -57,7 +61,7 @@ for b in "$@"; do
         case $FLOOR_BIN in /*) ;; *) FLOOR_BIN=$ROOT/$FLOOR_BIN ;; esac
       fi
       [ -x "$FLOOR_BIN" ] || die "FLOOR_BIN=$FLOOR_BIN is not an executable" ;;
-    *) [ -x "$b" ] || die "$b is not an executable, haproxy or floor" ;;
+    *) [ -x "${b%+journal}" ] || die "${b%+journal} is not an executable, haproxy or floor" ;;
   esac
 done
 ports_free "$MIS_PORT" "$GATEWAY_PORT" "$ADMIN_PORT"
@@ -85,13 +89,20 @@ for b in "$@"; do
   case $b in
     haproxy) NAMES+=(haproxy); KINDS+=(haproxy) ;;
     floor) cp "$FLOOR_BIN" "$T/t$i"; NAMES+=(floor); KINDS+=(floor) ;;
+    *+journal) cp "${b%+journal}" "$T/t$i"; NAMES+=("$(basename "$b")"); KINDS+=(journal); BIN=$T/t$i ;;
     *) cp "$b" "$T/t$i"; NAMES+=("$(basename "$b")"); KINDS+=(gateway); BIN=$T/t$i ;;
   esac
 done
 cp "$SEED" "$T/body.json"
 write_mis_config
 # The gateway's config needs a mis-gateway binary (to hash the password and check the file).
-[ -n "${BIN:-}" ] && write_gateway_config
+if [ -n "${BIN:-}" ]; then
+  JOURNAL=off write_gateway_config
+  # The same file with the journal on, in a folder of its own (its WAL's writes then do not
+  # reach the watcher of routes.toml's folder).
+  cp "$T/routes.toml" "$T/routes-journal.toml"
+  journal_section >> "$T/routes-journal.toml"
+fi
 write_haproxy_config "$GATEWAY_PORT"
 write_body_template
 nginx -c "$T/nginx.conf" -p "$T" & NGINX=$!
@@ -112,6 +123,8 @@ start() {
     haproxy) haproxy -db -f "$T/haproxy.cfg" 2>/dev/null & ;;
     floor) "$T/t$1" "127.0.0.1:$GATEWAY_PORT" "127.0.0.1:$MIS_PORT" \
       "Basic $(printf 'gateway:bench-secret' | base64)" "$(nproc)" 2>/dev/null & ;;
+    journal) rm -rf "$T/journal"; mkdir -p "$T/journal"
+      env RUST_LOG="$GATEWAY_RUST_LOG" "$T/t$1" serve --config "$T/routes-journal.toml" 2>/dev/null & ;;
     *) env RUST_LOG="$GATEWAY_RUST_LOG" "$T/t$1" serve --config "$T/routes.toml" 2>/dev/null & ;;
   esac
   GW=$!

@@ -29,6 +29,12 @@ ports_free() {
   done
 }
 
+# journal_section: the [journal] section of the gateway's config (SQLite in $T/journal/,
+# JOURNAL_SYNC's `synchronous`).
+journal_section() {
+  printf '\n[journal]\npath = "journal/journal.db"\nsynchronous = "%s"\n' "${JOURNAL_SYNC:-full}"
+}
+
 # gateway_binary: sets BIN to the release build (building it) unless BIN is given.
 gateway_binary() {
   if [ -z "${BIN:-}" ]; then
@@ -130,7 +136,7 @@ EOF
   # not reach the watcher of routes.toml's folder).
   if [ "${JOURNAL:-off}" = sqlite ]; then
     mkdir -p "$T/journal"
-    printf '\n[journal]\npath = "journal/journal.db"\nsynchronous = "%s"\n' "${JOURNAL_SYNC:-full}" >> "$T/routes.toml"
+    journal_section >> "$T/routes.toml"
   fi
   # STORE=redis: the idempotency store (and the shared rate budget) in a redis-server run.sh
   # starts on REDIS_PORT, as replicas share it.

@@ -347,6 +347,12 @@ impl Journal {
     }
 }
 
+/// The SQLite writer the journal's thread drives, for benchmarks that drive it alone
+/// (`benches/journal.rs`).
+pub fn sqlite_sink(path: PathBuf, fsync: bool) -> Box<dyn Sink> {
+    Box::new(sqlite::SqliteSink::new(path, fsync))
+}
+
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> rusqlite::Result<T> + Send + 'static,
 ) -> Result<T, String> {

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, ToSql, params};
 
-use super::record::{Entry, Filter, Param, Resolution, Row, hex};
+use super::record::{Entry, Filter, Param, Resolution, Row, hex32};
 use super::{Sink, Summary};
 
 /// Schema versions in order; each runs once, in a transaction, recorded in `journal_migrations`.
@@ -124,19 +124,26 @@ impl SqliteSink {
         let tx = conn.transaction()?;
         {
             let mut insert = tx.prepare_cached(INSERT)?;
+            // Every text column formatted on the stack: the writer allocates nothing per record.
+            let mut ids = [[0u8; 36]; 5];
+            let mut keys = [[0u8; 64]; 2];
             for e in batch {
+                let [rid, lpu, slot, dir, appt] = &mut ids;
+                let [hash, seal] = &mut keys;
                 insert.execute(params![
-                    e.request_id.hyphenated().to_string(),
+                    &*e.request_id.hyphenated().encode_lower(rid),
                     e.time_us,
                     &*e.integrator,
-                    e.lpu.map(|u| u.hyphenated().to_string()),
+                    e.lpu.map(|u| &*u.hyphenated().encode_lower(lpu)),
                     e.backend.as_deref(),
-                    e.slot.map(|u| u.hyphenated().to_string()),
-                    e.direction.map(|u| u.hyphenated().to_string()),
-                    e.key.map(|k| hex(&k.hash)),
-                    e.key.map(|k| hex(&k.seal)),
+                    e.slot.map(|u| &*u.hyphenated().encode_lower(slot)),
+                    e.direction.map(|u| &*u.hyphenated().encode_lower(dir)),
+                    e.key.as_ref().map(|k| hex32(&k.hash, hash)),
+                    e.key.as_ref().map(|k| hex32(&k.seal, seal)),
                     e.outcome.as_str(),
-                    e.appointment.as_ref().map(|a| a.0.hyphenated().to_string()),
+                    e.appointment
+                        .as_ref()
+                        .map(|a| &*a.0.hyphenated().encode_lower(appt)),
                     e.appointment.as_ref().map(|a| a.1.as_str()),
                     e.status,
                     e.message_code.as_deref(),
@@ -145,7 +152,7 @@ impl SqliteSink {
                     e.mis_us,
                     e.trace_id
                         .as_ref()
-                        .map(|t| String::from_utf8_lossy(t).into_owned()),
+                        .and_then(|t| std::str::from_utf8(t).ok()),
                 ])?;
             }
         }
