@@ -173,12 +173,17 @@ async fn a_mis_rejection_is_replayed_but_a_booking_that_was_never_sent_may_be_re
     let mis = MockMis::spawn(always(Reply::exception(400, "Slot expired", "4003"))).await;
     let gw = TestGateway::in_front_of(&mis, "").await;
     let body = fresh_booking();
-    for _ in 0..2 {
+    // The MIS's text goes to the integrator once; a replay carries the gateway's own text.
+    for message in [
+        "Slot expired",
+        mis_gateway::booking::pipeline::REPLAYED_REJECTION,
+    ] {
         let r = gw.send(keyed(&gw, &body, PORTAL, "key-rejected")).await;
         assert_eq!(
             (r.status, r.code().as_str()),
             (StatusCode::BAD_REQUEST, "4003")
         );
+        assert_eq!(r.json()["Message"], message, "{}", r.text());
     }
     assert_eq!(mis.count(), 1);
 

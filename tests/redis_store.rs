@@ -554,6 +554,43 @@ async fn redis_holds_only_fingerprints_and_outcomes() {
     assert_eq!(v["outcome"]["guid"], r.json()["guid"], "{}", r.text());
 }
 
+#[tokio::test]
+async fn a_mis_rejection_is_stored_without_its_text_and_replayed_with_its_status_and_code() {
+    // A MIS's own message may name the patient; it reaches the integrator once, never Redis.
+    let text = "Slot 09:30 is taken by Ivanov Ivan Ivanovich";
+    let redis = RedisServer::start().await;
+    let mis = MockMis::spawn(always(Reply::exception(409, text, "4091"))).await;
+    let (one, two) = replicas(&shared_config_toml(&mis, ""), &redis.url()).await;
+    let body = fresh_booking();
+    let first = one.send(keyed(&one, &body, "key-rejected")).await;
+    assert_eq!(
+        (first.status, first.code().as_str()),
+        (StatusCode::CONFLICT, "4091")
+    );
+    assert_eq!(first.json()["Message"], text, "{}", first.text());
+
+    let entries = redis.entries().await;
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let value = &entries[0].1;
+    assert!(!value.contains("Ivanov"), "the MIS's text stored: {value}");
+    let v: serde_json::Value = serde_json::from_str(value).unwrap();
+    assert_eq!(v["outcome"]["kind"], "mis_rejected", "{value}");
+    assert_eq!(v["outcome"]["code"], "4091", "{value}");
+
+    let replay = two.send(keyed(&two, &body, "key-rejected")).await;
+    assert_eq!(
+        (replay.status, replay.code().as_str()),
+        (StatusCode::CONFLICT, "4091")
+    );
+    assert_eq!(
+        replay.json()["Message"],
+        mis_gateway::booking::pipeline::REPLAYED_REJECTION,
+        "{}",
+        replay.text()
+    );
+    assert_eq!(mis.count(), 1, "the replay did not reach the MIS");
+}
+
 /// Calls of the store's scripts Redis has run since its stats were last reset.
 async fn script_calls(redis: &RedisServer) -> u64 {
     let mut con = redis.connection().await;

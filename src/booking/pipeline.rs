@@ -475,6 +475,11 @@ fn remembered(result: &Result<(Vec<u8>, normalize::Fields), GatewayError>) -> Op
     }
 }
 
+/// The text of a replayed MIS rejection: its status and `Message_code` are the MIS's, its own
+/// text was not kept.
+pub const REPLAYED_REJECTION: &str = "The MIS refused this booking when it was first sent; this \
+    replays its status and Message_code (the MIS's own text is not kept).";
+
 /// Outcomes worth replaying: the MIS decided (a 4xx rejection) or may have booked. Everything
 /// else (nothing sent, the MIS failing with 5xx or refusing the gateway) may be retried.
 fn remembered_error(e: &GatewayError) -> Option<Outcome> {
@@ -482,7 +487,8 @@ fn remembered_error(e: &GatewayError) -> Option<Outcome> {
         GatewayError::Mis(r) if r.status.is_client_error() => Some(Outcome::MisRejected {
             status: r.status.as_u16(),
             code: r.code.clone(),
-            message: r.message.clone(),
+            // The MIS's own text may name the patient: stores keep technical fields only.
+            message: REPLAYED_REJECTION.to_owned(),
         }),
         GatewayError::OutcomeUnknown => Some(Outcome::OutcomeUnknown),
         GatewayError::MisTimeout => Some(Outcome::MisTimeout),

@@ -46,6 +46,8 @@ pub enum Outcome {
     MisRejected {
         status: u16,
         code: String,
+        /// The replay's text: the gateway's own (`pipeline::REPLAYED_REJECTION`), never the
+        /// MIS's, which may name the patient. Records of earlier versions held the MIS's text.
         message: String,
     },
     /// The booking may exist: the answer was lost or unusable.
