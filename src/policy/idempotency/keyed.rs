@@ -20,6 +20,37 @@ pub struct Keys {
     pub store: Arc<dyn Store>,
     policy: OnStoreError,
     local: Arc<Local>,
+    /// Outcomes this replica recorded in a shared store, remembered here for the key's TTL too
+    /// (an in-process store needs no copy). A retry that reaches this replica while the store
+    /// cannot be asked, or after it lost the key (restarted empty, evicted it), is answered from
+    /// here instead of being sent again.
+    finished: Option<moka::sync::Cache<Slot, Arc<Finished>>>,
+}
+
+struct Finished {
+    fingerprint: Fingerprint,
+    outcome: Outcome,
+}
+
+impl Finished {
+    fn answer(&self, fingerprint: Fingerprint) -> Begin {
+        if self.fingerprint == fingerprint {
+            Begin::Done(self.outcome.clone())
+        } else {
+            Begin::Mismatch
+        }
+    }
+
+    /// Whether the store's word "no such key" may be overruled by this copy. A booking or a
+    /// MIS rejection is final; an unknown outcome or a timeout may have been settled since by
+    /// an operator's resolution (on any replica), which releases the key so that it is sent:
+    /// such copies answer only while the store cannot be asked.
+    fn is_final(&self) -> bool {
+        matches!(
+            self.outcome,
+            Outcome::Booked { .. } | Outcome::MisRejected { .. }
+        )
+    }
 }
 
 /// What a keyed booking may do.
@@ -71,9 +102,16 @@ impl Keys {
     /// `ttl` and `max_keys`: how long and how many outcomes are kept here at most; `policy`:
     /// what a booking does when the store cannot claim its key.
     pub fn new(store: Arc<dyn Store>, policy: OnStoreError, ttl: Duration, max_keys: u64) -> Keys {
+        let finished = (!store.in_process()).then(|| {
+            moka::sync::Cache::builder()
+                .max_capacity(max_keys)
+                .time_to_live(ttl)
+                .build()
+        });
         Keys {
             store,
             policy,
+            finished,
             local: Arc::new(Local {
                 entries: Mutex::default(),
                 len: AtomicUsize::new(0),
@@ -105,6 +143,20 @@ impl Keys {
                     let _ = self.store.release(slot).await;
                     return Start::Answer(Begin::InFlight);
                 }
+                if begin == Begin::Claimed
+                    && let Some(known) = self.finished(slot).filter(|f| f.is_final())
+                {
+                    // The store lost a key this replica finished: put it back, answer it.
+                    tracing::warn!(
+                        request_id,
+                        "idempotency store had lost a key this replica finished: its outcome is written back and replayed"
+                    );
+                    let _ = self
+                        .store
+                        .finish(slot, known.fingerprint, known.outcome.clone())
+                        .await;
+                    return Start::Answer(known.answer(fingerprint));
+                }
                 if begin == Begin::Lapsed {
                     crate::telemetry::metrics::get().lapsed_claims.add(1, &[]);
                     tracing::warn!(
@@ -124,6 +176,10 @@ impl Keys {
             Err(e) => {
                 crate::telemetry::metrics::get().store_errors.add(1, &[]);
                 let first = !self.local.degraded.swap(true, Ordering::Relaxed);
+                if let Some(known) = self.finished(slot) {
+                    // Finished here before the store became unavailable: never sent again.
+                    return Start::Answer(known.answer(fingerprint));
+                }
                 match self.policy {
                     OnStoreError::Reject => {
                         if first {
@@ -149,6 +205,27 @@ impl Keys {
                     }
                 }
             }
+        }
+    }
+
+    fn finished(&self, slot: Slot) -> Option<Arc<Finished>> {
+        self.finished.as_ref()?.get(&slot)
+    }
+
+    /// Remembers what this replica recorded under `slot` (or forgets it: released).
+    fn remember(&self, slot: Slot, fingerprint: Fingerprint, outcome: Option<Outcome>) {
+        let Some(finished) = &self.finished else {
+            return;
+        };
+        match outcome {
+            Some(outcome) => finished.insert(
+                slot,
+                Arc::new(Finished {
+                    fingerprint,
+                    outcome,
+                }),
+            ),
+            None => finished.invalidate(&slot),
         }
     }
 
@@ -220,10 +297,12 @@ impl Keys {
                 if local {
                     self.local.remove(slot);
                 }
+                self.remember(slot, fingerprint, outcome);
             }
             Err(e) => {
                 let m = crate::telemetry::metrics::get();
                 m.store_errors.add(1, &[]);
+                self.remember(slot, fingerprint, outcome.clone());
                 match outcome {
                     Some(outcome) => {
                         m.unwritten_outcomes.add(1, &[]);
@@ -498,6 +577,81 @@ mod tests {
         assert!(matches!(
             k.begin(slot, [1; 32], "r").await,
             Start::Answer(Begin::Done(Outcome::MisTimeout))
+        ));
+    }
+
+    fn booked() -> Outcome {
+        Outcome::Booked {
+            guid: "ee5ae221-ddc8-40cf-a61b-4e7926a2501c".into(),
+            number: "01".into(),
+            slot: "766998fb-1915-4d54-a3f3-934f60125aac".into(),
+            source: "Internet".into(),
+            create_time: "2026-12-07T10:00:00+03:00".into(),
+        }
+    }
+
+    /// Claims `slot` for `fp` in `k` and finishes it with `outcome` while the store is up.
+    async fn finished_here(k: &Keys, slot: Slot, outcome: Outcome) {
+        let Start::Claimed(claim) = k.begin(slot, [1; 32], "r").await else {
+            panic!("claimed")
+        };
+        k.finish(claim, Some(outcome), "r").await;
+        assert_eq!(k.kept_locally(), 0, "the store took it");
+    }
+
+    #[tokio::test]
+    async fn a_key_finished_here_is_answered_here_while_the_store_is_down() {
+        for policy in [OnStoreError::Reject, OnStoreError::Local] {
+            let (k, flaky) = keys(policy);
+            let (done, unknown) = ([3; 32], [4; 32]);
+            finished_here(&k, done, booked()).await;
+            finished_here(&k, unknown, Outcome::OutcomeUnknown).await;
+            flaky.down.store(true, Ordering::SeqCst);
+            assert!(matches!(
+                k.begin(done, [1; 32], "r").await,
+                Start::Answer(Begin::Done(Outcome::Booked { .. }))
+            ));
+            assert!(matches!(
+                k.begin(unknown, [1; 32], "r").await,
+                Start::Answer(Begin::Done(Outcome::OutcomeUnknown))
+            ));
+            assert!(matches!(
+                k.begin(done, [2; 32], "r").await,
+                Start::Answer(Begin::Mismatch)
+            ));
+            // A key this replica never saw still follows the policy.
+            let other = k.begin([5; 32], [1; 32], "r").await;
+            match policy {
+                OnStoreError::Reject => assert!(matches!(other, Start::Rejected)),
+                OnStoreError::Local => assert!(matches!(other, Start::Claimed(_))),
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_booking_the_store_lost_is_written_back_but_an_unknown_one_is_sent() {
+        let (k, flaky) = keys(OnStoreError::Reject);
+        let (done, unknown) = ([3; 32], [4; 32]);
+        finished_here(&k, done, booked()).await;
+        finished_here(&k, unknown, Outcome::OutcomeUnknown).await;
+        // The store comes back empty (or an operator's resolution released the unknown key).
+        flaky.inner.release(done).await.unwrap();
+        flaky.inner.release(unknown).await.unwrap();
+        assert!(matches!(
+            k.begin(done, [1; 32], "r").await,
+            Start::Answer(Begin::Done(Outcome::Booked { .. }))
+        ));
+        assert!(
+            matches!(
+                flaky.inner.begin(done, [1; 32]).await.unwrap(),
+                Begin::Done(Outcome::Booked { .. })
+            ),
+            "written back for the other replicas"
+        );
+        // An unknown outcome may have been resolved "not booked" since: the store decides.
+        assert!(matches!(
+            k.begin(unknown, [1; 32], "r").await,
+            Start::Claimed(_)
         ));
     }
 
