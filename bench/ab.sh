@@ -26,6 +26,9 @@
 #   CONNS [64]      connections; THREADS [2] wrk threads
 #   GATEWAY_RUST_LOG [info]
 #   JOURNAL_SYNC [full]  the `synchronous` of `+journal` targets (full or normal)
+#   STORE [memory]  redis: the gateways' idempotency store in one redis-server started here
+#                   (REDIS_PORT [19461], no persistence), as in bench/run.sh
+#   KEYED [0]       1: every request carries an Idempotency-Key (its fresh slot GUID)
 #   FLOOR_BIN       an already-built hyper_floor (skips cargo build --example hyper_floor)
 #   MIS_PORT [19401], GATEWAY_PORT [18480], ADMIN_PORT [19490]  (not run.sh's or callgrind.sh's)
 set -euo pipefail
@@ -50,6 +53,7 @@ SAY_TAG=ab
 
 install_tools nginx:nginx wrk:wrk curl:curl jq:jq python3:python3
 case " $* " in *" haproxy "*) install_tools haproxy:haproxy ;; esac
+[ "${STORE:-memory}" = redis ] && install_tools redis-server:redis-server redis-cli:redis-tools
 for b in "$@"; do
   case $b in
     haproxy) ;;
@@ -64,14 +68,17 @@ for b in "$@"; do
     *) [ -x "${b%+journal}" ] || die "${b%+journal} is not an executable, haproxy or floor" ;;
   esac
 done
+REDIS_PORT=${REDIS_PORT:-19461}
 ports_free "$MIS_PORT" "$GATEWAY_PORT" "$ADMIN_PORT"
+[ "${STORE:-memory}" = redis ] && ports_free "$REDIS_PORT"
 
 T=$(mktemp -d /tmp/mis-gateway-ab.XXXXXX)
 NGINX=
 GW=
+PIDS=()
 cleanup() {
   trap - EXIT INT TERM
-  for p in $GW $NGINX; do kill "$p" 2>/dev/null || true; done
+  for p in $GW $NGINX "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   wait 2>/dev/null || true
   rm -rf "$T"
 }
@@ -106,6 +113,7 @@ fi
 write_haproxy_config "$GATEWAY_PORT"
 write_body_template
 nginx -c "$T/nginx.conf" -p "$T" & NGINX=$!
+start_redis
 
 booked() { # prints the status of one booking with a fresh body
   curl -sS -o /dev/null -w '%{http_code}' --max-time 5 -H 'Content-Type: application/json' \
@@ -113,7 +121,7 @@ booked() { # prints the status of one booking with a fresh body
 }
 cpu_ticks() { awk '{ print $14, $15 }' "/proc/$1/stat"; }
 
-export BENCH_TEMPLATE=$T/body.tmpl BENCH_AUTH=$PORTAL_BASIC
+export BENCH_TEMPLATE=$T/body.tmpl BENCH_AUTH=$PORTAL_BASIC BENCH_KEYED=${KEYED:-0}
 TCK=$(getconf CLK_TCK)
 : > "$T/results"
 say "$ROUNDS rounds x (A, B) x ${DURATION}s, wrk -t$THREADS -c$CONNS, RUST_LOG=$GATEWAY_RUST_LOG"

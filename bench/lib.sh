@@ -29,6 +29,16 @@ ports_free() {
   done
 }
 
+# start_redis: with STORE=redis, a redis-server on REDIS_PORT (no persistence, data in $T/redis)
+# for the gateway's idempotency store; its pid is appended to PIDS.
+start_redis() {
+  [ "${STORE:-memory}" = redis ] || return 0
+  mkdir -p "$T/redis"
+  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$T/redis" \
+    >"$T/redis/log" 2>&1 & PIDS+=($!)
+  for _ in $(seq 100); do redis-cli -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done
+}
+
 # journal_section: the [journal] section of the gateway's config (SQLite in $T/journal/,
 # JOURNAL_SYNC's `synchronous`).
 journal_section() {

@@ -68,6 +68,7 @@ T0=$(date +%s)
 
 # ---------------------------------------------------------------- tools from Debian
 install_tools haproxy:haproxy nginx:nginx wrk:wrk curl:curl jq:jq python3:python3
+[ "${STORE:-memory}" = redis ] && install_tools redis-server:redis-server redis-cli:redis-tools
 
 # ---------------------------------------------------------------- the gateway binary
 gateway_binary
@@ -133,12 +134,7 @@ write_gateway_config
 # ---------------------------------------------------------------- start everything
 nginx -t -q -c "$T/nginx.conf" -p "$T" 2>/dev/null || nginx -t -c "$T/nginx.conf" -p "$T" || die "nginx config"
 haproxy -c -q -f "$T/haproxy.cfg" || die "haproxy config"
-if [ "${STORE:-memory}" = redis ]; then
-  mkdir -p "$T/redis"
-  redis-server --port "$REDIS_PORT" --bind 127.0.0.1 --save '' --appendonly no --dir "$T/redis" \
-    >"$T/redis/log" 2>&1 & PIDS+=($!)
-  for _ in $(seq 100); do redis-cli -p "$REDIS_PORT" ping 2>/dev/null | grep -q PONG && break; sleep 0.1; done
-fi
+start_redis
 nginx -c "$T/nginx.conf" -p "$T" & PIDS+=($!)
 haproxy -db -f "$T/haproxy.cfg" & PIDS+=($!); HAPROXY_PID=$!
 GATEWAY_ARGS=()

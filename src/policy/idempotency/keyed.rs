@@ -24,15 +24,35 @@ pub struct Keys {
     /// (an in-process store needs no copy). A retry that reaches this replica while the store
     /// cannot be asked, or after it lost the key (restarted empty, evicted it), is answered from
     /// here instead of being sent again.
-    finished: Option<moka::sync::Cache<Slot, Arc<Finished>>>,
+    finished: Option<Finished>,
 }
 
+/// What this replica finished in a shared store: two generations of a map, each of up to half
+/// of `max_keys`. The newer becomes the older when it fills or has run for the TTL, so every
+/// entry is kept at least a TTL unless the bound pushes it out, and at most two. A map and a
+/// lock rather than a cache with per-entry expiry and eviction: every keyed booking adds an
+/// entry, and such a cache (moka) cost a keyed booking on Redis twice the CPU this does
+/// (bench/README.md).
 struct Finished {
+    maps: Mutex<Generations>,
+    half: usize,
+    ttl: Duration,
+}
+
+struct Generations {
+    newer: HashMap<Slot, Known>,
+    older: HashMap<Slot, Known>,
+    since: Instant,
+}
+
+#[derive(Clone)]
+struct Known {
+    at: Instant,
     fingerprint: Fingerprint,
     outcome: Outcome,
 }
 
-impl Finished {
+impl Known {
     fn answer(&self, fingerprint: Fingerprint) -> Begin {
         if self.fingerprint == fingerprint {
             Begin::Done(self.outcome.clone())
@@ -50,6 +70,58 @@ impl Finished {
             self.outcome,
             Outcome::Booked { .. } | Outcome::MisRejected { .. }
         )
+    }
+}
+
+impl Finished {
+    fn new(ttl: Duration, max_keys: u64) -> Finished {
+        Finished {
+            maps: Mutex::new(Generations {
+                newer: HashMap::new(),
+                older: HashMap::new(),
+                since: Instant::now(),
+            }),
+            half: usize::try_from(max_keys / 2).unwrap_or(usize::MAX).max(1),
+            ttl,
+        }
+    }
+
+    fn maps(&self) -> MutexGuard<'_, Generations> {
+        self.maps.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn get(&self, slot: &Slot) -> Option<Known> {
+        let maps = self.maps();
+        let known = maps.newer.get(slot).or_else(|| maps.older.get(slot))?;
+        (known.at.elapsed() < self.ttl).then(|| known.clone())
+    }
+
+    fn insert(&self, slot: Slot, fingerprint: Fingerprint, outcome: Outcome) {
+        let known = Known {
+            at: Instant::now(),
+            fingerprint,
+            outcome,
+        };
+        let mut maps = self.maps();
+        if maps.newer.len() >= self.half || maps.since.elapsed() >= self.ttl {
+            let newer = std::mem::take(&mut maps.newer);
+            let dropped = std::mem::replace(&mut maps.older, newer);
+            maps.since = known.at;
+            drop(maps);
+            // Freeing a generation of many entries is not the booking's work.
+            if !dropped.is_empty() {
+                std::thread::spawn(move || drop(dropped));
+            }
+            maps = self.maps();
+        }
+        maps.older.remove(&slot);
+        maps.newer.insert(slot, known);
+    }
+
+    fn forget(&self, slot: &Slot) {
+        let mut maps = self.maps();
+        maps.newer.remove(slot);
+        maps.older.remove(slot);
     }
 }
 
@@ -102,12 +174,7 @@ impl Keys {
     /// `ttl` and `max_keys`: how long and how many outcomes are kept here at most; `policy`:
     /// what a booking does when the store cannot claim its key.
     pub fn new(store: Arc<dyn Store>, policy: OnStoreError, ttl: Duration, max_keys: u64) -> Keys {
-        let finished = (!store.in_process()).then(|| {
-            moka::sync::Cache::builder()
-                .max_capacity(max_keys)
-                .time_to_live(ttl)
-                .build()
-        });
+        let finished = (!store.in_process()).then(|| Finished::new(ttl, max_keys));
         Keys {
             store,
             policy,
@@ -208,7 +275,7 @@ impl Keys {
         }
     }
 
-    fn finished(&self, slot: Slot) -> Option<Arc<Finished>> {
+    fn finished(&self, slot: Slot) -> Option<Known> {
         self.finished.as_ref()?.get(&slot)
     }
 
@@ -218,14 +285,8 @@ impl Keys {
             return;
         };
         match outcome {
-            Some(outcome) => finished.insert(
-                slot,
-                Arc::new(Finished {
-                    fingerprint,
-                    outcome,
-                }),
-            ),
-            None => finished.invalidate(&slot),
+            Some(outcome) => finished.insert(slot, fingerprint, outcome),
+            None => finished.forget(&slot),
         }
     }
 
@@ -626,6 +687,24 @@ mod tests {
                 OnStoreError::Local => assert!(matches!(other, Start::Claimed(_))),
             }
         }
+    }
+
+    #[test]
+    fn what_this_replica_finished_is_kept_within_max_keys_newest_first() {
+        let f = Finished::new(Duration::from_secs(3600), 4);
+        for i in 1..=5u8 {
+            f.insert([i; 32], [i; 32], Outcome::MisTimeout);
+        }
+        // Two generations of two: the third and fifth inserts each began a new one.
+        let kept: Vec<u8> = (1..=5u8).filter(|i| f.get(&[*i; 32]).is_some()).collect();
+        assert_eq!(kept, [3, 4, 5]);
+        // Finishing a key again keeps one entry, the newest.
+        f.insert([3; 32], [9; 32], Outcome::OutcomeUnknown);
+        let again = f.get(&[3; 32]).unwrap();
+        assert_eq!(again.fingerprint, [9; 32]);
+        assert_eq!(again.outcome, Outcome::OutcomeUnknown);
+        f.forget(&[3; 32]);
+        assert!(f.get(&[3; 32]).is_none());
     }
 
     #[tokio::test]
