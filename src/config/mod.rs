@@ -377,10 +377,7 @@ fn io_reason(e: &std::io::Error) -> String {
 
 /// SHA-256 of `bytes` in lowercase hex: how the admin view and logs name a file's version.
 pub fn sha256_hex(bytes: &[u8]) -> String {
-    Sha256::digest(bytes)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::wire::hex::hex(&Sha256::digest(bytes))
 }
 
 /// A TOML syntax error as `line L, column C: message`, without echoing the file's text.
@@ -678,7 +675,7 @@ impl Validator<'_> {
                 id.update(&cert);
                 id.update(&key);
                 Some(ServerTls {
-                    id: id.finalize().iter().map(|b| format!("{b:02x}")).collect(),
+                    id: crate::wire::hex::hex(&id.finalize()),
                     config,
                 })
             }

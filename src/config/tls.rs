@@ -88,7 +88,7 @@ pub fn client(
         }
     };
     Ok(ClientTls {
-        id: id.finalize().iter().map(|b| format!("{b:02x}")).collect(),
+        id: crate::wire::hex::hex(&id.finalize()),
         config: Arc::new(config),
     })
 }

@@ -250,7 +250,7 @@ impl Journal {
             return Err(ResolveError::Conflict("the record is already resolved"));
         }
         let now = jiff::Timestamp::now();
-        let sealed = row.key_seal.as_deref().and_then(record::unhex32);
+        let sealed = row.key_seal.as_deref().and_then(crate::wire::hex::unhex32);
         let id = Uuid::try_parse(&row.request_id).ok();
         if let (Some(seal), Some(id), Some(slot)) = (sealed, id, row.slot.as_deref()) {
             let key = KeyRef::unseal(&self.secret, &seal, &id);

@@ -7,8 +7,9 @@ use std::time::Duration;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls};
 
-use super::record::{Entry, Filter, Param, Resolution, Row, hex};
+use super::record::{Entry, Filter, Param, Resolution, Row};
 use super::{Sink, Summary};
+use crate::wire::hex::hex;
 
 /// Serializes the migrations of replicas that start together.
 const MIGRATION_LOCK: i64 = 0x6a6f75726e616c;

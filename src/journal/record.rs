@@ -290,51 +290,9 @@ pub fn rfc3339(us: i64) -> String {
         .unwrap_or_default()
 }
 
-pub fn hex(bytes: &[u8]) -> String {
-    let mut out = String::with_capacity(bytes.len() * 2);
-    for &b in bytes {
-        out.push(char::from(HEX[usize::from(b >> 4)]));
-        out.push(char::from(HEX[usize::from(b & 15)]));
-    }
-    out
-}
-
-const HEX: &[u8; 16] = b"0123456789abcdef";
-
-/// `bytes` in lower-case hex, written into `out` (the journal's writer formats two per keyed
-/// record and allocates for neither).
-pub fn hex32<'a>(bytes: &[u8; 32], out: &'a mut [u8; 64]) -> &'a str {
-    for (pair, &b) in out.chunks_exact_mut(2).zip(bytes) {
-        pair[0] = HEX[usize::from(b >> 4)];
-        pair[1] = HEX[usize::from(b & 15)];
-    }
-    std::str::from_utf8(out).expect("hex digits are ASCII")
-}
-
-pub fn unhex32(s: &str) -> Option<[u8; 32]> {
-    if s.len() != 64 {
-        return None;
-    }
-    let mut out = [0u8; 32];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = u8::from_str_radix(s.get(2 * i..2 * i + 2)?, 16).ok()?;
-    }
-    Some(out)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn hex_on_the_stack_reads_back_as_the_bytes() {
-        let bytes: [u8; 32] = std::array::from_fn(|i| (i * 37 + 5) as u8);
-        let mut out = [0u8; 64];
-        let text = hex32(&bytes, &mut out);
-        assert_eq!(text, hex(&bytes));
-        assert_eq!(&text[..8], "052a4f74");
-        assert_eq!(unhex32(text), Some(bytes));
-    }
 
     #[test]
     fn a_sealed_slot_opens_only_with_its_key_and_request() {

@@ -7,8 +7,9 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OptionalExtension, ToSql, params};
 
-use super::record::{Entry, Filter, Param, Resolution, Row, hex32};
+use super::record::{Entry, Filter, Param, Resolution, Row};
 use super::{Sink, Summary};
+use crate::wire::hex::hex32_into;
 
 /// Schema versions in order; each runs once, in a transaction, recorded in `journal_migrations`.
 const MIGRATIONS: &[&str] = &[r#"
@@ -138,8 +139,8 @@ impl SqliteSink {
                     e.backend.as_deref(),
                     e.slot.map(|u| &*u.hyphenated().encode_lower(slot)),
                     e.direction.map(|u| &*u.hyphenated().encode_lower(dir)),
-                    e.key.as_ref().map(|k| hex32(&k.hash, hash)),
-                    e.key.as_ref().map(|k| hex32(&k.seal, seal)),
+                    e.key.as_ref().map(|k| hex32_into(&k.hash, hash)),
+                    e.key.as_ref().map(|k| hex32_into(&k.seal, seal)),
                     e.outcome.as_str(),
                     e.appointment
                         .as_ref()

@@ -11,6 +11,7 @@ use crate::config::{Integrator, RateLimit};
 use crate::policy::auth::throttle::{Limits, LoginDigest, STANDING, Settle, WINDOW};
 use crate::policy::idempotency::StoreError;
 use crate::policy::idempotency::redis::{RedisSettings, RedisStore};
+use crate::wire::hex::hex;
 
 /// Every key these limits write starts with this.
 pub const KEY_PREFIX: &str = "mis-gateway:limit:";
@@ -304,12 +305,4 @@ fn login_keys(ip: IpAddr, login: Option<LoginDigest>) -> Vec<String> {
             ]
         }
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    use std::fmt::Write;
-    bytes.iter().fold(String::with_capacity(64), |mut s, b| {
-        let _ = write!(s, "{b:02x}");
-        s
-    })
 }

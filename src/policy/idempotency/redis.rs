@@ -24,6 +24,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::policy::idempotency::{Begin, Fingerprint, Outcome, Slot, Store, StoreError};
+use crate::wire::hex::hex;
 
 /// Every key this store writes starts with this.
 pub const KEY_PREFIX: &str = "mis-gateway:idem:";
@@ -558,16 +559,6 @@ fn describe(e: &redis::RedisError) -> String {
 /// Whole milliseconds, at least 1 (Redis refuses `PX 0`).
 fn millis(d: Duration) -> u64 {
     u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
-}
-
-fn hex(bytes: &[u8; 32]) -> String {
-    const DIGITS: &[u8; 16] = b"0123456789abcdef";
-    let mut s = String::with_capacity(64);
-    for b in bytes {
-        s.push(DIGITS[usize::from(b >> 4)] as char);
-        s.push(DIGITS[usize::from(b & 0xf)] as char);
-    }
-    s
 }
 
 #[cfg(test)]
