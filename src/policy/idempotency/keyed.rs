@@ -108,9 +108,12 @@ impl Finished {
             let dropped = std::mem::replace(&mut maps.older, newer);
             maps.since = known.at;
             drop(maps);
-            // Freeing a generation of many entries is not the booking's work.
+            // Freeing a generation of many entries is not the booking's work. If no thread can
+            // be had, the closure and the map are freed here: a pause, never a panic.
             if !dropped.is_empty() {
-                std::thread::spawn(move || drop(dropped));
+                let _ = std::thread::Builder::new()
+                    .name("idempotency-drop".into())
+                    .spawn(move || drop(dropped));
             }
             maps = self.maps();
         }
@@ -242,34 +245,34 @@ impl Keys {
             }
             Err(e) => {
                 crate::telemetry::metrics::get().store_errors.add(1, &[]);
-                let first = !self.local.degraded.swap(true, Ordering::Relaxed);
+                // One WARN per outage, whichever request meets it first.
+                if !self.local.degraded.swap(true, Ordering::Relaxed) {
+                    match self.policy {
+                        OnStoreError::Reject => {
+                            tracing::warn!(error = %e, request_id, "idempotency store unavailable: keyed bookings are not sent (503 95030) until it is back")
+                        }
+                        OnStoreError::Local => {
+                            tracing::warn!(error = %e, request_id, "idempotency store unavailable: keys are claimed in this replica only; duplicate protection is per replica until it is back")
+                        }
+                    }
+                }
                 if let Some(known) = self.finished(slot) {
                     // Finished here before the store became unavailable: never sent again.
                     return Start::Answer(known.answer(fingerprint));
                 }
                 match self.policy {
-                    OnStoreError::Reject => {
-                        if first {
-                            tracing::warn!(error = %e, request_id, "idempotency store unavailable: keyed bookings are not sent (503 95030) until it is back");
+                    OnStoreError::Reject => Start::Rejected,
+                    OnStoreError::Local => match self.local.claim(slot, fingerprint) {
+                        None => {
+                            crate::telemetry::metrics::get().local_claims.add(1, &[]);
+                            Start::Claimed(Claim {
+                                slot,
+                                fingerprint,
+                                local: true,
+                            })
                         }
-                        Start::Rejected
-                    }
-                    OnStoreError::Local => {
-                        if first {
-                            tracing::warn!(error = %e, request_id, "idempotency store unavailable: keys are claimed in this replica only; duplicate protection is per replica until it is back");
-                        }
-                        match self.local.claim(slot, fingerprint) {
-                            None => {
-                                crate::telemetry::metrics::get().local_claims.add(1, &[]);
-                                Start::Claimed(Claim {
-                                    slot,
-                                    fingerprint,
-                                    local: true,
-                                })
-                            }
-                            Some(answer) => Start::Answer(answer),
-                        }
-                    }
+                        Some(answer) => Start::Answer(answer),
+                    },
                 }
             }
         }
@@ -687,6 +690,39 @@ mod tests {
                 OnStoreError::Local => assert!(matches!(other, Start::Claimed(_))),
             }
         }
+    }
+
+    #[tokio::test]
+    async fn the_outage_is_logged_when_its_first_request_is_answered_from_the_copy() {
+        use tracing_subscriber::layer::SubscriberExt;
+        #[derive(Clone, Default)]
+        struct Lines(Arc<Mutex<Vec<u8>>>);
+        impl std::io::Write for Lines {
+            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+                self.0.lock().unwrap().extend_from_slice(b);
+                Ok(b.len())
+            }
+            fn flush(&mut self) -> std::io::Result<()> {
+                Ok(())
+            }
+        }
+        let lines = Lines::default();
+        let out = lines.clone();
+        let layer = tracing_subscriber::fmt::layer().with_writer(move || out.clone());
+        let _guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(layer));
+
+        let (k, flaky) = keys(OnStoreError::Reject);
+        finished_here(&k, [3; 32], booked()).await;
+        flaky.down.store(true, Ordering::SeqCst);
+        assert!(matches!(
+            k.begin([3; 32], [1; 32], "r").await,
+            Start::Answer(Begin::Done(_))
+        ));
+        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        assert!(
+            text.contains("idempotency store unavailable"),
+            "no WARN for the outage: {text}"
+        );
     }
 
     #[test]
