@@ -526,15 +526,14 @@ fn replay(outcome: Outcome, body: &[u8]) -> Result<Answer, GatewayError> {
                 replayed: true,
             })
         }
-        Outcome::MisRejected {
-            status,
-            code,
-            message,
-        } => Err(GatewayError::Mis(crate::error::MisRejection {
-            status: StatusCode::from_u16(status).map_err(|_| GatewayError::Internal)?,
-            message,
-            code,
-        })),
+        // The stored text is not read: records of earlier versions hold the MIS's own.
+        Outcome::MisRejected { status, code, .. } => {
+            Err(GatewayError::Mis(crate::error::MisRejection {
+                status: StatusCode::from_u16(status).map_err(|_| GatewayError::Internal)?,
+                message: REPLAYED_REJECTION.to_owned(),
+                code,
+            }))
+        }
         Outcome::OutcomeUnknown => Err(GatewayError::OutcomeUnknown),
         Outcome::MisTimeout => Err(GatewayError::MisTimeout),
     }

@@ -221,11 +221,16 @@ impl Keys {
                         request_id,
                         "idempotency store had lost a key this replica finished: its outcome is written back and replayed"
                     );
-                    let _ = self
-                        .store
-                        .finish(slot, known.fingerprint, known.outcome.clone())
-                        .await;
-                    return Start::Answer(known.answer(fingerprint));
+                    let answer = known.answer(fingerprint);
+                    // Through `finish`, as any outcome: if the store fails now, the outcome is
+                    // kept here and written later, and the claim just made does not lapse.
+                    let claim = Claim {
+                        slot,
+                        fingerprint: known.fingerprint,
+                        local: false,
+                    };
+                    self.finish(claim, Some(known.outcome), request_id).await;
+                    return Start::Answer(answer);
                 }
                 if begin == Begin::Lapsed {
                     crate::telemetry::metrics::get().lapsed_claims.add(1, &[]);
@@ -543,6 +548,8 @@ mod tests {
     struct Flaky {
         inner: MemoryStore,
         down: AtomicBool,
+        /// Only writes of outcomes fail (a store lost between a claim and its finish).
+        finish_down: AtomicBool,
     }
 
     impl Flaky {
@@ -570,6 +577,9 @@ mod tests {
         ) -> BoxFuture<'_, Result<(), StoreError>> {
             Box::pin(async move {
                 self.check()?;
+                if self.finish_down.load(Ordering::SeqCst) {
+                    return Err(StoreError("down".into()));
+                }
                 self.inner.finish(slot, fp, o).await
             })
         }
@@ -604,6 +614,7 @@ mod tests {
         let flaky = Arc::new(Flaky {
             inner: MemoryStore::new(Duration::from_secs(60), 1000),
             down: AtomicBool::new(false),
+            finish_down: AtomicBool::new(false),
         });
         (
             Keys::new(flaky.clone(), policy, Duration::from_secs(60), 1000),
@@ -763,6 +774,25 @@ mod tests {
             ),
             "written back for the other replicas"
         );
+        // Lost again, and the write-back itself fails: kept here and written later, so the
+        // claim the write-back made does not lapse into "unknown" on other replicas.
+        flaky.inner.release(done).await.unwrap();
+        flaky.finish_down.store(true, Ordering::SeqCst);
+        assert!(matches!(
+            k.begin(done, [1; 32], "r").await,
+            Start::Answer(Begin::Done(Outcome::Booked { .. }))
+        ));
+        assert_eq!(k.kept_locally(), 1, "kept for the writer");
+        flaky.finish_down.store(false, Ordering::SeqCst);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while k.kept_locally() > 0 {
+            assert!(Instant::now() < deadline, "the writer stores the outcome");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(matches!(
+            flaky.inner.begin(done, [1; 32]).await.unwrap(),
+            Begin::Done(Outcome::Booked { .. })
+        ));
         // An unknown outcome may have been resolved "not booked" since: the store decides.
         assert!(matches!(
             k.begin(unknown, [1; 32], "r").await,

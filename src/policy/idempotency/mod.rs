@@ -46,8 +46,10 @@ pub enum Outcome {
     MisRejected {
         status: u16,
         code: String,
-        /// The replay's text: the gateway's own (`pipeline::REPLAYED_REJECTION`), never the
-        /// MIS's, which may name the patient. Records of earlier versions held the MIS's text.
+        /// Written as the gateway's replay text (`pipeline::REPLAYED_REJECTION`), never the
+        /// MIS's, which may name the patient, for replicas of the previous version that replay
+        /// it; this version replays that text whatever the record holds (records of earlier
+        /// versions held the MIS's).
         message: String,
     },
     /// The booking may exist: the answer was lost or unusable.
