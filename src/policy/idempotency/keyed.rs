@@ -103,7 +103,7 @@ impl Finished {
             outcome,
         };
         let mut maps = self.maps();
-        if maps.newer.len() >= self.half || maps.since.elapsed() >= self.ttl {
+        if maps.newer.len() >= self.half || known.at.duration_since(maps.since) >= self.ttl {
             let newer = std::mem::take(&mut maps.newer);
             let dropped = std::mem::replace(&mut maps.older, newer);
             maps.since = known.at;
