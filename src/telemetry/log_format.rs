@@ -301,30 +301,16 @@ impl<W: Write> Write for JsonEscaped<W> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::{Arc, Mutex};
     use tracing_subscriber::layer::SubscriberExt;
 
-    #[derive(Clone, Default)]
-    struct Sink(Arc<Mutex<Vec<u8>>>);
-
-    impl std::io::Write for Sink {
-        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-            self.0.lock().unwrap().extend_from_slice(b);
-            Ok(b.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
-    }
-
     fn capture(format: LineFormat, f: impl FnOnce()) -> String {
-        let sink = Sink::default();
+        let sink = crate::telemetry::TestLines::default();
         let out = sink.clone();
         let layer = tracing_subscriber::fmt::layer()
             .with_writer(move || out.clone())
             .event_format(format);
         tracing::subscriber::with_default(tracing_subscriber::registry().with(layer), f);
-        String::from_utf8(sink.0.lock().unwrap().clone()).unwrap()
+        sink.text()
     }
 
     fn access_event() {

@@ -564,3 +564,26 @@ mod tests {
         assert_ne!(a.span_id(), b.span_id());
     }
 }
+
+/// Log lines a test's subscriber wrote, read back as text (`with_writer(move || lines.clone())`).
+#[cfg(test)]
+#[derive(Clone, Default)]
+pub(crate) struct TestLines(Arc<Mutex<Vec<u8>>>);
+
+#[cfg(test)]
+impl TestLines {
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8(self.0.lock().unwrap().clone()).expect("log lines are UTF-8")
+    }
+}
+
+#[cfg(test)]
+impl std::io::Write for TestLines {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}

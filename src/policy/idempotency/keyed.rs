@@ -706,18 +706,7 @@ mod tests {
     #[tokio::test]
     async fn the_outage_is_logged_when_its_first_request_is_answered_from_the_copy() {
         use tracing_subscriber::layer::SubscriberExt;
-        #[derive(Clone, Default)]
-        struct Lines(Arc<Mutex<Vec<u8>>>);
-        impl std::io::Write for Lines {
-            fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-                self.0.lock().unwrap().extend_from_slice(b);
-                Ok(b.len())
-            }
-            fn flush(&mut self) -> std::io::Result<()> {
-                Ok(())
-            }
-        }
-        let lines = Lines::default();
+        let lines = crate::telemetry::TestLines::default();
         let out = lines.clone();
         let layer = tracing_subscriber::fmt::layer().with_writer(move || out.clone());
         let _guard = tracing::subscriber::set_default(tracing_subscriber::registry().with(layer));
@@ -729,7 +718,7 @@ mod tests {
             k.begin([3; 32], [1; 32], "r").await,
             Start::Answer(Begin::Done(_))
         ));
-        let text = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+        let text = lines.text();
         assert!(
             text.contains("idempotency store unavailable"),
             "no WARN for the outage: {text}"
