@@ -60,10 +60,16 @@ impl App {
         store: Option<Arc<dyn Store>>,
     ) -> App {
         let store = store.unwrap_or_else(|| idempotency_store(&config));
-        let fingerprint_key = fingerprint_key(&config);
+        // The journal first: without a configured key, the fingerprint key is the journal's own,
+        // so keys rebuilt from it after a restart match their retries.
+        let journal = journal(&config, &store);
+        let fingerprint_key = match &journal {
+            Some(j) => j.secret().to_vec(),
+            None => fingerprint_key(&config),
+        };
         let parts = Parts {
             shared_limits: shared_limits(&config),
-            journal: journal(&config, &fingerprint_key, &store),
+            journal,
             store,
             fingerprint_key,
         };
@@ -226,13 +232,27 @@ fn shared_limits(config: &Config) -> Option<Arc<SharedLimits>> {
     }
 }
 
-fn journal(
-    config: &Config,
-    fingerprint_key: &[u8],
-    store: &Arc<dyn Store>,
-) -> Option<Arc<Journal>> {
+/// The journal the config names (on by default for a config read from a file). A writer
+/// thread that cannot be started is the one failure left: the gateway then cannot keep its
+/// promises, and says so at ERROR.
+fn journal(config: &Config, store: &Arc<dyn Store>) -> Option<Arc<Journal>> {
     let settings = config.journal.as_ref()?;
-    Journal::open(settings, fingerprint_key.to_vec(), store.clone())
-        .map_err(|e| tracing::error!(error = %e, "cannot start the booking journal; bookings go on without it"))
-        .ok()
+    let timezones = config
+        .backends
+        .iter()
+        .map(|b| (b.name.to_string(), b.timezone.clone()))
+        .collect();
+    Journal::open(crate::journal::Opening {
+        settings,
+        secret: config
+            .idempotency
+            .fingerprint_key
+            .as_ref()
+            .map(|k| k.as_bytes().to_vec()),
+        store: store.clone(),
+        ttl: config.idempotency.ttl,
+        timezones,
+    })
+    .map_err(|e| tracing::error!(error = %e, "cannot start the booking journal; bookings go on without it"))
+    .ok()
 }

@@ -179,7 +179,7 @@ conditions! {
     OutcomeUnknown       => 502, "95022", OnlySameKey, "The booking reached the MIS but its answer was lost or unusable; the booking may exist. Do not resend blindly.";
     MisTls               => 502, "95023", SameKey, "The TLS handshake with the MIS failed (its certificate was not trusted, or it refused the gateway's); the booking was not sent. The hub's operators must fix the backend's TLS settings.";
     MisRejectedGateway   => 502, "95024", SameKey, "The MIS refused the gateway's own credentials; the booking was not made. The hub's operators must fix the backend secret.";
-    Overloaded           => 503, "95030", SameKey, "The gateway or this MIS is at capacity, or the idempotency store is unavailable; the booking was not sent. Retry after the delay in Retry-After.";
+    Overloaded           => 503, "95030", SameKey, "The gateway or this MIS is at capacity, or the idempotency store or the booking journal is unavailable; the booking was not sent. Retry after the delay in Retry-After.";
     BreakerOpen          => 503, "95031", SameKey, "This MIS is failing and bookings to it are paused; the booking was not sent. Retry after the delay in Retry-After.";
     MisTimeout           => 504, "95040", OnlySameKey, "The MIS did not answer in time after the booking was sent; the booking may exist. Do not resend blindly.";
 }

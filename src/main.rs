@@ -265,7 +265,7 @@ fn load_for_check(
     secrets: &dyn Secrets,
 ) -> Result<(Config, String), Vec<Problem>> {
     let bytes = mis_gateway::config::read(path).map_err(|p| vec![p])?;
-    let config = Config::from_bytes(&bytes, &mis_gateway::config::base_dir(path), secrets)?;
+    let config = Config::from_file_bytes(&bytes, path, secrets)?;
     Ok((config, String::from_utf8_lossy(&bytes).into_owned()))
 }
 

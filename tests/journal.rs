@@ -399,11 +399,82 @@ async fn the_admin_journal_needs_the_token_and_names_what_it_refuses() {
 }
 
 #[tokio::test]
-async fn a_journal_that_cannot_be_written_leaves_every_answer_as_it_was_and_catches_up() {
+async fn by_default_a_journal_that_cannot_be_written_refuses_bookings_unsent_and_records_the_refusals()
+ {
     let dir = tempfile::tempdir().unwrap();
     let missing = dir.path().join("not-yet");
     let mis = SweepMis::spawn().await;
     let gw = TestGateway::start(&sweep_toml(&mis, &sqlite_journal(&missing))).await;
+    let ready = gw.admin(Method::GET, "/readyz").await;
+    assert_eq!(
+        ready.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        ready.text()
+    );
+    assert!(ready.text().contains("journal"), "{}", ready.text());
+
+    // Nothing reaches the MIS without a durable attempt: keyed and keyless bookings are
+    // refused unsent, and say when to come back.
+    let mut refused = Vec::new();
+    for key in [Some("refused-key"), None] {
+        let body = canary_booking(LPU_BOOKS);
+        let r = gw
+            .send(post(&gw, &body, PORTAL, key, "application/json"))
+            .await;
+        assert_eq!(
+            (r.status, r.code()),
+            (StatusCode::SERVICE_UNAVAILABLE, "95030".into())
+        );
+        assert!(r.headers.contains_key("retry-after"), "{:?}", r.headers);
+        assert_eq!(mis.books.count(), 0, "not sent");
+        refused.push(r.headers["x-request-id"].to_str().unwrap().to_owned());
+    }
+
+    // Once the database can be written, bookings go through, and the refusals are on record.
+    std::fs::create_dir(&missing).unwrap();
+    assert!(
+        eventually(Duration::from_secs(15), || async {
+            gw.admin(Method::GET, "/readyz").await.status == StatusCode::OK
+        })
+        .await
+    );
+    let body = canary_booking(LPU_BOOKS);
+    let r = gw
+        .send(post(
+            &gw,
+            &body,
+            PORTAL,
+            Some("refused-key"),
+            "application/json",
+        ))
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    assert_eq!(mis.books.count(), 1);
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            let records = all_records(&gw).await;
+            refused.iter().all(|id| {
+                records.iter().any(|r| {
+                    r["requestId"] == id.as_str()
+                        && r["outcome"] == "not_sent"
+                        && r["messageCode"] == "95030"
+                })
+            })
+        })
+        .await
+    );
+    gw.shutdown().await;
+}
+
+#[tokio::test]
+async fn with_on_error_book_a_journal_that_cannot_be_written_leaves_every_answer_as_it_was_and_catches_up()
+ {
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("not-yet");
+    let mis = SweepMis::spawn().await;
+    let journal = format!("{}\non_error = \"book\"", sqlite_journal(&missing));
+    let gw = TestGateway::start(&sweep_toml(&mis, &journal)).await;
     let errors_before = journal_write_errors(&gw).await;
 
     // The folder does not exist: every write fails, every answer is what it would be.

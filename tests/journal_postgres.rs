@@ -98,7 +98,7 @@ async fn two_gateways_share_one_postgres_journal_and_no_row_holds_patient_data()
         .await
         .unwrap()
         .get(0);
-    assert_eq!(migrations, 1, "the schema was applied once");
+    assert_eq!(migrations, 2, "each schema version was applied once");
 
     // Every row of every table in the journal's database, as text: no canary.
     let tables: Vec<String> = db
@@ -166,7 +166,8 @@ async fn the_journal_logs_in_with_the_configured_password_only() {
         &format!("url = \"{url}\"\npassword_env = \"NOT_THE_PASSWORD\""),
     ))
     .await;
-    // The booking is answered as ever; the journal cannot be read or written.
+    // The journal cannot be read or written: the booking is refused unsent (its attempt
+    // cannot be made durable), and nothing says the password.
     let r = wrong
         .send(post(
             &wrong,
@@ -176,7 +177,11 @@ async fn the_journal_logs_in_with_the_configured_password_only() {
             "application/json",
         ))
         .await;
-    assert_eq!(r.status, StatusCode::OK);
+    assert_eq!(
+        (r.status, r.code()),
+        (StatusCode::SERVICE_UNAVAILABLE, "95030".into())
+    );
+    assert_eq!(mis.books.count(), 0);
     let list = admin(&wrong, Method::GET, "/admin/journal", None).await;
     assert_eq!(list.status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(!list.text().contains("NOT_THE_PASSWORD"));

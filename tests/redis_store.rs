@@ -141,7 +141,7 @@ async fn an_unrenewed_claim_lapses_into_unknown_and_resolve_settles_it() {
     assert!(s.renew(slot).await.unwrap());
     assert_eq!(s.begin(slot, [1; 32]).await.unwrap(), Begin::InFlight);
     assert!(
-        !s.resolve(slot, None).await.unwrap(),
+        !s.resolve(slot, Some([1; 32]), None).await.unwrap(),
         "a live claim is not unknown"
     );
     // Its owner stops renewing (killed): the claim lapses, and stays evidence.
@@ -160,13 +160,18 @@ async fn an_unrenewed_claim_lapses_into_unknown_and_resolve_settles_it() {
         source: "mis".into(),
         create_time: "2026-12-06T10:00:00+03:00".into(),
     };
-    assert!(other.resolve(slot, Some(booked.clone())).await.unwrap());
+    assert!(
+        other
+            .resolve(slot, Some([1; 32]), Some(booked.clone()))
+            .await
+            .unwrap()
+    );
     assert_eq!(
         s.begin(slot, [1; 32]).await.unwrap(),
         Begin::Done(booked.clone())
     );
     assert!(
-        !other.resolve(slot, None).await.unwrap(),
+        !other.resolve(slot, Some([1; 32]), None).await.unwrap(),
         "a booked key is not unknown"
     );
     assert!(
@@ -180,9 +185,46 @@ async fn an_unrenewed_claim_lapses_into_unknown_and_resolve_settles_it() {
     s.finish(unknown, [1; 32], Outcome::MisTimeout)
         .await
         .unwrap();
-    assert!(other.resolve(unknown, None).await.unwrap());
+    assert!(other.resolve(unknown, Some([1; 32]), None).await.unwrap());
     assert_eq!(other.begin(unknown, [1; 32]).await.unwrap(), Begin::Claimed);
-    assert!(!s.resolve(slot_of("portal", b"none"), None).await.unwrap());
+    // A key Redis lost (TTL passed, restarted empty): "not booked" holds already; "booked"
+    // without the body's fingerprint cannot be made again; with it, it is.
+    let lost = slot_of("portal", b"none");
+    assert!(s.resolve(lost, None, None).await.unwrap());
+    assert!(!s.resolve(lost, None, Some(booked.clone())).await.unwrap());
+    assert!(
+        s.resolve(lost, Some([5; 32]), Some(booked.clone()))
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        other.begin(lost, [5; 32]).await.unwrap(),
+        Begin::Done(booked.clone())
+    );
+    let lost_key = format!(
+        "{KEY_PREFIX}{}",
+        lost.iter().map(|b| format!("{b:02x}")).collect::<String>()
+    );
+    assert!(
+        (59_000..=60_000).contains(&pttl(lost_key).await),
+        "a full TTL"
+    );
+    // Restoring from a journal never overwrites what Redis holds, and fills what it lost.
+    s.restore(lost, [5; 32], Outcome::OutcomeUnknown)
+        .await
+        .unwrap();
+    assert_eq!(
+        other.begin(lost, [5; 32]).await.unwrap(),
+        Begin::Done(booked)
+    );
+    let gone = slot_of("portal", b"gone");
+    s.restore(gone, [6; 32], Outcome::OutcomeUnknown)
+        .await
+        .unwrap();
+    assert_eq!(
+        other.begin(gone, [6; 32]).await.unwrap(),
+        Begin::Done(Outcome::OutcomeUnknown)
+    );
     // A release by another owner leaves the claim alone.
     s.release(unknown).await.unwrap();
     assert_eq!(s.begin(unknown, [1; 32]).await.unwrap(), Begin::InFlight);

@@ -164,18 +164,29 @@ impl Gateway {
             Ok(b) => b,
             Err(e) => {
                 let journal = self.journal.as_deref();
-                return span.in_scope(|| finish(Err(e), &ids, rec, started, journal).0);
+                let (response, entry) =
+                    span.in_scope(|| finish(Err(e), &ids, rec, started, journal, None));
+                if let (Some(j), Some(entry)) = (journal, entry) {
+                    j.submit(entry, None).await;
+                }
+                return response;
             }
         };
         // Phase 2 runs to its end: dropping this future (client gone) moves it to a task.
         let me = self;
         let phase2 = run_to_end(
             async move {
-                let result = me.process(booking, &ids, &mut rec).await;
-                let (response, durable) = finish(result, &ids, rec, started, me.journal.as_deref());
-                // A booked or unknown answer goes out once its journal record is on disk.
-                if let Some(d) = durable {
-                    d.wait().await;
+                let mut memo = Memo::default();
+                let result = me.process(booking, &ids, &mut rec, &mut memo).await;
+                let journal = me.journal.as_deref();
+                let (response, entry) =
+                    finish(result, &ids, rec, started, journal, memo.key_outcome);
+                if let (Some(j), Some(entry)) = (journal, entry) {
+                    // A booked or unknown answer goes out once its outcome is on disk (its
+                    // attempt is already), or the wait's bound passed.
+                    if let Some(d) = j.submit(entry, memo.ticket).await {
+                        d.wait().await;
+                    }
                 }
                 response
             }
@@ -289,6 +300,7 @@ impl Gateway {
         b: Booking,
         ids: &Ids,
         rec: &mut Record,
+        memo: &mut Memo,
     ) -> Result<Answer, GatewayError> {
         let request_id = ids.request_id.as_str();
         let (valid, upstream) = self.route(&b, rec)?;
@@ -296,6 +308,23 @@ impl Gateway {
             Protect::Go(p) => p,
             Protect::Answered(answer) => return answer,
         };
+        if let Some(journal) = &self.journal {
+            match self
+                .write_ahead(journal, &b, &valid, upstream, ids, &protection)
+                .await
+            {
+                Ok(ticket) => memo.ticket = Some(ticket),
+                Err(()) => {
+                    // Not sent: the key is given up, so its retry is sent.
+                    if let Protection::Key(claim) = protection {
+                        self.keys.finish(claim, None, request_id).await;
+                    }
+                    return Err(GatewayError::Overloaded {
+                        retry_after_secs: 1,
+                    });
+                }
+            }
+        }
         let booking = self.forward(&b, ids, &valid, upstream, rec);
         let result = match &protection {
             Protection::Key(claim) => self.keys.renewing(claim, booking).await,
@@ -303,6 +332,9 @@ impl Gateway {
         };
         if let Protection::Key(claim) = protection {
             let remembered = remembered(&result);
+            if self.journal.is_some() {
+                memo.key_outcome = remembered.clone();
+            }
             self.keys.finish(claim, remembered, request_id).await;
         }
         if result.as_ref().is_err_and(GatewayError::outcome_unknown) {
@@ -321,6 +353,44 @@ impl Gateway {
             body,
             replayed: false,
         })
+    }
+
+    /// The booking's attempt, durable in the journal before the MIS sees the booking.
+    async fn write_ahead(
+        &self,
+        journal: &crate::journal::Journal,
+        b: &Booking,
+        valid: &booking::Checked,
+        upstream: &Upstream,
+        ids: &Ids,
+        protection: &Protection,
+    ) -> Result<crate::journal::Ticket, ()> {
+        let request_id =
+            Uuid::try_parse(ids.request_id.as_str()).unwrap_or_else(|_| Uuid::now_v7());
+        let (key, fingerprint) = match protection {
+            Protection::Key(claim) => (
+                Some(crate::journal::KeyRef::new(
+                    journal.secret(),
+                    &claim.slot,
+                    &request_id,
+                )),
+                Some(claim.fingerprint),
+            ),
+            Protection::Keyless { .. } => (None, None),
+        };
+        journal
+            .attempt(crate::journal::Attempt {
+                request_id,
+                time_us: crate::journal::record::now_us(),
+                integrator: b.integrator.login.clone(),
+                lpu: valid.lpu_to,
+                backend: upstream.backend.name.clone(),
+                slot: valid.slot,
+                direction: valid.direction_guid,
+                key,
+                fingerprint,
+            })
+            .await
     }
 
     /// Checks the body, authorizes its LPU for the integrator and finds the LPU's MIS.
@@ -446,6 +516,15 @@ impl Gateway {
     }
 }
 
+/// What phase 2 leaves for the booking's journal record.
+#[derive(Default)]
+struct Memo {
+    /// The place its attempt reserved for its outcome.
+    ticket: Option<crate::journal::Ticket>,
+    /// What a same-key retry replays (keyed bookings that reached the MIS).
+    key_outcome: Option<Outcome>,
+}
+
 /// What guards a booking against being sent twice while it runs.
 enum Protection {
     Key(Claim),
@@ -540,14 +619,15 @@ fn replay(outcome: Outcome, body: &[u8]) -> Result<Answer, GatewayError> {
 }
 
 /// Renders the result, records it on the span and in the metrics, writes the access log, and
-/// hands the journal its record (booked and unknown ones come back to be awaited).
+/// makes the journal's record of it (for an authenticated request).
 fn finish(
     result: Result<Answer, GatewayError>,
     ids: &Ids,
     mut rec: Record,
     started: Instant,
     journal: Option<&crate::journal::Journal>,
-) -> (Response<Full<Bytes>>, Option<crate::journal::Durable>) {
+    key_outcome: Option<Outcome>,
+) -> (Response<Full<Bytes>>, Option<crate::journal::Entry>) {
     let outcome = journal_outcome(&result, &rec);
     let response = match result {
         Ok(answer) => {
@@ -572,11 +652,15 @@ fn finish(
     let took = started.elapsed();
     record(&rec, response.status(), took);
     log_access(ids, &rec, &response, took);
-    let durable = match (journal, &rec.integrator) {
-        (Some(j), Some(_)) => j.submit(journal_entry(j, ids, rec, outcome, &response, took)),
+    let entry = match (journal, &rec.integrator) {
+        (Some(j), Some(_)) => {
+            let mut e = journal_entry(j, ids, rec, outcome, &response, took);
+            e.key_outcome = key_outcome;
+            Some(e)
+        }
         _ => None,
     };
-    (response, durable)
+    (response, entry)
 }
 
 /// The journal's name for what became of the request.
@@ -625,5 +709,6 @@ fn journal_entry(
         total_us,
         mis_us: rec.mis_time.map(|d| d.as_micros() as i64),
         trace_id,
+        key_outcome: None,
     }
 }

@@ -30,6 +30,8 @@ pub const RESTART_ONLY: &[&str] = &[
     "idempotency.ca_file",
     "idempotency.connect_timeout_ms",
     "idempotency.command_timeout_ms",
+    "journal.enabled",
+    "journal.on_error",
     "journal.path",
     "journal.url",
     "journal.password_env",

@@ -1,5 +1,7 @@
 //! `[journal]`: where the booking journal lives (a SQLite file beside routes.toml, or a
-//! PostgreSQL database shared by replicas) and how long records are kept.
+//! PostgreSQL database shared by replicas), how long records are kept, and what the gateway does
+//! when it cannot write one. On by default: a file without the section has `journal.db` beside
+//! it; `enabled = false` is the explicit opt-out.
 
 use std::fmt;
 use std::path::PathBuf;
@@ -14,7 +16,21 @@ pub struct JournalSettings {
     /// SQLite: fsync every commit (`"full"`, the default) or leave the WAL to the OS until a
     /// checkpoint (`"normal"`: survives a gateway crash, not a power loss).
     pub fsync: bool,
+    pub on_error: OnJournalError,
 }
+
+/// What a booking does when its attempt cannot be journaled in time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnJournalError {
+    /// Not sent: 503 `95030` with `Retry-After` (nothing reaches a MIS unrecorded).
+    Refuse,
+    /// Sent anyway; its records wait in memory (lost if the process dies before the database
+    /// is back).
+    Book,
+}
+
+/// The default journal's file name, beside routes.toml.
+pub const DEFAULT_FILE: &str = "journal.db";
 
 #[derive(Clone, PartialEq, Eq)]
 pub enum JournalStore {
@@ -30,6 +46,7 @@ impl fmt::Debug for JournalSettings {
             .field("store", &self.store)
             .field("retention", &self.retention)
             .field("fsync", &self.fsync)
+            .field("on_error", &self.on_error)
             .finish()
     }
 }
@@ -49,8 +66,35 @@ impl fmt::Debug for JournalStore {
 const DEFAULT_RETENTION_DAYS: u64 = 90;
 
 impl Validator<'_> {
-    pub(super) fn journal(&mut self, v: Option<toml::Value>) -> Option<JournalSettings> {
-        let raw: raw::Journal = self.typed("journal", v?)?;
+    /// `default_file`: a config read from a file gets a journal beside it when it has no
+    /// `[journal]` section.
+    pub(super) fn journal(
+        &mut self,
+        v: Option<toml::Value>,
+        default_file: bool,
+    ) -> Option<JournalSettings> {
+        let raw: raw::Journal = match v {
+            Some(v) => self.typed("journal", v)?,
+            None if default_file => raw::Journal {
+                path: Some(DEFAULT_FILE.into()),
+                ..raw::Journal::default()
+            },
+            None => return None,
+        };
+        if raw.enabled == Some(false) {
+            self.warnings.push(
+                "the booking journal is off ([journal] enabled = false): a restart forgets every idempotency key, and bookings at a MIS when the gateway dies leave no record".into(),
+            );
+            return None;
+        }
+        let on_error = match raw.on_error.as_deref() {
+            None | Some("refuse") => OnJournalError::Refuse,
+            Some("book") => OnJournalError::Book,
+            Some(_) => {
+                self.problem("journal.on_error", "must be \"refuse\" or \"book\"");
+                OnJournalError::Refuse
+            }
+        };
         let days = raw.retention_days.unwrap_or(DEFAULT_RETENTION_DAYS);
         if !(1..=3650).contains(&days) {
             self.problem("journal.retention_days", "must be between 1 and 3650");
@@ -95,6 +139,7 @@ impl Validator<'_> {
             store,
             retention,
             fsync,
+            on_error,
         })
     }
 

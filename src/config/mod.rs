@@ -11,7 +11,7 @@ mod journal;
 mod raw;
 pub mod tls;
 
-pub use journal::{JournalSettings, JournalStore};
+pub use journal::{JournalSettings, JournalStore, OnJournalError};
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -297,14 +297,34 @@ impl Config {
     /// Reads and validates the file at `path`; relative `password_file`s are read from its folder.
     pub fn load(path: &Path, secrets: &dyn Secrets) -> Result<Config, Vec<Problem>> {
         let bytes = read(path).map_err(|p| vec![p])?;
-        Self::from_bytes(&bytes, &base_dir(path), secrets)
+        Self::from_file_bytes(&bytes, path, secrets)
     }
 
-    /// Validates a file's bytes; `base` is the folder relative `password_file`s are read from.
+    /// Validates the bytes of the file at `path` (already read): as [`Config::from_bytes`], and
+    /// a file without `[journal]` gets the default journal beside it.
+    pub fn from_file_bytes(
+        bytes: &[u8],
+        path: &Path,
+        secrets: &dyn Secrets,
+    ) -> Result<Config, Vec<Problem>> {
+        Self::parse(bytes, &base_dir(path), secrets, true)
+    }
+
+    /// Validates a config's bytes that come from no file (tests, embedding): no `[journal]`
+    /// section means no journal. `base` is the folder relative paths are read from.
     pub fn from_bytes(
         bytes: &[u8],
         base: &Path,
         secrets: &dyn Secrets,
+    ) -> Result<Config, Vec<Problem>> {
+        Self::parse(bytes, base, secrets, false)
+    }
+
+    fn parse(
+        bytes: &[u8],
+        base: &Path,
+        secrets: &dyn Secrets,
+        from_file: bool,
     ) -> Result<Config, Vec<Problem>> {
         let sha256 = sha256_hex(bytes);
         let text = std::str::from_utf8(bytes).map_err(|e| {
@@ -318,6 +338,7 @@ impl Config {
             problems: Vec::new(),
             warnings: Vec::new(),
             base: base.to_path_buf(),
+            from_file,
             secrets,
         };
         let config = v.config(table, sha256);
@@ -401,6 +422,8 @@ struct Validator<'s> {
     problems: Vec<Problem>,
     warnings: Vec<String>,
     base: PathBuf,
+    /// Read from a file: no `[journal]` section means `journal.db` beside it.
+    from_file: bool,
     secrets: &'s dyn Secrets,
 }
 
@@ -450,7 +473,7 @@ impl Validator<'_> {
         let server = self.server(server);
         let admin = self.admin(admin);
         let idempotency = self.idempotency(idempotency);
-        let journal = self.journal(journal);
+        let journal = self.journal(journal, self.from_file);
         let integrators = self.integrators(integrators);
         let (backends, declared) = self.backends(backends);
         let routes = self.routes(routes, &backends, &declared);

@@ -85,6 +85,8 @@ pub struct Idempotency {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Journal {
+    pub enabled: Option<bool>,
+    pub on_error: Option<String>,
     pub path: Option<String>,
     pub url: Option<String>,
     pub password_env: Option<String>,

@@ -123,6 +123,13 @@ impl Admin {
                 StatusCode::SERVICE_UNAVAILABLE,
                 json!({"ready": false, "reason": "draining", "generation": generation}),
             )
+        } else if let Some(why) = self.journal.as_ref().and_then(|j| j.not_ready()) {
+            // Bookings would be refused (their attempts cannot be made durable): send them to
+            // a replica that can.
+            json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"ready": false, "reason": why, "generation": generation}),
+            )
         } else {
             json_response(
                 StatusCode::OK,

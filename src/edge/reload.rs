@@ -79,7 +79,7 @@ impl Reloader {
         // One read: the rejected file's hash is of the bytes validated, not of a later version.
         let loaded = tokio::task::spawn_blocking(move || {
             let bytes = crate::config::read(&path).map_err(|p| (vec![p], None))?;
-            Config::from_bytes(&bytes, &crate::config::base_dir(&path), &*secrets)
+            Config::from_file_bytes(&bytes, &path, &*secrets)
                 .map_err(|p| (p, Some(crate::config::sha256_hex(&bytes))))
         })
         .await

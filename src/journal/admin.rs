@@ -24,7 +24,7 @@ pub const MAX_NUMBER: usize = 64;
 
 pub async fn handle<B>(
     journal: Option<&Arc<Journal>>,
-    live: &Live,
+    _live: &Live,
     req: Request<B>,
 ) -> Response<Full<Bytes>>
 where
@@ -62,8 +62,7 @@ where
                 Ok(r) => r,
                 Err((field, reason)) => return invalid(field, reason),
             };
-            let tz = row_timezone(journal, live, &id).await;
-            match journal.resolve(&id, booked, note, "admin", &tz).await {
+            match journal.resolve(&id, booked, note, "admin").await {
                 Ok(row) => json_response(StatusCode::OK, row.to_json()),
                 Err(e) => resolve_error(e),
             }
@@ -258,13 +257,6 @@ pub fn valid_number(n: &str) -> bool {
 }
 
 /// The zone of the record's backend (the replayed `createTime` is rendered in it).
-async fn row_timezone(journal: &Journal, live: &Live, id: &str) -> jiff::tz::TimeZone {
-    let backend = journal.get(id).await.ok().flatten().and_then(|r| r.backend);
-    backend
-        .and_then(|b| live.load().config.backend(&b).map(|b| b.timezone.clone()))
-        .unwrap_or(jiff::tz::TimeZone::UTC)
-}
-
 fn resolve_error(e: ResolveError) -> Response<Full<Bytes>> {
     match e {
         ResolveError::NotFound => error(
@@ -273,6 +265,13 @@ fn resolve_error(e: ResolveError) -> Response<Full<Bytes>> {
         ),
         ResolveError::Conflict(why) => error(StatusCode::CONFLICT, why),
         ResolveError::Unavailable(e) => unavailable(&e),
+        ResolveError::StoreUnavailable(e) => {
+            tracing::error!(error = %e, "journal: a resolution's idempotency key could not be written");
+            error(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the idempotency store is unavailable; nothing was changed, retry",
+            )
+        }
     }
 }
 

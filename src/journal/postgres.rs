@@ -7,14 +7,15 @@ use std::time::Duration;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls};
 
-use super::record::{Entry, Filter, Param, Resolution, Row};
-use super::{Sink, Summary};
+use super::record::{Attempt, Entry, Filter, Item, ORPHAN_REASON, Param, Resolution, Row};
+use super::{KeyRow, Sink, Summary, WriteError};
 use crate::wire::hex::hex;
 
 /// Serializes the migrations of replicas that start together.
 const MIGRATION_LOCK: i64 = 0x6a6f75726e616c;
 
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE journal (
     request_id TEXT PRIMARY KEY NOT NULL,
     time_us BIGINT NOT NULL,
@@ -44,15 +45,45 @@ CREATE TABLE journal (
 CREATE INDEX journal_by_time ON journal (time_us, request_id);
 CREATE INDEX journal_open_unknown ON journal (backend, time_us)
     WHERE outcome = 'unknown' AND resolved_us IS NULL;
-"#];
+"#,
+    r#"
+CREATE TABLE journal_attempts (
+    request_id TEXT PRIMARY KEY NOT NULL,
+    time_us BIGINT NOT NULL,
+    integrator TEXT NOT NULL,
+    lpu TEXT NOT NULL,
+    backend TEXT NOT NULL,
+    slot TEXT NOT NULL,
+    direction_guid TEXT NOT NULL,
+    key_hash TEXT,
+    key_seal TEXT,
+    fingerprint TEXT
+);
+ALTER TABLE journal ADD COLUMN key_outcome TEXT;
+ALTER TABLE journal ADD COLUMN reason TEXT;
+CREATE TABLE journal_meta (name TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL);
+"#,
+];
 
 const INSERT: &str = "INSERT INTO journal (request_id, time_us, integrator, lpu, backend, slot, \
     direction_guid, key_hash, key_seal, outcome, appointment_guid, appointment_number, status, \
-    message_code, mis_status, total_us, mis_us, trace_id) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18) \
+    message_code, mis_status, total_us, mis_us, trace_id, key_outcome) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) \
     ON CONFLICT (request_id) DO NOTHING";
 
+const INSERT_ATTEMPT: &str = "INSERT INTO journal_attempts (request_id, time_us, integrator, \
+    lpu, backend, slot, direction_guid, key_hash, key_seal, fingerprint) \
+    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (request_id) DO NOTHING";
+
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+/// A writer's transaction that takes longer is abandoned (its connection closed) and retried:
+/// a stopped server must not hold the writer, and every insert is idempotent.
+const WRITE_TIMEOUT: Duration = Duration::from_secs(3);
+
+/// The SQLite statements in PostgreSQL's placeholder syntax.
+fn numbered(sql: &str) -> String {
+    sql.replace('?', "$")
+}
 
 /// Connects on the current runtime (the connection's task is spawned there).
 pub async fn connect(config: &tokio_postgres::Config) -> Result<Client, String> {
@@ -116,8 +147,8 @@ pub fn describe(e: &tokio_postgres::Error) -> String {
 pub struct PgSink {
     config: tokio_postgres::Config,
     runtime: tokio::runtime::Runtime,
-    /// The connection and its prepared INSERT.
-    client: Option<(Client, tokio_postgres::Statement)>,
+    /// The connection and its prepared INSERTs (outcome, attempt).
+    client: Option<(Client, tokio_postgres::Statement, tokio_postgres::Statement)>,
 }
 
 impl PgSink {
@@ -133,28 +164,130 @@ impl PgSink {
 }
 
 impl Sink for PgSink {
-    fn write(&mut self, batch: &[&Entry]) -> Result<(), String> {
+    fn write(&mut self, batch: &[&Item]) -> Result<(), WriteError> {
         let PgSink {
             config,
             runtime,
             client,
         } = self;
         let result = runtime.block_on(async {
-            if client.is_none() {
-                let c = open(config).await?;
-                let insert = c.prepare(INSERT).await.map_err(|e| describe(&e))?;
-                *client = Some((c, insert));
+            let work = async {
+                if client.is_none() {
+                    let c = open(config).await?;
+                    let insert = c.prepare(INSERT).await.map_err(|e| describe(&e))?;
+                    let attempt = c.prepare(INSERT_ATTEMPT).await.map_err(|e| describe(&e))?;
+                    *client = Some((c, insert, attempt));
+                }
+                let (c, insert, attempt) = client.as_mut().expect("connected above");
+                write_batch(c, insert, attempt, batch)
+                    .await
+                    .map_err(|e| describe(&e))
+            };
+            match tokio::time::timeout(WRITE_TIMEOUT, work).await {
+                Ok(r) => r,
+                Err(_) => Err("postgres: no answer in time".to_owned()),
             }
-            let (c, insert) = client.as_mut().expect("connected above");
-            write_batch(c, insert, batch)
-                .await
-                .map_err(|e| describe(&e))
         });
         if result.is_err() {
+            // Dropping the client closes its connection: an abandoned transaction is rolled
+            // back by the server, or committed, which the retry's idempotent inserts absorb.
             *client = None;
         }
-        result
+        result.map_err(WriteError::Failed)
     }
+}
+
+/// The start's work (see `Journal::open`): the journal's own key, orphaned attempts below
+/// `before` (and at or above `floor`) made `unknown`, keyed rows since `since_us`.
+pub async fn start(
+    config: &tokio_postgres::Config,
+    before: &str,
+    floor: &str,
+    since_us: i64,
+) -> Result<(String, u64, Vec<KeyRow>), String> {
+    let client = open(config).await?;
+    let go = async {
+        let mut fresh = [0u8; 32];
+        getrandom::fill(&mut fresh).expect("the OS random source is available");
+        client
+            .execute(
+                "INSERT INTO journal_meta (name, value) VALUES ('fingerprint_key', $1) \
+                 ON CONFLICT (name) DO NOTHING",
+                &[&hex(&fresh)],
+            )
+            .await?;
+        let secret: String = client
+            .query_one(
+                "SELECT value FROM journal_meta WHERE name = 'fingerprint_key'",
+                &[],
+            )
+            .await?
+            .get(0);
+        let n = orphans(&client, before, floor).await?;
+        let rows = client
+            .query(&numbered(super::sqlite::KEYS), &[&since_us])
+            .await?;
+        let keys = rows
+            .iter()
+            .map(|r| KeyRow {
+                request_id: r.get(0),
+                key_seal: r.get(1),
+                fingerprint: r.get(2),
+                key_outcome: r.get(3),
+                resolved_us: r.get(4),
+                resolved_booked: r.get::<_, Option<bool>>(5).unwrap_or(false),
+                resolved_guid: r.get(6),
+                resolved_number: r.get(7),
+                slot: r.get(8),
+                backend: r.get(9),
+            })
+            .collect();
+        Ok::<_, tokio_postgres::Error>((secret, n, keys))
+    };
+    go.await.map_err(|e| describe(&e))
+}
+
+/// Attempts in `[floor, before)` with no outcome become `unknown` records.
+pub async fn orphans(
+    client: &Client,
+    before: &str,
+    floor: &str,
+) -> Result<u64, tokio_postgres::Error> {
+    client
+        .execute(
+            &numbered(super::sqlite::ORPHANS),
+            &[&before, &ORPHAN_REASON, &floor],
+        )
+        .await
+}
+
+pub async fn fingerprint(
+    client: &Client,
+    request_id: &str,
+) -> Result<Option<String>, tokio_postgres::Error> {
+    Ok(client
+        .query_opt(
+            "SELECT fingerprint FROM journal_attempts WHERE request_id = $1",
+            &[&request_id],
+        )
+        .await?
+        .and_then(|r| r.get(0)))
+}
+
+pub async fn unresolve(
+    client: &Client,
+    request_id: &str,
+    time_us: i64,
+) -> Result<bool, tokio_postgres::Error> {
+    let n = client
+        .execute(
+            "UPDATE journal SET resolved_us = NULL, resolved_booked = NULL, resolved_guid = NULL, \
+             resolved_number = NULL, resolved_note = NULL, resolved_via = NULL \
+             WHERE request_id = $1 AND resolved_us = $2",
+            &[&request_id, &time_us],
+        )
+        .await?;
+    Ok(n == 1)
 }
 
 /// One record's values as PostgreSQL takes them.
@@ -175,6 +308,7 @@ struct Values<'a> {
     status: i32,
     mis_status: Option<i32>,
     trace_id: Option<String>,
+    key_outcome: Option<String>,
 }
 
 impl<'a> Values<'a> {
@@ -199,6 +333,10 @@ impl<'a> Values<'a> {
                 .trace_id
                 .as_ref()
                 .map(|t| String::from_utf8_lossy(t).into_owned()),
+            key_outcome: e
+                .key_outcome
+                .as_ref()
+                .and_then(|o| serde_json::to_string(o).ok()),
         }
     }
 
@@ -223,6 +361,53 @@ impl<'a> Values<'a> {
             &e.total_us,
             &e.mis_us,
             &self.trace_id,
+            &self.key_outcome,
+        ]
+    }
+}
+
+/// One attempt's values as PostgreSQL takes them.
+struct AttemptValues<'a> {
+    a: &'a Attempt,
+    integrator: &'a str,
+    backend: &'a str,
+    request_id: String,
+    lpu: String,
+    slot: String,
+    direction: String,
+    key_hash: Option<String>,
+    key_seal: Option<String>,
+    fingerprint: Option<String>,
+}
+
+impl<'a> AttemptValues<'a> {
+    fn of(a: &'a Attempt) -> AttemptValues<'a> {
+        AttemptValues {
+            a,
+            integrator: &a.integrator,
+            backend: &a.backend,
+            request_id: a.request_id.hyphenated().to_string(),
+            lpu: a.lpu.hyphenated().to_string(),
+            slot: a.slot.hyphenated().to_string(),
+            direction: a.direction.hyphenated().to_string(),
+            key_hash: a.key.map(|k| hex(&k.hash)),
+            key_seal: a.key.map(|k| hex(&k.seal)),
+            fingerprint: a.fingerprint.map(|f| hex(&f)),
+        }
+    }
+
+    fn params(&self) -> Vec<&(dyn ToSql + Sync)> {
+        vec![
+            &self.request_id,
+            &self.a.time_us,
+            &self.integrator,
+            &self.lpu,
+            &self.backend,
+            &self.slot,
+            &self.direction,
+            &self.key_hash,
+            &self.key_seal,
+            &self.fingerprint,
         ]
     }
 }
@@ -232,12 +417,21 @@ impl<'a> Values<'a> {
 async fn write_batch(
     client: &mut Client,
     insert: &tokio_postgres::Statement,
-    batch: &[&Entry],
+    attempt: &tokio_postgres::Statement,
+    batch: &[&Item],
 ) -> Result<(), tokio_postgres::Error> {
-    let values: Vec<Values<'_>> = batch.iter().map(|e| Values::of(e)).collect();
+    let mut outcomes = Vec::new();
+    let mut attempts = Vec::new();
+    for item in batch {
+        match item {
+            Item::Outcome(e) => outcomes.push(Values::of(e)),
+            Item::Attempt(a) => attempts.push(AttemptValues::of(a)),
+        }
+    }
     let tx = client.transaction().await?;
-    futures_util::future::try_join_all(values.iter().map(|v| tx.execute_raw(insert, v.params())))
-        .await?;
+    let a = attempts.iter().map(|v| tx.execute_raw(attempt, v.params()));
+    let o = outcomes.iter().map(|v| tx.execute_raw(insert, v.params()));
+    futures_util::future::try_join_all(a.chain(o)).await?;
     tx.commit().await
 }
 
@@ -313,14 +507,25 @@ pub async fn summary(client: &Client) -> Result<Vec<Summary>, tokio_postgres::Er
         .collect())
 }
 
-pub async fn prune(client: &Client, before_us: i64) -> Result<u64, tokio_postgres::Error> {
-    client
+pub async fn prune(
+    client: &Client,
+    before_us: i64,
+    before_id: &str,
+) -> Result<u64, tokio_postgres::Error> {
+    let n = client
         .execute(
             "DELETE FROM journal WHERE time_us < $1 \
              AND NOT (outcome = 'unknown' AND resolved_us IS NULL)",
             &[&before_us],
         )
-        .await
+        .await?;
+    client
+        .execute(
+            "DELETE FROM journal_attempts WHERE request_id < $1",
+            &[&before_id],
+        )
+        .await?;
+    Ok(n)
 }
 
 fn row(r: &tokio_postgres::Row) -> Row {
@@ -354,5 +559,6 @@ fn row(r: &tokio_postgres::Row) -> Row {
         mis_us: r.get(16),
         trace_id: r.get(17),
         resolution,
+        reason: r.get(24),
     }
 }

@@ -8,7 +8,7 @@ use serde_json::{Value, json};
 use sha2::Sha256;
 use uuid::Uuid;
 
-use crate::policy::idempotency::Slot;
+use crate::policy::idempotency::{Fingerprint, Outcome, Slot};
 
 /// What became of a booking request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -114,6 +114,46 @@ pub struct Entry {
     pub mis_us: Option<i64>,
     /// W3C trace id, 32 hex digits.
     pub trace_id: Option<[u8; 32]>,
+    /// What a same-key retry replays (keyed bookings that reached the MIS): after a restart the
+    /// key store is rebuilt from it. Technical fields only, as the idempotency store keeps them.
+    pub key_outcome: Option<Outcome>,
+}
+
+/// The write-ahead record of a booking about to be sent: committed before the MIS sees it, so
+/// a gateway that dies while the booking is there leaves a trace that becomes `unknown`.
+#[derive(Debug, Clone)]
+pub struct Attempt {
+    pub request_id: Uuid,
+    pub time_us: i64,
+    pub integrator: Arc<str>,
+    pub lpu: Uuid,
+    pub backend: Arc<str>,
+    pub slot: Uuid,
+    pub direction: Uuid,
+    pub key: Option<KeyRef>,
+    /// The keyed body fingerprint (HMAC under the gateway's key): a retry after a restart is
+    /// matched against it.
+    pub fingerprint: Option<Fingerprint>,
+}
+
+/// What the writer thread commits: attempts and outcomes share its transactions.
+#[derive(Debug, Clone)]
+pub enum Item {
+    Attempt(Attempt),
+    Outcome(Entry),
+}
+
+/// Why a record is `unknown` without an answer having been given: its attempt outlived the
+/// process that sent it.
+pub const ORPHAN_REASON: &str = "the gateway stopped while the booking was at the MIS";
+
+/// A key rebuilt from the journal: its store slot, the body's fingerprint and what a retry gets
+/// (`None`: a resolution released it, the retry is sent).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KnownKey {
+    pub slot: Slot,
+    pub fingerprint: Fingerprint,
+    pub outcome: Option<Outcome>,
 }
 
 /// An operator's answer to an `unknown` record.
@@ -151,6 +191,8 @@ pub struct Row {
     pub mis_us: Option<i64>,
     pub trace_id: Option<String>,
     pub resolution: Option<Resolution>,
+    /// Set on records the gateway wrote for an attempt it found without an outcome.
+    pub reason: Option<String>,
 }
 
 impl Row {
@@ -189,6 +231,7 @@ impl Row {
             "traceId": self.trace_id,
             "appointment": appointment,
             "resolution": resolution,
+            "reason": self.reason,
         })
     }
 

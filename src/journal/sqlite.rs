@@ -1,18 +1,22 @@
 //! The embedded journal: one SQLite file in WAL mode. One writer connection on the journal's
 //! writer thread (a batch per transaction, so one fsync serves every record in it); reads and
-//! resolutions open their own connections, which WAL lets run beside the writer.
+//! resolutions open their own connections, which WAL lets run beside the writer. Only the
+//! writer creates the file; it notices a file deleted or replaced under it (by its inode) and
+//! writes to the configured path again, never into an unlinked inode.
 
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use rusqlite::{Connection, OptionalExtension, ToSql, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, ToSql, params};
 
-use super::record::{Entry, Filter, Param, Resolution, Row};
-use super::{Sink, Summary};
+use super::record::{Attempt, Filter, Item, ORPHAN_REASON, Param, Resolution, Row};
+use super::{KeyRow, Sink, Summary, WriteError};
 use crate::wire::hex::hex32_into;
 
 /// Schema versions in order; each runs once, in a transaction, recorded in `journal_migrations`.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE journal (
     request_id TEXT PRIMARY KEY NOT NULL,
     time_us INTEGER NOT NULL,
@@ -42,22 +46,68 @@ CREATE TABLE journal (
 CREATE INDEX journal_by_time ON journal (time_us, request_id);
 CREATE INDEX journal_open_unknown ON journal (backend, time_us)
     WHERE outcome = 'unknown' AND resolved_us IS NULL;
-"#];
+"#,
+    r#"
+CREATE TABLE journal_attempts (
+    request_id TEXT PRIMARY KEY NOT NULL,
+    time_us INTEGER NOT NULL,
+    integrator TEXT NOT NULL,
+    lpu TEXT NOT NULL,
+    backend TEXT NOT NULL,
+    slot TEXT NOT NULL,
+    direction_guid TEXT NOT NULL,
+    key_hash TEXT,
+    key_seal TEXT,
+    fingerprint TEXT
+) WITHOUT ROWID;
+ALTER TABLE journal ADD COLUMN key_outcome TEXT;
+ALTER TABLE journal ADD COLUMN reason TEXT;
+CREATE TABLE journal_meta (name TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL);
+"#,
+];
 
 const INSERT: &str = "INSERT INTO journal (request_id, time_us, integrator, lpu, backend, slot, \
     direction_guid, key_hash, key_seal, outcome, appointment_guid, appointment_number, status, \
-    message_code, mis_status, total_us, mis_us, trace_id) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18) \
+    message_code, mis_status, total_us, mis_us, trace_id, key_outcome) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19) \
     ON CONFLICT (request_id) DO NOTHING";
+
+/// The attempt: a narrow append-only row, its primary key its only index.
+const INSERT_ATTEMPT: &str = "INSERT INTO journal_attempts (request_id, time_us, integrator, \
+    lpu, backend, slot, direction_guid, key_hash, key_seal, fingerprint) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT (request_id) DO NOTHING";
+
+/// Attempts below a request id (UUIDv7: time order) with no outcome become `unknown` records.
+pub(super) const ORPHANS: &str = "INSERT INTO journal (request_id, time_us, integrator, lpu, \
+    backend, slot, direction_guid, key_hash, key_seal, outcome, status, message_code, total_us, \
+    key_outcome, reason) \
+    SELECT a.request_id, a.time_us, a.integrator, a.lpu, a.backend, a.slot, a.direction_guid, \
+    a.key_hash, a.key_seal, 'unknown', 0, '95022', 0, \
+    CASE WHEN a.key_seal IS NULL THEN NULL ELSE '{\"kind\":\"outcome_unknown\"}' END, \
+    CAST(?2 AS TEXT) \
+    FROM journal_attempts a WHERE a.request_id < ?1 AND a.request_id >= ?3 \
+    AND NOT EXISTS (SELECT 1 FROM journal j WHERE j.request_id = a.request_id) \
+    ON CONFLICT (request_id) DO NOTHING";
+
+/// Keyed bookings that reached a MIS since a time: what the key store is rebuilt from.
+pub(super) const KEYS: &str = "SELECT j.request_id, j.key_seal, a.fingerprint, j.key_outcome, \
+    j.resolved_us, j.resolved_booked, j.resolved_guid, j.resolved_number, j.slot, j.backend \
+    FROM journal j JOIN journal_attempts a ON a.request_id = j.request_id \
+    WHERE j.time_us >= ?1 AND j.key_seal IS NOT NULL AND a.fingerprint IS NOT NULL \
+    ORDER BY j.time_us";
 
 pub(super) const COLUMNS: &str = "request_id, time_us, integrator, lpu, backend, slot, \
     direction_guid, key_hash, key_seal, outcome, appointment_guid, appointment_number, status, \
     message_code, mis_status, total_us, mis_us, trace_id, resolved_us, resolved_booked, \
-    resolved_guid, resolved_number, resolved_note, resolved_via";
+    resolved_guid, resolved_number, resolved_note, resolved_via, reason";
 
-const BUSY: Duration = Duration::from_secs(5);
+/// How long the writer waits for a lock another connection holds: past it the commit fails and
+/// is retried, while bookings whose attempt waits are refused at their own bound.
+const BUSY: Duration = Duration::from_secs(2);
+/// Reads and resolutions: an operator gets a 503 within a second, not a hung page.
+const READ_BUSY: Duration = Duration::from_millis(800);
 
-/// Opens (creating) the journal at `path` and brings its schema up to date.
+/// Opens (creating) the journal at `path` and brings its schema up to date: the writer's.
 pub fn open(path: &Path) -> rusqlite::Result<Connection> {
     let mut conn = Connection::open(path)?;
     conn.busy_timeout(BUSY)?;
@@ -65,6 +115,24 @@ pub fn open(path: &Path) -> rusqlite::Result<Connection> {
     conn.pragma_update(None, "journal_mode", "WAL")?;
     migrate(&mut conn)?;
     Ok(conn)
+}
+
+/// Opens an existing journal for a read or a resolution: a missing file is an error (only the
+/// writer creates the database; a read that made an empty one would hide a deleted journal).
+fn open_existing(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+            | OpenFlags::SQLITE_OPEN_URI,
+    )?;
+    conn.busy_timeout(READ_BUSY)?;
+    Ok(conn)
+}
+
+/// The file's identity: a file deleted and made again, or replaced by a rename, has another.
+fn identity(path: &Path) -> Option<(u64, u64)> {
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
 
 fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
@@ -97,11 +165,12 @@ fn migrate(conn: &mut Connection) -> rusqlite::Result<()> {
     tx.commit()
 }
 
-/// The writer half: opened on first use and reopened after a failure.
+/// The writer half: opened on first use and reopened after a failure or when the file at the
+/// path is no longer the one it has open.
 pub struct SqliteSink {
     path: PathBuf,
     fsync: bool,
-    conn: Option<Connection>,
+    conn: Option<(Connection, (u64, u64))>,
 }
 
 impl SqliteSink {
@@ -113,61 +182,194 @@ impl SqliteSink {
         }
     }
 
-    fn write_batch(&mut self, batch: &[&Entry]) -> rusqlite::Result<()> {
+    /// The open connection, (re)opened when there is none or the path now names another file.
+    fn connection(&mut self) -> Result<&mut Connection, WriteError> {
+        let now = identity(&self.path);
+        let mut replaced = false;
+        if let Some((_, id)) = &self.conn
+            && now != Some(*id)
+        {
+            // Our inode was unlinked or renamed over: records written to it would be lost.
+            self.conn = None;
+            replaced = true;
+        }
         if self.conn.is_none() {
-            let conn = open(&self.path)?;
+            let conn = open(&self.path).map_err(|e| WriteError::Failed(describe(&e)))?;
             // FULL: a commit is on disk when it returns (one fsync per batch).
             let sync = if self.fsync { "FULL" } else { "NORMAL" };
-            conn.pragma_update(None, "synchronous", sync)?;
-            self.conn = Some(conn);
+            conn.pragma_update(None, "synchronous", sync)
+                .map_err(|e| WriteError::Failed(describe(&e)))?;
+            let id = identity(&self.path)
+                .ok_or_else(|| WriteError::Failed("sqlite: the journal file vanished".into()))?;
+            self.conn = Some((conn, id));
         }
-        let conn = self.conn.as_mut().expect("opened above");
-        let tx = conn.transaction()?;
-        {
-            let mut insert = tx.prepare_cached(INSERT)?;
-            // Every text column formatted on the stack: the writer allocates nothing per record.
-            let mut ids = [[0u8; 36]; 5];
-            let mut keys = [[0u8; 64]; 2];
-            for e in batch {
-                let [rid, lpu, slot, dir, appt] = &mut ids;
-                let [hash, seal] = &mut keys;
-                insert.execute(params![
-                    &*e.request_id.hyphenated().encode_lower(rid),
-                    e.time_us,
-                    &*e.integrator,
-                    e.lpu.map(|u| &*u.hyphenated().encode_lower(lpu)),
-                    e.backend.as_deref(),
-                    e.slot.map(|u| &*u.hyphenated().encode_lower(slot)),
-                    e.direction.map(|u| &*u.hyphenated().encode_lower(dir)),
-                    e.key.as_ref().map(|k| hex32_into(&k.hash, hash)),
-                    e.key.as_ref().map(|k| hex32_into(&k.seal, seal)),
-                    e.outcome.as_str(),
-                    e.appointment
-                        .as_ref()
-                        .map(|a| &*a.0.hyphenated().encode_lower(appt)),
-                    e.appointment.as_ref().map(|a| a.1.as_str()),
-                    e.status,
-                    e.message_code.as_deref(),
-                    e.mis_status,
-                    e.total_us,
-                    e.mis_us,
-                    e.trace_id
-                        .as_ref()
-                        .and_then(|t| std::str::from_utf8(t).ok()),
-                ])?;
-            }
+        if replaced {
+            return Err(WriteError::Replaced);
         }
-        tx.commit()
+        Ok(&mut self.conn.as_mut().expect("opened above").0)
+    }
+
+    fn write_batch(&mut self, batch: &[&Item]) -> Result<(), WriteError> {
+        let conn = self.connection()?;
+        commit(conn, batch).map_err(|e| WriteError::Failed(describe(&e)))?;
+        // Deleted or replaced while the commit ran: it went to the old inode; the caller
+        // writes the batch again (every insert is idempotent by request id).
+        if self.conn.as_ref().map(|c| c.1) != identity(&self.path) {
+            self.conn = None;
+            return Err(WriteError::Replaced);
+        }
+        Ok(())
     }
 }
 
+fn commit(conn: &mut Connection, batch: &[&Item]) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    {
+        let mut insert = tx.prepare_cached(INSERT)?;
+        let mut attempt = tx.prepare_cached(INSERT_ATTEMPT)?;
+        // Every text column formatted on the stack: the writer allocates nothing per record
+        // (but a keyed outcome's replay, a few dozen bytes of JSON).
+        let mut ids = [[0u8; 36]; 5];
+        let mut keys = [[0u8; 64]; 3];
+        for item in batch {
+            let [rid, lpu, slot, dir, appt] = &mut ids;
+            let [hash, seal, fp] = &mut keys;
+            match item {
+                Item::Attempt(a) => {
+                    insert_attempt(&mut attempt, a, rid, lpu, slot, dir, hash, seal, fp)?
+                }
+                Item::Outcome(e) => {
+                    let key_outcome = e
+                        .key_outcome
+                        .as_ref()
+                        .and_then(|o| serde_json::to_string(o).ok());
+                    insert.execute(params![
+                        &*e.request_id.hyphenated().encode_lower(rid),
+                        e.time_us,
+                        &*e.integrator,
+                        e.lpu.map(|u| &*u.hyphenated().encode_lower(lpu)),
+                        e.backend.as_deref(),
+                        e.slot.map(|u| &*u.hyphenated().encode_lower(slot)),
+                        e.direction.map(|u| &*u.hyphenated().encode_lower(dir)),
+                        e.key.as_ref().map(|k| hex32_into(&k.hash, hash)),
+                        e.key.as_ref().map(|k| hex32_into(&k.seal, seal)),
+                        e.outcome.as_str(),
+                        e.appointment
+                            .as_ref()
+                            .map(|a| &*a.0.hyphenated().encode_lower(appt)),
+                        e.appointment.as_ref().map(|a| a.1.as_str()),
+                        e.status,
+                        e.message_code.as_deref(),
+                        e.mis_status,
+                        e.total_us,
+                        e.mis_us,
+                        e.trace_id
+                            .as_ref()
+                            .and_then(|t| std::str::from_utf8(t).ok()),
+                        key_outcome,
+                    ])?;
+                }
+            }
+        }
+    }
+    tx.commit()
+}
+
+#[allow(clippy::too_many_arguments)]
+fn insert_attempt(
+    stmt: &mut rusqlite::CachedStatement<'_>,
+    a: &Attempt,
+    rid: &mut [u8; 36],
+    lpu: &mut [u8; 36],
+    slot: &mut [u8; 36],
+    dir: &mut [u8; 36],
+    hash: &mut [u8; 64],
+    seal: &mut [u8; 64],
+    fp: &mut [u8; 64],
+) -> rusqlite::Result<()> {
+    stmt.execute(params![
+        &*a.request_id.hyphenated().encode_lower(rid),
+        a.time_us,
+        &*a.integrator,
+        &*a.lpu.hyphenated().encode_lower(lpu),
+        &*a.backend,
+        &*a.slot.hyphenated().encode_lower(slot),
+        &*a.direction.hyphenated().encode_lower(dir),
+        a.key.as_ref().map(|k| hex32_into(&k.hash, hash)),
+        a.key.as_ref().map(|k| hex32_into(&k.seal, seal)),
+        a.fingerprint.as_ref().map(|f| hex32_into(f, fp)),
+    ])?;
+    Ok(())
+}
+
 impl Sink for SqliteSink {
-    fn write(&mut self, batch: &[&Entry]) -> Result<(), String> {
-        self.write_batch(batch).map_err(|e| {
-            self.conn = None;
-            describe(&e)
+    fn write(&mut self, batch: &[&Item]) -> Result<(), WriteError> {
+        self.write_batch(batch).inspect_err(|e| {
+            if matches!(e, WriteError::Failed(_)) {
+                self.conn = None;
+            }
         })
     }
+
+    fn check(&mut self) -> Result<(), WriteError> {
+        match &self.conn {
+            Some((_, id)) if identity(&self.path) != Some(*id) => {
+                self.conn = None;
+                // Made again at once, with the schema: the next record has a place to go.
+                self.connection().map(|_| ())?;
+                Err(WriteError::Replaced)
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Opens the journal for the start's work (creating it): the key, the orphaned attempts, the
+/// keys to rebuild.
+pub fn start(
+    path: &Path,
+    orphans_before: &str,
+    keys_since_us: i64,
+) -> rusqlite::Result<(String, u64, Vec<KeyRow>)> {
+    let mut conn = open(path)?;
+    let secret = meta_secret(&mut conn)?;
+    let orphans = conn.execute(ORPHANS, params![orphans_before, ORPHAN_REASON, ""])? as u64;
+    let mut stmt = conn.prepare(KEYS)?;
+    let keys = stmt
+        .query_map([keys_since_us], |r| {
+            Ok(KeyRow {
+                request_id: r.get(0)?,
+                key_seal: r.get(1)?,
+                fingerprint: r.get(2)?,
+                key_outcome: r.get(3)?,
+                resolved_us: r.get(4)?,
+                resolved_booked: r.get::<_, Option<bool>>(5)?.unwrap_or(false),
+                resolved_guid: r.get(6)?,
+                resolved_number: r.get(7)?,
+                slot: r.get(8)?,
+                backend: r.get(9)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok((secret, orphans, keys))
+}
+
+/// The journal's own fingerprint key (hex), made on first use: keys and their journal records
+/// must still match after a restart when the config names none.
+fn meta_secret(conn: &mut Connection) -> rusqlite::Result<String> {
+    let mut fresh = [0u8; 32];
+    getrandom::fill(&mut fresh).map_err(|_| rusqlite::Error::InvalidQuery)?;
+    let mut text = [0u8; 64];
+    conn.execute(
+        "INSERT INTO journal_meta (name, value) VALUES ('fingerprint_key', ?1) \
+         ON CONFLICT (name) DO NOTHING",
+        [hex32_into(&fresh, &mut text)],
+    )?;
+    conn.query_row(
+        "SELECT value FROM journal_meta WHERE name = 'fingerprint_key'",
+        [],
+        |r| r.get(0),
+    )
 }
 
 /// What failed, in SQLite's terms (never a value: the error text may quote none, but its
@@ -182,7 +384,7 @@ pub fn describe(e: &rusqlite::Error) -> String {
 }
 
 pub fn list(path: &Path, f: &Filter) -> rusqlite::Result<Vec<Row>> {
-    let conn = open(path)?;
+    let conn = open_existing(path)?;
     let (sql, params) = f.query(COLUMNS, |n| format!("?{n}"));
     let args: Vec<Box<dyn ToSql>> = params
         .into_iter()
@@ -200,7 +402,7 @@ pub fn list(path: &Path, f: &Filter) -> rusqlite::Result<Vec<Row>> {
 }
 
 pub fn get(path: &Path, request_id: &str) -> rusqlite::Result<Option<Row>> {
-    let conn = open(path)?;
+    let conn = open_existing(path)?;
     conn.query_row(
         &format!("SELECT {COLUMNS} FROM journal WHERE request_id = ?1"),
         [request_id],
@@ -211,7 +413,7 @@ pub fn get(path: &Path, request_id: &str) -> rusqlite::Result<Option<Row>> {
 
 /// Records `r` on an open `unknown` record; false if there is none such.
 pub fn resolve(path: &Path, request_id: &str, r: &Resolution) -> rusqlite::Result<bool> {
-    let conn = open(path)?;
+    let conn = open_existing(path)?;
     let n = conn.execute(
         "UPDATE journal SET resolved_us = ?1, resolved_booked = ?2, resolved_guid = ?3, \
          resolved_number = ?4, resolved_note = ?5, resolved_via = ?6 \
@@ -229,8 +431,32 @@ pub fn resolve(path: &Path, request_id: &str, r: &Resolution) -> rusqlite::Resul
     Ok(n == 1)
 }
 
+/// Takes back the resolution recorded at `time_us` (its key store would not follow it).
+pub fn unresolve(path: &Path, request_id: &str, time_us: i64) -> rusqlite::Result<bool> {
+    let conn = open_existing(path)?;
+    let n = conn.execute(
+        "UPDATE journal SET resolved_us = NULL, resolved_booked = NULL, resolved_guid = NULL, \
+         resolved_number = NULL, resolved_note = NULL, resolved_via = NULL \
+         WHERE request_id = ?1 AND resolved_us = ?2",
+        params![request_id, time_us],
+    )?;
+    Ok(n == 1)
+}
+
+/// The fingerprint of a keyed attempt (hex), for a resolution that must make its key again.
+pub fn fingerprint(path: &Path, request_id: &str) -> rusqlite::Result<Option<String>> {
+    let conn = open_existing(path)?;
+    conn.query_row(
+        "SELECT fingerprint FROM journal_attempts WHERE request_id = ?1",
+        [request_id],
+        |r| r.get(0),
+    )
+    .optional()
+    .map(Option::flatten)
+}
+
 pub fn summary(path: &Path) -> rusqlite::Result<Vec<Summary>> {
-    let conn = open(path)?;
+    let conn = open_existing(path)?;
     let mut stmt = conn.prepare(
         "SELECT COALESCE(backend, ''), COUNT(*), MIN(time_us) FROM journal \
          WHERE outcome = 'unknown' AND resolved_us IS NULL GROUP BY backend",
@@ -246,13 +472,19 @@ pub fn summary(path: &Path) -> rusqlite::Result<Vec<Summary>> {
 }
 
 /// Deletes records older than `before_us`, except `unknown` ones nobody resolved yet.
-pub fn prune(path: &Path, before_us: i64) -> rusqlite::Result<usize> {
-    let conn = open(path)?;
-    conn.execute(
+/// Attempts go by their request id (UUIDv7: its time): their primary key is their only index.
+pub fn prune(path: &Path, before_us: i64, before_id: &str) -> rusqlite::Result<usize> {
+    let conn = open_existing(path)?;
+    let n = conn.execute(
         "DELETE FROM journal WHERE time_us < ?1 \
          AND NOT (outcome = 'unknown' AND resolved_us IS NULL)",
         [before_us],
-    )
+    )?;
+    conn.execute(
+        "DELETE FROM journal_attempts WHERE request_id < ?1",
+        [before_id],
+    )?;
+    Ok(n)
 }
 
 fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
@@ -290,5 +522,6 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
         mis_us: r.get(16)?,
         trace_id: r.get(17)?,
         resolution,
+        reason: r.get(24)?,
     })
 }

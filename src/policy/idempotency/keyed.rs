@@ -601,11 +601,23 @@ mod tests {
         fn resolve(
             &self,
             slot: Slot,
+            fp: Option<Fingerprint>,
             b: Option<Outcome>,
         ) -> BoxFuture<'_, Result<bool, StoreError>> {
             Box::pin(async move {
                 self.check()?;
-                self.inner.resolve(slot, b).await
+                self.inner.resolve(slot, fp, b).await
+            })
+        }
+        fn restore(
+            &self,
+            slot: Slot,
+            fp: Fingerprint,
+            o: Outcome,
+        ) -> BoxFuture<'_, Result<(), StoreError>> {
+            Box::pin(async move {
+                self.check()?;
+                self.inner.restore(slot, fp, o).await
             })
         }
     }

@@ -107,14 +107,24 @@ pub trait Store: Send + Sync {
     fn in_process(&self) -> bool {
         false
     }
-    /// Settles a key whose outcome is unknown (recorded as unknown, or a lapsed claim), e.g. from
-    /// a booking journal: `Some(outcome)` replaces it by that outcome, `None` releases the key so
-    /// the next request is sent. False if the entry was not in an unknown state.
+    /// Settles a key whose outcome is unknown (recorded as unknown, or a lapsed claim) from the
+    /// booking journal: `Some(outcome)` replaces it by that outcome, `None` releases the key so
+    /// the next request is sent. A key the store no longer holds (its TTL passed, a restart
+    /// emptied the store) is made again with `fingerprint` for `Some`, and is already released
+    /// for `None`. False if the entry holds a live claim or a final outcome.
     fn resolve(
         &self,
         slot: Slot,
+        fingerprint: Option<Fingerprint>,
         booked: Option<Outcome>,
     ) -> BoxFuture<'_, Result<bool, StoreError>>;
+    /// Puts back a key the journal remembers, unless the store holds one there already.
+    fn restore(
+        &self,
+        slot: Slot,
+        fingerprint: Fingerprint,
+        outcome: Outcome,
+    ) -> BoxFuture<'_, Result<(), StoreError>>;
 }
 
 impl Outcome {
@@ -244,12 +254,21 @@ impl Store for MemoryStore {
     fn resolve(
         &self,
         slot: Slot,
+        fingerprint: Option<Fingerprint>,
         booked: Option<Outcome>,
     ) -> BoxFuture<'_, Result<bool, StoreError>> {
         use moka::ops::compute::{CompResult, Op};
         let now = std::time::Instant::now();
         let result = self.entries.entry(slot).and_compute_with(|held| {
-            let Some(e) = held else { return Op::Nop };
+            let Some(e) = held else {
+                return match (&booked, fingerprint) {
+                    (Some(o), Some(fingerprint)) => Op::Put(Entry {
+                        fingerprint,
+                        state: State::Done(o.clone()),
+                    }),
+                    _ => Op::Nop,
+                };
+            };
             let unknown = match &e.value().state {
                 State::InFlight { lease_until } => lease_until.is_some_and(|t| t < now),
                 State::Done(o) => o.is_unknown(),
@@ -263,8 +282,26 @@ impl Store for MemoryStore {
                 }),
             }
         });
-        let resolved = matches!(result, CompResult::ReplacedWith(_) | CompResult::Removed(_));
+        let resolved = match result {
+            CompResult::ReplacedWith(_) | CompResult::Removed(_) | CompResult::Inserted(_) => true,
+            // Nothing held: "not booked" is what an absent key means already.
+            CompResult::StillNone(_) => booked.is_none(),
+            CompResult::Unchanged(_) => false,
+        };
         Box::pin(async move { Ok(resolved) })
+    }
+
+    fn restore(
+        &self,
+        slot: Slot,
+        fingerprint: Fingerprint,
+        outcome: Outcome,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        self.entries.entry(slot).or_insert_with(|| Entry {
+            fingerprint,
+            state: State::Done(outcome),
+        });
+        Box::pin(async { Ok(()) })
     }
 }
 
@@ -363,7 +400,7 @@ mod tests {
         let slot = slot_of("portal", b"lease");
         assert_eq!(s.begin(slot, [1; 32]).await.unwrap(), Begin::Claimed);
         assert!(
-            !s.resolve(slot, None).await.unwrap(),
+            !s.resolve(slot, None, None).await.unwrap(),
             "a live claim is not unknown"
         );
         assert!(s.renew(slot).await.unwrap());
@@ -380,10 +417,13 @@ mod tests {
             source: "mis".into(),
             create_time: "t".into(),
         };
-        assert!(s.resolve(slot, Some(booked.clone())).await.unwrap());
-        assert_eq!(s.begin(slot, [1; 32]).await.unwrap(), Begin::Done(booked));
+        assert!(s.resolve(slot, None, Some(booked.clone())).await.unwrap());
+        assert_eq!(
+            s.begin(slot, [1; 32]).await.unwrap(),
+            Begin::Done(booked.clone())
+        );
         assert!(
-            !s.resolve(slot, None).await.unwrap(),
+            !s.resolve(slot, None, None).await.unwrap(),
             "a booking is not unknown"
         );
         assert!(!s.renew(slot).await.unwrap(), "a done key has no claim");
@@ -393,9 +433,35 @@ mod tests {
         s.finish(unknown, [1; 32], Outcome::OutcomeUnknown)
             .await
             .unwrap();
-        assert!(s.resolve(unknown, None).await.unwrap());
+        assert!(s.resolve(unknown, None, None).await.unwrap());
         assert_eq!(s.begin(unknown, [1; 32]).await.unwrap(), Begin::Claimed);
-        assert!(!s.resolve(slot_of("portal", b"absent"), None).await.unwrap());
+        // A key the store lost: "not booked" holds already, "booked" makes it again.
+        let absent = slot_of("portal", b"absent");
+        assert!(s.resolve(absent, Some([3; 32]), None).await.unwrap());
+        assert_eq!(s.begin(absent, [3; 32]).await.unwrap(), Begin::Claimed);
+        s.release(absent).await.unwrap();
+        assert!(
+            s.resolve(absent, Some([3; 32]), Some(booked.clone()))
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            s.begin(absent, [3; 32]).await.unwrap(),
+            Begin::Done(booked.clone())
+        );
+        // Restoring never overwrites what the store holds.
+        s.restore(absent, [3; 32], Outcome::OutcomeUnknown)
+            .await
+            .unwrap();
+        assert_eq!(s.begin(absent, [3; 32]).await.unwrap(), Begin::Done(booked));
+        let lost = slot_of("portal", b"lost");
+        s.restore(lost, [4; 32], Outcome::OutcomeUnknown)
+            .await
+            .unwrap();
+        assert_eq!(
+            s.begin(lost, [4; 32]).await.unwrap(),
+            Begin::Done(Outcome::OutcomeUnknown)
+        );
     }
 
     #[test]

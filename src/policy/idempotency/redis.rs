@@ -88,7 +88,14 @@ return 1
 const RESOLVE: &str = r#"
 local held = redis.call('GET', KEYS[1])
 if not held then
-  return 0
+  if ARGV[1] == '' then
+    return 1
+  end
+  if ARGV[2] == '' then
+    return 0
+  end
+  redis.call('SET', KEYS[1], '{"fp":"' .. ARGV[2] .. '","state":"done","outcome":' .. ARGV[1] .. '}', 'PX', ARGV[3])
+  return 1
 end
 local unknown = string.find(held, '"kind":"outcome_unknown"', 1, true)
   or string.find(held, '"kind":"mis_timeout"', 1, true)
@@ -518,6 +525,7 @@ impl Store for RedisStore {
     fn resolve(
         &self,
         slot: Slot,
+        fingerprint: Option<Fingerprint>,
         booked: Option<Outcome>,
     ) -> BoxFuture<'_, Result<bool, StoreError>> {
         Box::pin(async move {
@@ -526,10 +534,45 @@ impl Store for RedisStore {
                     .map_err(|_| StoreError("an outcome cannot be encoded".into()))?,
                 None => String::new(),
             };
+            let fp = fingerprint.map(|f| hex(&f)).unwrap_or_default();
+            let ttl = self.ttl_ms.to_string();
             let done: i64 = self
-                .script("resolve", &self.scripts.resolve, &slot, &[&outcome])
+                .script(
+                    "resolve",
+                    &self.scripts.resolve,
+                    &slot,
+                    &[&outcome, &fp, &ttl],
+                )
                 .await?;
             Ok(done == 1)
+        })
+    }
+
+    fn restore(
+        &self,
+        slot: Slot,
+        fingerprint: Fingerprint,
+        outcome: Outcome,
+    ) -> BoxFuture<'_, Result<(), StoreError>> {
+        Box::pin(async move {
+            let value = encode(&Record {
+                fp: hex(&fingerprint),
+                state: State::Done { outcome },
+            })?;
+            let key = Self::key(&slot);
+            let ttl = self.ttl_ms;
+            self.run("restore", |mut con| async move {
+                redis::cmd("SET")
+                    .arg(key)
+                    .arg(value)
+                    .arg("NX")
+                    .arg("PX")
+                    .arg(ttl)
+                    .query_async::<Option<String>>(&mut con)
+                    .await
+            })
+            .await
+            .map(|_| ())
         })
     }
 }
