@@ -52,7 +52,8 @@ COUNTERS = {
     "mis_gateway_outcome_unknown_total": {"backend"},
     "mis_gateway_idempotency_store_errors_total": set(),
     "mis_gateway_journal_write_errors_total": set(),
-    "mis_gateway_journal_dropped_total": set(),
+    "mis_gateway_journal_refused_total": set(),
+    "mis_gateway_journal_file_replaced_total": set(),
     "mis_gateway_journal_not_durable_total": set(),
 }
 GAUGES = {

@@ -388,6 +388,8 @@ if routes:
         wanted.append(routes["admin"]["token_env"])
     if dig(routes, "idempotency", "password_env"):
         wanted.append(routes["idempotency"]["password_env"])
+    if dig(routes, "journal", "password_env"):
+        wanted.append(routes["journal"]["password_env"])
     absent = [w for w in wanted if w not in env and not any(has_key(s, w) for s in env_secrets)]
     check(wanted and not absent, f"Secret provides {', '.join(wanted)}",
           f"routes.toml names environment variables no Secret provides: {absent or 'none named'}")
@@ -402,6 +404,53 @@ if routes:
         check(svc is not None and svc_port in svc_ports,
               f"idempotency store {store} is Service {svc_name}:{svc_port}",
               f"idempotency.store {store!r}: no Service {svc_name} with port {svc_port} (ports {svc_ports})")
+    # The booking journal is on by default, as journal.db beside routes.toml: here that is the
+    # read-only ConfigMap mount (bookings would be refused), and replicas must share one journal
+    # anyway. So: a PostgreSQL url, user and database named, no password in it.
+    journal = routes.get("journal")
+    jurl = dig(routes, "journal", "url")
+    if not isinstance(journal, dict):
+        fail("routes.toml has no [journal]: the default journal.db beside routes.toml sits in the "
+             "read-only ConfigMap mount, so every booking would be refused; set [journal] url (PostgreSQL)")
+    elif journal.get("enabled") is False:
+        fail("routes.toml [journal] enabled = false: a restart would forget idempotency keys and a crash "
+             "leave bookings unrecorded; set [journal] url (PostgreSQL)")
+    elif jurl is None:
+        fail(f"routes.toml [journal] has no url (path {journal.get('path')!r}): the replicas need one shared "
+             "PostgreSQL journal, and the ConfigMap mount is read-only")
+    else:
+        m = re.fullmatch(r"postgres(?:ql)?://([^:@/]+)(:[^@/]*)?@([^:/?]+)(?::(\d+))?/([^/?]+)(?:\?.*)?", jurl)
+        if not m or m.group(2):
+            fail(f"journal.url {jurl!r}: must be postgres://USER@HOST[:PORT]/DATABASE, with no password")
+        else:
+            j_user, j_host, j_db = m.group(1), m.group(3), m.group(5)
+            j_svc_name, j_port = j_host.split(".")[0], int(m.group(4) or 5432)
+            j_svc = get("Service", j_svc_name)
+            j_ports = [p.get("port") for p in dig(j_svc or {}, "spec", "ports", default=[])]
+            if check(j_svc is not None and j_port in j_ports,
+                     f"journal {jurl} is Service {j_svc_name}:{j_port}",
+                     f"journal.url {jurl!r}: no Service {j_svc_name} with port {j_port} (ports {j_ports})"):
+                # The server behind it creates that role and database with the password the
+                # gateway sends (the official image's POSTGRES_* variables).
+                backing = [d for d in deployments.values()
+                           if selects(dig(j_svc, "spec", "selector"), dig(d, "spec", "template", "metadata", "labels", default={}))]
+                pg_env, unresolved = {}, []
+                for ctr in dig(backing[0] if backing else {}, "spec", "template", "spec", "containers", default=[]):
+                    for e in ctr.get("env") or []:
+                        ref = dig(e, "valueFrom", "secretKeyRef")
+                        pg_env[e.get("name")] = ref.get("key") if ref else e.get("value")
+                        if ref and not has_key(get("Secret", ref.get("name")) or {}, ref.get("key")):
+                            unresolved.append(f"{ref.get('name')}/{ref.get('key')}")
+                want_env = {"POSTGRES_USER": j_user, "POSTGRES_DB": j_db}
+                if dig(routes, "journal", "password_env"):  # the Secret key both read
+                    want_env["POSTGRES_PASSWORD"] = routes["journal"]["password_env"]
+                wrong = {k: pg_env.get(k) for k, v in want_env.items() if pg_env.get(k) != v}
+                check(backing and not wrong and not unresolved,
+                      f"PostgreSQL behind {j_svc_name} creates role {j_user} and database {j_db}"
+                      + (f", password from {want_env['POSTGRES_PASSWORD']}" if "POSTGRES_PASSWORD" in want_env else ""),
+                      f"the PostgreSQL behind Service {j_svc_name} must set {want_env} (POSTGRES_PASSWORD "
+                      f"from that Secret key), found {wrong if backing else 'no Deployment'}"
+                      + (f"; Secret keys missing: {unresolved}" if unresolved else ""))
 
 # ---------- probes ----------
 for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
@@ -579,6 +628,13 @@ else:
     check(re.search(r"MIS_GATEWAY_CONFIG=/etc/mis-gateway/routes\.toml", dockerfile) is not None,
           "Dockerfile sets MIS_GATEWAY_CONFIG=/etc/mis-gateway/routes.toml",
           "Dockerfile must set ENV MIS_GATEWAY_CONFIG=/etc/mis-gateway/routes.toml")
+    # The journal's writable place for [journal] path = "/var/lib/mis-gateway/journal.db" (the
+    # config folder is mounted read-only): the runtime uid's directory, declared a VOLUME.
+    owner = re.search(r"^COPY --from=\S+ --chown=(\d+)(?::\d+)? \S+ /var/lib/mis-gateway/?$", dockerfile, re.M)
+    check(owner and user and owner.group(1) == user[-1]
+          and re.search(r"^VOLUME .*/var/lib/mis-gateway\b", dockerfile, re.M),
+          "Dockerfile: /var/lib/mis-gateway belongs to the runtime uid and is a VOLUME (the journal's place)",
+          "Dockerfile must create /var/lib/mis-gateway owned by the USER uid (COPY --from=… --chown=) and declare it a VOLUME")
 
 # ---------- supply chain: deny.toml (run by deploy/supply-chain.sh) ----------
 try:
@@ -614,6 +670,14 @@ try:
     with open(os.path.join(repo, "routes.toml"), "rb") as fh:
         seed = tomllib.load(fh)
     host_drain = dig(seed, "server", "drain_timeout_ms", default=30000) / 1000
+    # The journal is on by default beside routes.toml, which the unit makes read-only: the
+    # install steps must point [journal] path into the unit's StateDirectory.
+    check(re.search(r"^StateDirectory=mis-gateway$", unit, re.M)
+          and re.search(r"^ReadOnlyPaths=/etc/mis-gateway$", unit, re.M)
+          and 'path = "/var/lib/mis-gateway/journal.db"' in unit,
+          "systemd: the header points [journal] path into StateDirectory /var/lib/mis-gateway",
+          "systemd unit: needs StateDirectory=mis-gateway, ReadOnlyPaths=/etc/mis-gateway and the install step "
+          "[journal] path = \"/var/lib/mis-gateway/journal.db\" (else the journal cannot be written)")
     stop = re.search(r"^TimeoutStopSec=(\d+)s?$", unit, re.M)
     check(stop and int(stop.group(1)) > host_drain,
           f"systemd TimeoutStopSec {stop and stop.group(1)} s > routes.toml drain {host_drain:g} s",

@@ -141,6 +141,11 @@ pub struct Journal {
     timezones: HashMap<String, jiff::tz::TimeZone>,
     /// A shared journal's orphan sweep: attempts below this request id were looked at.
     swept: Mutex<String>,
+    /// A shared key store came back empty and has not been refilled yet.
+    refill: AtomicBool,
+    /// When this process opened the journal: a SQLite journal's attempts from before it are
+    /// a previous process's orphans (its own, however late the start's work runs, are not).
+    opened_us: i64,
 }
 
 /// A booking's place for its outcome record, reserved with its attempt.
@@ -229,6 +234,8 @@ impl Journal {
             swept: Mutex::new(id_at(
                 record::now_us() - settings.retention.as_micros() as i64,
             )),
+            refill: AtomicBool::new(false),
+            opened_us: record::now_us(),
         };
         match journal.start_blocking() {
             Ok((own_secret, orphans, keys)) => {
@@ -259,8 +266,8 @@ impl Journal {
         let now = record::now_us();
         let since = now - self.ttl.as_micros() as i64;
         match &self.db {
-            // One process owns a SQLite journal: every attempt before this start is an orphan.
-            Db::Sqlite(path) => sqlite::start(path, &id_at(now + 1_000_000), since)
+            // One process owns a SQLite journal: every attempt before it opened is an orphan.
+            Db::Sqlite(path) => sqlite::start(path, &id_at(self.opened_us), since)
                 .map_err(|e| sqlite::describe(&e))
                 .and_then(|(secret, n, keys)| Ok((unhex_secret(&secret)?, n, keys))),
             Db::Postgres { config, .. } => {
@@ -680,6 +687,7 @@ impl Journal {
     /// `retention_days` (`unknown` records nobody resolved are kept).
     pub async fn maintain(self: Arc<Self>) {
         let mut last_prune: Option<Instant> = None;
+        let mut last_summary: Option<Instant> = None;
         loop {
             if !self.health.started.load(Ordering::SeqCst) {
                 let me = self.clone();
@@ -696,10 +704,19 @@ impl Journal {
                     }
                     Err(_) => {}
                 }
-            } else if matches!(self.db, Db::Postgres { .. }) {
-                self.sweep_orphans().await;
+            } else if !self.store.in_process() {
+                // Every second: a Redis back empty is refilled before many retries reach it.
+                self.refill_store().await;
             }
-            self.refresh_gauges().await;
+            if last_summary.is_none_or(|t| t.elapsed() >= SUMMARY_EVERY) {
+                if matches!(self.db, Db::Postgres { .. })
+                    && self.health.started.load(Ordering::SeqCst)
+                {
+                    self.sweep_orphans().await;
+                }
+                self.refresh_gauges().await;
+                last_summary = Some(Instant::now());
+            }
             if last_prune.is_none_or(|t| t.elapsed() >= PRUNE_EVERY) {
                 match self.prune().await {
                     Ok(0) => {}
@@ -708,13 +725,55 @@ impl Journal {
                 }
                 last_prune = Some(Instant::now());
             }
-            let pause = if self.health.started.load(Ordering::SeqCst) {
-                SUMMARY_EVERY
-            } else {
-                Duration::from_secs(1)
-            };
-            tokio::time::sleep(pause).await;
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
+    }
+
+    /// A shared key store that came back empty (a Redis restarted without its data) gets back
+    /// every key the journal remembers (never over one it holds): a retry of a booking made
+    /// before is replayed, an unknown one answered unknown, not sent again.
+    async fn refill_store(&self) {
+        match self.store.came_back_empty().await {
+            Ok(true) => self.refill.store(true, Ordering::SeqCst),
+            Ok(false) => {}
+            // Down: asked again next time.
+            Err(_) => return,
+        }
+        if !self.refill.load(Ordering::SeqCst) {
+            return;
+        }
+        let since = record::now_us() - self.ttl.as_micros() as i64;
+        let rows = match &self.db {
+            Db::Sqlite(path) => {
+                let path = path.clone();
+                blocking(move || sqlite::keys(&path, since)).await
+            }
+            Db::Postgres { .. } => {
+                self.pg_query(|c| async move { postgres::keys(&c, since).await })
+                    .await
+            }
+        };
+        let rows = match rows {
+            Ok(rows) => rows,
+            Err(e) => {
+                tracing::warn!(error = %e, "journal: cannot read the keys to put back into the idempotency store; retried");
+                return;
+            }
+        };
+        let mut n = 0;
+        for k in rows.iter().filter_map(|k| self.known(k)) {
+            let Some(outcome) = k.outcome else { continue };
+            if let Err(e) = self.store.restore(k.slot, k.fingerprint, outcome).await {
+                tracing::warn!(error = %e, "journal: putting keys back into the idempotency store failed; retried");
+                return;
+            }
+            n += 1;
+        }
+        self.refill.store(false, Ordering::SeqCst);
+        tracing::warn!(
+            keys = n,
+            "journal: the idempotency store came back empty; the keys the journal remembers were put back"
+        );
     }
 
     /// A shared journal: attempts of any replica older than [`STALE`] with no outcome.

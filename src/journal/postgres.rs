@@ -224,27 +224,32 @@ pub async fn start(
             .await?
             .get(0);
         let n = orphans(&client, before, floor).await?;
-        let rows = client
-            .query(&numbered(super::sqlite::KEYS), &[&since_us])
-            .await?;
-        let keys = rows
-            .iter()
-            .map(|r| KeyRow {
-                request_id: r.get(0),
-                key_seal: r.get(1),
-                fingerprint: r.get(2),
-                key_outcome: r.get(3),
-                resolved_us: r.get(4),
-                resolved_booked: r.get::<_, Option<bool>>(5).unwrap_or(false),
-                resolved_guid: r.get(6),
-                resolved_number: r.get(7),
-                slot: r.get(8),
-                backend: r.get(9),
-            })
-            .collect();
+        let keys = keys(&client, since_us).await?;
         Ok::<_, tokio_postgres::Error>((secret, n, keys))
     };
     go.await.map_err(|e| describe(&e))
+}
+
+/// Keyed bookings since `since_us` (to put their keys back into a store that lost them).
+pub async fn keys(client: &Client, since_us: i64) -> Result<Vec<KeyRow>, tokio_postgres::Error> {
+    let rows = client
+        .query(&numbered(super::sqlite::KEYS), &[&since_us])
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| KeyRow {
+            request_id: r.get(0),
+            key_seal: r.get(1),
+            fingerprint: r.get(2),
+            key_outcome: r.get(3),
+            resolved_us: r.get(4),
+            resolved_booked: r.get::<_, Option<bool>>(5).unwrap_or(false),
+            resolved_guid: r.get(6),
+            resolved_number: r.get(7),
+            slot: r.get(8),
+            backend: r.get(9),
+        })
+        .collect())
 }
 
 /// Attempts in `[floor, before)` with no outcome become `unknown` records.

@@ -334,24 +334,32 @@ pub fn start(
     let mut conn = open(path)?;
     let secret = meta_secret(&mut conn)?;
     let orphans = conn.execute(ORPHANS, params![orphans_before, ORPHAN_REASON, ""])? as u64;
-    let mut stmt = conn.prepare(KEYS)?;
-    let keys = stmt
-        .query_map([keys_since_us], |r| {
-            Ok(KeyRow {
-                request_id: r.get(0)?,
-                key_seal: r.get(1)?,
-                fingerprint: r.get(2)?,
-                key_outcome: r.get(3)?,
-                resolved_us: r.get(4)?,
-                resolved_booked: r.get::<_, Option<bool>>(5)?.unwrap_or(false),
-                resolved_guid: r.get(6)?,
-                resolved_number: r.get(7)?,
-                slot: r.get(8)?,
-                backend: r.get(9)?,
-            })
-        })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+    let keys = keyed_rows(&conn, keys_since_us)?;
     Ok((secret, orphans, keys))
+}
+
+/// Keyed bookings since `since_us` (to put their keys back into a store that lost them).
+pub fn keys(path: &Path, since_us: i64) -> rusqlite::Result<Vec<KeyRow>> {
+    keyed_rows(&open_existing(path)?, since_us)
+}
+
+fn keyed_rows(conn: &Connection, since_us: i64) -> rusqlite::Result<Vec<KeyRow>> {
+    let mut stmt = conn.prepare(KEYS)?;
+    stmt.query_map([since_us], |r| {
+        Ok(KeyRow {
+            request_id: r.get(0)?,
+            key_seal: r.get(1)?,
+            fingerprint: r.get(2)?,
+            key_outcome: r.get(3)?,
+            resolved_us: r.get(4)?,
+            resolved_booked: r.get::<_, Option<bool>>(5)?.unwrap_or(false),
+            resolved_guid: r.get(6)?,
+            resolved_number: r.get(7)?,
+            slot: r.get(8)?,
+            backend: r.get(9)?,
+        })
+    })?
+    .collect()
 }
 
 /// The journal's own fingerprint key (hex), made on first use: keys and their journal records

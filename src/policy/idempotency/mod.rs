@@ -118,6 +118,12 @@ pub trait Store: Send + Sync {
         fingerprint: Option<Fingerprint>,
         booked: Option<Outcome>,
     ) -> BoxFuture<'_, Result<bool, StoreError>>;
+    /// Whether the store came up empty since it was last asked (a Redis restarted without its
+    /// data): the journal then puts back the keys it remembers. An in-process store is never
+    /// emptied under a running gateway.
+    fn came_back_empty(&self) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(async { Ok(false) })
+    }
     /// Puts back a key the journal remembers, unless the store holds one there already.
     fn restore(
         &self,

@@ -28,6 +28,9 @@ use crate::wire::hex::hex;
 
 /// Every key this store writes starts with this.
 pub const KEY_PREFIX: &str = "mis-gateway:idem:";
+/// Set (without a TTL) by the first replica that finds it absent: a Redis that lost it lost its
+/// keys too, and the journal puts them back.
+pub const FILLED_MARK: &str = "mis-gateway:idem-filled";
 /// A claim's lease is its key with this suffix.
 pub const LEASE_SUFFIX: &str = ":lease";
 /// The longest wait for a connection to Redis.
@@ -545,6 +548,22 @@ impl Store for RedisStore {
                 )
                 .await?;
             Ok(done == 1)
+        })
+    }
+
+    fn came_back_empty(&self) -> BoxFuture<'_, Result<bool, StoreError>> {
+        Box::pin(async move {
+            let set: Option<String> = self
+                .run("mark", |mut con| async move {
+                    redis::cmd("SET")
+                        .arg(FILLED_MARK)
+                        .arg("1")
+                        .arg("NX")
+                        .query_async(&mut con)
+                        .await
+                })
+                .await?;
+            Ok(set.is_some())
         })
     }
 
