@@ -438,6 +438,7 @@ fn changed_line(section: &str, key: &str, value: &str) -> (String, Vec<String>) 
         ("timezone", _) => "\"Europe/Moscow\"".into(),
         ("on_store_error", _) => "\"local\"".into(),
         ("on_5xx", _) => "\"retry\"".into(),
+        ("on_error", _) => "\"book\"".into(),
         ("synchronous", _) => "\"normal\"".into(),
         ("trusted_proxies", _) => "[\"10.0.0.0/16\"]".into(),
         ("allow_from", _) => "[\"203.0.113.0/25\"]".into(),

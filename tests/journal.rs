@@ -704,3 +704,60 @@ fn the_journal_section_is_validated_with_locations() {
     };
     assert_eq!(pg.get_password(), Some(&b"pw-PGPW"[..]));
 }
+
+/// On by default: a file without `[journal]` has `journal.db` beside it; `enabled = false` is the
+/// explicit opt-out, and `check` says what it costs; `on_error` takes `refuse` (the default) or
+/// `book`. A config that comes from no file (embedding) has no journal unless it names one.
+#[test]
+fn the_journal_is_on_by_default_beside_the_file_and_off_only_when_said() {
+    use mis_gateway::config::{Config, JournalStore, OnJournalError};
+    let body = config_toml(
+        &[BackendSpec::new("mis-a", "http://127.0.0.1:9".into())],
+        &[(SEED_LPU, "mis-a")],
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("routes.toml");
+    let c = Config::from_file_bytes(body.as_bytes(), &file, &TestSecrets).unwrap();
+    let j = c.journal.expect("on by default");
+    assert_eq!(j.store, JournalStore::Sqlite(dir.path().join("journal.db")));
+    assert_eq!(j.on_error, OnJournalError::Refuse);
+    assert!(j.fsync, "synchronous = full by default");
+    assert!(
+        Config::from_bytes(body.as_bytes(), dir.path(), &TestSecrets)
+            .unwrap()
+            .journal
+            .is_none()
+    );
+
+    let off = format!("{body}\n[journal]\nenabled = false\n");
+    let c = Config::from_file_bytes(off.as_bytes(), &file, &TestSecrets).unwrap();
+    assert!(c.journal.is_none());
+    assert!(
+        c.warnings
+            .iter()
+            .any(|w| w.contains("journal is off") && w.contains("forgets")),
+        "{:?}",
+        c.warnings
+    );
+    let book = format!("{body}\n[journal]\non_error = \"book\"\n");
+    let c = Config::from_file_bytes(book.as_bytes(), &file, &TestSecrets).unwrap();
+    assert_eq!(c.journal.unwrap().on_error, OnJournalError::Book);
+    let bad = format!("{body}\n[journal]\non_error = \"drop\"\npath = \"j.db\"\n");
+    let problems = Config::from_file_bytes(bad.as_bytes(), &file, &TestSecrets).unwrap_err();
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].location, "journal.on_error");
+
+    // `mis-gateway check` prints the warning.
+    std::fs::write(&file, &off).unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mis-gateway"))
+        .args(["check", "--no-secrets", "--config"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("warning: the booking journal is off"),
+        "{text}"
+    );
+}

@@ -207,3 +207,139 @@ async fn the_journal_logs_in_with_the_configured_password_only() {
     assert_eq!(list.json()["records"].as_array().unwrap().len(), 1);
     right.shutdown().await;
 }
+
+/// RELIABILITY M3 on PostgreSQL: the whole server stopped (SIGSTOP) for 6 s under load. No
+/// booking is answered 200 without its record once it is back; bookings that cannot be
+/// journaled meanwhile are refused unsent (503 `95030`) within the attempt's bound, and the admin
+/// API answers 503 within a second instead of hanging.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn m3_a_stopped_postgres_refuses_bookings_unsent_and_loses_no_booked_record() {
+    let pg = Postgres::start();
+    pg.create_db("gateway", PASSWORD, "journal").await;
+    let mis = SweepMis::spawn().await;
+    let url = pg.url("gateway", "journal");
+    let gw = Arc::new(
+        TestGateway::start(&sweep_toml(
+            &mis,
+            &format!("url = \"{url}\"\npassword_env = \"PGPW\""),
+        ))
+        .await,
+    );
+    // Warm: the writer and the reader have their connections.
+    assert_eq!(booked_ids(gw.clone(), 4).await.len(), 4);
+    assert_eq!(
+        admin(&gw, Method::GET, "/admin/journal", None).await.status,
+        StatusCode::OK
+    );
+
+    pg.signal_all("STOP");
+    let stopped_at = std::time::Instant::now();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let clients: Vec<_> = (0..8)
+        .map(|c| {
+            let (gw, stop) = (gw.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut got = Vec::new();
+                let mut i = 0;
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    let key = (c % 2 == 0).then(|| format!("m3pg-{c}-{i}"));
+                    let t = std::time::Instant::now();
+                    let r = gw
+                        .send(post(
+                            &gw,
+                            &canary_booking(LPU_BOOKS),
+                            PORTAL,
+                            key.as_deref(),
+                            "application/json",
+                        ))
+                        .await;
+                    let id = r.headers["x-request-id"].to_str().unwrap().to_owned();
+                    got.push((r.status, r.code(), id, t.elapsed()));
+                    i += 1;
+                }
+                got
+            })
+        })
+        .collect();
+    // The admin API while the database hangs: a prompt 503, never a hung page.
+    let t = std::time::Instant::now();
+    let list = admin(&gw, Method::GET, "/admin/journal", None).await;
+    let took = t.elapsed();
+    assert_eq!(
+        list.status,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "{}",
+        list.text()
+    );
+    // Its bound is one second; 1.5 s more is the margin for a loaded 2-core machine.
+    assert!(took < Duration::from_millis(2500), "the read took {took:?}");
+    // Readiness turns false once a commit outlasts the attempt's bound (1 s).
+    assert!(
+        eventually(Duration::from_secs(4), || async {
+            gw.admin(Method::GET, "/readyz").await.status == StatusCode::SERVICE_UNAVAILABLE
+        })
+        .await,
+        "a hung journal takes the replica out of rotation"
+    );
+    tokio::time::sleep(Duration::from_secs(6).saturating_sub(stopped_at.elapsed())).await;
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    pg.signal_all("CONT");
+    let mut answers = Vec::new();
+    for c in clients {
+        answers.extend(c.await.unwrap());
+    }
+    let refused = answers
+        .iter()
+        .filter(|a| a.0 == StatusCode::SERVICE_UNAVAILABLE)
+        .count();
+    assert!(
+        refused > 0,
+        "a stopped journal refuses bookings: {answers:?}"
+    );
+    for (status, code, _, took) in &answers {
+        match *status {
+            StatusCode::OK => {}
+            StatusCode::SERVICE_UNAVAILABLE => {
+                assert_eq!(code, "95030");
+                // The attempt's bound is one second; 1.5 s of margin on a loaded machine.
+                assert!(
+                    *took < Duration::from_millis(2500),
+                    "refused after {took:?}"
+                );
+            }
+            other => panic!("{other}: {code}"),
+        }
+    }
+    let sent = mis.books.count();
+
+    // Back: every 200 has its booked record, every refusal its not_sent one; the MIS saw only
+    // what was answered 200 (and the warm-up).
+    let ok: Vec<&String> = answers
+        .iter()
+        .filter(|a| a.0 == StatusCode::OK)
+        .map(|a| &a.2)
+        .collect();
+    assert_eq!(sent, 4 + ok.len(), "nothing refused reached the MIS");
+    assert!(
+        eventually(Duration::from_secs(30), || async {
+            let r = admin(&gw, Method::GET, "/admin/journal?limit=1000", None).await;
+            if r.status != StatusCode::OK {
+                return false;
+            }
+            let records = r.json()["records"].as_array().unwrap().clone();
+            answers.iter().all(|(status, _, id, _)| {
+                let want = if *status == StatusCode::OK {
+                    "booked"
+                } else {
+                    "not_sent"
+                };
+                records
+                    .iter()
+                    .any(|r| r["requestId"] == id.as_str() && r["outcome"] == want)
+            })
+        })
+        .await,
+        "every answer of the stop has its record once PostgreSQL is back"
+    );
+    Arc::try_unwrap(gw).ok().unwrap().shutdown().await;
+}

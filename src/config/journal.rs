@@ -112,7 +112,12 @@ impl Validator<'_> {
                 true
             }
         };
-        let store = match (raw.path.clone(), raw.url.clone()) {
+        let path = match (&raw.path, &raw.url) {
+            // A file's section that names neither store keeps the default file.
+            (None, None) if default_file => Some(DEFAULT_FILE.to_owned()),
+            (path, _) => path.clone(),
+        };
+        let store = match (path, raw.url.clone()) {
             (Some(_), Some(_)) | (None, None) => {
                 self.problem(
                     "journal",

@@ -124,6 +124,9 @@ struct Health {
     failing: AtomicBool,
     /// The start's work (orphans, keys) is done: until then keyed bookings could be resent.
     started: AtomicBool,
+    /// When the commit in progress began (ms since the epoch; 0: none): one that outlasts the
+    /// attempt's bound means the database hangs.
+    commit_since_ms: AtomicU64,
 }
 
 pub struct Journal {
@@ -400,7 +403,10 @@ impl Journal {
         } else if self.health.failing.load(Ordering::SeqCst) {
             Some("the journal cannot write")
         } else {
-            None
+            let since = self.health.commit_since_ms.load(Ordering::SeqCst);
+            let now = (record::now_us() / 1000) as u64;
+            (since != 0 && now.saturating_sub(since) > ATTEMPT_WAIT.as_millis() as u64)
+                .then_some("the journal's database does not answer")
         }
     }
 
@@ -941,6 +947,9 @@ fn write_loop(rx: crossbeam_channel::Receiver<Msg>, mut sink: Box<dyn Sink>, hea
         }
         let n = pending.len().min(MAX_BATCH);
         let batch: Vec<&Item> = pending.iter().take(n).map(|j| &j.item).collect();
+        health
+            .commit_since_ms
+            .store((record::now_us() / 1000).max(1) as u64, Ordering::SeqCst);
         let mut result = sink.write(&batch);
         // Replaced under us: written again to the file now at the path (inserts are
         // idempotent), a few times at most if something keeps replacing it.
@@ -952,6 +961,7 @@ fn write_loop(rx: crossbeam_channel::Receiver<Msg>, mut sink: Box<dyn Sink>, hea
             result = sink.write(&batch);
         }
         drop(batch);
+        health.commit_since_ms.store(0, Ordering::SeqCst);
         match result {
             Ok(()) => {
                 for j in pending.drain(..n) {

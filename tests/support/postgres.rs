@@ -161,6 +161,37 @@ impl Postgres {
         client
     }
 
+    /// Sends `signal` (`STOP`, `CONT`) to the server and every process it forked (one per
+    /// connection): the whole cluster hangs or resumes, as a stalled host would.
+    pub fn signal_all(&self, signal: &str) {
+        let pid_file = self.dir.path().join("data").join("postmaster.pid");
+        let text = std::fs::read_to_string(&pid_file).expect("the server's pid file");
+        let postmaster: u32 = text.lines().next().unwrap().trim().parse().unwrap();
+        let mut pids = vec![postmaster];
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+                continue;
+            };
+            // `pid (comm) state ppid ...`: the name may hold spaces, the rest follows its ')'.
+            let ppid = stat
+                .rsplit_once(')')
+                .and_then(|(_, rest)| rest.split_whitespace().nth(1))
+                .and_then(|p| p.parse::<u32>().ok());
+            if ppid == Some(postmaster) {
+                pids.push(pid);
+            }
+        }
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .args(pids.iter().map(u32::to_string))
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "kill -{signal} {pids:?}");
+    }
+
     /// `postgres://user@127.0.0.1:PORT/db`, without the password.
     pub fn url(&self, user: &str, db: &str) -> String {
         format!("postgres://{user}@127.0.0.1:{}/{db}", self.port)
