@@ -107,7 +107,7 @@ if [ -n "${BIN:-}" ]; then
   JOURNAL=off write_gateway_config
   # The same file with the journal on, in a folder of its own (its WAL's writes then do not
   # reach the watcher of routes.toml's folder).
-  cp "$T/routes.toml" "$T/routes-journal.toml"
+  grep -v -e '^\[journal\]$' -e '^enabled = false$' "$T/routes.toml" > "$T/routes-journal.toml"
   journal_section >> "$T/routes-journal.toml"
 fi
 write_haproxy_config "$GATEWAY_PORT"

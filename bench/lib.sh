@@ -144,9 +144,12 @@ max_connections = $MIS_CONNS
 EOF
   # JOURNAL=sqlite: the booking journal on, in a folder of its own (its WAL's writes then do
   # not reach the watcher of routes.toml's folder).
+  # Otherwise it is turned off explicitly: a file without [journal] gets one beside it.
   if [ "${JOURNAL:-off}" = sqlite ]; then
     mkdir -p "$T/journal"
     journal_section >> "$T/routes.toml"
+  else
+    printf '\n[journal]\nenabled = false\n' >> "$T/routes.toml"
   fi
   # STORE=redis: the idempotency store (and the shared rate budget) in a redis-server run.sh
   # starts on REDIS_PORT, as replicas share it.

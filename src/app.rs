@@ -140,6 +140,7 @@ impl App {
         let limits = ConnLimits {
             header_read_timeout: config.server.header_read_timeout,
             max_connections: config.server.max_connections,
+            max_connections_per_client: config.server.max_connections_per_client,
             workers: self.workers,
             placement: self.placement,
             proxies: Arc::new(config.server.proxies.clone()),

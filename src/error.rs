@@ -154,8 +154,8 @@ macro_rules! conditions {
 conditions! {
     Invalid              => 400, "94000", FixFirst, "The booking failed validation; see errors.";
     MalformedJson        => 400, "94001", FixFirst, "The request body is not valid JSON.";
-    BadIdempotencyKey    => 400, "94002", FixFirst, "The Idempotency-Key header must be 1 to 255 visible ASCII characters.";
-    BadHost              => 400, "94003", FixFirst, "An HTTP/1.1 request needs exactly one Host header.";
+    BadIdempotencyKey    => 400, "94002", FixFirst, "The Idempotency-Key header must appear at most once, with 1 to 255 visible ASCII characters.";
+    BadHost              => 400, "94003", FixFirst, "An HTTP/1.1 request needs exactly one Host header, a host with an optional port.";
     DuplicateAuthorization => 400, "94004", FixFirst, "The request carries more than one Authorization header; send exactly one.";
     BadRequestHead       => 400, "94005", FixFirst, "The request head could not be parsed (request line, header syntax or conflicting framing headers such as two Content-Length values).";
     Unauthenticated      => 401, "94010", FixFirst, "Authentication required: HTTP Basic with a valid integrator login and password.";

@@ -318,6 +318,19 @@ async fn an_http_1_1_request_needs_one_host_and_one_authorization_header() {
         two_hosts.contains("\"Message_code\":\"94003\""),
         "{two_hosts}"
     );
+    // RFC 9112 3.2: a Host is a host and an optional port, nothing else (issue 28, item 7).
+    for bad in ["x@evil:99999/x", "gw:99999", "gw/x", "gw?x", "@gw", ":80"] {
+        let r = send(request("HTTP/1.1", &format!("host: {bad}\r\n{auth}"))).await;
+        assert!(
+            r.starts_with("HTTP/1.1 400") && r.contains("\"Message_code\":\"94003\""),
+            "{bad}: {r}"
+        );
+    }
+    assert_eq!(mis.count(), 0, "no bad Host reached the MIS");
+    for good in ["gw:8080", "127.0.0.1", "[::1]:443"] {
+        let r = send(request("HTTP/1.1", &format!("host: {good}\r\n{auth}"))).await;
+        assert!(r.starts_with("HTTP/1.1 200"), "{good}: {r}");
+    }
     // Two Authorization headers: refused, whichever comes first (no "first wins").
     let other = format!("authorization: {}\r\n", basic(CALLCENTRE.0, CALLCENTRE.1));
     for pair in [
@@ -332,7 +345,7 @@ async fn an_http_1_1_request_needs_one_host_and_one_authorization_header() {
             "{r}"
         );
     }
-    assert_eq!(mis.count(), 0, "nothing refused reached the MIS");
+    assert_eq!(mis.count(), 3, "nothing refused reached the MIS");
     // HTTP/1.0 has no Host requirement; one Host and one Authorization book.
     let old = send(request("HTTP/1.0", &auth)).await;
     assert!(old.starts_with("HTTP/1.0 200"), "{old}");
@@ -341,5 +354,121 @@ async fn an_http_1_1_request_needs_one_host_and_one_authorization_header() {
             .await
             .starts_with("HTTP/1.1 200")
     );
-    assert_eq!(mis.count(), 2);
+    assert_eq!(mis.count(), 5);
+}
+
+/// The HTTP/2 client preface and an empty SETTINGS frame: what a client that means to hold a
+/// connection sends, and then nothing.
+const H2_PREFACE_AND_SETTINGS: &[u8] =
+    b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00";
+
+/// Issue 28, item 1: every way to hold a connection without a request ends at the header
+/// timeout, counted from accept: the HTTP/2 preface (whole, one byte of it, its first line),
+/// and a connection that answered one request and then stays silent. 50 such sockets against
+/// `max_connections = 50` no longer keep a booking out.
+#[tokio::test]
+async fn connections_that_send_no_request_are_closed_at_the_header_timeout_whatever_the_protocol() {
+    let (gw, _mis) = gateway("header_read_timeout_ms = 400\nmax_connections = 50\n", "").await;
+    for (what, bytes) in [
+        ("the h2 preface and SETTINGS", H2_PREFACE_AND_SETTINGS),
+        ("one byte of the preface", &b"P"[..]),
+        ("the preface's first line", &b"PRI * HTTP/2.0\r\n"[..]),
+    ] {
+        let mut s = TcpStream::connect(gw.addr).await.unwrap();
+        s.write_all(bytes).await.unwrap();
+        let (_, took) = read_to_close(&mut s).await;
+        // The bound is 400 ms from accept; 1.5 s of margin for a loaded 2-core machine.
+        assert!(
+            took < Duration::from_millis(1900),
+            "{what}: closed after {took:?}"
+        );
+    }
+
+    // An HTTP/2 connection that booked once, then idles: closed the header timeout after its
+    // last answer (hyper's client answers pings: that does not keep it open).
+    let io = hyper_util::rt::TokioIo::new(TcpStream::connect(gw.addr).await.unwrap());
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(hyper_util::rt::TokioExecutor::new(), io)
+            .await
+            .unwrap();
+    let ended = tokio::spawn(conn);
+    let r = send
+        .send_request(booking_request(
+            gw.url("/dir/appointments"),
+            &fresh_booking(),
+            PORTAL,
+        ))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    let answered = Instant::now();
+    tokio::time::timeout(Duration::from_secs(5), ended)
+        .await
+        .expect("the idle HTTP/2 connection is closed")
+        .unwrap()
+        .ok();
+    let took = answered.elapsed();
+    assert!(
+        took < Duration::from_millis(1900),
+        "idle h2 closed after {took:?}"
+    );
+
+    // The cap cannot be captured: 50 held prefaces, and a booking gets through once they end.
+    let mut held = Vec::new();
+    for _ in 0..50 {
+        let mut s = TcpStream::connect(gw.addr).await.unwrap();
+        s.write_all(H2_PREFACE_AND_SETTINGS).await.unwrap();
+        held.push(s);
+    }
+    let started = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(5), || async {
+            let req = booking_request(gw.url("/dir/appointments"), &fresh_booking(), PORTAL);
+            gw.try_send(req)
+                .await
+                .is_some_and(|r| r.status == StatusCode::OK)
+        })
+        .await,
+        "a booking gets a place once the held connections time out"
+    );
+    eprintln!(
+        "issue 28: 50 held h2 prefaces, a booking got through after {:?}",
+        started.elapsed()
+    );
+    drop(held);
+}
+
+/// Issue 28, item 1: one client address cannot take every place; another still books. A
+/// connection over the per-client cap gets the same early 503 as one over the global cap.
+#[tokio::test]
+async fn one_client_address_cannot_take_every_connection() {
+    let (gw, _mis) = gateway(
+        "header_read_timeout_ms = 5000\nmax_connections = 20\nmax_connections_per_client = 3\n",
+        "",
+    )
+    .await;
+    let mut held = Vec::new();
+    for _ in 0..3 {
+        held.push(support::clients::connect_from(support::clients::lo(2), gw.addr).await);
+    }
+    let mut fourth = support::clients::connect_from(support::clients::lo(2), gw.addr).await;
+    let (text, _) = read_to_close(&mut fourth).await;
+    assert!(text.starts_with("HTTP/1.1 503"), "{text}");
+    let r = support::clients::book_from(support::clients::lo(3), gw.addr, &fresh_booking(), PORTAL)
+        .await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    drop(held);
+    // Its places come back when its connections close.
+    assert!(
+        eventually(Duration::from_secs(3), || async {
+            support::clients::try_send_from(
+                support::clients::lo(2),
+                gw.addr,
+                booking_request(gw.url("/dir/appointments"), &fresh_booking(), PORTAL),
+            )
+            .await
+            .is_some_and(|r| r.status == StatusCode::OK)
+        })
+        .await
+    );
 }

@@ -69,6 +69,15 @@ async fn the_same_key_with_another_body_is_422_and_a_malformed_key_400() {
             .status,
         StatusCode::OK
     );
+    // Two keys: refused, not the first taken (a retry with the other order would book again).
+    let mut two = keyed(&gw, &fresh_booking(), PORTAL, "key-a");
+    two.headers_mut()
+        .append("idempotency-key", http::HeaderValue::from_static("key-b"));
+    let r = gw.send(two).await;
+    assert_eq!(
+        (r.status, r.code().as_str()),
+        (StatusCode::BAD_REQUEST, "94002")
+    );
     assert_eq!(mis.count(), 2);
 }
 

@@ -528,6 +528,109 @@ fn http_client() -> Http {
 }
 
 /// `mis-gateway serve --config <dir>/routes.toml` as its own process, on fresh ports.
+/// The last row: answers given while a commit stalls, then `kill -9` before the
+/// outcomes reach the disk. The bookings were at the MIS when the journal's write lock was
+/// taken (their attempts durable), their answers went out after the durable wait's bound, and
+/// the process died holding their outcomes. After the restart every 200 the clients got has its
+/// record (the outcome if it made it, otherwise `unknown` from its attempt), and a same-key
+/// retry never reaches the MIS again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn m1_a_kill_during_a_stalled_commit_leaves_every_answered_booking_on_record() {
+    let mis = MockMis::spawn(slow_echo(Duration::from_millis(1500))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = node_toml(&mis, "");
+    let mut node = Node::start(dir.path(), &toml, Stdio::null()).await;
+    let db = dir.path().join("journal.db");
+    let warm = exchange(
+        &node.http,
+        booking_request(node.booking_url(), &fresh_booking(), PORTAL),
+        REQUEST_TIMEOUT,
+    )
+    .await
+    .expect("the gateway answers");
+    assert_eq!(warm.status, StatusCode::OK, "{}", warm.text());
+
+    let bookings: Vec<(String, String)> = (0..10)
+        .map(|i| (fresh_booking(), format!("stalled-{i}")))
+        .collect();
+    let sent: Vec<_> = bookings
+        .iter()
+        .map(|(body, key)| {
+            let (http, req) = (node.http.clone(), keyed_at(node.booking_url(), body, key));
+            tokio::spawn(async move { exchange(&http, req, REQUEST_TIMEOUT).await })
+        })
+        .collect();
+    assert!(
+        eventually(Duration::from_secs(10), || async {
+            mis.count() == 1 + bookings.len()
+        })
+        .await,
+        "every booking reached the MIS (its attempt was durable)"
+    );
+    // The lock is held well past the answers' wait, and released only after the kill.
+    let (locked_tx, locked_rx) = tokio::sync::oneshot::channel::<Instant>();
+    let holder = std::thread::spawn({
+        let db = db.clone();
+        move || hold_write_lock(&db, Duration::from_secs(8), locked_tx)
+    });
+    locked_rx
+        .await
+        .expect("the test takes the journal's write lock");
+    let mut answered = Vec::new();
+    for t in sent {
+        if let Some(r) = t.await.unwrap() {
+            answered.push(r);
+        }
+    }
+    let ok: Vec<String> = answered
+        .iter()
+        .filter(|r| r.status == StatusCode::OK)
+        .map(|r| {
+            r.headers["x-request-id"]
+                .to_str()
+                .unwrap()
+                .to_ascii_lowercase()
+        })
+        .collect();
+    assert!(
+        !ok.is_empty(),
+        "answers went out while the commit stalled: {:?}",
+        answered.iter().map(|r| r.status).collect::<Vec<_>>()
+    );
+    node.kill().await;
+    tokio::task::spawn_blocking(move || holder.join().unwrap())
+        .await
+        .unwrap();
+
+    let node = Node::start(dir.path(), &toml, Stdio::null()).await;
+    let records = node.records().await.expect("the journal lists");
+    for id in &ok {
+        let rec = records
+            .iter()
+            .find(|r| record_id(r).as_deref() == Some(id.as_str()))
+            .unwrap_or_else(|| panic!("the 200 {id} has no record after the restart"));
+        assert!(
+            rec["outcome"] == "booked" || rec["outcome"] == "unknown",
+            "{rec}"
+        );
+    }
+    for (body, key) in &bookings {
+        let r = exchange(
+            &node.http,
+            keyed_at(node.booking_url(), body, key),
+            REQUEST_TIMEOUT,
+        )
+        .await
+        .expect("the restarted gateway answers");
+        assert!(
+            r.status == StatusCode::OK || r.code() == "95022",
+            "replayed or unknown, never sent: {}",
+            r.text()
+        );
+    }
+    assert_eq!(mis.count(), 1 + bookings.len(), "no retry reached the MIS");
+}
+
 struct Node {
     child: tokio::process::Child,
     api: SocketAddr,

@@ -165,6 +165,32 @@ async fn no_canary_reaches_logs_spans_metrics_or_error_bodies() {
         [200, 400, 401, 403, 404, 413, 415, 422, 502, 504],
         "every path was driven"
     );
+    // Before authentication too: a TLS client's SNI carrying patient data (an illegal name,
+    // which rustls's own log would quote) reaches no log.
+    let pki = support::pki::Pki::new("hub test CA");
+    let dir = tempfile::tempdir().unwrap();
+    pki.leaf(&["localhost", "127.0.0.1"])
+        .write(dir.path(), "server");
+    let tls_toml = config_toml(
+        &[BackendSpec::new("mis-ok", ok_mis.url())],
+        &[(SEED_LPU, "mis-ok")],
+    )
+    .replace(
+        "[admin]",
+        "[server.tls]\ncert = \"server.crt\"\nkey = \"server.key\"\n\n[admin]",
+    );
+    let path = dir.path().join("routes.toml");
+    std::fs::write(&path, &tls_toml).unwrap();
+    let tls_gw = TestGateway::start_file(&path).await;
+    for _ in 0..3 {
+        sni_hello(
+            tls_gw.addr,
+            "CanaryFamilyQx CanaryNameQx polis 9876543210123456",
+        )
+        .await;
+    }
+    tls_gw.shutdown().await;
+
     let metrics = gw.admin(Method::GET, "/metrics").await.text();
     let flushed = {
         let t = telemetry.clone();
@@ -212,4 +238,44 @@ async fn no_canary_reaches_logs_spans_metrics_or_error_bodies() {
         spans.contains("mis-ok") && logs.contains("mis-reject"),
         "the sinks did receive technical data"
     );
+}
+
+/// Sends a TLS 1.3 ClientHello whose server_name extension holds `name` (not a valid DNS name)
+/// and reads until the server closes or answers: what an attacker's raw client would do.
+async fn sni_hello(addr: std::net::SocketAddr, name: &str) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let name = name.as_bytes();
+    let mut ext = Vec::new();
+    // server_name: one host_name entry.
+    let entry_len = 3 + name.len();
+    ext.extend_from_slice(&[0x00, 0x00]);
+    ext.extend_from_slice(&((entry_len + 2) as u16).to_be_bytes());
+    ext.extend_from_slice(&(entry_len as u16).to_be_bytes());
+    ext.push(0x00);
+    ext.extend_from_slice(&(name.len() as u16).to_be_bytes());
+    ext.extend_from_slice(name);
+    // supported_versions: TLS 1.3; supported_groups: x25519; signature_algorithms: rsa_pss_rsae_sha256.
+    ext.extend_from_slice(&[0x00, 0x2b, 0x00, 0x03, 0x02, 0x03, 0x04]);
+    ext.extend_from_slice(&[0x00, 0x0a, 0x00, 0x04, 0x00, 0x02, 0x00, 0x1d]);
+    ext.extend_from_slice(&[0x00, 0x0d, 0x00, 0x04, 0x00, 0x02, 0x08, 0x04]);
+    // key_share: an x25519 share (its bytes need not be a real key to be parsed).
+    ext.extend_from_slice(&[0x00, 0x33, 0x00, 0x26, 0x00, 0x24, 0x00, 0x1d, 0x00, 0x20]);
+    ext.extend_from_slice(&[9u8; 32]);
+    let mut body = vec![0x03, 0x03];
+    body.extend_from_slice(&[7u8; 32]); // random
+    body.push(0); // no session id
+    body.extend_from_slice(&[0x00, 0x02, 0x13, 0x01]); // TLS_AES_128_GCM_SHA256
+    body.extend_from_slice(&[0x01, 0x00]); // null compression
+    body.extend_from_slice(&(ext.len() as u16).to_be_bytes());
+    body.extend_from_slice(&ext);
+    let mut hs = vec![0x01];
+    hs.extend_from_slice(&(body.len() as u32).to_be_bytes()[1..]);
+    hs.extend_from_slice(&body);
+    let mut record = vec![0x16, 0x03, 0x01];
+    record.extend_from_slice(&(hs.len() as u16).to_be_bytes());
+    record.extend_from_slice(&hs);
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(&record).await.unwrap();
+    let mut buf = [0u8; 4096];
+    let _ = tokio::time::timeout(Duration::from_secs(5), stream.read(&mut buf)).await;
 }

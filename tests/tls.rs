@@ -263,3 +263,86 @@ async fn an_https_backend_that_offers_http2_is_booked_over_http2() {
         assert_eq!(r.path, "/dir/appointments");
     }
 }
+
+/// Issue 28, item 1, over TLS: a session that completes its handshake (ALPN h2 or http/1.1) and
+/// then sends nothing is closed at the header timeout counted from accept; and a connection
+/// over the cap is closed without a plaintext answer (which a TLS client reads as garbage).
+#[tokio::test]
+async fn a_silent_tls_session_is_closed_and_over_the_cap_tls_gets_a_plain_close() {
+    use tokio::io::AsyncReadExt;
+    let pki = Pki::new("hub test CA");
+    let dir = tempfile::tempdir().unwrap();
+    pki.leaf(&["localhost", "127.0.0.1"])
+        .write(dir.path(), "server");
+    let mis = MockMis::spawn(echo_mis()).await;
+    let toml = config_toml(
+        &[BackendSpec::new("mis-a", mis.url())],
+        &[(SEED_LPU, "mis-a")],
+    )
+    .replacen(
+        "[server]\n",
+        "[server]\nheader_read_timeout_ms = 500\nmax_connections = 2\n",
+        1,
+    )
+    .replace(
+        "[admin]",
+        "[server.tls]\ncert = \"server.crt\"\nkey = \"server.key\"\n\n[admin]",
+    );
+    let path = dir.path().join("routes.toml");
+    std::fs::write(&path, &toml).unwrap();
+    let gw = TestGateway::start_file(&path).await;
+    // A place frees a moment after the server closed its connection: a handshake refused
+    // for that is tried again.
+    let handshake = |alpn: &'static [u8]| {
+        let mut tls = trusting(&pki);
+        tls.alpn_protocols = vec![alpn.to_vec()];
+        let tls = Arc::new(tls);
+        async move {
+            for _ in 0..50 {
+                let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+                let name = rustls_pki_types::ServerName::try_from("localhost").unwrap();
+                if let Ok(s) = tokio_rustls::TlsConnector::from(tls.clone())
+                    .connect(name, tcp)
+                    .await
+                {
+                    return s;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            panic!("the handshake completes");
+        }
+    };
+    for alpn in [&b"h2"[..], &b"http/1.1"[..]] {
+        let mut s = handshake(alpn).await;
+        let started = std::time::Instant::now();
+        let mut buf = Vec::new();
+        let _ = tokio::time::timeout(std::time::Duration::from_secs(5), s.read_to_end(&mut buf))
+            .await
+            .expect("the silent session is closed");
+        let took = started.elapsed();
+        // 500 ms from accept; 1.5 s of margin for a loaded 2-core machine.
+        assert!(
+            took < std::time::Duration::from_millis(2000),
+            "{}: closed after {took:?}",
+            String::from_utf8_lossy(alpn)
+        );
+    }
+
+    // Two places, both held by sessions: the third connection is closed without a byte.
+    let _a = handshake(b"http/1.1").await;
+    let _b = handshake(b"http/1.1").await;
+    let mut third = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let mut got = Vec::new();
+    let _ = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        third.read_to_end(&mut got),
+    )
+    .await
+    .expect("closed");
+    assert!(
+        got.is_empty(),
+        "no plaintext on a TLS listener: {:?}",
+        String::from_utf8_lossy(&got)
+    );
+    gw.shutdown().await;
+}

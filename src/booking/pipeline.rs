@@ -215,8 +215,9 @@ impl Gateway {
         // RFC 9112 3.2: an HTTP/1.1 request has exactly one Host (HTTP/2 has :authority).
         if req.version() == http::Version::HTTP_11 {
             let mut hosts = req.headers().get_all(header::HOST).iter();
-            if hosts.next().is_none() || hosts.next().is_some() {
-                return Err(GatewayError::BadHost);
+            match (hosts.next(), hosts.next()) {
+                (Some(host), None) if valid_host(host.as_bytes()) => {}
+                _ => return Err(GatewayError::BadHost),
             }
         }
         if req.uri().path() != APPOINTMENTS_PATH {
@@ -251,12 +252,15 @@ impl Gateway {
             })?;
         rate::check(&self.buckets, self.shared_limits.as_ref(), &integrator).await?;
         rec.integrator = Some(integrator.login.clone());
-        let key = match req.headers().get(IDEMPOTENCY_KEY) {
-            None => None,
-            Some(k) if idempotency::valid_key(k.as_bytes()) => {
+        // Two keys are refused, not the first taken: a retry that sent them in the other order
+        // would be another booking.
+        let mut keys = req.headers().get_all(IDEMPOTENCY_KEY).iter();
+        let key = match (keys.next(), keys.next()) {
+            (None, _) => None,
+            (Some(k), None) if idempotency::valid_key(k.as_bytes()) => {
                 Some(idempotency::slot_of(&integrator.login, k.as_bytes()))
             }
-            Some(_) => return Err(GatewayError::BadIdempotencyKey),
+            _ => return Err(GatewayError::BadIdempotencyKey),
         };
         rec.key = key;
         check_content_type(req.headers())?;
@@ -514,6 +518,25 @@ impl Gateway {
         permit.record(!normalized.as_ref().is_err_and(is_mis_failure));
         normalized
     }
+}
+
+/// RFC 9112 3.2 / RFC 3986: `Host` is `uri-host [ ":" port ]`: no user info, path, query or
+/// fragment, and a port that is a port.
+fn valid_host(host: &[u8]) -> bool {
+    let Ok(authority) = http::uri::Authority::try_from(host) else {
+        return false;
+    };
+    let text = authority.as_str();
+    // The port follows the last ':' outside an IPv6 literal's brackets.
+    let port = text
+        .rfind(':')
+        .filter(|&i| !text[i..].contains(']'))
+        .map(|i| &text[i + 1..]);
+    !text.contains('@')
+        && !authority.host().is_empty()
+        && port.is_none_or(|p| {
+            !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()) && p.parse::<u16>().is_ok()
+        })
 }
 
 /// What phase 2 leaves for the booking's journal record.

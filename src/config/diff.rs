@@ -15,6 +15,7 @@ pub const RESTART_ONLY: &[&str] = &[
     "server.listen",
     "server.header_read_timeout_ms",
     "server.max_connections",
+    "server.max_connections_per_client",
     "server.drain_timeout_ms",
     "server.trusted_proxies",
     "server.proxy_protocol",

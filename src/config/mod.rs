@@ -118,6 +118,9 @@ pub struct ServerSettings {
     pub body_read_timeout: Duration,
     pub drain_timeout: Duration,
     pub max_connections: usize,
+    /// Open connections from one client address (an IPv6 client: its /64); trusted balancers
+    /// are not counted. Default: a quarter of `max_connections`, at least 100 (or all).
+    pub max_connections_per_client: usize,
     /// Failed authentications in a minute before 429: per client address, per (login,
     /// address), and per login from addresses without standing (`crate::policy::auth::throttle`).
     pub auth_failures_per_ip: u32,
@@ -427,6 +430,12 @@ struct Validator<'s> {
     secrets: &'s dyn Secrets,
 }
 
+/// A quarter of the connections for one client, but never fewer than 100 (or all, under 100):
+/// one busy integrator behind one address keeps its pool.
+fn default_per_client(max_connections: u64) -> u64 {
+    (max_connections / 4).max(max_connections.min(100))
+}
+
 const DEFAULT_LISTEN: &str = "127.0.0.1:8080";
 const DEFAULT_ADMIN_LISTEN: &str = "127.0.0.1:9090";
 const DEFAULT_MAX_BODY: u64 = 64 * 1024;
@@ -563,6 +572,14 @@ impl Validator<'_> {
                 (1024, 16 * 1024 * 1024),
             )
             .unwrap_or(DEFAULT_MAX_BODY);
+        let max_connections = self
+            .count(
+                "server.max_connections",
+                raw.max_connections,
+                10_000,
+                (1, 1_000_000),
+            )
+            .unwrap_or(10_000) as usize;
         ServerSettings {
             listen,
             max_body_bytes: body as usize,
@@ -584,14 +601,16 @@ impl Validator<'_> {
                 30_000,
                 (0, 600_000),
             ),
-            max_connections: self
+            max_connections,
+            max_connections_per_client: self
                 .count(
-                    "server.max_connections",
-                    raw.max_connections,
-                    10_000,
+                    "server.max_connections_per_client",
+                    raw.max_connections_per_client,
+                    default_per_client(max_connections as u64),
                     (1, 1_000_000),
                 )
-                .unwrap_or(10_000) as usize,
+                .unwrap_or(default_per_client(max_connections as u64))
+                as usize,
             auth_failures_per_ip: raw.auth_failures_per_ip.unwrap_or(50).max(1),
             auth_failures_per_login: raw.auth_failures_per_login.unwrap_or(10).max(1),
             auth_guesses_per_login: raw.auth_guesses_per_login.unwrap_or(30).max(1),

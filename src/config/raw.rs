@@ -13,6 +13,7 @@ pub struct Server {
     pub body_read_timeout_ms: Option<u64>,
     pub drain_timeout_ms: Option<u64>,
     pub max_connections: Option<u64>,
+    pub max_connections_per_client: Option<u64>,
     pub auth_failures_per_ip: Option<u32>,
     pub auth_failures_per_login: Option<u32>,
     pub auth_guesses_per_login: Option<u32>,

@@ -2,7 +2,11 @@
 //! shutdown. Both the booking listener and the admin listener run through [`serve`].
 //!
 //! The per-connection stack, outermost first:
-//! 0. with `proxy_protocol`, a trusted balancer's PROXY header (within the header timeout),
+//! 0. one deadline from accept to the first request head, whatever the protocol (a PROXY
+//!    header, a TLS handshake, an HTTP/2 preface and SETTINGS all count against it), and a
+//!    connection with no request in flight for the header timeout is closed (HTTP/1.1 and
+//!    HTTP/2 alike: a silent HTTP/2 or TLS session cannot hold a place under the cap);
+//!    with `proxy_protocol`, a trusted balancer's PROXY header (within that deadline),
 //!    then the client's address for every request (`crate::edge::client_addr`); the byte stream
 //!    wrapped so hyper's own refusals go out in the error shape (`crate::edge::http_refusals`).
 //! 1. hyper's connection with a timer installed, so `header_read_timeout` really fires
@@ -42,6 +46,9 @@ pub struct ConnLimits {
     pub max_header_bytes: usize,
     /// Open connections at once; more are answered 503 and closed.
     pub max_connections: usize,
+    /// Open connections from one client address (an IPv6 client: its /64) at once; balancers
+    /// in `proxies` are not counted. More are refused like connections over the cap.
+    pub max_connections_per_client: usize,
     /// Threads that serve the connections, each with its own single-threaded runtime (see
     /// [`crate::edge::workers`]); 0: the connections are served on the caller's runtime.
     pub workers: usize,
@@ -58,6 +65,7 @@ impl Default for ConnLimits {
             max_headers: 64,
             max_header_bytes: 16 * 1024,
             max_connections: 10_000,
+            max_connections_per_client: 2_500,
             workers: 0,
             placement: crate::edge::workers::Placement::default(),
             proxies: Arc::default(),
@@ -121,6 +129,7 @@ pub async fn serve_tls<H, F>(
 {
     let connections = Drain::new();
     let slots = Arc::new(Semaphore::new(limits.max_connections));
+    let per_client = Arc::new(PerClient::new(limits.max_connections_per_client));
     let workers = match limits.workers {
         0 => None,
         n => match Workers::start(n, limits.placement) {
@@ -145,18 +154,27 @@ pub async fn serve_tls<H, F>(
             },
             () = &mut shutdown => break,
         };
+        let accepted = tokio::time::Instant::now();
         let _ = stream.set_nodelay(true);
-        let Ok(slot) = slots.clone().try_acquire_owned() else {
-            tokio::spawn(refuse(stream));
+        let tls_config = tls.as_ref().and_then(|t| t());
+        let client_slot = if limits.proxies.trusts(peer.ip()) {
+            Some(None)
+        } else {
+            per_client.enter(peer.ip()).map(Some)
+        };
+        let (Ok(slot), Some(client_slot)) = (slots.clone().try_acquire_owned(), client_slot) else {
+            tokio::spawn(refuse(stream, tls_config.is_some()));
             continue;
         };
         let conn = Conn {
             peer,
+            accepted,
             handler: handler.clone(),
             limits: limits.clone(),
-            tls: tls.as_ref().and_then(|t| t()),
+            tls: tls_config,
             watcher: connections.watcher(),
             _slot: slot,
+            _client_slot: client_slot,
         };
         match &workers {
             None => {
@@ -208,12 +226,16 @@ pub async fn serve_tls<H, F>(
 /// One accepted connection and what serving it needs.
 struct Conn<H> {
     peer: SocketAddr,
+    /// When it was accepted: the first request head is due `header_read_timeout` after.
+    accepted: tokio::time::Instant,
     handler: Arc<H>,
     limits: ConnLimits,
     tls: Option<Arc<rustls::ServerConfig>>,
     watcher: Watcher,
     /// Its place under `max_connections`, given back when the connection ends.
     _slot: tokio::sync::OwnedSemaphorePermit,
+    /// Its place under its client's `max_connections_per_client` (none: a trusted balancer).
+    _client_slot: Option<ClientSlot>,
 }
 
 impl<H: Handler> Conn<H> {
@@ -221,19 +243,20 @@ impl<H: Handler> Conn<H> {
     async fn serve(self, mut stream: tokio::net::TcpStream) {
         let Conn {
             peer,
+            accepted,
             handler,
             limits,
             tls,
             watcher,
             _slot,
+            _client_slot,
         } = self;
         let builder = builder(&limits);
+        let deadline = accepted + limits.header_read_timeout;
+        let activity = Arc::new(Activity::new());
         // A balancer's PROXY header precedes everything, the TLS handshake included.
-        let peer = match limits
-            .proxies
-            .accept(&mut stream, peer, limits.header_read_timeout)
-            .await
-        {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        let peer = match limits.proxies.accept(&mut stream, peer, left).await {
             Ok(client) => client,
             Err(e) => {
                 tracing::info!(%peer, error = %e, "connection refused before HTTP");
@@ -241,34 +264,31 @@ impl<H: Handler> Conn<H> {
             }
         };
         let proxies = limits.proxies.clone();
+        let idle = limits.header_read_timeout;
         let result = match tls {
             None => {
                 // hyper's header timer starts with the first byte: a client that connects
                 // and sends nothing would hold the connection forever without this wait.
                 let mut first = [0u8; 1];
-                match tokio::time::timeout(limits.header_read_timeout, stream.peek(&mut first))
-                    .await
-                {
+                match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
                     Ok(Ok(n)) if n > 0 => {}
                     _ => return,
                 }
-                watcher
-                    .watch(builder.serve_connection(
-                        TokioIo::new(Refusals::new(stream)),
-                        service(handler, peer, proxies),
-                    ))
-                    .await
+                let conn = watcher.watch(builder.serve_connection(
+                    TokioIo::new(Refusals::new(stream)),
+                    service(handler, peer, proxies, activity.clone()),
+                ));
+                until_idle(conn, &activity, deadline, idle, peer).await
             }
             Some(config) => {
                 let accept = tokio_rustls::TlsAcceptor::from(config).accept(stream);
-                match tokio::time::timeout(limits.header_read_timeout, accept).await {
+                match tokio::time::timeout_at(deadline, accept).await {
                     Ok(Ok(tls)) => {
-                        watcher
-                            .watch(builder.serve_connection(
-                                TokioIo::new(Refusals::new(tls)),
-                                service(handler, peer, proxies),
-                            ))
-                            .await
+                        let conn = watcher.watch(builder.serve_connection(
+                            TokioIo::new(Refusals::new(tls)),
+                            service(handler, peer, proxies, activity.clone()),
+                        ));
+                        until_idle(conn, &activity, deadline, idle, peer).await
                     }
                     Ok(Err(e)) => {
                         tracing::debug!(%peer, error = %e, "TLS handshake failed");
@@ -287,9 +307,155 @@ impl<H: Handler> Conn<H> {
     }
 }
 
-/// Over the connection cap: a short 503 in the error shape instead of a silent reset, then close.
-async fn refuse(mut stream: tokio::net::TcpStream) {
+/// What a connection does, for the idle watch: requests in flight, whether one ever came, and
+/// when the last one ended.
+struct Activity {
+    in_flight: std::sync::atomic::AtomicUsize,
+    seen: std::sync::atomic::AtomicBool,
+    /// Milliseconds after `base` when the last request ended.
+    last_ms: std::sync::atomic::AtomicU64,
+    base: tokio::time::Instant,
+}
+
+/// Held while a request is served; ends it on drop.
+struct Busy(Arc<Activity>);
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            in_flight: Default::default(),
+            seen: Default::default(),
+            last_ms: Default::default(),
+            base: tokio::time::Instant::now(),
+        }
+    }
+
+    fn begin(self: &Arc<Self>) -> Busy {
+        use std::sync::atomic::Ordering;
+        self.seen.store(true, Ordering::Relaxed);
+        self.in_flight.fetch_add(1, Ordering::Relaxed);
+        Busy(self.clone())
+    }
+}
+
+impl Drop for Busy {
+    fn drop(&mut self) {
+        use std::sync::atomic::Ordering;
+        let a = &self.0;
+        a.last_ms
+            .store(a.base.elapsed().as_millis() as u64, Ordering::Relaxed);
+        a.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// Serves `conn` until it ends, or until it holds its place without use: no first request by
+/// `deadline`, or no request in flight for `idle` (an HTTP/2 session kept open with pings or a
+/// zero window, a silent TLS session). Such a connection is closed, not drained: nothing of it
+/// is in flight.
+async fn until_idle<F, T>(
+    conn: F,
+    activity: &Activity,
+    deadline: tokio::time::Instant,
+    idle: Duration,
+    peer: SocketAddr,
+) -> Result<(), T>
+where
+    F: Future<Output = Result<(), T>>,
+{
+    use std::sync::atomic::Ordering;
+    let watch = async {
+        loop {
+            let now = tokio::time::Instant::now();
+            let due = if !activity.seen.load(Ordering::Relaxed) {
+                deadline
+            } else if activity.in_flight.load(Ordering::Relaxed) > 0 {
+                now + idle
+            } else {
+                activity.base
+                    + Duration::from_millis(activity.last_ms.load(Ordering::Relaxed))
+                    + idle
+            };
+            if due <= now {
+                return;
+            }
+            tokio::time::sleep_until(due).await;
+        }
+    };
+    tokio::select! {
+        r = conn => r,
+        () = watch => {
+            tracing::debug!(%peer, "connection closed: no request within the header timeout");
+            Ok(())
+        }
+    }
+}
+
+/// Open connections per client address (an IPv6 client by its /64: one host has many).
+struct PerClient {
+    max: usize,
+    open: std::sync::Mutex<std::collections::HashMap<u128, usize>>,
+}
+
+/// A connection's place under its client's cap.
+struct ClientSlot {
+    owner: Arc<PerClient>,
+    key: u128,
+}
+
+impl PerClient {
+    fn new(max: usize) -> PerClient {
+        PerClient {
+            max: max.max(1),
+            open: Default::default(),
+        }
+    }
+
+    fn key(ip: std::net::IpAddr) -> u128 {
+        match ip {
+            std::net::IpAddr::V4(v4) => u128::from(u32::from(v4)),
+            std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                Some(v4) => u128::from(u32::from(v4)),
+                None => u128::from(v6) & !((1u128 << 64) - 1),
+            },
+        }
+    }
+
+    fn enter(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<ClientSlot> {
+        let key = Self::key(ip);
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let n = open.entry(key).or_default();
+        if *n >= self.max {
+            return None;
+        }
+        *n += 1;
+        Some(ClientSlot {
+            owner: self.clone(),
+            key,
+        })
+    }
+}
+
+impl Drop for ClientSlot {
+    fn drop(&mut self) {
+        let mut open = self.owner.open.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = open.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                open.remove(&self.key);
+            }
+        }
+    }
+}
+
+/// Over a connection cap: a short 503 in the error shape instead of a silent reset, then close.
+/// A TLS listener closes without a word: a plaintext answer on a TLS socket is garbage to its
+/// client, and a handshake only to refuse would spend the CPU the cap protects.
+async fn refuse(mut stream: tokio::net::TcpStream, tls: bool) {
     use tokio::io::AsyncWriteExt;
+    if tls {
+        let _ = stream.shutdown().await;
+        return;
+    }
     let busy = crate::edge::http_refusals::render(
         GatewayError::Overloaded {
             retry_after_secs: 1,
@@ -311,6 +477,7 @@ fn service<H: Handler>(
     handler: Arc<H>,
     peer: SocketAddr,
     proxies: Arc<Proxies>,
+    activity: Arc<Activity>,
 ) -> impl hyper::service::Service<
     Request<Incoming>,
     Response = Response<Full<Bytes>>,
@@ -322,6 +489,7 @@ fn service<H: Handler>(
     use std::panic::{AssertUnwindSafe, catch_unwind};
     hyper::service::service_fn(move |req: Request<Incoming>| {
         let handler = handler.clone();
+        let busy = activity.begin();
         // Behind a trusted proxy (without the PROXY protocol) the client is in X-Forwarded-For.
         let client = proxies.client(peer.ip(), req.headers());
         let from = if client == peer.ip() {
@@ -330,11 +498,12 @@ fn service<H: Handler>(
             SocketAddr::new(client, 0)
         };
         match catch_unwind(AssertUnwindSafe(|| handler.call(req, from))) {
-            Ok(answer) => Either::Left(
-                AssertUnwindSafe(answer)
-                    .catch_unwind()
-                    .map(|answer| Ok::<_, Infallible>(answer.unwrap_or_else(|_| panicked()))),
-            ),
+            Ok(answer) => {
+                Either::Left(AssertUnwindSafe(answer).catch_unwind().map(move |answer| {
+                    drop(busy);
+                    Ok::<_, Infallible>(answer.unwrap_or_else(|_| panicked()))
+                }))
+            }
             Err(_) => Either::Right(ready(Ok(panicked()))),
         }
     })

@@ -164,7 +164,10 @@ impl Telemetry {
         let filter = EnvFilter::try_from_default_env()
             .unwrap_or_else(|_| EnvFilter::new("info"))
             .and(tracing_subscriber::filter::filter_fn(|meta| {
-                meta.is_event()
+                // Nothing of rustls's own log, at any RUST_LOG: its messages quote what a client
+                // sent before authenticating (an illegal SNI verbatim). The gateway logs a
+                // failed handshake itself, without the client's bytes.
+                meta.is_event() && !meta.target().starts_with("rustls")
             }));
         let line = match format {
             LogFormat::Json => crate::telemetry::log_format::LineFormat::json(),
