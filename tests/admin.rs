@@ -136,6 +136,18 @@ async fn an_admin_token_guards_everything_but_health() {
         gw.send(with("pw-ADMIN_TOKEN_LONG_ENOUGX")).await.status,
         StatusCode::UNAUTHORIZED
     );
+    // Two Authorization headers are refused whatever their order (issue 28, item 7).
+    for (first, second) in [
+        ("pw-ADMIN_TOKEN_LONG_ENOUGH", "wrong"),
+        ("wrong", "pw-ADMIN_TOKEN_LONG_ENOUGH"),
+    ] {
+        let mut req = with(first);
+        req.headers_mut().append(
+            "authorization",
+            http::HeaderValue::from_str(&format!("Bearer {second}")).unwrap(),
+        );
+        assert_eq!(gw.send(req).await.status, StatusCode::UNAUTHORIZED);
+    }
 }
 
 #[test]

@@ -117,6 +117,25 @@ async fn behind_haproxy_with_send_proxy_v2_the_proxy_header_names_the_client() {
     assert_eq!(read_to_close(&mut silent).await, "");
     assert!(started.elapsed() < Duration::from_secs(5));
     assert_eq!(mis.count(), 2, "nothing forged reached the MIS");
+
+    // An ordinary untrusted client whose first segment only begins like a PROXY header (a lone
+    // `P`, a CRLF before the request line as RFC 9112 allows) is served, not reset (issue 28,
+    // item 6). Its answer is .3's 401: the point is that it gets one.
+    for (first, rest) in [
+        ("P".to_owned(), raw_booking(PORTAL)[1..].to_owned()),
+        ("\r\n".to_owned(), raw_booking(PORTAL)),
+    ] {
+        let mut s = connect_from(lo(3), gw.addr).await;
+        s.write_all(first.as_bytes()).await.unwrap();
+        s.flush().await.unwrap();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        s.write_all(rest.as_bytes()).await.unwrap();
+        let answer = read_to_close(&mut s).await;
+        assert!(
+            answer.starts_with("HTTP/1.1 4"),
+            "{first:?} first: {answer:?}"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -11,6 +11,9 @@ use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 
 const V2_SIGNATURE: &[u8; 12] = b"\r\n\r\n\0\r\nQUIT\n";
+/// How often an untrusted peer's first bytes are looked at again while they could still be
+/// either a PROXY header or a request.
+const PEEK_AGAIN: Duration = Duration::from_millis(10);
 /// The longest v1 header (the spec's 107 bytes) and the largest v2 header this reads (its
 /// addresses and a few TLVs; HAProxy's are far smaller).
 const V1_MAX: usize = 107;
@@ -81,22 +84,34 @@ impl Proxies {
             return Ok(peer);
         }
         if !self.trusts(peer.ip()) {
+            // Six bytes tell a PROXY header from a request: fewer that begin like one (a lone
+            // `P`, a CRLF before the request line, which RFC 9112 allows) are waited on, not
+            // taken for a forged header.
+            let deadline = tokio::time::Instant::now() + timeout;
             let mut first = [0u8; 6];
-            let looks_like_proxy =
-                match tokio::time::timeout(timeout, stream.peek(&mut first)).await {
-                    Ok(Ok(n)) if n > 0 => {
-                        let seen = &first[..n];
-                        b"PROXY "[..n.min(6)] == *seen || V2_SIGNATURE[..n.min(6)] == *seen
-                    }
+            loop {
+                let n = match tokio::time::timeout_at(deadline, stream.peek(&mut first)).await {
+                    Ok(Ok(n)) if n > 0 => n,
                     // Closed, or silent for the whole header timeout: nothing to serve.
                     Ok(_) => return Err(Refused::BadProxyHeader),
                     Err(_) => return Err(Refused::Timeout),
                 };
-            return if looks_like_proxy {
-                Err(Refused::UntrustedProxyHeader)
-            } else {
-                Ok(peer)
-            };
+                let seen = &first[..n];
+                let like_proxy = b"PROXY "[..n] == *seen || V2_SIGNATURE[..n] == *seen;
+                if !like_proxy {
+                    return Ok(peer);
+                }
+                if n == first.len() {
+                    return Err(Refused::UntrustedProxyHeader);
+                }
+                // `peek` returns at once while the bytes seen are there: wait for more.
+                if tokio::time::timeout_at(deadline, tokio::time::sleep(PEEK_AGAIN))
+                    .await
+                    .is_err()
+                {
+                    return Err(Refused::Timeout);
+                }
+            }
         }
         match tokio::time::timeout(timeout, read_header(stream)).await {
             Err(_) => Err(Refused::Timeout),

@@ -15,7 +15,9 @@ use crate::edge::admin::json_response;
 use crate::live::Live;
 
 pub const PREFIX: &str = "/admin/journal";
-const MAX_BODY: usize = 4096;
+/// Room for a 500-character note however it is escaped (`\uXXXX` surrogate pairs take 12
+/// bytes a character) beside the other fields.
+const MAX_BODY: usize = 16 * 1024;
 pub const DEFAULT_LIMIT: u32 = 100;
 pub const MAX_LIMIT: u32 = 1000;
 /// The longest note and appointment number an operator may record.
@@ -204,6 +206,12 @@ pub type Parsed = (Option<(Uuid, String)>, Option<String>);
 
 /// `{"booked": true, "guid", "number"}` or `{"booked": false}`, each with an optional `note`.
 pub fn parse_resolution(body: &[u8]) -> Result<Parsed, (&'static str, &'static str)> {
+    // As for bookings, a key twice is refused, not "the last wins".
+    let tree =
+        crate::wire::json::Node::parse(body).map_err(|_| ("body", "must be a JSON object"))?;
+    if tree.duplicate_keys().next().is_some() {
+        return Err(("body", "must not name a field twice"));
+    }
     let v: Value = serde_json::from_slice(body).map_err(|_| ("body", "must be a JSON object"))?;
     let obj = v.as_object().ok_or(("body", "must be a JSON object"))?;
     for k in obj.keys() {
@@ -315,6 +323,23 @@ mod tests {
     fn resolutions_name_the_field_they_refuse() {
         let field = |b: &str| parse_resolution(b.as_bytes()).unwrap_err().0;
         assert_eq!(field("{}"), "booked");
+        assert_eq!(
+            parse_resolution(br#"{"booked": true, "booked": false}"#).unwrap_err(),
+            ("body", "must not name a field twice")
+        );
+        // A 500-character note written as \u escapes fits the body's cap.
+        let escaped: String = std::iter::repeat_n("\\u0416", 500).collect();
+        let body = format!(r#"{{"booked": false, "note": "{escaped}"}}"#);
+        assert!(body.len() > 2500 && body.len() < MAX_BODY);
+        assert_eq!(
+            parse_resolution(body.as_bytes())
+                .unwrap()
+                .1
+                .unwrap()
+                .chars()
+                .count(),
+            500
+        );
         assert_eq!(field(r#"{"booked": "yes"}"#), "booked");
         assert_eq!(field(r#"{"booked": true, "number": "1"}"#), "guid");
         assert_eq!(

@@ -75,7 +75,7 @@ pub enum WriteError {
 /// The writer thread's database.
 pub trait Sink: Send {
     fn write(&mut self, batch: &[&Item]) -> Result<(), WriteError>;
-    /// Called between batches and at least every [`CHECK_EVERY`] when idle.
+    /// Called between batches and at least every second when the writer is idle.
     fn check(&mut self) -> Result<(), WriteError> {
         Ok(())
     }

@@ -59,22 +59,28 @@ impl Queues {
     fn push(&mut self, source: Source, job: Job) -> Result<(), Job> {
         if self.total >= self.capacity {
             let own = self.by_source.get(&source).map_or(0, VecDeque::len);
-            let longest = self
-                .by_source
-                .iter()
-                .max_by_key(|(_, q)| q.len())
-                .map(|(s, q)| (*s, q.len()));
-            match longest {
-                Some((victim, len)) if len > own + 1 => {
-                    if let Some(dropped) =
-                        self.by_source.get_mut(&victim).and_then(VecDeque::pop_back)
-                    {
-                        let _ = dropped.reply.send(None);
-                        self.total -= 1;
-                    }
-                }
-                _ => return Err(job),
-            }
+            let longest = |standing: bool| {
+                self.by_source
+                    .iter()
+                    .filter(|(s, _)| s.standing == standing)
+                    .max_by_key(|(_, q)| q.len())
+                    .map(|(s, q)| (*s, q.len()))
+            };
+            // Standing always gets a place: a job without standing makes room for it, however
+            // few that job's source has queued (many addresses with one job each fill the
+            // queue as surely as one address with many).
+            let victim = match (source.standing, longest(false)) {
+                (true, Some(v)) => Some(v),
+                _ => longest(true)
+                    .into_iter()
+                    .chain(longest(false))
+                    .max_by_key(|(_, len)| *len)
+                    .filter(|(_, len)| *len > own + 1),
+            };
+            let Some((victim, _)) = victim else {
+                return Err(job);
+            };
+            self.drop_newest(victim);
         }
         let queue = self.by_source.entry(source).or_default();
         let first = queue.is_empty();
@@ -84,6 +90,22 @@ impl Queues {
         }
         self.total += 1;
         Ok(())
+    }
+
+    /// Drops `victim`'s newest job (its caller is told it was dropped); a source left with none
+    /// leaves the turn order.
+    fn drop_newest(&mut self, victim: Source) {
+        let Some(queue) = self.by_source.get_mut(&victim) else {
+            return;
+        };
+        if let Some(dropped) = queue.pop_back() {
+            let _ = dropped.reply.send(None);
+            self.total -= 1;
+        }
+        if queue.is_empty() {
+            self.by_source.remove(&victim);
+            self.ring_of(victim).retain(|s| *s != victim);
+        }
     }
 
     fn ring_of(&mut self, source: Source) -> &mut VecDeque<Source> {
@@ -298,6 +320,46 @@ mod tests {
         s.lock().closed = true;
         assert!(next_job(&s, &mut blocks).is_none(), "the pool is gone");
         assert_eq!(blocks.capacity(), 0, "blocks freed once the queue is empty");
+    }
+
+    /// Issue 28, item 2: a queue kept full by many addresses with one job each (each under its
+    /// own limit) still takes an integrator with standing; a newcomer without it is refused.
+    #[test]
+    fn standing_always_gets_a_place_in_a_queue_full_of_one_job_sources() {
+        let mut q = Queues {
+            capacity: 4,
+            ..Queues::default()
+        };
+        let mut flood = Vec::new();
+        for last in 10..14 {
+            let (j, a) = job();
+            q.push(from(last, false), j).ok().unwrap();
+            flood.push(a);
+        }
+        assert!(
+            q.push(from(20, false), job().0).is_err(),
+            "no standing: busy"
+        );
+        let (j, _honest) = job();
+        q.push(from(2, true), j)
+            .ok()
+            .expect("standing gets a place");
+        assert_eq!(q.total, 4);
+        assert_eq!(
+            flood
+                .iter_mut()
+                .map(|a| a.try_recv())
+                .filter(|r| *r == Ok(None))
+                .count(),
+            1,
+            "one flood job made room"
+        );
+        // The evicted source left the turn order with its only job.
+        assert_eq!(q.ring.len(), 3);
+        assert_eq!(q.by_source.len(), 4);
+        let first = q.pop().unwrap();
+        drop(first);
+        assert_eq!(q.standing_ring.len(), 0);
     }
 
     #[test]

@@ -249,6 +249,8 @@ impl Authenticator {
         header: &[u8],
         peer: Option<std::net::IpAddr>,
     ) -> Result<Verified, AuthFailure> {
+        // Counters and the hashing queue's turns go by client: an IPv6 host has a /64.
+        let peer = peer.map(client_group);
         let decoded = decode_basic(header);
         let s = &config.server;
         let limits = Limits {
@@ -372,9 +374,31 @@ fn dummy_hash() -> String {
     )
 }
 
+/// The address a client is counted as: an IPv4 address (also written IPv4-mapped), or an IPv6
+/// address's /64 (one host, or one customer's network, has every address of it).
+pub fn client_group(ip: std::net::IpAddr) -> std::net::IpAddr {
+    match ip.to_canonical() {
+        std::net::IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            std::net::IpAddr::V6(std::net::Ipv6Addr::from(prefix))
+        }
+        v4 => v4,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_ipv6_client_is_counted_by_its_64_and_a_mapped_ipv4_as_itself() {
+        let g = |s: &str| client_group(s.parse().unwrap()).to_string();
+        assert_eq!(g("2001:db8:1:2:aaaa::1"), "2001:db8:1:2::");
+        assert_eq!(g("2001:db8:1:2:ffff:ffff:ffff:ffff"), "2001:db8:1:2::");
+        assert_ne!(g("2001:db8:1:3::1"), g("2001:db8:1:2::1"));
+        assert_eq!(g("::ffff:203.0.113.7"), "203.0.113.7");
+        assert_eq!(g("203.0.113.7"), "203.0.113.7");
+    }
 
     /// The shipped routes.toml (the demo integrator's published password), or the same file
     /// with that integrator's hash replaced by one of `password`.
