@@ -38,7 +38,11 @@ struct RunArgs {
     log_format: LogFormat,
     /// Threads serving bookings, each with its own event loop and MIS connection pools
     /// (default: one per CPU).
-    #[arg(long, env = "MIS_GATEWAY_WORKER_THREADS")]
+    #[arg(
+        long,
+        env = "MIS_GATEWAY_WORKER_THREADS",
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=256)
+    )]
     worker_threads: Option<usize>,
     /// Hold each worker thread to a CPU of its own (worker i to the i-th CPU this process may
     /// use): steadier latency on a host or cpuset given to the gateway, worse where other

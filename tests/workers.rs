@@ -60,6 +60,35 @@ async fn each_worker_books_over_its_own_reused_mis_connection() {
     gw.shutdown().await;
 }
 
+/// More workers than CPUs (issue 29): each still books over MIS connections of its own. Sized
+/// by the CPU count, the pools made workers 1 and 4 of five on two CPUs share one.
+#[tokio::test]
+async fn more_workers_than_cpus_still_each_have_their_own_mis_connections() {
+    let workers = mis_gateway::edge::workers::default_count() + 3;
+    let mis = FaultMis::spawn(Fault::Slice(1 << 16)).await;
+    let spec = BackendSpec::new("mis-a", mis.url());
+    let mut app = App::new(parse_config(&config_toml(&[spec], &[(SEED_LPU, "mis-a")])));
+    app.workers = workers;
+    let gw = TestGateway::start_app(app, false).await;
+    // One client connection per worker (each new one goes to the least loaded worker).
+    let mut clients = Vec::new();
+    for _ in 0..workers {
+        clients.push(client_connection(&gw).await);
+    }
+    for _ in 0..2 {
+        for c in &mut clients {
+            assert_eq!(book_on(c, &gw).await, StatusCode::OK);
+        }
+    }
+    assert_eq!(mis.count(), 2 * workers);
+    assert_eq!(
+        mis.connections(),
+        workers,
+        "one MIS connection per worker, none shared"
+    );
+    gw.shutdown().await;
+}
+
 /// The worker threads of process `pid` and the CPUs each may run on (`Cpus_allowed_list`), by
 /// name.
 fn worker_cpus(pid: u32) -> Vec<(String, Vec<usize>)> {
@@ -122,4 +151,25 @@ async fn pin_workers_holds_each_worker_thread_of_the_process_to_a_cpu_of_its_own
         );
         demo.child.kill().await.unwrap();
     }
+}
+
+/// Per-worker state is sized for at most 256 workers: more are refused at the command line.
+#[test]
+fn more_than_256_worker_threads_are_refused() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mis-gateway"))
+        .args([
+            "serve",
+            "--worker-threads",
+            "257",
+            "--config",
+            "/nonexistent/routes.toml",
+        ])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("--worker-threads") && err.contains("257"),
+        "{err}"
+    );
 }

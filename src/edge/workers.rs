@@ -74,9 +74,15 @@ fn pin_to(cpu: usize) -> io::Result<()> {
     Ok(())
 }
 
+/// The most worker threads a gateway runs (`--worker-threads` is refused above it): per-worker
+/// state is sized for it, so no two workers ever share a slot whatever the CPU count.
+pub const MAX_WORKERS: usize = 256;
+
 /// Default number of workers: one per CPU this process may use.
 pub fn default_count() -> usize {
-    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
+    std::thread::available_parallelism()
+        .map_or(1, std::num::NonZero::get)
+        .min(MAX_WORKERS)
 }
 
 struct Worker {
@@ -107,9 +113,10 @@ impl Workers {
                 Vec::new()
             }),
         };
-        let mut workers = Vec::with_capacity(n.max(1));
+        let n = n.clamp(1, MAX_WORKERS);
+        let mut workers = Vec::with_capacity(n);
         let mut refused = Vec::new();
-        for i in 0..n.max(1) {
+        for i in 0..n {
             let cpu = (!mask.is_empty()).then(|| mask[i % mask.len()]);
             let (handle_tx, handle_rx) = std::sync::mpsc::sync_channel(1);
             let (stop, stop_rx) = oneshot::channel::<()>();

@@ -176,9 +176,34 @@ fn name(v: String) -> Option<String> {
 }
 
 fn time(v: &str) -> Option<i64> {
-    v.parse::<jiff::Timestamp>()
-        .ok()
-        .map(|t| t.as_microsecond())
+    if let Ok(t) = v.parse::<jiff::Timestamp>() {
+        return Some(t.as_microsecond());
+    }
+    // A valid RFC 3339 time past the range a timestamp holds (`9999-12-31T23:59:59Z`) is
+    // that range's end: no record is that old or that new.
+    let civil: jiff::civil::DateTime = v.get(..19)?.parse().ok()?;
+    let rest = v.get(19..)?;
+    let rest = match rest.strip_prefix('.') {
+        Some(r) => r.trim_start_matches(|c: char| c.is_ascii_digit()),
+        None => rest,
+    };
+    let offset = rest == "Z"
+        || rest == "z"
+        || (rest.len() == 6
+            && matches!(rest.as_bytes()[0], b'+' | b'-')
+            && rest.as_bytes()[3] == b':'
+            && rest
+                .bytes()
+                .enumerate()
+                .all(|(i, b)| matches!(i, 0 | 3) || b.is_ascii_digit()));
+    if !offset {
+        return None;
+    }
+    Some(if civil.year() > 0 {
+        jiff::Timestamp::MAX.as_microsecond()
+    } else {
+        jiff::Timestamp::MIN.as_microsecond()
+    })
 }
 
 fn percent_decode(s: &str) -> Option<String> {
@@ -311,6 +336,17 @@ mod tests {
         assert_eq!(parse_filter("outcome=lost").unwrap_err().0, "outcome");
         assert_eq!(parse_filter("limit=0").unwrap_err().0, "limit");
         assert_eq!(parse_filter("since=yesterday").unwrap_err().0, "since");
+        // RFC 3339 allows times a timestamp cannot hold: they are its range's ends.
+        let far =
+            parse_filter("since=9999-12-31T23%3A59%3A59Z&until=9999-12-31T23%3A59%3A59%2B03%3A00")
+                .unwrap();
+        assert_eq!(far.since_us, Some(jiff::Timestamp::MAX.as_microsecond()));
+        assert_eq!(far.until_us, Some(jiff::Timestamp::MAX.as_microsecond()));
+        assert_eq!(
+            parse_filter("since=9999-12-31T23%3A59%3A59").unwrap_err().0,
+            "since",
+            "an offset is required"
+        );
         assert_eq!(parse_filter("cursor=abc").unwrap_err().0, "cursor");
         assert_eq!(parse_filter("colour=red").unwrap_err().0, "query");
         let f = parse_filter("outcome=unknown&since=2026-01-01T00%3A00%3A00Z&limit=5").unwrap();

@@ -201,6 +201,32 @@ impl SharedLimits {
         });
     }
 
+    /// Renews `login`'s standing from `ip` for [`STANDING`] (in the background): an
+    /// integrator that keeps booking keeps it on every replica, not only 24 h after its first
+    /// login.
+    pub fn refresh_standing(self: &Arc<Self>, ip: IpAddr, login: LoginDigest) {
+        let key = login_keys(ip, Some(login)).swap_remove(0);
+        let me = self.clone();
+        tokio::spawn(async move {
+            let ms = STANDING.as_millis() as u64;
+            let done: Result<(), _> = me
+                .redis
+                .run("standing refresh", |mut con| async move {
+                    redis::cmd("SET")
+                        .arg(key)
+                        .arg(1)
+                        .arg("PX")
+                        .arg(ms)
+                        .query_async(&mut con)
+                        .await
+                })
+                .await;
+            if let Err(e) = done {
+                tracing::warn!(error = %e, "shared standing not refreshed");
+            }
+        });
+    }
+
     /// The integrator's budget from this replica's lease, without waiting: `None` when the
     /// lease is spent (then [`SharedLimits::take`]). Below half a lease, a refill is started
     /// in the background so a steady stream of bookings rarely finds it empty.

@@ -78,7 +78,9 @@ impl Upstream {
             backend,
             guard: Arc::default(),
             connector,
-            pools: (0..=crate::edge::workers::default_count())
+            // A slot per possible worker (and one for threads that are not workers): sized by
+            // the CPU count, more `--worker-threads` than CPUs made workers share a pool.
+            pools: (0..=crate::edge::workers::MAX_WORKERS)
                 .map(|_| OnceLock::new())
                 .collect(),
         }

@@ -162,7 +162,15 @@ impl Authenticator {
         let cached = self.cache.get(&key).await;
         crate::telemetry::metrics::get().count_auth_lookup(cached.is_some());
         let result = match cached.map(|v| v.in_generation(config)) {
-            Some(Some(rights)) => rights,
+            Some(Some(rights)) => {
+                // Vouched for by the cache (at most every LOCAL_FOR per thread and header):
+                // the integrator is using the login from here, so its standing lasts.
+                if let Ok(i) = &rights {
+                    self.throttle
+                        .renew_standing(peer.map(client_group), &i.login);
+                }
+                rights
+            }
             _ => self.verify_throttled(config, header, key, peer).await,
         }
         .and_then(|i| from_allowed(i, peer));

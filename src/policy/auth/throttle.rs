@@ -20,6 +20,8 @@ pub const WINDOW: Duration = Duration::from_secs(60);
 /// How long a successful login from an address exempts that address from the login's
 /// across-address limit.
 pub const STANDING: Duration = Duration::from_secs(24 * 3600);
+/// How often a cached login renews its standing (locally and in the shared store).
+pub const RENEW_EVERY: Duration = Duration::from_secs(3600);
 
 /// Failures allowed in a window before 429.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -71,7 +73,8 @@ pub enum Settle {
 
 pub struct Throttle {
     counts: moka::sync::Cache<Who, Arc<Count>>,
-    standing: moka::sync::Cache<(LoginDigest, IpAddr), ()>,
+    /// Pairs with standing, and when it was last given or renewed.
+    standing: moka::sync::Cache<(LoginDigest, IpAddr), Instant>,
     shared: Option<Arc<SharedLimits>>,
 }
 
@@ -161,7 +164,7 @@ impl Throttle {
                     self.counts.invalidate(&who);
                 }
                 if let Some(k) = login.zip(ip) {
-                    self.standing.insert(k, ());
+                    self.standing.insert(k, Instant::now());
                 }
             }
         }
@@ -170,6 +173,26 @@ impl Throttle {
             && let (Some(s), Some(ip)) = (&self.shared, ip)
         {
             s.settle_login(ip, login, attempt.shared_login, how);
+        }
+    }
+
+    /// `login` authenticated from `ip` without a verification (a cached header): its standing
+    /// is renewed, here at most every [`RENEW_EVERY`] per pair and on the replicas' shared store
+    /// with it, so standing lasts while the integrator books, not 24 h after its first login.
+    pub fn renew_standing(&self, ip: Option<IpAddr>, login: &str) {
+        let Some(ip) = ip else { return };
+        let key = (digest(login), ip);
+        let now = Instant::now();
+        if self
+            .standing
+            .get(&key)
+            .is_some_and(|at| now.saturating_duration_since(at) < RENEW_EVERY)
+        {
+            return;
+        }
+        self.standing.insert(key, now);
+        if let Some(s) = &self.shared {
+            s.refresh_standing(ip, key.0);
         }
     }
 
@@ -282,5 +305,26 @@ mod tests {
             t.settle(a.unwrap(), Settle::Busy);
         }
         assert!(t.begin(ip(6), Some("fresh"), LIMITS).await.is_err());
+    }
+
+    /// Issue 28, item 3: a login the cache vouches for renews its standing from that address,
+    /// so an integrator that books all day keeps it past the first login's 24 h.
+    #[tokio::test]
+    async fn a_cached_login_renews_its_standing() {
+        let t = Throttle::default();
+        let a = t.begin(ip(7), Some("portal"), LIMITS).await.unwrap();
+        assert!(!a.standing);
+        t.settle(a, Settle::Failure);
+        t.renew_standing(ip(7), "portal");
+        let a = t.begin(ip(7), Some("portal"), LIMITS).await.unwrap();
+        assert!(a.standing, "renewed by the cached login");
+        t.settle(a, Settle::Success);
+        // Renewal is rate-limited per pair; the entry's time says when it was last renewed.
+        let at = t.standing.get(&(digest("portal"), ip(7).unwrap())).unwrap();
+        t.renew_standing(ip(7), "portal");
+        assert_eq!(
+            t.standing.get(&(digest("portal"), ip(7).unwrap())),
+            Some(at)
+        );
     }
 }
