@@ -99,13 +99,7 @@ async fn m1_m2_kill_9_under_keyed_load_leaves_no_booking_unrecorded_and_no_key_s
         "the kills landed while bookings were at the MIS (else this test proves nothing)"
     );
     // (a) every slot the MIS saw is journaled; (b) every 200 has its booked record.
-    let gaps = settle(Duration::from_secs(20), || async {
-        match node.records().await {
-            Some(records) => journal_gaps(&records, &seen_before, &ledger, false),
-            None => vec!["the admin journal listing failed".to_owned()],
-        }
-    })
-    .await;
+    let gaps = settled_gaps(&node, &seen_before, &ledger, false, Duration::from_secs(20)).await;
     assert_none("M1 after the last restart", &gaps);
 
     // (c) every key retried once, with its own body.
@@ -181,13 +175,7 @@ async fn m1_m2_kill_9_under_keyed_load_leaves_no_booking_unrecorded_and_no_key_s
             ..b.clone()
         })
         .collect();
-    let gaps = settle(Duration::from_secs(20), || async {
-        match node.records().await {
-            Some(records) => journal_gaps(&records, &seen_after, &retried, true),
-            None => vec!["the admin journal listing failed".to_owned()],
-        }
-    })
-    .await;
+    let gaps = settled_gaps(&node, &seen_after, &retried, true, Duration::from_secs(20)).await;
     assert_none("M1 after the retries", &gaps);
     eprintln!(
         "M1/M2: {} keyed bookings over {ROUNDS} kills, {} answered, {lost_at_mis} lost at the MIS \
@@ -317,13 +305,7 @@ async fn m3_a_held_sqlite_write_lock_refuses_or_waits_and_never_answers_200_unre
         .map(|(slot, n)| format!("slot {slot} reached the MIS {n} times"))
         .collect();
     assert_none("M3 at most once per slot", &duplicates);
-    let gaps = settle(Duration::from_secs(30), || async {
-        match node.records().await {
-            Some(records) => journal_gaps(&records, &seen, &ledger, true),
-            None => vec!["the admin journal listing failed".to_owned()],
-        }
-    })
-    .await;
+    let gaps = settled_gaps(&node, &seen, &ledger, true, Duration::from_secs(30)).await;
     assert_none("M3 after the lock was released", &gaps);
     eprintln!(
         "M3: {} requests, {} answered 200, {} refused 95030 ({refused_in_lock} sent during the \
@@ -365,12 +347,13 @@ async fn m5_deleting_the_journal_under_a_running_gateway_is_detected_and_nothing
         db.exists(),
         "no [journal] section: the journal is journal.db beside routes.toml"
     );
-    let gaps = settle(Duration::from_secs(10), || async {
-        match node.records().await {
-            Some(records) => journal_gaps(&records, &HashMap::new(), &before, true),
-            None => vec!["the admin journal listing failed".to_owned()],
-        }
-    })
+    let gaps = settled_gaps(
+        &node,
+        &HashMap::new(),
+        &before,
+        true,
+        Duration::from_secs(10),
+    )
     .await;
     assert_none("M5 before the delete", &gaps);
 
@@ -409,12 +392,13 @@ async fn m5_deleting_the_journal_under_a_running_gateway_is_detected_and_nothing
     let after = book_unkeyed(&node, 50).await;
     assert_none("M5 after the delete", &not_booked(&after));
     assert!(db.exists(), "journal.db is recreated at its path");
-    let gaps = settle(Duration::from_secs(15), || async {
-        match node.records().await {
-            Some(records) => journal_gaps(&records, &HashMap::new(), &after, true),
-            None => vec!["the admin journal listing failed".to_owned()],
-        }
-    })
+    let gaps = settled_gaps(
+        &node,
+        &HashMap::new(),
+        &after,
+        true,
+        Duration::from_secs(15),
+    )
     .await;
     assert_none("M5 bookings after the delete", &gaps);
     // In the file now at the path, not an unlinked inode the listing happens to read.
@@ -1067,6 +1051,23 @@ fn not_booked(ledger: &[Booking]) -> Vec<String> {
 }
 
 /// Polls `probe` every 100 ms until it finds no problem or `within` passes; its last findings.
+/// [`journal_gaps`] of `node`'s listing, asked again until there are none or `within` passed.
+async fn settled_gaps(
+    node: &Node,
+    mis_seen: &HashMap<String, usize>,
+    ledger: &[Booking],
+    every_answer: bool,
+    within: Duration,
+) -> Vec<String> {
+    settle(within, || async {
+        match node.records().await {
+            Some(records) => journal_gaps(&records, mis_seen, ledger, every_answer),
+            None => vec!["the admin journal listing failed".to_owned()],
+        }
+    })
+    .await
+}
+
 async fn settle<F, Fut>(within: Duration, mut probe: F) -> Vec<String>
 where
     F: FnMut() -> Fut,

@@ -169,18 +169,7 @@ async fn no_canary_reaches_logs_spans_metrics_or_error_bodies() {
     // which rustls's own log would quote) reaches no log.
     let pki = support::pki::Pki::new("hub test CA");
     let dir = tempfile::tempdir().unwrap();
-    pki.leaf(&["localhost", "127.0.0.1"])
-        .write(dir.path(), "server");
-    let tls_toml = config_toml(
-        &[BackendSpec::new("mis-ok", ok_mis.url())],
-        &[(SEED_LPU, "mis-ok")],
-    )
-    .replace(
-        "[admin]",
-        "[server.tls]\ncert = \"server.crt\"\nkey = \"server.key\"\n\n[admin]",
-    );
-    let path = dir.path().join("routes.toml");
-    std::fs::write(&path, &tls_toml).unwrap();
+    let path = support::pki::tls_routes(&pki, dir.path(), ok_mis.url(), "");
     let tls_gw = TestGateway::start_file(&path).await;
     for _ in 0..3 {
         sni_hello(

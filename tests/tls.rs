@@ -68,19 +68,8 @@ async fn presented_cert(pki: &Pki, port: u16) -> Vec<u8> {
 async fn the_listener_serves_https_over_http1_and_http2_and_rotates_its_certificate_on_reload() {
     let pki = Pki::new("hub test CA");
     let dir = tempfile::tempdir().unwrap();
-    pki.leaf(&["localhost", "127.0.0.1"])
-        .write(dir.path(), "server");
     let mis = MockMis::spawn(echo_mis()).await;
-    let toml = config_toml(
-        &[BackendSpec::new("mis-a", mis.url())],
-        &[(SEED_LPU, "mis-a")],
-    )
-    .replace(
-        "[admin]",
-        "[server.tls]\ncert = \"server.crt\"\nkey = \"server.key\"\n\n[admin]",
-    );
-    let path = dir.path().join("routes.toml");
-    std::fs::write(&path, &toml).unwrap();
+    let path = support::pki::tls_routes(&pki, dir.path(), mis.url(), "");
     let gw = TestGateway::start_file(&path).await;
     let url = format!("https://localhost:{}/dir/appointments", gw.addr.port());
 
@@ -272,24 +261,13 @@ async fn a_silent_tls_session_is_closed_and_over_the_cap_tls_gets_a_plain_close(
     use tokio::io::AsyncReadExt;
     let pki = Pki::new("hub test CA");
     let dir = tempfile::tempdir().unwrap();
-    pki.leaf(&["localhost", "127.0.0.1"])
-        .write(dir.path(), "server");
     let mis = MockMis::spawn(echo_mis()).await;
-    let toml = config_toml(
-        &[BackendSpec::new("mis-a", mis.url())],
-        &[(SEED_LPU, "mis-a")],
-    )
-    .replacen(
-        "[server]\n",
-        "[server]\nheader_read_timeout_ms = 500\nmax_connections = 2\n",
-        1,
-    )
-    .replace(
-        "[admin]",
-        "[server.tls]\ncert = \"server.crt\"\nkey = \"server.key\"\n\n[admin]",
+    let path = support::pki::tls_routes(
+        &pki,
+        dir.path(),
+        mis.url(),
+        "header_read_timeout_ms = 500\nmax_connections = 2\n",
     );
-    let path = dir.path().join("routes.toml");
-    std::fs::write(&path, &toml).unwrap();
     let gw = TestGateway::start_file(&path).await;
     // A place frees a moment after the server closed its connection: a handshake refused
     // for that is tried again.

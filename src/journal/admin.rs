@@ -207,23 +207,21 @@ fn time(v: &str) -> Option<i64> {
 }
 
 fn percent_decode(s: &str) -> Option<String> {
+    // Every `%` must start an escape of two hex digits: the crate passes a malformed one
+    // through as text, and `u8::from_str_radix` (used before) took `%+f` for one.
     let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' => {
-                let h = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-                out.push(u8::from_str_radix(h, 16).ok()?);
-                i += 3;
-            }
-            c => {
-                out.push(c);
-                i += 1;
-            }
-        }
+    let escapes_ok = b.iter().enumerate().all(|(i, &c)| {
+        c != b'%'
+            || (b.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && b.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+    });
+    if !escapes_ok {
+        return None;
     }
-    String::from_utf8(out).ok()
+    percent_encoding::percent_decode_str(s)
+        .decode_utf8()
+        .ok()
+        .map(std::borrow::Cow::into_owned)
 }
 
 /// A parsed resolution: the appointment (guid, number) if booked, and the note.
@@ -336,6 +334,16 @@ mod tests {
         assert_eq!(parse_filter("outcome=lost").unwrap_err().0, "outcome");
         assert_eq!(parse_filter("limit=0").unwrap_err().0, "limit");
         assert_eq!(parse_filter("since=yesterday").unwrap_err().0, "since");
+        // A sign is not a hex digit (issue 29): `%+f` is no escape.
+        assert_eq!(parse_filter("integrator=a%+f").unwrap_err().0, "query");
+        assert_eq!(parse_filter("integrator=a%2").unwrap_err().0, "query");
+        assert_eq!(
+            parse_filter("integrator=call%2Dcentre")
+                .unwrap()
+                .integrator
+                .as_deref(),
+            Some("call-centre")
+        );
         // RFC 3339 allows times a timestamp cannot hold: they are its range's ends.
         let far =
             parse_filter("since=9999-12-31T23%3A59%3A59Z&until=9999-12-31T23%3A59%3A59%2B03%3A00")

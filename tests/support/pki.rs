@@ -88,3 +88,22 @@ impl Pki {
         Arc::new(builder.with_single_cert(certs, key).unwrap())
     }
 }
+
+/// A routes.toml in `dir` whose listener serves HTTPS with a leaf of `pki` for localhost and
+/// 127.0.0.1 (written beside it), in front of one backend `mis-a` at `mis_url` for SEED_LPU;
+/// `server_extra` goes into `[server]`. Returns the file's path (for `TestGateway::start_file`).
+pub fn tls_routes(pki: &Pki, dir: &Path, mis_url: String, server_extra: &str) -> PathBuf {
+    pki.leaf(&["localhost", "127.0.0.1"]).write(dir, "server");
+    let toml = super::config_toml(
+        &[super::BackendSpec::new("mis-a", mis_url)],
+        &[(super::SEED_LPU, "mis-a")],
+    )
+    .replacen("[server]\n", &format!("[server]\n{server_extra}"), 1)
+    .replace(
+        "[admin]",
+        "[server.tls]\ncert = \"server.crt\"\nkey = \"server.key\"\n\n[admin]",
+    );
+    let path = dir.join("routes.toml");
+    std::fs::write(&path, toml).unwrap();
+    path
+}
