@@ -74,7 +74,25 @@ write_mis_config() {
     "$SEED" > "$T/appointment.json"
   grep -q "[\$']" "$T/appointment.json" && die "appointment JSON has \$ or ' (cannot go in nginx's return)"
 
+  # MIS_DELAY_MS: the MIS answers after that long (nginx's echo module: echo_sleep, then the
+  # same Appointment), as a clinic's MIS does; 0 answers at once with `return`.
+  local load_echo="" answer
+  if [ "${MIS_DELAY_MS:-0}" -gt 0 ]; then
+    [ -f /usr/lib/nginx/modules/ngx_http_echo_module.so ] || {
+      local SUDO=
+      [ "$(id -u)" = 0 ] || SUDO=sudo
+      say "installing from Debian: libnginx-mod-http-echo"
+      DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq libnginx-mod-http-echo >/dev/null
+    }
+    load_echo="load_module /usr/lib/nginx/modules/ngx_http_echo_module.so;"
+    answer="echo_sleep $(awk -v ms="$MIS_DELAY_MS" 'BEGIN { printf "%.3f", ms / 1000 }');
+      echo -n '$(cat "$T/appointment.json")';"
+  else
+    answer="return 200 '$(cat "$T/appointment.json")';"
+  fi
+
   cat > "$T/nginx.conf" <<EOF
+$load_echo
 worker_processes 1;
 daemon off;
 pid $T/nginx.pid;
@@ -96,7 +114,7 @@ http {
     listen 127.0.0.1:$MIS_PORT backlog=4096;
     location / {
       default_type application/json;
-      return 200 '$(cat "$T/appointment.json")';
+      $answer
     }
   }
 }

@@ -30,6 +30,9 @@
 #                       request to every target, so each booking claims and finishes a key
 #   JOURNAL [off]       sqlite: the gateway keeps its booking journal (SQLite in $T/journal/)
 #   JOURNAL_SYNC [full] the journal's `synchronous` (full: one fsync per group commit; normal)
+#   MIS_DELAY_MS [0]    the MIS answers after this many ms (nginx's echo module, installed from
+#                       Debian when needed), as a clinic's MIS would: with RATE=2000 the
+#                       journal's cost at a fixed rate behind a 20 ms MIS
 set -euo pipefail
 
 ROUNDS=${ROUNDS:-3}
