@@ -180,11 +180,11 @@ impl Gateway {
                 let result = me.process(booking, &ids, &mut rec, &mut memo).await;
                 let journal = me.journal.as_deref();
                 let (response, entry) =
-                    finish(result, &ids, rec, started, journal, memo.key_outcome);
+                    finish(result, &ids, rec, started, journal, Some(&mut memo));
                 if let (Some(j), Some(entry)) = (journal, entry) {
                     // A booked or unknown answer goes out once its outcome is on disk (its
                     // attempt is already), or the wait's bound passed.
-                    if let Some(d) = j.submit(entry, memo.ticket).await {
+                    if let Some(d) = j.submit(entry, memo.ticket.take()).await {
                         d.wait().await;
                     }
                 }
@@ -314,7 +314,7 @@ impl Gateway {
         };
         if let Some(journal) = &self.journal {
             match self
-                .write_ahead(journal, &b, &valid, upstream, ids, &protection)
+                .write_ahead(journal, &b, &valid, upstream, ids, &protection, memo)
                 .await
             {
                 Ok(ticket) => memo.ticket = Some(ticket),
@@ -368,9 +368,9 @@ impl Gateway {
         upstream: &Upstream,
         ids: &Ids,
         protection: &Protection,
+        memo: &mut Memo,
     ) -> Result<crate::journal::Ticket, ()> {
-        let request_id =
-            Uuid::try_parse(ids.request_id.as_str()).unwrap_or_else(|_| Uuid::now_v7());
+        let request_id = journal_id(ids);
         let (key, fingerprint) = match protection {
             Protection::Key(claim) => (
                 Some(crate::journal::KeyRef::new(
@@ -382,6 +382,7 @@ impl Gateway {
             ),
             Protection::Keyless { .. } => (None, None),
         };
+        memo.key = key;
         journal
             .attempt(crate::journal::Attempt {
                 request_id,
@@ -544,6 +545,8 @@ fn valid_host(host: &[u8]) -> bool {
 struct Memo {
     /// The place its attempt reserved for its outcome.
     ticket: Option<crate::journal::Ticket>,
+    /// The key's journal form, made once for the attempt (two HMACs) and reused by the outcome.
+    key: Option<crate::journal::KeyRef>,
     /// What a same-key retry replays (keyed bookings that reached the MIS).
     key_outcome: Option<Outcome>,
 }
@@ -649,7 +652,7 @@ fn finish(
     mut rec: Record,
     started: Instant,
     journal: Option<&crate::journal::Journal>,
-    key_outcome: Option<Outcome>,
+    memo: Option<&mut Memo>,
 ) -> (Response<Full<Bytes>>, Option<crate::journal::Entry>) {
     let outcome = journal_outcome(&result, &rec);
     let response = match result {
@@ -676,11 +679,7 @@ fn finish(
     record(&rec, response.status(), took);
     log_access(ids, &rec, &response, took);
     let entry = match (journal, &rec.integrator) {
-        (Some(j), Some(_)) => {
-            let mut e = journal_entry(j, ids, rec, outcome, &response, took);
-            e.key_outcome = key_outcome;
-            Some(e)
-        }
+        (Some(j), Some(_)) => Some(journal_entry(j, ids, rec, outcome, &response, took, memo)),
         _ => None,
     };
     (response, entry)
@@ -707,18 +706,22 @@ fn journal_entry(
     outcome: crate::journal::Kind,
     response: &Response<Full<Bytes>>,
     took: Duration,
+    memo: Option<&mut Memo>,
 ) -> crate::journal::Entry {
-    let request_id = Uuid::try_parse(ids.request_id.as_str()).unwrap_or_else(|_| Uuid::now_v7());
+    let request_id = journal_id(ids);
     let total_us = took.as_micros() as i64;
+    let (made, key_outcome) = memo.map_or((None, None), |m| (m.key.take(), m.key_outcome.take()));
     let trace_id = ids
         .trace_id()
         .and_then(|t| <[u8; 32]>::try_from(t.as_bytes()).ok());
     crate::journal::Entry {
         request_id,
         time_us: crate::journal::record::now_us() - total_us,
-        key: rec
-            .key
-            .map(|slot| crate::journal::KeyRef::new(journal.secret(), &slot, &request_id)),
+        // Made with the attempt when there was one; otherwise (a replay, a refusal) here.
+        key: made.or_else(|| {
+            rec.key
+                .map(|slot| crate::journal::KeyRef::new(journal.secret(), &slot, &request_id))
+        }),
         integrator: rec.integrator.unwrap_or_default(),
         lpu: rec.lpu,
         backend: rec.backend,
@@ -732,6 +735,11 @@ fn journal_entry(
         total_us,
         mis_us: rec.mis_time.map(|d| d.as_micros() as i64),
         trace_id,
-        key_outcome: None,
+        key_outcome,
     }
+}
+
+/// The request id as the journal keys it (a UUIDv7 by construction).
+fn journal_id(ids: &Ids) -> Uuid {
+    Uuid::try_parse(ids.request_id.as_str()).unwrap_or_else(|_| Uuid::now_v7())
 }
