@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::{Request, StatusCode, header};
+use http::{Request, StatusCode};
 use http_body_util::Full;
 use mis_gateway::policy::idempotency::redis::{RedisSettings, RedisStore};
 use mis_gateway::policy::idempotency::{Begin, Outcome, Store, slot_of};
@@ -33,15 +33,6 @@ fn plain_client() -> PlainClient {
 
 fn keyed(gw: &TestGateway, body: &str, key: &str) -> Request<Full<Bytes>> {
     keyed_at(gw.url("/dir/appointments"), body, key)
-}
-
-fn keyed_at(url: String, body: &str, key: &str) -> Request<Full<Bytes>> {
-    Request::post(url)
-        .header(header::CONTENT_TYPE, "application/json")
-        .header(header::AUTHORIZATION, basic(PORTAL.0, PORTAL.1))
-        .header("idempotency-key", key)
-        .body(Full::new(Bytes::from(body.to_owned())))
-        .unwrap()
 }
 
 /// Requests the MIS received, by the booking's `slot`.

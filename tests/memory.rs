@@ -834,15 +834,6 @@ async fn send_retrying_503(http: &Http, make: impl Fn() -> Request<Full<Bytes>>)
     last
 }
 
-fn keyed_at(url: String, body: &str, key: &str) -> Request<Full<Bytes>> {
-    Request::post(url)
-        .header(header::CONTENT_TYPE, "application/json")
-        .header(header::AUTHORIZATION, basic(PORTAL.0, PORTAL.1))
-        .header("idempotency-key", key)
-        .body(Full::new(Bytes::from(body.to_owned())))
-        .unwrap()
-}
-
 fn admin_get(admin: SocketAddr, path: &str) -> Request<Full<Bytes>> {
     Request::get(format!("http://{admin}{path}"))
         .header(header::AUTHORIZATION, format!("Bearer {}", admin_token()))

@@ -390,16 +390,17 @@ where
     }
 }
 
-/// Open connections per client address (an IPv6 client by its /64: one host has many).
+/// Open connections per client, counted as the login throttle counts clients
+/// ([`crate::policy::auth::client_group`]: an IPv6 client by its /64, one host has many).
 struct PerClient {
     max: usize,
-    open: std::sync::Mutex<std::collections::HashMap<u128, usize>>,
+    open: std::sync::Mutex<std::collections::HashMap<std::net::IpAddr, usize>>,
 }
 
 /// A connection's place under its client's cap.
 struct ClientSlot {
     owner: Arc<PerClient>,
-    key: u128,
+    key: std::net::IpAddr,
 }
 
 impl PerClient {
@@ -410,18 +411,8 @@ impl PerClient {
         }
     }
 
-    fn key(ip: std::net::IpAddr) -> u128 {
-        match ip {
-            std::net::IpAddr::V4(v4) => u128::from(u32::from(v4)),
-            std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-                Some(v4) => u128::from(u32::from(v4)),
-                None => u128::from(v6) & !((1u128 << 64) - 1),
-            },
-        }
-    }
-
     fn enter(self: &Arc<Self>, ip: std::net::IpAddr) -> Option<ClientSlot> {
-        let key = Self::key(ip);
+        let key = crate::policy::auth::client_group(ip);
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         let n = open.entry(key).or_default();
         if *n >= self.max {

@@ -71,10 +71,6 @@ const INSERT: &str = "INSERT INTO journal (request_id, time_us, integrator, lpu,
     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) \
     ON CONFLICT (request_id) DO NOTHING";
 
-const INSERT_ATTEMPT: &str = "INSERT INTO journal_attempts (request_id, time_us, integrator, \
-    lpu, backend, slot, direction_guid, key_hash, key_seal, fingerprint) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (request_id) DO NOTHING";
-
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A writer's transaction that takes longer is abandoned (its connection closed) and retried:
 /// a stopped server must not hold the writer, and every insert is idempotent.
@@ -175,7 +171,10 @@ impl Sink for PgSink {
                 if client.is_none() {
                     let c = open(config).await?;
                     let insert = c.prepare(INSERT).await.map_err(|e| describe(&e))?;
-                    let attempt = c.prepare(INSERT_ATTEMPT).await.map_err(|e| describe(&e))?;
+                    let attempt = c
+                        .prepare(&numbered(super::sqlite::INSERT_ATTEMPT))
+                        .await
+                        .map_err(|e| describe(&e))?;
                     *client = Some((c, insert, attempt));
                 }
                 let (c, insert, attempt) = client.as_mut().expect("connected above");
@@ -210,17 +209,10 @@ pub async fn start(
         let mut fresh = [0u8; 32];
         getrandom::fill(&mut fresh).expect("the OS random source is available");
         client
-            .execute(
-                "INSERT INTO journal_meta (name, value) VALUES ('fingerprint_key', $1) \
-                 ON CONFLICT (name) DO NOTHING",
-                &[&hex(&fresh)],
-            )
+            .execute(&numbered(super::sqlite::META_KEY_INSERT), &[&hex(&fresh)])
             .await?;
         let secret: String = client
-            .query_one(
-                "SELECT value FROM journal_meta WHERE name = 'fingerprint_key'",
-                &[],
-            )
+            .query_one(super::sqlite::META_KEY_SELECT, &[])
             .await?
             .get(0);
         let n = orphans(&client, before, floor).await?;
@@ -271,10 +263,7 @@ pub async fn fingerprint(
     request_id: &str,
 ) -> Result<Option<String>, tokio_postgres::Error> {
     Ok(client
-        .query_opt(
-            "SELECT fingerprint FROM journal_attempts WHERE request_id = $1",
-            &[&request_id],
-        )
+        .query_opt(&numbered(super::sqlite::FINGERPRINT), &[&request_id])
         .await?
         .and_then(|r| r.get(0)))
 }
@@ -286,9 +275,7 @@ pub async fn unresolve(
 ) -> Result<bool, tokio_postgres::Error> {
     let n = client
         .execute(
-            "UPDATE journal SET resolved_us = NULL, resolved_booked = NULL, resolved_guid = NULL, \
-             resolved_number = NULL, resolved_note = NULL, resolved_via = NULL \
-             WHERE request_id = $1 AND resolved_us = $2",
+            &numbered(super::sqlite::UNRESOLVE),
             &[&request_id, &time_us],
         )
         .await?;

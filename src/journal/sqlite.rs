@@ -73,9 +73,22 @@ const INSERT: &str = "INSERT INTO journal (request_id, time_us, integrator, lpu,
     ON CONFLICT (request_id) DO NOTHING";
 
 /// The attempt: a narrow append-only row, its primary key its only index.
-const INSERT_ATTEMPT: &str = "INSERT INTO journal_attempts (request_id, time_us, integrator, \
+pub(super) const INSERT_ATTEMPT: &str = "INSERT INTO journal_attempts (request_id, time_us, integrator, \
     lpu, backend, slot, direction_guid, key_hash, key_seal, fingerprint) \
     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT (request_id) DO NOTHING";
+
+/// The journal's own fingerprint key: made by the first process that opens the database.
+pub(super) const META_KEY_INSERT: &str = "INSERT INTO journal_meta (name, value) \
+    VALUES ('fingerprint_key', ?1) ON CONFLICT (name) DO NOTHING";
+pub(super) const META_KEY_SELECT: &str =
+    "SELECT value FROM journal_meta WHERE name = 'fingerprint_key'";
+/// A keyed attempt's body fingerprint (hex), for a resolution that makes its key again.
+pub(super) const FINGERPRINT: &str =
+    "SELECT fingerprint FROM journal_attempts WHERE request_id = ?1";
+/// Takes back the resolution recorded at ?2 (the key store would not follow it).
+pub(super) const UNRESOLVE: &str = "UPDATE journal SET resolved_us = NULL, \
+    resolved_booked = NULL, resolved_guid = NULL, resolved_number = NULL, resolved_note = NULL, \
+    resolved_via = NULL WHERE request_id = ?1 AND resolved_us = ?2";
 
 /// Attempts below a request id (UUIDv7: time order) with no outcome become `unknown` records.
 pub(super) const ORPHANS: &str = "INSERT INTO journal (request_id, time_us, integrator, lpu, \
@@ -368,16 +381,8 @@ fn meta_secret(conn: &mut Connection) -> rusqlite::Result<String> {
     let mut fresh = [0u8; 32];
     getrandom::fill(&mut fresh).map_err(|_| rusqlite::Error::InvalidQuery)?;
     let mut text = [0u8; 64];
-    conn.execute(
-        "INSERT INTO journal_meta (name, value) VALUES ('fingerprint_key', ?1) \
-         ON CONFLICT (name) DO NOTHING",
-        [hex32_into(&fresh, &mut text)],
-    )?;
-    conn.query_row(
-        "SELECT value FROM journal_meta WHERE name = 'fingerprint_key'",
-        [],
-        |r| r.get(0),
-    )
+    conn.execute(META_KEY_INSERT, [hex32_into(&fresh, &mut text)])?;
+    conn.query_row(META_KEY_SELECT, [], |r| r.get(0))
 }
 
 /// What failed, in SQLite's terms (never a value: the error text may quote none, but its
@@ -442,25 +447,16 @@ pub fn resolve(path: &Path, request_id: &str, r: &Resolution) -> rusqlite::Resul
 /// Takes back the resolution recorded at `time_us` (its key store would not follow it).
 pub fn unresolve(path: &Path, request_id: &str, time_us: i64) -> rusqlite::Result<bool> {
     let conn = open_existing(path)?;
-    let n = conn.execute(
-        "UPDATE journal SET resolved_us = NULL, resolved_booked = NULL, resolved_guid = NULL, \
-         resolved_number = NULL, resolved_note = NULL, resolved_via = NULL \
-         WHERE request_id = ?1 AND resolved_us = ?2",
-        params![request_id, time_us],
-    )?;
+    let n = conn.execute(UNRESOLVE, params![request_id, time_us])?;
     Ok(n == 1)
 }
 
 /// The fingerprint of a keyed attempt (hex), for a resolution that must make its key again.
 pub fn fingerprint(path: &Path, request_id: &str) -> rusqlite::Result<Option<String>> {
     let conn = open_existing(path)?;
-    conn.query_row(
-        "SELECT fingerprint FROM journal_attempts WHERE request_id = ?1",
-        [request_id],
-        |r| r.get(0),
-    )
-    .optional()
-    .map(Option::flatten)
+    conn.query_row(FINGERPRINT, [request_id], |r| r.get(0))
+        .optional()
+        .map(Option::flatten)
 }
 
 pub fn summary(path: &Path) -> rusqlite::Result<Vec<Summary>> {

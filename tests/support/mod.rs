@@ -526,6 +526,16 @@ pub async fn tracestate_needs_its_traceparent(gw: &TestGateway, mis: &MockMis) {
 }
 
 /// `POST url` with a JSON `body` and `who`'s Basic credentials.
+/// The portal's booking of `body` at `url` with `Idempotency-Key: key`.
+pub fn keyed_at(url: String, body: &str, key: &str) -> Request<Full<Bytes>> {
+    Request::post(url)
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::AUTHORIZATION, basic(PORTAL.0, PORTAL.1))
+        .header("idempotency-key", key)
+        .body(Full::new(Bytes::from(body.to_owned())))
+        .unwrap()
+}
+
 pub fn booking_request(url: String, body: &str, who: (&str, &str)) -> Request<Full<Bytes>> {
     Request::post(url)
         .header(header::CONTENT_TYPE, "application/json")
