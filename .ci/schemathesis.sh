@@ -29,7 +29,8 @@
 #   loopback. SCHEMATHESIS=/path/to/st uses an existing install; its version is checked.
 # - Only loopback during the run: proxy variables are unset for schemathesis, and the OTEL_* export
 #   endpoints for the demo.
-# - Bounded: phases examples, coverage and fuzzing (no stateful: there is one operation);
+# - Bounded: phases examples, coverage, fuzzing and stateful (the booking's 200 links its guid to
+#   the lookup and the cancel, so booked appointments are looked up and cancelled);
 #   --max-examples 500 (ST_MAX_EXAMPLES); one worker (2 shared cores); a fixed --seed for
 #   reproducible CI (ST_SEED=random or a number, to explore); `timeout 150` around the run.
 #   The run takes about 20 s here, and the whole step (venv already there) under 30 s.
@@ -165,7 +166,7 @@ cmd=("$ST" run "$DOC"
   --url "http://127.0.0.1:$API"
   -H "Authorization: Basic $auth"
   --checks "$checks"
-  --phases examples,coverage,fuzzing
+  --phases examples,coverage,fuzzing,stateful
   --max-examples "$MAX_EXAMPLES"
   "${seed_opt[@]}"
   --workers 1

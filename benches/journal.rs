@@ -8,7 +8,7 @@
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use mis_gateway::journal::{self, Attempt, Entry, Item, KeyRef, Kind};
+use mis_gateway::journal::{self, Attempt, Entry, Item, KeyRef, Kind, Operation};
 use mis_gateway::policy::idempotency::Outcome;
 use uuid::Uuid;
 
@@ -30,6 +30,7 @@ fn booked(i: u64) -> [Item; 2] {
         direction,
         key: Some(key),
         fingerprint: Some([7; 32]),
+        cancel: None,
     };
     let outcome = Entry {
         request_id,
@@ -55,6 +56,9 @@ fn booked(i: u64) -> [Item; 2] {
             source: "Internet".into(),
             create_time: "2026-12-07T10:00:00+03:00".into(),
         }),
+        made: Some(("Internet".into(), "2026-12-07T10:00:00+03:00".into())),
+        operation: Operation::Book,
+        cancel: None,
     };
     [Item::Attempt(attempt), Item::Outcome(outcome)]
 }

@@ -45,7 +45,7 @@ failed=0
 # src/edge/reload.rs). Histograms are exposed as _bucket (+ le), _sum and _count.
 cat >"$tmp/families.py" <<'EOF'
 COUNTERS = {
-    "mis_gateway_requests_total": {"integrator", "backend", "status_class", "code"},
+    "mis_gateway_requests_total": {"integrator", "backend", "operation", "status_class", "code"},
     "mis_gateway_reloads_total": {"result"},
     "mis_gateway_auth_cache_total": {"result"},
     "mis_gateway_idempotent_replays_total": {"backend"},
@@ -65,8 +65,8 @@ GAUGES = {
     "mis_gateway_journal_pending": set(),
 }
 HISTOGRAMS = {
-    "mis_gateway_request_duration_seconds": {"backend"},
-    "mis_gateway_mis_duration_seconds": {"backend"},
+    "mis_gateway_request_duration_seconds": {"backend", "operation"},
+    "mis_gateway_mis_duration_seconds": {"backend", "operation"},
 }
 # Present after one booking (the rest need an event: a replay, a lost answer, a store error).
 REQUIRED_LIVE = [

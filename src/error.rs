@@ -43,7 +43,20 @@ pub enum GatewayError {
     #[error("no MIS is configured for this LPU")]
     NoRoute,
     #[error("method not allowed")]
-    MethodNotAllowed,
+    MethodNotAllowed {
+        /// The methods the path takes (the `Allow` header).
+        allow: &'static str,
+    },
+    #[error("no appointment with this guid is known to the hub")]
+    AppointmentUnknown,
+    #[error("a cancellation of this appointment is still in flight")]
+    CancelInFlight,
+    #[error("the clinic's MIS does not accept cancellations through the hub")]
+    CancelUnsupported,
+    #[error("the hub keeps no booking journal")]
+    NoJournal,
+    #[error("the MIS that made this booking is no longer configured")]
+    BackendGone,
     #[error("the request body was not received in time")]
     BodyTimeout,
     #[error("the request body is larger than the limit")]
@@ -100,7 +113,8 @@ pub enum Retry {
     /// Nothing was booked: send it again (after `Retry-After` when given), with the same key.
     SameKey,
     /// The booking may exist: only the same `Idempotency-Key` is safe (the gateway answers for
-    /// it), or ask the clinic; a new key may book the slot twice.
+    /// it), or ask the clinic; a new key may book the slot twice. A cancellation is idempotent
+    /// (HTTP's DELETE): sent again, it cancels at most once.
     OnlySameKey,
 }
 
@@ -110,7 +124,7 @@ impl Retry {
         match self {
             Retry::FixFirst => "fix first",
             Retry::SameKey => "yes, same key",
-            Retry::OnlySameKey => "same key only",
+            Retry::OnlySameKey => "same key only; a cancel: yes",
         }
     }
 }
@@ -160,12 +174,14 @@ conditions! {
     BadRequestHead       => 400, "94005", FixFirst, "The request head could not be parsed (request line, header syntax or conflicting framing headers such as two Content-Length values).";
     Unauthenticated      => 401, "94010", FixFirst, "Authentication required: HTTP Basic with a valid integrator login and password.";
     ForbiddenLpu         => 403, "94030", FixFirst, "This integrator may not book into the LPU named by direction.lpuToGuid.";
-    NotFound             => 404, "94040", FixFirst, "No such resource: the API is POST /dir/appointments.";
+    NotFound             => 404, "94040", FixFirst, "No such resource: the API is POST /dir/appointments, GET and DELETE /dir/appointments/{guid}.";
     NoRoute              => 404, "94041", FixFirst, "No MIS is configured for the LPU named by direction.lpuToGuid.";
-    MethodNotAllowed     => 405, "94050", FixFirst, "Method not allowed: use POST.";
+    AppointmentUnknown   => 404, "94042", FixFirst, "No appointment with this guid is known to the hub (only bookings made through it with its journal on, in an LPU this integrator may book into, are).";
+    MethodNotAllowed     => 405, "94050", FixFirst, "Method not allowed: POST /dir/appointments, GET or DELETE /dir/appointments/{guid}.";
     BodyTimeout          => 408, "94080", SameKey, "The request body was not received in time.";
     IdempotencyInFlight  => 409, "94090", SameKey, "A request with this Idempotency-Key is still being processed; retry later with the same key.";
     DuplicateInFlight    => 409, "94091", SameKey, "The same referral is being booked into the same slot by an earlier request that has not finished; wait for its answer.";
+    CancelInFlight       => 409, "94092", SameKey, "A cancellation of this appointment is still being processed; wait for its answer.";
     PayloadTooLarge      => 413, "94130", FixFirst, "The request body is larger than the limit.";
     UriTooLong           => 414, "94140", FixFirst, "The request target is too long.";
     UnsupportedMediaType => 415, "94150", FixFirst, "Content-Type must be application/json.";
@@ -174,14 +190,79 @@ conditions! {
     RateLimited          => 429, "94291", SameKey, "This integrator's request rate limit is exceeded; retry after the delay in Retry-After.";
     HeadersTooLarge      => 431, "94310", FixFirst, "The request head has too many or too large header fields.";
     Internal             => 500, "95000", SameKey, "Internal gateway error; the booking was not sent.";
+    CancelUnsupported    => 501, "95010", FixFirst, "This clinic's MIS does not accept cancellations through the hub; contact the clinic.";
+    NoJournal            => 501, "95011", FixFirst, "This hub keeps no booking journal, so it cannot look up or cancel appointments; contact the clinic.";
     MisUnreachable       => 502, "95020", SameKey, "The MIS could not be reached; the booking was not sent. Retry after the delay in Retry-After.";
     MisBadAnswer         => 502, "95021", SameKey, "The MIS answered with an error the gateway could not understand; the booking was most likely not made.";
-    OutcomeUnknown       => 502, "95022", OnlySameKey, "The booking reached the MIS but its answer was lost or unusable; the booking may exist. Do not resend blindly.";
+    OutcomeUnknown       => 502, "95022", OnlySameKey, "The request reached the MIS but its answer was lost or unusable; the booking (or cancellation) may have been made. Do not resend a booking blindly.";
     MisTls               => 502, "95023", SameKey, "The TLS handshake with the MIS failed (its certificate was not trusted, or it refused the gateway's); the booking was not sent. The hub's operators must fix the backend's TLS settings.";
     MisRejectedGateway   => 502, "95024", SameKey, "The MIS refused the gateway's own credentials; the booking was not made. The hub's operators must fix the backend secret.";
+    BackendGone          => 502, "95025", SameKey, "The MIS that made this booking is no longer configured at the hub; the cancellation was not sent. The hub's operators must restore the backend.";
     Overloaded           => 503, "95030", SameKey, "The gateway or this MIS is at capacity, or the idempotency store or the booking journal is unavailable; the booking was not sent. Retry after the delay in Retry-After.";
     BreakerOpen          => 503, "95031", SameKey, "This MIS is failing and bookings to it are paused; the booking was not sent. Retry after the delay in Retry-After.";
-    MisTimeout           => 504, "95040", OnlySameKey, "The MIS did not answer in time after the booking was sent; the booking may exist. Do not resend blindly.";
+    MisTimeout           => 504, "95040", OnlySameKey, "The MIS did not answer in time after the request was sent; the booking (or cancellation) may have been made. Do not resend a booking blindly.";
+}
+
+/// The integrator API's operations, each with the conditions that can answer it (the
+/// contract, `docs/openapi.json`, documents exactly those).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    /// `POST /dir/appointments`
+    Book,
+    /// `GET /dir/appointments/{guid}`
+    Lookup,
+    /// `DELETE /dir/appointments/{guid}`
+    Cancel,
+}
+
+impl Condition {
+    /// Whether this condition can be the answer to `api`.
+    pub const fn answers(self, api: Api) -> bool {
+        use Condition as C;
+        let (book, lookup, cancel) = match self {
+            // The edge, before any operation is known, and the gateway's own failures.
+            C::BadHost
+            | C::DuplicateAuthorization
+            | C::BadRequestHead
+            | C::Unauthenticated
+            | C::NotFound
+            | C::MethodNotAllowed
+            | C::UriTooLong
+            | C::AuthThrottled
+            | C::RateLimited
+            | C::HeadersTooLarge
+            | C::Internal
+            | C::Overloaded
+            | C::Invalid => (true, true, true),
+            // A booking's body, key and route.
+            C::MalformedJson
+            | C::BadIdempotencyKey
+            | C::ForbiddenLpu
+            | C::NoRoute
+            | C::BodyTimeout
+            | C::IdempotencyInFlight
+            | C::DuplicateInFlight
+            | C::PayloadTooLarge
+            | C::UnsupportedMediaType
+            | C::IdempotencyMismatch => (true, false, false),
+            // Found through the journal.
+            C::AppointmentUnknown | C::NoJournal => (false, true, true),
+            C::CancelInFlight | C::CancelUnsupported | C::BackendGone => (false, false, true),
+            // The MIS's side.
+            C::MisUnreachable
+            | C::MisBadAnswer
+            | C::OutcomeUnknown
+            | C::MisTls
+            | C::MisRejectedGateway
+            | C::BreakerOpen
+            | C::MisTimeout => (true, false, true),
+        };
+        match api {
+            Api::Book => book,
+            Api::Lookup => lookup,
+            Api::Cancel => cancel,
+        }
+    }
 }
 
 const fn kind(status: u16, code: &'static str, retry: Retry, message: &'static str) -> ErrorKind {
@@ -215,7 +296,12 @@ impl Condition {
             Condition::ForbiddenLpu => GatewayError::ForbiddenLpu,
             Condition::NotFound => GatewayError::NotFound,
             Condition::NoRoute => GatewayError::NoRoute,
-            Condition::MethodNotAllowed => GatewayError::MethodNotAllowed,
+            Condition::MethodNotAllowed => GatewayError::MethodNotAllowed { allow: "POST" },
+            Condition::AppointmentUnknown => GatewayError::AppointmentUnknown,
+            Condition::CancelInFlight => GatewayError::CancelInFlight,
+            Condition::CancelUnsupported => GatewayError::CancelUnsupported,
+            Condition::NoJournal => GatewayError::NoJournal,
+            Condition::BackendGone => GatewayError::BackendGone,
             Condition::BodyTimeout => GatewayError::BodyTimeout,
             Condition::IdempotencyInFlight => GatewayError::IdempotencyInFlight,
             Condition::DuplicateInFlight => GatewayError::DuplicateInFlight,
@@ -256,7 +342,12 @@ impl GatewayError {
             Self::ForbiddenLpu => Condition::ForbiddenLpu,
             Self::NotFound => Condition::NotFound,
             Self::NoRoute => Condition::NoRoute,
-            Self::MethodNotAllowed => Condition::MethodNotAllowed,
+            Self::MethodNotAllowed { .. } => Condition::MethodNotAllowed,
+            Self::AppointmentUnknown => Condition::AppointmentUnknown,
+            Self::CancelInFlight => Condition::CancelInFlight,
+            Self::CancelUnsupported => Condition::CancelUnsupported,
+            Self::NoJournal => Condition::NoJournal,
+            Self::BackendGone => Condition::BackendGone,
             Self::BodyTimeout => Condition::BodyTimeout,
             Self::PayloadTooLarge { .. } => Condition::PayloadTooLarge,
             Self::UnsupportedMediaType => Condition::UnsupportedMediaType,
@@ -378,8 +469,8 @@ impl GatewayError {
                     HeaderValue::from_static(r#"Basic realm="mis-gateway", charset="UTF-8""#),
                 );
             }
-            Self::MethodNotAllowed => {
-                h.insert(header::ALLOW, HeaderValue::from_static("POST"));
+            Self::MethodNotAllowed { allow } => {
+                h.insert(header::ALLOW, HeaderValue::from_static(allow));
             }
             // Nothing was sent: a retry is safe, and a refused connection is often a restart.
             Self::MisUnreachable => {

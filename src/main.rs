@@ -469,9 +469,12 @@ async fn demo(path: PathBuf, workers: Threads) -> ExitCode {
         demo.mocks.len()
     );
     println!("{}\n", demo.curl());
+    println!("Run it twice: the second time the MIS answers that the slot is taken.\n");
     println!(
-        "Run it twice: the second time the MIS answers that the slot is taken. Ctrl-C stops the demo."
+        "Look the booking up, then cancel it (the slot is free again), with the guid it answered:\n"
     );
+    println!("{}\n", demo.appointment_curls());
+    println!("Ctrl-C stops the demo.");
     if demo.app.gateway.journal.is_some() {
         println!(
             "Each booking is in the journal: mis-gateway journal --config {} list",

@@ -1,6 +1,7 @@
-//! docs/mis-contract.md and the code agree: the request the page shows is what a MIS receives,
-//! and every example MIS answer on the page, fed through `normalize` (and the error table's
-//! rendering), gives the integrator exactly the answer the page shows next to it.
+//! docs/mis-contract.md and the code agree: the requests the page shows (a booking, a
+//! cancellation) are what a MIS receives, and every example MIS answer on the page, fed through
+//! `normalize` (and the error table's rendering), gives the integrator exactly the answer the
+//! page shows next to it.
 
 mod support;
 
@@ -213,6 +214,126 @@ async fn the_request_the_page_shows_is_what_a_mis_receives() {
     assert!(
         tp.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"),
         "{tp}"
+    );
+    gw.shutdown().await;
+}
+
+/// The integrator's answer the page shows for `mis` (a cancellation's answer), checked like a
+/// booking's error: status, the headers it names, the body fields it gives.
+#[test]
+fn every_example_cancel_answer_gives_what_the_page_says() {
+    let blocks = blocks();
+    let mut seen = 0;
+    for pair in blocks.windows(2) {
+        let [(info, text), (next_info, next)] = pair else {
+            continue;
+        };
+        if info != "http mis-cancel-answer" {
+            continue;
+        }
+        assert!(
+            next_info.starts_with("http gateway-cancel-answer"),
+            "{next_info}"
+        );
+        let (mis, want) = (http(text), http(next));
+        let what = format!("the page's cancel answer\n{text}");
+        match normalize::cancellation(status(&mis), mis.body.as_bytes(), true) {
+            Ok(()) => assert_eq!(status(&want), StatusCode::OK, "{what}"),
+            Err(e) => {
+                let resp = e.into_response(&RequestId::new(), None);
+                assert_eq!(resp.status(), status(&want), "{what}");
+                for (name, value) in &want.headers {
+                    let real = &resp.headers()[name.as_str()];
+                    if value != "…" {
+                        assert_eq!(real, value.as_str(), "{name} for {what}");
+                    }
+                }
+                let got: serde_json::Value = serde_json::from_slice(&futures_body(resp)).unwrap();
+                let expected: serde_json::Value = serde_json::from_str(&want.body).unwrap();
+                for (k, v) in expected.as_object().unwrap() {
+                    if v == "…" {
+                        assert!(got.get(k).is_some(), "{k} in {got} for {what}");
+                    } else {
+                        assert_eq!(&got[k], v, "{k} for {what}");
+                    }
+                }
+            }
+        }
+        seen += 1;
+    }
+    assert!(seen >= 4, "{seen} cancel examples");
+}
+
+#[tokio::test]
+async fn the_cancel_request_the_page_shows_is_what_a_mis_receives() {
+    let page = blocks()
+        .into_iter()
+        .find(|(info, _)| info == "http cancel-request")
+        .map(|(_, text)| http(&text))
+        .expect("the page shows the cancel request");
+    let mis = MockMis::spawn({
+        let book = echo_mis();
+        std::sync::Arc::new(move |r: &Received| {
+            if r.method == http::Method::DELETE {
+                Reply::exception(200, "Cancelled", "2000")
+            } else {
+                book(r)
+            }
+        })
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut toml = config_toml(
+        &[BackendSpec::new("mis-a", mis.url())],
+        &[(SEED_LPU, "mis-a")],
+    );
+    toml.push_str(&format!(
+        "\n[journal]\npath = \"{}\"\n",
+        dir.path().join("journal.db").display()
+    ));
+    let gw = TestGateway::start(&toml).await;
+    let booked = gw.book(&fresh_booking(), PORTAL).await;
+    assert_eq!(booked.status, StatusCode::OK);
+    let guid = booked.json()["guid"].as_str().unwrap().to_owned();
+    let req = http::Request::delete(gw.url(&format!("/dir/appointments/{guid}")))
+        .header(http::header::AUTHORIZATION, basic(PORTAL.0, PORTAL.1))
+        .header(
+            "traceparent",
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        )
+        .body(http_body_util::Full::default())
+        .unwrap();
+    let r = gw.send(req).await;
+    assert_eq!(r.status, StatusCode::OK, "{}", r.text());
+    let got = mis
+        .received()
+        .into_iter()
+        .find(|r| r.method == http::Method::DELETE)
+        .expect("the MIS got the cancel");
+    let (method, target) = page.first.split_once(' ').unwrap();
+    assert_eq!(method, "DELETE");
+    let (path, query) = target
+        .trim_end_matches(" HTTP/1.1")
+        .split_once('?')
+        .unwrap();
+    assert!(path.starts_with("/dir/appointments/"), "{path}");
+    assert_eq!(got.path, format!("/dir/appointments/{guid}"));
+    assert_eq!(got.query.as_deref(), Some(query));
+    let names: BTreeSet<String> = got.headers.keys().map(|k| k.as_str().to_owned()).collect();
+    let on_page: BTreeSet<String> = page.headers.iter().map(|(k, _)| k.clone()).collect();
+    assert_eq!(names, on_page, "the headers a MIS receives with a cancel");
+    assert_eq!(got.headers["accept"], "application/json");
+    assert_eq!(got.headers["content-length"], "0");
+    assert_eq!(
+        got.headers["authorization"],
+        backend_auth("MIS_A_PASSWORD").as_str()
+    );
+    assert_eq!(r.headers["x-request-id"], got.headers["x-request-id"]);
+    assert!(
+        got.headers["traceparent"]
+            .to_str()
+            .unwrap()
+            .starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-")
     );
     gw.shutdown().await;
 }

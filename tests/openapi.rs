@@ -11,7 +11,7 @@ use std::collections::BTreeSet;
 use http::{Method, StatusCode, header};
 use mis_gateway::booking::normalize;
 use mis_gateway::booking::{self, Field, Kind};
-use mis_gateway::error::{self, GatewayError, MisRejection};
+use mis_gateway::error::{self, Api, Condition, GatewayError, MisRejection};
 use mis_gateway::policy::idempotency;
 use mis_gateway::wire::json::Node;
 use serde_json::Value;
@@ -34,10 +34,22 @@ fn doc() -> Value {
 }
 
 fn operation(doc: &Value) -> &Value {
-    let op = &doc["paths"][PATH]["post"];
-    assert!(op.is_object(), "the document has no POST {PATH}");
+    operation_of(doc, Api::Book)
+}
+
+/// The document's operation for `api`.
+fn operation_of(doc: &Value, api: Api) -> &Value {
+    let (path, method) = match api {
+        Api::Book => (PATH, "post"),
+        Api::Lookup => ("/dir/appointments/{guid}", "get"),
+        Api::Cancel => ("/dir/appointments/{guid}", "delete"),
+    };
+    let op = &doc["paths"][path][method];
+    assert!(op.is_object(), "the document has no {method} {path}");
     op
 }
+
+const APIS: [Api; 3] = [Api::Book, Api::Lookup, Api::Cancel];
 
 /// Follows local `$ref`s (`#/components/...`) until a schema without one.
 fn resolve<'a>(doc: &'a Value, mut v: &'a Value) -> &'a Value {
@@ -345,9 +357,11 @@ fn the_appointment_schema_is_what_render_produces() {
     assert_eq!(rendered["createTime"], "2023-04-05T14:00:00+07:00");
 }
 
-fn gateway_codes(doc: &Value) -> Vec<(u16, String, String, String)> {
+fn gateway_codes(doc: &Value, api: Api) -> Vec<(u16, String, String, String)> {
     let mut out = Vec::new();
-    let responses = operation(doc)["responses"].as_object().expect("responses");
+    let responses = operation_of(doc, api)["responses"]
+        .as_object()
+        .expect("responses");
     for (status, r) in responses {
         let Some(codes) = r.get("x-message-codes") else {
             continue;
@@ -363,13 +377,29 @@ fn gateway_codes(doc: &Value) -> Vec<(u16, String, String, String)> {
     out
 }
 
+/// The table's rows that can answer `api`.
+fn rows_of(api: Api) -> impl Iterator<Item = &'static (&'static str, error::ErrorKind)> {
+    error::TABLE.iter().filter(move |(name, _)| {
+        Condition::ALL
+            .iter()
+            .any(|c| c.name() == *name && c.answers(api))
+    })
+}
+
 #[test]
 fn every_gateway_error_is_documented_under_its_status_and_nothing_else() {
     let doc = doc();
-    let responses = operation(&doc)["responses"].as_object().unwrap();
-    let documented = gateway_codes(&doc);
+    for api in APIS {
+        gateway_errors_of(&doc, api);
+    }
+}
+
+/// Each operation documents exactly the conditions that can answer it.
+fn gateway_errors_of(doc: &Value, api: Api) {
+    let responses = operation_of(doc, api)["responses"].as_object().unwrap();
+    let documented = gateway_codes(doc, api);
     let mut problems = Vec::new();
-    for (name, kind) in error::TABLE {
+    for (name, kind) in rows_of(api) {
         let status = kind.status.as_u16();
         let want = (
             status,
@@ -392,31 +422,33 @@ fn every_gateway_error_is_documented_under_its_status_and_nothing_else() {
         }
     }
     for d in &documented {
-        let in_table = error::TABLE.iter().any(|(name, k)| {
+        let in_table = rows_of(api).any(|(name, k)| {
             (k.status.as_u16(), k.code, *name, k.message)
                 == (d.0, d.1.as_str(), d.2.as_str(), d.3.as_str())
         });
         if !in_table {
-            problems.push(format!("not in error::TABLE: {d:?}"));
+            problems.push(format!("not in error::TABLE for {api:?}: {d:?}"));
         }
     }
     for status in responses.keys() {
         let known = status == "200"
             || status == "default"
-            || error::TABLE
-                .iter()
-                .any(|(_, k)| k.status.as_str() == status.as_str());
+            || rows_of(api).any(|(_, k)| k.status.as_str() == status.as_str());
         if !known {
-            problems.push(format!("response {status} is not a status of error::TABLE"));
+            problems.push(format!(
+                "{api:?}: response {status} is not a status of its error::TABLE rows"
+            ));
         }
     }
-    assert!(
+    // A lookup never reaches a MIS; a booking and a cancellation pass the MIS's statuses on.
+    assert_eq!(
         responses.contains_key("default"),
-        "a MIS's own statuses pass through: `default` documents them"
+        api != Api::Lookup,
+        "{api:?}: a MIS's own statuses pass through: `default` documents them"
     );
     assert!(
         problems.is_empty(),
-        "docs/openapi.json vs error::TABLE:\n  {}",
+        "docs/openapi.json vs error::TABLE ({api:?}):\n  {}",
         problems.join("\n  ")
     );
 }
@@ -433,14 +465,19 @@ fn variant(name: &str) -> GatewayError {
 
 /// Checks one rendered error against the document's response for its status (or `default`).
 fn check_rendered(doc: &Value, e: GatewayError, out: &mut Vec<String>) {
-    let label = format!("{e:?}");
+    check_rendered_for(doc, Api::Book, e, out)
+}
+
+/// As [`check_rendered`], against `api`'s responses.
+fn check_rendered_for(doc: &Value, api: Api, e: GatewayError, out: &mut Vec<String>) {
+    let label = format!("{api:?} {e:?}");
     let r = e.into_response(
         &mis_gateway::error::RequestId::from(http::HeaderValue::from_static(
             "01936f4e-8a2b-7c3d-9e4f-5a6b7c8d9e0f",
         )),
         Some("4bf92f3577b34da6a3ce929d0e0e4736"),
     );
-    let responses = &operation(doc)["responses"];
+    let responses = &operation_of(doc, api)["responses"];
     let documented = responses
         .get(r.status().as_str())
         .unwrap_or(&responses["default"]);
@@ -515,10 +552,12 @@ fn futures_executor_block_on<F: std::future::Future>(f: F) -> F::Output {
 fn rendered_errors_match_their_documented_responses() {
     let doc = doc();
     let mut problems = Vec::new();
-    for (name, kind) in error::TABLE {
-        let e = variant(name);
-        assert_eq!(e.status_and_code(), (kind.status, kind.code), "{name}");
-        check_rendered(&doc, e, &mut problems);
+    for api in APIS {
+        for (name, kind) in rows_of(api) {
+            let e = variant(name);
+            assert_eq!(e.status_and_code(), (kind.status, kind.code), "{name}");
+            check_rendered_for(&doc, api, e, &mut problems);
+        }
     }
     // A MIS's own rejections: under a documented status and under `default`.
     for (status, code) in [(400, "4002"), (404, "4040"), (418, "teapot"), (500, "5000")] {
@@ -590,4 +629,63 @@ async fn the_admin_listener_serves_the_file() {
         "GET /openapi.json differs from docs/openapi.json"
     );
     gw.shutdown().await;
+}
+
+#[test]
+fn the_appointment_state_is_the_appointment_and_its_state_and_reasons_are_the_codes() {
+    use mis_gateway::booking::appointment::REASONS;
+    let doc = doc();
+    let mut problems = Vec::new();
+    for api in [Api::Lookup, Api::Cancel] {
+        let ok = &operation_of(&doc, api)["responses"]["200"]["content"]["application/json"];
+        let state = resolve(&doc, &ok["schema"]);
+        let appointment = &doc["components"]["schemas"]["Appointment"];
+        let mut want: BTreeSet<&str> = appointment["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        want.extend(["status", "cancelTime", "cancelReason"]);
+        let got: BTreeSet<&str> = state["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        if got != want {
+            problems.push(format!("{api:?}: {got:?} vs {want:?}"));
+        }
+        let reasons: Vec<&str> = state["properties"]["cancelReason"]["enum"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(Value::as_str)
+            .collect();
+        if reasons != REASONS {
+            problems.push(format!("{api:?}: cancelReason {reasons:?}"));
+        }
+        // The example is a body the gateway could give: every member documented.
+        for (_, ex) in ok["examples"].as_object().unwrap() {
+            for k in ex["value"].as_object().unwrap().keys() {
+                if !got.contains(k.as_str()) {
+                    problems.push(format!("{api:?}: example member {k}"));
+                }
+            }
+        }
+    }
+    let query = &operation_of(&doc, Api::Cancel)["parameters"][0];
+    assert_eq!(query["name"], "reason");
+    let reasons: Vec<&str> = query["schema"]["enum"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(reasons, REASONS);
+    assert_eq!(
+        query["schema"]["default"],
+        mis_gateway::booking::appointment::DEFAULT_REASON
+    );
+    assert!(problems.is_empty(), "{}", problems.join("\n"));
 }

@@ -107,10 +107,10 @@ async fn a_booking_is_one_trace_across_gateway_and_mis_and_is_counted() {
     // RED metrics per backend on the admin listener.
     let m = gw.admin(Method::GET, "/metrics").await.text();
     for needle in [
-        r#"mis_gateway_requests_total{backend="mis-a",code="ok",integrator="portal",status_class="2xx"} 1"#,
-        r#"mis_gateway_requests_total{backend="none",code="94000",integrator="portal",status_class="4xx"} 2"#,
-        r#"mis_gateway_mis_duration_seconds_count{backend="mis-a"} 1"#,
-        r#"mis_gateway_request_duration_seconds_bucket{backend="mis-a",le="+Inf"} 1"#,
+        r#"mis_gateway_requests_total{backend="mis-a",code="ok",integrator="portal",operation="book",status_class="2xx"} 1"#,
+        r#"mis_gateway_requests_total{backend="none",code="94000",integrator="portal",operation="book",status_class="4xx"} 2"#,
+        r#"mis_gateway_mis_duration_seconds_count{backend="mis-a",operation="book"} 1"#,
+        r#"mis_gateway_request_duration_seconds_bucket{backend="mis-a",operation="book",le="+Inf"} 1"#,
         r#"mis_gateway_backend_breaker_state{backend="mis-a"} 0"#,
         r#"mis_gateway_backend_in_flight{backend="mis-a"} 0"#,
         r#"mis_gateway_auth_cache_total{result="miss"} 1"#,

@@ -2,6 +2,7 @@
 //! takes an authenticated request to the MIS and back ([`pipeline`]), the normalization of the
 //! MIS's answer ([`normalize`], pure) and the future that outlives its client (`run_to_end`).
 
+pub mod appointment;
 pub mod normalize;
 pub mod pipeline;
 pub(crate) mod run_to_end;

@@ -72,6 +72,33 @@ pub fn answer(status: StatusCode, body: &[u8], ctx: &Context) -> Result<Normaliz
     Err(GatewayError::MisBadAnswer)
 }
 
+/// A MIS's answer to a cancellation: any 2xx is done (this family answers an
+/// ExceptionResponse with `Message_code` 2000, others 204); its own rejection (400/409/422, or
+/// 404 for an appointment it does not know) is passed on; a 5xx after it read the request is
+/// an unknown outcome unless the backend rolls back on 5xx (`five_xx_unknown` false).
+pub fn cancellation(
+    status: StatusCode,
+    body: &[u8],
+    five_xx_unknown: bool,
+) -> Result<(), GatewayError> {
+    if status.is_success() {
+        return Ok(());
+    }
+    if status.is_server_error() && five_xx_unknown {
+        return Err(GatewayError::OutcomeUnknown);
+    }
+    match status.as_u16() {
+        401 | 403 => Err(GatewayError::MisRejectedGateway),
+        429 => Err(GatewayError::Overloaded {
+            retry_after_secs: 1,
+        }),
+        400 | 404 | 409 | 422 | 500..=599 => {
+            Err(rejection(status, body).map_or(GatewayError::MisBadAnswer, GatewayError::Mis))
+        }
+        _ => Err(GatewayError::MisBadAnswer),
+    }
+}
+
 /// The Appointment JSON in the seed's field order.
 pub fn render(fields: &Fields, direction: &Node) -> Vec<u8> {
     render_json(fields, &direction.to_json())

@@ -60,12 +60,16 @@ pub struct Gateway {
     buckets: LocalBuckets,
     /// With a Redis store: the rate budgets and failed-login counters of every replica.
     shared_limits: Option<Arc<SharedLimits>>,
+    /// Appointments whose cancellation is at their MIS (one at a time each), under
+    /// `cancel_owner`.
+    pub(super) cancels: Arc<InFlight>,
+    pub(super) cancel_owner: Arc<str>,
 }
 
 /// A successful answer or a replay, with the headers that go with it.
-struct Answer {
-    body: Vec<u8>,
-    replayed: bool,
+pub(super) struct Answer {
+    pub(super) body: Vec<u8>,
+    pub(super) replayed: bool,
 }
 
 /// What phase 2 needs, owned, so it can outlive the client's connection.
@@ -133,6 +137,8 @@ impl Gateway {
             fingerprint_key: parts.fingerprint_key,
             buckets: Default::default(),
             shared_limits: parts.shared_limits,
+            cancels: Arc::default(),
+            cancel_owner: Arc::from(""),
         }
     }
 
@@ -158,8 +164,19 @@ impl Gateway {
         let generation = self.live.load();
         let mut rec = Record {
             client: peer,
+            operation: "book",
             ..Record::default()
         };
+        if let Some(rest) = req
+            .uri()
+            .path()
+            .strip_prefix(super::appointment::APPOINTMENT_PREFIX)
+        {
+            let rest = rest.to_owned();
+            return self
+                .appointment(req, rest, peer, generation, ids, span, rec, started)
+                .await;
+        }
         let booking = match self.receive(req, peer, generation, &mut rec, started).await {
             Ok(b) => b,
             Err(e) => {
@@ -212,46 +229,17 @@ impl Gateway {
         B: http_body::Body<Data = Bytes> + Send,
         B::Error: Into<BoxError>,
     {
-        // RFC 9112 3.2: an HTTP/1.1 request has exactly one Host (HTTP/2 has :authority).
-        if req.version() == http::Version::HTTP_11 {
-            let mut hosts = req.headers().get_all(header::HOST).iter();
-            match (hosts.next(), hosts.next()) {
-                (Some(host), None) if valid_host(host.as_bytes()) => {}
-                _ => return Err(GatewayError::BadHost),
-            }
-        }
+        check_host(&req)?;
         if req.uri().path() != APPOINTMENTS_PATH {
             return Err(GatewayError::NotFound);
         }
         if req.method() != Method::POST {
-            return Err(GatewayError::MethodNotAllowed);
-        }
-        let mut authorizations = req.headers().get_all(header::AUTHORIZATION).iter();
-        let authorization = authorizations.next();
-        if authorizations.next().is_some() {
-            return Err(GatewayError::DuplicateAuthorization);
+            return Err(GatewayError::MethodNotAllowed { allow: "POST" });
         }
         let config = generation.config.clone();
         let integrator = self
-            .auth
-            .authenticate(
-                &config,
-                authorization.map(HeaderValue::as_bytes),
-                peer,
-                started,
-            )
-            .await
-            .map_err(|e| match e {
-                AuthFailure::Busy => GatewayError::Overloaded {
-                    retry_after_secs: 1,
-                },
-                AuthFailure::Throttled { retry_after_secs } => {
-                    GatewayError::AuthThrottled { retry_after_secs }
-                }
-                AuthFailure::Malformed | AuthFailure::Rejected => GatewayError::Unauthenticated,
-            })?;
-        rate::check(&self.buckets, self.shared_limits.as_ref(), &integrator).await?;
-        rec.integrator = Some(integrator.login.clone());
+            .admit(req.headers(), peer, &config, rec, started)
+            .await?;
         // Two keys are refused, not the first taken: a retry that sent them in the other order
         // would be another booking.
         let mut keys = req.headers().get_all(IDEMPOTENCY_KEY).iter();
@@ -296,8 +284,45 @@ impl Gateway {
         })
     }
 
-    /// The integrator's budget in the replicas' shared bucket; this process's own when Redis
-    /// cannot answer.
+    /// Who asks: exactly one `Authorization`, a known integrator with the right password, not
+    /// throttled, within its rate budget (the replicas' shared bucket, or this process's own
+    /// when Redis cannot answer).
+    pub(super) async fn admit(
+        &self,
+        headers: &http::HeaderMap,
+        peer: Option<std::net::IpAddr>,
+        config: &crate::config::Config,
+        rec: &mut Record,
+        started: Instant,
+    ) -> Result<Arc<Integrator>, GatewayError> {
+        let mut authorizations = headers.get_all(header::AUTHORIZATION).iter();
+        let authorization = authorizations.next();
+        if authorizations.next().is_some() {
+            return Err(GatewayError::DuplicateAuthorization);
+        }
+        let integrator = self
+            .auth
+            .authenticate(
+                config,
+                authorization.map(HeaderValue::as_bytes),
+                peer,
+                started,
+            )
+            .await
+            .map_err(|e| match e {
+                AuthFailure::Busy => GatewayError::Overloaded {
+                    retry_after_secs: 1,
+                },
+                AuthFailure::Throttled { retry_after_secs } => {
+                    GatewayError::AuthThrottled { retry_after_secs }
+                }
+                AuthFailure::Malformed | AuthFailure::Rejected => GatewayError::Unauthenticated,
+            })?;
+        rate::check(&self.buckets, self.shared_limits.as_ref(), &integrator).await?;
+        rec.integrator = Some(integrator.login.clone());
+        Ok(integrator)
+    }
+
     /// Phase 2: validate, route, claim, forward, normalize, remember.
     async fn process(
         &self,
@@ -353,6 +378,7 @@ impl Gateway {
         let (body, fields) = result?;
         rec.appointment = Some(fields.guid);
         rec.number = Some(fields.number);
+        memo.made = Some((fields.source, fields.create_time));
         Ok(Answer {
             body,
             replayed: false,
@@ -396,6 +422,7 @@ impl Gateway {
                 direction: valid.direction_guid,
                 key,
                 fingerprint,
+                cancel: None,
             })
             .await
     }
@@ -523,6 +550,18 @@ impl Gateway {
     }
 }
 
+/// RFC 9112 3.2: an HTTP/1.1 request has exactly one Host (HTTP/2 has :authority).
+pub(super) fn check_host<B>(req: &Request<B>) -> Result<(), GatewayError> {
+    if req.version() == http::Version::HTTP_11 {
+        let mut hosts = req.headers().get_all(header::HOST).iter();
+        match (hosts.next(), hosts.next()) {
+            (Some(host), None) if valid_host(host.as_bytes()) => {}
+            _ => return Err(GatewayError::BadHost),
+        }
+    }
+    Ok(())
+}
+
 /// RFC 9112 3.2 / RFC 3986: `Host` is `uri-host [ ":" port ]`: no user info, path, query or
 /// fragment, and a port that is a port.
 fn valid_host(host: &[u8]) -> bool {
@@ -542,15 +581,19 @@ fn valid_host(host: &[u8]) -> bool {
         })
 }
 
-/// What phase 2 leaves for the booking's journal record.
+/// What phase 2 leaves for the request's journal record.
 #[derive(Default)]
-struct Memo {
+pub(super) struct Memo {
     /// The place its attempt reserved for its outcome.
-    ticket: Option<crate::journal::Ticket>,
+    pub(super) ticket: Option<crate::journal::Ticket>,
     /// The key's journal form, made once for the attempt (two HMACs) and reused by the outcome.
     key: Option<crate::journal::KeyRef>,
     /// What a same-key retry replays (keyed bookings that reached the MIS).
     key_outcome: Option<Outcome>,
+    /// The appointment's `source` and `createTime` (a booking the MIS made).
+    made: Option<(String, String)>,
+    /// A cancellation's ties.
+    pub(super) cancel: Option<crate::journal::CancelOf>,
 }
 
 /// What guards a booking against being sent twice while it runs.
@@ -648,7 +691,7 @@ fn replay(outcome: Outcome, body: &[u8]) -> Result<Answer, GatewayError> {
 
 /// Renders the result, records it on the span and in the metrics, writes the access log, and
 /// makes the journal's record of it (for an authenticated request).
-fn finish(
+pub(super) fn finish(
     result: Result<Answer, GatewayError>,
     ids: &Ids,
     mut rec: Record,
@@ -693,6 +736,7 @@ fn journal_outcome(result: &Result<Answer, GatewayError>, rec: &Record) -> crate
     match result {
         _ if rec.lapsed => Kind::Unknown,
         _ if rec.replayed => Kind::Replayed,
+        Ok(_) if rec.operation == "cancel" => Kind::Cancelled,
         Ok(_) => Kind::Booked,
         Err(GatewayError::OutcomeUnknown | GatewayError::MisTimeout) => Kind::Unknown,
         Err(_) if rec.mis_status.is_some() => Kind::Rejected,
@@ -711,8 +755,16 @@ fn journal_entry(
     memo: Option<&mut Memo>,
 ) -> crate::journal::Entry {
     let request_id = journal_id(ids);
+    let operation = rec.operation;
     let total_us = took.as_micros() as i64;
-    let (made, key_outcome) = memo.map_or((None, None), |m| (m.key.take(), m.key_outcome.take()));
+    let (made_key, key_outcome, made, cancel) = memo.map_or((None, None, None, None), |m| {
+        (
+            m.key.take(),
+            m.key_outcome.take(),
+            m.made.take(),
+            m.cancel.take(),
+        )
+    });
     let trace_id = ids
         .trace_id()
         .and_then(|t| <[u8; 32]>::try_from(t.as_bytes()).ok());
@@ -720,7 +772,7 @@ fn journal_entry(
         request_id,
         time_us: crate::journal::record::now_us() - total_us,
         // Made with the attempt when there was one; otherwise (a replay, a refusal) here.
-        key: made.or_else(|| {
+        key: made_key.or_else(|| {
             rec.key
                 .map(|slot| crate::journal::KeyRef::new(journal.secret(), &slot, &request_id))
         }),
@@ -738,10 +790,17 @@ fn journal_entry(
         mis_us: rec.mis_time.map(|d| d.as_micros() as i64),
         trace_id,
         key_outcome,
+        made,
+        operation: if operation == "cancel" {
+            crate::journal::Operation::Cancel
+        } else {
+            crate::journal::Operation::Book
+        },
+        cancel,
     }
 }
 
 /// The request id as the journal keys it (a UUIDv7 by construction).
-fn journal_id(ids: &Ids) -> Uuid {
+pub(super) fn journal_id(ids: &Ids) -> Uuid {
     Uuid::try_parse(ids.request_id.as_str()).unwrap_or_else(|_| Uuid::now_v7())
 }

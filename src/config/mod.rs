@@ -267,6 +267,9 @@ pub struct Backend {
     /// Own trust (`ca_file`) or client certificate (`client_cert`, `client_key`) for https.
     pub tls: Option<tls::ClientTls>,
     pub on_5xx: On5xx,
+    /// Whether the MIS takes `DELETE {url}/dir/appointments/{guid}` (`cancel = false`: a
+    /// cancel is answered 501 without calling it).
+    pub cancel: bool,
 }
 
 /// Isolation settings of one backend (see `upstream::guard`).
@@ -1249,6 +1252,7 @@ impl Validator<'_> {
             },
             tls: tls?,
             on_5xx,
+            cancel: raw.cancel.unwrap_or(true),
         })
     }
 

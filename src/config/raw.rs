@@ -62,6 +62,7 @@ pub struct Backend {
     pub client_cert: Option<String>,
     pub client_key: Option<String>,
     pub on_5xx: Option<String>,
+    pub cancel: Option<bool>,
 }
 
 /// `[idempotency]`

@@ -3,9 +3,10 @@
 //! A [`MockMis`] records every request it receives (method, path, headers, body) and answers
 //! what its [`Script`] says. [`clinic`] is the script of a well-behaved MIS: it checks the
 //! gateway's credentials, refuses a slot booked twice, and answers like the real family does
-//! (local time without offset, numeric ticket number, no `source` or `direction`).
+//! (local time without offset, numeric ticket number, no `source` or `direction`); it cancels
+//! what it booked (`DELETE /dir/appointments/{guid}`), after which the slot can be booked again.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -27,6 +28,8 @@ pub struct Received {
     /// HTTP/1.1 or HTTP/2, as the connection negotiated.
     pub version: http::Version,
     pub path: String,
+    /// The query string, if any (a cancellation's `reason`).
+    pub query: Option<String>,
     pub headers: HeaderMap,
     pub body: Bytes,
 }
@@ -86,6 +89,7 @@ impl Handler for MockHandler {
                 method: parts.method,
                 version: parts.version,
                 path: parts.uri.path().to_owned(),
+                query: parts.uri.query().map(str::to_owned),
                 headers: parts.headers,
                 body,
             };
@@ -185,9 +189,15 @@ impl MockMis {
 /// A well-behaved MIS in time zone `tz` that accepts only `expected_authorization`.
 pub fn clinic(expected_authorization: String, tz: jiff::tz::TimeZone) -> Script {
     let booked = Mutex::new(HashSet::<String>::new());
+    // Appointment guid (lowercase) → its slot, while booked.
+    let appointments = Mutex::new(HashMap::<String, String>::new());
     let tickets = AtomicU64::new(1);
     Arc::new(move |req: &Received| {
-        if req.method != Method::POST || req.path != "/dir/appointments" {
+        let cancel = req
+            .path
+            .strip_prefix("/dir/appointments/")
+            .filter(|_| req.method == Method::DELETE);
+        if cancel.is_none() && (req.method != Method::POST || req.path != "/dir/appointments") {
             return Reply::exception(404, "Not found", "4040");
         }
         let authorized = req
@@ -196,6 +206,22 @@ pub fn clinic(expected_authorization: String, tz: jiff::tz::TimeZone) -> Script 
             .is_some_and(|v| v.as_bytes() == expected_authorization.as_bytes());
         if !authorized {
             return Reply::exception(403, "Authorization failed", "5403");
+        }
+        if let Some(guid) = cancel {
+            let slot = appointments
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&guid.to_ascii_lowercase());
+            return match slot {
+                Some(slot) => {
+                    booked
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .remove(&slot);
+                    Reply::exception(200, "The appointment is cancelled", "2000")
+                }
+                None => Reply::exception(404, "No such appointment", "4041"),
+            };
         }
         let Ok(body) = serde_json::from_slice::<serde_json::Value>(&req.body) else {
             return Reply::exception(400, "Request body is not valid", "4000");
@@ -213,8 +239,13 @@ pub fn clinic(expected_authorization: String, tz: jiff::tz::TimeZone) -> Script 
         let now = jiff::Timestamp::now()
             .to_zoned_datetime(tz.clone())
             .datetime();
+        let guid = uuid::Uuid::new_v4().hyphenated().to_string();
+        appointments
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(guid.clone(), slot.clone());
         let answer = serde_json::json!({
-            "guid": uuid::Uuid::new_v4().hyphenated().to_string().to_uppercase(),
+            "guid": guid.to_uppercase(),
             "number": tickets.fetch_add(1, Ordering::Relaxed),
             "slot": slot,
             "createTime": now.strftime("%Y-%m-%d %H:%M:%S.000").to_string(),

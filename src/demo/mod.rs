@@ -116,4 +116,17 @@ impl Demo {
             self.booking_file.display()
         )
     }
+
+    /// The commands that look up and cancel a booking by the guid it answered (`GUID`).
+    pub fn appointment_curls(&self) -> String {
+        let addr = self
+            .api
+            .local_addr()
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        format!(
+            "curl -sS -u {DEMO_LOGIN}:{DEMO_PASSWORD} http://{addr}/dir/appointments/GUID\n\
+             curl -sS -u {DEMO_LOGIN}:{DEMO_PASSWORD} -X DELETE 'http://{addr}/dir/appointments/GUID?reason=patient_decline'"
+        )
+    }
 }

@@ -186,6 +186,7 @@ impl Admin {
                     "max_connections": b.limits.max_connections,
                     "breaker_failures": b.limits.breaker_failures,
                     "breaker_cooldown_ms": b.limits.breaker_cooldown.as_millis() as u64,
+                    "cancel": b.cancel,
                     "routes": routes,
                 })
             })

@@ -9,8 +9,8 @@ use http_body_util::{BodyExt, Full, Limited};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::record::{Filter, Kind, cursor_of, parse_cursor};
-use super::{Journal, ResolveError};
+use super::record::{Filter, Kind, Operation, cursor_of, parse_cursor};
+use super::{Answer, Journal, ResolveError};
 use crate::edge::admin::json_response;
 use crate::live::Live;
 
@@ -60,11 +60,11 @@ where
                     );
                 }
             };
-            let (booked, note) = match parse_resolution(&body) {
+            let (answer, note) = match parse_resolution(&body) {
                 Ok(r) => r,
                 Err((field, reason)) => return invalid(field, reason),
             };
-            match journal.resolve(&id, booked, note, "admin").await {
+            match journal.resolve(&id, answer, note, "admin").await {
                 Ok(row) => json_response(StatusCode::OK, row.to_json()),
                 Err(e) => resolve_error(e),
             }
@@ -129,8 +129,12 @@ pub fn parse_filter(query: &str) -> Result<Filter, (&'static str, &'static str)>
             "outcome" => {
                 f.outcome = Some(Kind::parse(&v).ok_or((
                     "outcome",
-                    "must be booked, rejected, not_sent, unknown or replayed",
+                    "must be booked, rejected, not_sent, unknown, replayed or cancelled",
                 ))?)
+            }
+            "operation" => {
+                f.operation =
+                    Some(Operation::parse(&v).ok_or(("operation", "must be book or cancel"))?)
             }
             "unresolved" => {
                 f.unresolved = match v.as_str() {
@@ -163,7 +167,7 @@ pub fn parse_filter(query: &str) -> Result<Filter, (&'static str, &'static str)>
             _ => {
                 return Err((
                     "query",
-                    "unknown parameter (expected outcome, unresolved, backend, integrator, since, until, limit, cursor)",
+                    "unknown parameter (expected outcome, operation, unresolved, backend, integrator, since, until, limit, cursor)",
                 ));
             }
         }
@@ -224,10 +228,11 @@ fn percent_decode(s: &str) -> Option<String> {
         .map(std::borrow::Cow::into_owned)
 }
 
-/// A parsed resolution: the appointment (guid, number) if booked, and the note.
-pub type Parsed = (Option<(Uuid, String)>, Option<String>);
+/// A parsed resolution: what the clinic said, and the note.
+pub type Parsed = (Answer, Option<String>);
 
-/// `{"booked": true, "guid", "number"}` or `{"booked": false}`, each with an optional `note`.
+/// `{"booked": true, "guid", "number"}` or `{"booked": false}` (a booking's record),
+/// `{"cancelled": true|false}` (a cancellation's), each with an optional `note`.
 pub fn parse_resolution(body: &[u8]) -> Result<Parsed, (&'static str, &'static str)> {
     // As for bookings, a key twice is refused, not "the last wins".
     let tree =
@@ -238,34 +243,42 @@ pub fn parse_resolution(body: &[u8]) -> Result<Parsed, (&'static str, &'static s
     let v: Value = serde_json::from_slice(body).map_err(|_| ("body", "must be a JSON object"))?;
     let obj = v.as_object().ok_or(("body", "must be a JSON object"))?;
     for k in obj.keys() {
-        if !matches!(k.as_str(), "booked" | "guid" | "number" | "note") {
+        if !matches!(
+            k.as_str(),
+            "booked" | "cancelled" | "guid" | "number" | "note"
+        ) {
             return Err((
                 "body",
-                "unknown field (expected booked, guid, number, note)",
+                "unknown field (expected booked, cancelled, guid, number, note)",
             ));
         }
+    }
+    if obj.contains_key("cancelled") && obj.contains_key("booked") {
+        return Err(("cancelled", "must not come with booked"));
+    }
+    let note = note_of(obj)?;
+    if let Some(c) = obj.get("cancelled") {
+        let cancelled = c.as_bool().ok_or(("cancelled", "must be true or false"))?;
+        if obj.contains_key("guid") || obj.contains_key("number") {
+            return Err(("guid", "must be absent with cancelled"));
+        }
+        let answer = if cancelled {
+            Answer::Cancelled
+        } else {
+            Answer::NotCancelled
+        };
+        return Ok((answer, note));
     }
     let booked = obj
         .get("booked")
         .ok_or(("booked", "is required"))?
         .as_bool()
         .ok_or(("booked", "must be true or false"))?;
-    let note = match obj.get("note") {
-        None | Some(Value::Null) => None,
-        Some(Value::String(s))
-            if !s.is_empty()
-                && s.chars().count() <= MAX_NOTE
-                && !s.chars().any(char::is_control) =>
-        {
-            Some(s.clone())
-        }
-        Some(_) => return Err(("note", "must be technical text of 1 to 500 characters")),
-    };
     if !booked {
         if obj.contains_key("guid") || obj.contains_key("number") {
             return Err(("guid", "must be absent when booked is false"));
         }
-        return Ok((None, note));
+        return Ok((Answer::NotBooked, note));
     }
     let guid = match obj.get("guid") {
         None => return Err(("guid", "is required when booked is true")),
@@ -280,7 +293,23 @@ pub fn parse_resolution(body: &[u8]) -> Result<Parsed, (&'static str, &'static s
         Some(Value::Number(n)) if n.is_u64() => n.to_string(),
         Some(_) => return Err(("number", "must be 1 to 64 visible characters")),
     };
-    Ok((Some((guid, number)), note))
+    Ok((Answer::Booked(guid, number), note))
+}
+
+fn note_of(
+    obj: &serde_json::Map<String, Value>,
+) -> Result<Option<String>, (&'static str, &'static str)> {
+    match obj.get("note") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s))
+            if !s.is_empty()
+                && s.chars().count() <= MAX_NOTE
+                && !s.chars().any(char::is_control) =>
+        {
+            Ok(Some(s.clone()))
+        }
+        Some(_) => Err(("note", "must be technical text of 1 to 500 characters")),
+    }
 }
 
 pub fn valid_number(n: &str) -> bool {
@@ -400,10 +429,25 @@ mod tests {
             br#"{"booked": true, "guid": "0e8a4f3c-5d6b-4a7e-8f90-1a2b3c4d5e6f", "number": 42}"#,
         )
         .unwrap();
-        assert_eq!(ok.0.unwrap().1, "42");
+        assert!(matches!(ok.0, Answer::Booked(_, ref n) if n == "42"));
         assert_eq!(
             parse_resolution(br#"{"booked": false, "note": "called the clinic"}"#).unwrap(),
-            (None, Some("called the clinic".into()))
+            (Answer::NotBooked, Some("called the clinic".into()))
         );
+        assert_eq!(
+            parse_resolution(br#"{"cancelled": true}"#).unwrap(),
+            (Answer::Cancelled, None)
+        );
+        assert_eq!(field(r#"{"cancelled": "no"}"#), "cancelled");
+        assert_eq!(field(r#"{"cancelled": true, "booked": true}"#), "cancelled");
+        assert_eq!(
+            field(r#"{"cancelled": true, "guid": "0e8a4f3c-5d6b-4a7e-8f90-1a2b3c4d5e6f"}"#),
+            "guid"
+        );
+        assert_eq!(
+            parse_filter("operation=cancel").unwrap().operation,
+            Some(Operation::Cancel)
+        );
+        assert_eq!(parse_filter("operation=refund").unwrap_err().0, "operation");
     }
 }

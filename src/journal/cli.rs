@@ -29,9 +29,12 @@ pub struct Args {
 pub enum Command {
     /// List records, newest first.
     List {
-        /// booked, rejected, not_sent, unknown or replayed.
+        /// booked, rejected, not_sent, unknown, replayed or cancelled.
         #[arg(long)]
         outcome: Option<String>,
+        /// book or cancel.
+        #[arg(long)]
+        operation: Option<String>,
         /// Only `unknown` records nobody resolved yet.
         #[arg(long)]
         unresolved: bool,
@@ -49,7 +52,7 @@ pub enum Command {
     },
     /// Print one record as JSON.
     Show { request_id: String },
-    /// Record what the clinic said about an `unknown` booking.
+    /// Record what the clinic said about an `unknown` booking or cancellation.
     Resolve {
         request_id: String,
         /// The appointment's guid, if the clinic has the booking.
@@ -61,6 +64,12 @@ pub enum Command {
         /// The clinic has no such booking: the key is released, a retry is sent.
         #[arg(long)]
         not_booked: bool,
+        /// A cancellation: the clinic cancelled the appointment.
+        #[arg(long, conflicts_with_all = ["booked", "not_booked", "not_cancelled"])]
+        cancelled: bool,
+        /// A cancellation: the clinic still has the appointment.
+        #[arg(long, conflicts_with_all = ["booked", "not_booked"])]
+        not_cancelled: bool,
         /// Technical note (a ticket reference): never patient data.
         #[arg(long)]
         note: Option<String>,
@@ -90,6 +99,7 @@ pub async fn run(args: Args, out: &mut dyn std::io::Write) -> Result<(), String>
     match args.command {
         Command::List {
             outcome,
+            operation,
             unresolved,
             backend,
             integrator,
@@ -99,6 +109,7 @@ pub async fn run(args: Args, out: &mut dyn std::io::Write) -> Result<(), String>
         } => {
             let mut q = vec![format!("limit={limit}")];
             push(&mut q, "outcome", outcome);
+            push(&mut q, "operation", operation);
             if unresolved {
                 q.push("unresolved=true".into());
             }
@@ -109,20 +120,23 @@ pub async fn run(args: Args, out: &mut dyn std::io::Write) -> Result<(), String>
             let page = api.get(&format!("/admin/journal?{}", q.join("&"))).await?;
             w(
                 out,
-                "TIME                              REQUEST ID                            OUTCOME   STATUS CODE   BACKEND          INTEGRATOR       RESOLVED",
+                "TIME                              REQUEST ID                            OPERATION OUTCOME   STATUS CODE   BACKEND          INTEGRATOR       RESOLVED",
             )?;
             for r in page["records"].as_array().into_iter().flatten() {
                 let resolved = match &r["resolution"] {
                     Value::Null => "-".to_owned(),
                     res if res["booked"] == true => "booked".into(),
+                    res if res["cancelled"] == true => "cancelled".into(),
+                    res if res["cancelled"] == false => "not_cancelled".into(),
                     _ => "not_booked".into(),
                 };
                 w(
                     out,
                     &format!(
-                        "{:<33} {:<37} {:<9} {:<6} {:<6} {:<16} {:<16} {}",
+                        "{:<33} {:<37} {:<9} {:<9} {:<6} {:<6} {:<16} {:<16} {}",
                         s(&r["time"]),
                         s(&r["requestId"]),
+                        s(&r["operation"]),
                         s(&r["outcome"]),
                         r["status"],
                         s(&r["messageCode"]),
@@ -145,14 +159,20 @@ pub async fn run(args: Args, out: &mut dyn std::io::Write) -> Result<(), String>
             booked,
             number,
             not_booked,
+            cancelled,
+            not_cancelled,
             note,
         } => {
-            let mut body = match (booked, number, not_booked) {
-                (Some(guid), Some(number), false) => {
+            let mut body = match (booked, number, not_booked, cancelled, not_cancelled) {
+                (Some(guid), Some(number), false, false, false) => {
                     json!({"booked": true, "guid": guid, "number": number})
                 }
-                (None, None, true) => json!({"booked": false}),
-                _ => return Err("give either --booked GUID --number N or --not-booked".into()),
+                (None, None, true, false, false) => json!({"booked": false}),
+                (None, None, false, true, false) => json!({"cancelled": true}),
+                (None, None, false, false, true) => json!({"cancelled": false}),
+                _ => {
+                    return Err("give one of --booked GUID --number N, --not-booked (a booking), --cancelled or --not-cancelled (a cancellation)".into());
+                }
             };
             if let Some(n) = note {
                 body["note"] = json!(n);
@@ -219,6 +239,10 @@ const CSV_COLUMNS: &[&str] = &[
     "resolutionGuid",
     "resolutionNumber",
     "resolutionNote",
+    "operation",
+    "cancelReason",
+    "resolutionCancelled",
+    "cancelledTime",
 ];
 
 fn csv_line(r: &Value) -> String {
@@ -228,6 +252,12 @@ fn csv_line(r: &Value) -> String {
             "appointmentNumber" => r["appointment"]["number"].clone(),
             "resolutionTime" => r["resolution"]["time"].clone(),
             "resolutionBooked" => r["resolution"]["booked"].clone(),
+            "resolutionCancelled" => r["resolution"]["cancelled"].clone(),
+            "cancelledTime" => r["cancelled"]["time"].clone(),
+            "cancelReason" => match &r["cancelReason"] {
+                Value::Null => r["cancelled"]["reason"].clone(),
+                v => v.clone(),
+            },
             "resolutionGuid" => r["resolution"]["guid"].clone(),
             "resolutionNumber" => r["resolution"]["number"].clone(),
             "resolutionNote" => r["resolution"]["note"].clone(),

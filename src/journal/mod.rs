@@ -28,7 +28,9 @@ use uuid::Uuid;
 
 use crate::config::{JournalSettings, JournalStore, OnJournalError};
 use crate::policy::idempotency::{Outcome, Store};
-pub use record::{Attempt, Entry, Filter, Item, KeyRef, Kind, KnownKey, Resolution, Row};
+pub use record::{
+    Attempt, CancelOf, Entry, Filter, Item, KeyRef, Kind, KnownKey, Operation, Resolution, Row,
+};
 
 /// Records in memory (queued or waiting for a retry) at most: past it new attempts wait, then
 /// are refused (`on_error = "refuse"`); an outcome always has its place, reserved by its attempt.
@@ -79,6 +81,16 @@ pub trait Sink: Send {
     fn check(&mut self) -> Result<(), WriteError> {
         Ok(())
     }
+}
+
+/// A resolution that says the clinic cancelled: the booking it marks cancelled.
+#[derive(Debug, Clone)]
+pub struct Cancels {
+    /// The booking's record (its request id).
+    pub booking: String,
+    pub reason: String,
+    /// The integrator that asked for the cancellation.
+    pub by: String,
 }
 
 /// A keyed booking's row as the key store is rebuilt from it.
@@ -169,6 +181,17 @@ impl Durable {
             _ => journal_metrics().late.add(1, &[]),
         }
     }
+}
+
+/// What the clinic said about an `unknown` record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Answer {
+    /// The booking exists: its appointment's guid and number.
+    Booked(Uuid, String),
+    NotBooked,
+    /// The cancellation was made.
+    Cancelled,
+    NotCancelled,
 }
 
 /// Why a resolution was refused.
@@ -531,6 +554,22 @@ impl Journal {
         }
     }
 
+    /// The booking that made the appointment `guid`: its record, or none.
+    pub async fn appointment(&self, guid: &Uuid) -> Result<Option<Row>, String> {
+        let guid = guid.hyphenated().to_string();
+        match &self.db {
+            Db::Sqlite(path) => {
+                let path = path.clone();
+                blocking(move || sqlite::by_appointment(&path, &guid)).await
+            }
+            Db::Postgres { .. } => {
+                let g = &guid;
+                self.pg_query(|c| async move { postgres::by_appointment(&c, g).await })
+                    .await
+            }
+        }
+    }
+
     pub async fn summary(&self) -> Result<Vec<Summary>, String> {
         match &self.db {
             Db::Sqlite(path) => {
@@ -573,15 +612,23 @@ impl Journal {
         }
     }
 
-    async fn set_resolution(&self, request_id: &str, r: &Resolution) -> Result<bool, String> {
+    async fn set_resolution(
+        &self,
+        request_id: &str,
+        r: &Resolution,
+        cancels: Option<Cancels>,
+    ) -> Result<bool, String> {
         match &self.db {
             Db::Sqlite(path) => {
                 let (path, id, r) = (path.clone(), request_id.to_owned(), r.clone());
-                blocking(move || sqlite::resolve(&path, &id, &r)).await
+                blocking(move || sqlite::resolve(&path, &id, &r, cancels.as_ref())).await
             }
             Db::Postgres { .. } => {
-                self.pg_query(|c| async move { postgres::resolve(&c, request_id, r).await })
-                    .await
+                let cancels = cancels.as_ref();
+                self.pg_query(
+                    |c| async move { postgres::resolve(&c, request_id, r, cancels).await },
+                )
+                .await
             }
         }
     }
@@ -605,10 +652,13 @@ impl Journal {
     /// The journal decides (a conditional update: of two resolutions at once one wins), the
     /// key store follows the winner; if the store cannot, the journal's change is taken back,
     /// so a 200 always means a same-key retry gets what it says.
+    ///
+    /// A cancellation's record is resolved with [`Answer::Cancelled`] (its booking is marked
+    /// cancelled in the same transaction) or [`Answer::NotCancelled`].
     pub async fn resolve(
         &self,
         request_id: &str,
-        booked: Option<(Uuid, String)>,
+        answer: Answer,
         note: Option<String>,
         via: &str,
     ) -> Result<Row, ResolveError> {
@@ -625,6 +675,27 @@ impl Journal {
         if row.resolution.is_some() {
             return Err(ResolveError::Conflict("the record is already resolved"));
         }
+        let cancel = row.operation == Operation::Cancel.as_str();
+        if cancel != matches!(answer, Answer::Cancelled | Answer::NotCancelled) {
+            return Err(ResolveError::Conflict(if cancel {
+                "the record is a cancellation: resolve it with cancelled true or false"
+            } else {
+                "the record is a booking: resolve it with booked true or false"
+            }));
+        }
+        let cancels = match (&answer, &row.linked_request_id, &row.cancel_reason) {
+            (Answer::Cancelled, Some(booking), Some(reason)) => Some(Cancels {
+                booking: booking.clone(),
+                reason: reason.clone(),
+                by: row.integrator.clone(),
+            }),
+            _ => None,
+        };
+        let yes = matches!(answer, Answer::Booked(..) | Answer::Cancelled);
+        let booked = match answer {
+            Answer::Booked(guid, number) => Some((guid, number)),
+            _ => None,
+        };
         let sealed = row.key_seal.as_deref().and_then(crate::wire::hex::unhex32);
         let fingerprint = match sealed {
             Some(_) => self
@@ -638,14 +709,14 @@ impl Journal {
         let now = record::now_us();
         let resolution = Resolution {
             time_us: now,
-            booked: booked.is_some(),
+            booked: yes,
             guid: booked.as_ref().map(|b| b.0),
             number: booked.as_ref().map(|b| b.1.clone()),
             note,
             via: via.to_owned(),
         };
         if !self
-            .set_resolution(request_id, &resolution)
+            .set_resolution(request_id, &resolution, cancels)
             .await
             .map_err(ResolveError::Unavailable)?
         {
@@ -1138,6 +1209,9 @@ mod tests {
             mis_us: None,
             trace_id: None,
             key_outcome: None,
+            made: None,
+            operation: Operation::Book,
+            cancel: None,
         }
     }
 

@@ -7,7 +7,10 @@ use std::time::Duration;
 use tokio_postgres::types::ToSql;
 use tokio_postgres::{Client, NoTls};
 
-use super::record::{Attempt, Entry, Filter, Item, ORPHAN_REASON, Param, Resolution, Row};
+use super::record::{
+    Attempt, Entry, Filter, Item, Kind, ORPHAN_CANCEL_REASON, ORPHAN_REASON, Operation, Param,
+    Resolution, Row,
+};
 use super::{KeyRow, Sink, Summary, WriteError};
 use crate::wire::hex::hex;
 
@@ -63,13 +66,24 @@ ALTER TABLE journal ADD COLUMN key_outcome TEXT;
 ALTER TABLE journal ADD COLUMN reason TEXT;
 CREATE TABLE journal_meta (name TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL);
 "#,
+    r#"
+ALTER TABLE journal ADD COLUMN operation TEXT;
+ALTER TABLE journal ADD COLUMN appointment_source TEXT;
+ALTER TABLE journal ADD COLUMN appointment_created TEXT;
+ALTER TABLE journal ADD COLUMN cancel_reason TEXT;
+ALTER TABLE journal ADD COLUMN cancelled_us BIGINT;
+ALTER TABLE journal ADD COLUMN cancelled_by TEXT;
+ALTER TABLE journal ADD COLUMN linked_request_id TEXT;
+ALTER TABLE journal_attempts ADD COLUMN operation TEXT;
+ALTER TABLE journal_attempts ADD COLUMN appointment_guid TEXT;
+ALTER TABLE journal_attempts ADD COLUMN linked_request_id TEXT;
+ALTER TABLE journal_attempts ADD COLUMN cancel_reason TEXT;
+CREATE INDEX journal_by_appointment ON journal (appointment_guid)
+    WHERE appointment_guid IS NOT NULL;
+CREATE INDEX journal_by_resolved_guid ON journal (resolved_guid)
+    WHERE resolved_guid IS NOT NULL;
+"#,
 ];
-
-const INSERT: &str = "INSERT INTO journal (request_id, time_us, integrator, lpu, backend, slot, \
-    direction_guid, key_hash, key_seal, outcome, appointment_guid, appointment_number, status, \
-    message_code, mis_status, total_us, mis_us, trace_id, key_outcome) \
-    VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17, $18, $19) \
-    ON CONFLICT (request_id) DO NOTHING";
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
 /// A writer's transaction that takes longer is abandoned (its connection closed) and retried:
@@ -170,7 +184,10 @@ impl Sink for PgSink {
             let work = async {
                 if client.is_none() {
                     let c = open(config).await?;
-                    let insert = c.prepare(INSERT).await.map_err(|e| describe(&e))?;
+                    let insert = c
+                        .prepare(&numbered(super::sqlite::INSERT))
+                        .await
+                        .map_err(|e| describe(&e))?;
                     let attempt = c
                         .prepare(&numbered(super::sqlite::INSERT_ATTEMPT))
                         .await
@@ -253,7 +270,7 @@ pub async fn orphans(
     client
         .execute(
             &numbered(super::sqlite::ORPHANS),
-            &[&before, &ORPHAN_REASON, &floor],
+            &[&before, &ORPHAN_REASON, &floor, &ORPHAN_CANCEL_REASON],
         )
         .await
 }
@@ -301,6 +318,11 @@ struct Values<'a> {
     mis_status: Option<i32>,
     trace_id: Option<String>,
     key_outcome: Option<String>,
+    operation: Option<&'static str>,
+    source: Option<&'a str>,
+    created: Option<&'a str>,
+    cancel_reason: Option<&'static str>,
+    linked: Option<String>,
 }
 
 impl<'a> Values<'a> {
@@ -329,6 +351,14 @@ impl<'a> Values<'a> {
                 .key_outcome
                 .as_ref()
                 .and_then(|o| serde_json::to_string(o).ok()),
+            operation: e.operation.column(),
+            source: e.made.as_ref().map(|m| m.0.as_str()),
+            created: e.made.as_ref().map(|m| m.1.as_str()),
+            cancel_reason: e.cancel.as_ref().map(|c| c.reason),
+            linked: e
+                .cancel
+                .as_ref()
+                .map(|c| c.booking.hyphenated().to_string()),
         }
     }
 
@@ -354,6 +384,11 @@ impl<'a> Values<'a> {
             &e.mis_us,
             &self.trace_id,
             &self.key_outcome,
+            &self.operation,
+            &self.source,
+            &self.created,
+            &self.cancel_reason,
+            &self.linked,
         ]
     }
 }
@@ -370,6 +405,10 @@ struct AttemptValues<'a> {
     key_hash: Option<String>,
     key_seal: Option<String>,
     fingerprint: Option<String>,
+    operation: Option<&'static str>,
+    appointment: Option<String>,
+    linked: Option<String>,
+    cancel_reason: Option<&'static str>,
 }
 
 impl<'a> AttemptValues<'a> {
@@ -385,6 +424,16 @@ impl<'a> AttemptValues<'a> {
             key_hash: a.key.map(|k| hex(&k.hash)),
             key_seal: a.key.map(|k| hex(&k.seal)),
             fingerprint: a.fingerprint.map(|f| hex(&f)),
+            operation: a.cancel.as_ref().map(|_| Operation::Cancel.as_str()),
+            appointment: a
+                .cancel
+                .as_ref()
+                .map(|c| c.appointment.hyphenated().to_string()),
+            linked: a
+                .cancel
+                .as_ref()
+                .map(|c| c.booking.hyphenated().to_string()),
+            cancel_reason: a.cancel.as_ref().map(|c| c.reason),
         }
     }
 
@@ -400,6 +449,10 @@ impl<'a> AttemptValues<'a> {
             &self.key_hash,
             &self.key_seal,
             &self.fingerprint,
+            &self.operation,
+            &self.appointment,
+            &self.linked,
+            &self.cancel_reason,
         ]
     }
 }
@@ -414,9 +467,22 @@ async fn write_batch(
 ) -> Result<(), tokio_postgres::Error> {
     let mut outcomes = Vec::new();
     let mut attempts = Vec::new();
+    // Bookings cancelled: (when, reason, who, the cancellation's id, the booking's id).
+    let mut cancelled: Vec<(i64, &str, &str, String, String)> = Vec::new();
     for item in batch {
         match item {
-            Item::Outcome(e) => outcomes.push(Values::of(e)),
+            Item::Outcome(e) => {
+                if let (Kind::Cancelled, Some(c)) = (e.outcome, &e.cancel) {
+                    cancelled.push((
+                        e.time_us + e.total_us,
+                        c.reason,
+                        &e.integrator,
+                        e.request_id.hyphenated().to_string(),
+                        c.booking.hyphenated().to_string(),
+                    ));
+                }
+                outcomes.push(Values::of(e))
+            }
             Item::Attempt(a) => attempts.push(AttemptValues::of(a)),
         }
     }
@@ -424,6 +490,13 @@ async fn write_batch(
     let a = attempts.iter().map(|v| tx.execute_raw(attempt, v.params()));
     let o = outcomes.iter().map(|v| tx.execute_raw(insert, v.params()));
     futures_util::future::try_join_all(a.chain(o)).await?;
+    if !cancelled.is_empty() {
+        let mark = tx.prepare(&numbered(super::sqlite::MARK_CANCELLED)).await?;
+        for (at, reason, by, cancel, booking) in &cancelled {
+            tx.execute(&mark, &[at, reason, by, cancel, booking])
+                .await?;
+        }
+    }
     tx.commit().await
 }
 
@@ -457,27 +530,73 @@ pub async fn get(client: &Client, request_id: &str) -> Result<Option<Row>, tokio
         .map(row))
 }
 
+/// The booking that made the appointment `guid` (lowercase hyphenated).
+pub async fn by_appointment(
+    client: &Client,
+    guid: &str,
+) -> Result<Option<Row>, tokio_postgres::Error> {
+    let sql = format!(
+        "SELECT {}{}",
+        super::sqlite::COLUMNS,
+        numbered(super::sqlite::BY_APPOINTMENT)
+    );
+    Ok(client.query_opt(&sql, &[&guid]).await?.as_ref().map(row))
+}
+
+/// Records `r` on an open `unknown` record (see `sqlite::resolve`).
 pub async fn resolve(
     client: &Client,
     request_id: &str,
     r: &Resolution,
+    cancels: Option<&super::Cancels>,
 ) -> Result<bool, tokio_postgres::Error> {
-    let n = client
-        .execute(
-            "UPDATE journal SET resolved_us = $1, resolved_booked = $2, resolved_guid = $3, \
-             resolved_number = $4, resolved_note = $5, resolved_via = $6 \
-             WHERE request_id = $7 AND outcome = 'unknown' AND resolved_us IS NULL",
+    let guid = r.guid.map(|g| g.hyphenated().to_string());
+    let Some(c) = cancels else {
+        let n = client
+            .execute(
+                "UPDATE journal SET resolved_us = $1, resolved_booked = $2, resolved_guid = $3, \
+                 resolved_number = $4, resolved_note = $5, resolved_via = $6 \
+                 WHERE request_id = $7 AND outcome = 'unknown' AND resolved_us IS NULL",
+                &[
+                    &r.time_us,
+                    &r.booked,
+                    &guid,
+                    &r.number,
+                    &r.note,
+                    &r.via,
+                    &request_id,
+                ],
+            )
+            .await?;
+        return Ok(n == 1);
+    };
+    // A cancellation the clinic confirmed marks its booking in the same statement (the shared
+    // connection cannot hold a transaction of its own): both change, or neither.
+    let n: i64 = client
+        .query_one(
+            "WITH r AS (UPDATE journal SET resolved_us = $1, resolved_booked = $2, \
+             resolved_guid = $3, resolved_number = $4, resolved_note = $5, resolved_via = $6 \
+             WHERE request_id = $7 AND outcome = 'unknown' AND resolved_us IS NULL \
+             RETURNING request_id), \
+             m AS (UPDATE journal SET cancelled_us = $1, cancel_reason = $8, cancelled_by = $9, \
+             linked_request_id = $7 WHERE request_id = $10 AND cancelled_us IS NULL \
+             AND EXISTS (SELECT 1 FROM r)) \
+             SELECT COUNT(*) FROM r",
             &[
                 &r.time_us,
                 &r.booked,
-                &r.guid.map(|g| g.hyphenated().to_string()),
+                &guid,
                 &r.number,
                 &r.note,
                 &r.via,
                 &request_id,
+                &c.reason,
+                &c.by,
+                &c.booking,
             ],
         )
-        .await?;
+        .await?
+        .get(0);
     Ok(n == 1)
 }
 
@@ -552,5 +671,12 @@ fn row(r: &tokio_postgres::Row) -> Row {
         trace_id: r.get(17),
         resolution,
         reason: r.get(24),
+        operation: r.get(25),
+        appointment_source: r.get(26),
+        appointment_created: r.get(27),
+        cancel_reason: r.get(28),
+        cancelled_us: r.get(29),
+        cancelled_by: r.get(30),
+        linked_request_id: r.get(31),
     }
 }

@@ -20,17 +20,21 @@ pub enum Kind {
     NotSent,
     /// The booking reached the MIS and its answer was lost (`95022`, `95040`).
     Unknown,
-    /// Answered from the idempotency store.
+    /// Answered from the idempotency store (a booking) or the journal (a cancellation of an
+    /// appointment already cancelled).
     Replayed,
+    /// The MIS cancelled the appointment.
+    Cancelled,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::Booked,
         Kind::Rejected,
         Kind::NotSent,
         Kind::Unknown,
         Kind::Replayed,
+        Kind::Cancelled,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -40,6 +44,7 @@ impl Kind {
             Kind::NotSent => "not_sent",
             Kind::Unknown => "unknown",
             Kind::Replayed => "replayed",
+            Kind::Cancelled => "cancelled",
         }
     }
 
@@ -47,10 +52,53 @@ impl Kind {
         Kind::ALL.into_iter().find(|k| k.as_str() == s)
     }
 
-    /// Outcomes whose record is durable before the answer goes out: a booking may exist.
+    /// Outcomes whose record is durable before the answer goes out: a booking may exist, or
+    /// a cancellation a retry must be answered from.
     pub fn must_be_durable(self) -> bool {
-        matches!(self, Kind::Booked | Kind::Unknown)
+        matches!(self, Kind::Booked | Kind::Unknown | Kind::Cancelled)
     }
+}
+
+/// What a record is of: `POST /dir/appointments` or `DELETE /dir/appointments/{guid}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Operation {
+    #[default]
+    Book,
+    Cancel,
+}
+
+impl Operation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Operation::Book => "book",
+            Operation::Cancel => "cancel",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Operation> {
+        [Operation::Book, Operation::Cancel]
+            .into_iter()
+            .find(|o| o.as_str() == s)
+    }
+
+    /// The column's value: NULL for a booking (every record written before cancellations
+    /// existed is one, and a booking's insert binds one value less).
+    pub fn column(self) -> Option<&'static str> {
+        match self {
+            Operation::Book => None,
+            Operation::Cancel => Some("cancel"),
+        }
+    }
+}
+
+/// A cancellation's ties: the appointment, the booking record it cancels, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CancelOf {
+    pub appointment: Uuid,
+    /// The booking's record (its request id).
+    pub booking: Uuid,
+    /// One of `booking::appointment::REASONS`.
+    pub reason: &'static str,
 }
 
 /// The idempotency key, never as itself: `hash` (HMAC of its store slot) lets records of one
@@ -104,8 +152,14 @@ pub struct Entry {
     pub direction: Option<Uuid>,
     pub key: Option<KeyRef>,
     pub outcome: Kind,
-    /// The appointment's guid and number (booked and replayed bookings).
+    /// The appointment's guid and number (booked and replayed bookings, cancellations).
     pub appointment: Option<(Uuid, String)>,
+    /// The appointment's `source` and `createTime` as the booking's answer gave them (a
+    /// lookup by guid answers them again).
+    pub made: Option<(String, String)>,
+    pub operation: Operation,
+    /// A cancellation's ties (with `operation` cancel).
+    pub cancel: Option<CancelOf>,
     /// What the client got.
     pub status: u16,
     pub message_code: Option<std::borrow::Cow<'static, str>>,
@@ -134,6 +188,8 @@ pub struct Attempt {
     /// The keyed body fingerprint (HMAC under the gateway's key): a retry after a restart is
     /// matched against it.
     pub fingerprint: Option<Fingerprint>,
+    /// A cancellation's attempt: what it cancels (a booking's: none).
+    pub cancel: Option<CancelOf>,
 }
 
 /// What the writer thread commits: attempts and outcomes share its transactions.
@@ -149,6 +205,8 @@ pub enum Item {
 /// Why a record is `unknown` without an answer having been given: its attempt outlived the
 /// process that sent it.
 pub const ORPHAN_REASON: &str = "the gateway stopped while the booking was at the MIS";
+/// The same, of a cancellation.
+pub const ORPHAN_CANCEL_REASON: &str = "the gateway stopped while the cancellation was at the MIS";
 
 /// A key rebuilt from the journal: its store slot, the body's fingerprint and what a retry gets
 /// (`None`: a resolution released it, the retry is sent).
@@ -163,6 +221,8 @@ pub struct KnownKey {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resolution {
     pub time_us: i64,
+    /// The clinic has it: the booking was made (a booking's record), or the appointment was
+    /// cancelled (a cancellation's).
     pub booked: bool,
     pub guid: Option<Uuid>,
     pub number: Option<String>,
@@ -196,6 +256,17 @@ pub struct Row {
     pub resolution: Option<Resolution>,
     /// Set on records the gateway wrote for an attempt it found without an outcome.
     pub reason: Option<String>,
+    /// `book` or `cancel`.
+    pub operation: String,
+    pub appointment_source: Option<String>,
+    pub appointment_created: Option<String>,
+    /// A cancellation's reason; on a booking's record, the reason it was cancelled with.
+    pub cancel_reason: Option<String>,
+    /// A booking's record: when a cancellation of it succeeded, and who asked.
+    pub cancelled_us: Option<i64>,
+    pub cancelled_by: Option<String>,
+    /// A cancellation's booking record, or a cancelled booking's cancellation record.
+    pub linked_request_id: Option<String>,
 }
 
 impl Row {
@@ -205,8 +276,15 @@ impl Row {
             (Some(g), Some(n)) => json!({"guid": g, "number": n}),
             _ => Value::Null,
         };
+        let cancel = self.operation == Operation::Cancel.as_str();
         let resolution = match &self.resolution {
             None => Value::Null,
+            Some(r) if cancel => json!({
+                "time": rfc3339(r.time_us),
+                "cancelled": r.booked,
+                "note": r.note,
+                "via": r.via,
+            }),
             Some(r) => json!({
                 "time": rfc3339(r.time_us),
                 "booked": r.booked,
@@ -215,6 +293,15 @@ impl Row {
                 "note": r.note,
                 "via": r.via,
             }),
+        };
+        let cancelled = match (self.cancelled_us, cancel) {
+            (Some(at), false) => json!({
+                "time": rfc3339(at),
+                "reason": self.cancel_reason,
+                "by": self.cancelled_by,
+                "requestId": self.linked_request_id,
+            }),
+            _ => Value::Null,
         };
         json!({
             "requestId": self.request_id,
@@ -235,6 +322,10 @@ impl Row {
             "appointment": appointment,
             "resolution": resolution,
             "reason": self.reason,
+            "operation": self.operation,
+            "cancelReason": if cancel { self.cancel_reason.clone() } else { None },
+            "bookingRequestId": if cancel { self.linked_request_id.clone() } else { None },
+            "cancelled": cancelled,
         })
     }
 
@@ -248,6 +339,7 @@ impl Row {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Filter {
     pub outcome: Option<Kind>,
+    pub operation: Option<Operation>,
     /// Only `unknown` records nobody resolved yet.
     pub unresolved: bool,
     pub backend: Option<String>,
@@ -286,6 +378,11 @@ impl Filter {
                 " AND outcome = ?",
                 Param::Text(k.as_str().to_owned()),
             );
+        }
+        match self.operation {
+            None => {}
+            Some(Operation::Book) => sql.push_str(" AND operation IS NULL"),
+            Some(Operation::Cancel) => sql.push_str(" AND operation = 'cancel'"),
         }
         if self.unresolved {
             sql.push_str(" AND outcome = 'unknown' AND resolved_us IS NULL");

@@ -10,7 +10,10 @@ use std::time::Duration;
 
 use rusqlite::{Connection, OpenFlags, OptionalExtension, ToSql, params};
 
-use super::record::{Attempt, Filter, Item, ORPHAN_REASON, Param, Resolution, Row};
+use super::record::{
+    Attempt, Filter, Item, Kind, ORPHAN_CANCEL_REASON, ORPHAN_REASON, Operation, Param, Resolution,
+    Row,
+};
 use super::{KeyRow, Sink, Summary, WriteError};
 use crate::wire::hex::hex32_into;
 
@@ -64,18 +67,44 @@ ALTER TABLE journal ADD COLUMN key_outcome TEXT;
 ALTER TABLE journal ADD COLUMN reason TEXT;
 CREATE TABLE journal_meta (name TEXT PRIMARY KEY NOT NULL, value TEXT NOT NULL);
 "#,
+    r#"
+ALTER TABLE journal ADD COLUMN operation TEXT;
+ALTER TABLE journal ADD COLUMN appointment_source TEXT;
+ALTER TABLE journal ADD COLUMN appointment_created TEXT;
+ALTER TABLE journal ADD COLUMN cancel_reason TEXT;
+ALTER TABLE journal ADD COLUMN cancelled_us INTEGER;
+ALTER TABLE journal ADD COLUMN cancelled_by TEXT;
+ALTER TABLE journal ADD COLUMN linked_request_id TEXT;
+ALTER TABLE journal_attempts ADD COLUMN operation TEXT;
+ALTER TABLE journal_attempts ADD COLUMN appointment_guid TEXT;
+ALTER TABLE journal_attempts ADD COLUMN linked_request_id TEXT;
+ALTER TABLE journal_attempts ADD COLUMN cancel_reason TEXT;
+CREATE INDEX journal_by_appointment ON journal (appointment_guid)
+    WHERE appointment_guid IS NOT NULL;
+CREATE INDEX journal_by_resolved_guid ON journal (resolved_guid)
+    WHERE resolved_guid IS NOT NULL;
+"#,
 ];
 
-const INSERT: &str = "INSERT INTO journal (request_id, time_us, integrator, lpu, backend, slot, \
-    direction_guid, key_hash, key_seal, outcome, appointment_guid, appointment_number, status, \
-    message_code, mis_status, total_us, mis_us, trace_id, key_outcome) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19) \
-    ON CONFLICT (request_id) DO NOTHING";
+pub(super) const INSERT: &str = "INSERT INTO journal (request_id, time_us, integrator, lpu, \
+    backend, slot, direction_guid, key_hash, key_seal, outcome, appointment_guid, \
+    appointment_number, status, message_code, mis_status, total_us, mis_us, trace_id, \
+    key_outcome, operation, appointment_source, appointment_created, cancel_reason, \
+    linked_request_id) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, \
+    ?20, ?21, ?22, ?23, ?24) ON CONFLICT (request_id) DO NOTHING";
+
+/// A booking's record once its cancellation succeeded (in the cancellation's transaction).
+pub(super) const MARK_CANCELLED: &str = "UPDATE journal SET cancelled_us = ?1, \
+    cancel_reason = ?2, cancelled_by = ?3, linked_request_id = ?4 \
+    WHERE request_id = ?5 AND cancelled_us IS NULL";
 
 /// The attempt: a narrow append-only row, its primary key its only index.
 pub(super) const INSERT_ATTEMPT: &str = "INSERT INTO journal_attempts (request_id, time_us, integrator, \
-    lpu, backend, slot, direction_guid, key_hash, key_seal, fingerprint) \
-    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10) ON CONFLICT (request_id) DO NOTHING";
+    lpu, backend, slot, direction_guid, key_hash, key_seal, fingerprint, operation, \
+    appointment_guid, linked_request_id, cancel_reason) \
+    VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14) \
+    ON CONFLICT (request_id) DO NOTHING";
 
 /// The journal's own fingerprint key: made by the first process that opens the database.
 pub(super) const META_KEY_INSERT: &str = "INSERT INTO journal_meta (name, value) \
@@ -90,14 +119,16 @@ pub(super) const UNRESOLVE: &str = "UPDATE journal SET resolved_us = NULL, \
     resolved_booked = NULL, resolved_guid = NULL, resolved_number = NULL, resolved_note = NULL, \
     resolved_via = NULL WHERE request_id = ?1 AND resolved_us = ?2";
 
-/// Attempts below a request id (UUIDv7: time order) with no outcome become `unknown` records.
+/// Attempts below a request id (UUIDv7: time order) with no outcome become `unknown` records
+/// (?2: a booking's reason, ?4: a cancellation's).
 pub(super) const ORPHANS: &str = "INSERT INTO journal (request_id, time_us, integrator, lpu, \
     backend, slot, direction_guid, key_hash, key_seal, outcome, status, message_code, total_us, \
-    key_outcome, reason) \
+    key_outcome, reason, operation, appointment_guid, linked_request_id, cancel_reason) \
     SELECT a.request_id, a.time_us, a.integrator, a.lpu, a.backend, a.slot, a.direction_guid, \
     a.key_hash, a.key_seal, 'unknown', 0, '95022', 0, \
     CASE WHEN a.key_seal IS NULL THEN NULL ELSE '{\"kind\":\"outcome_unknown\"}' END, \
-    CAST(?2 AS TEXT) \
+    CASE WHEN a.operation IS NULL THEN CAST(?2 AS TEXT) ELSE CAST(?4 AS TEXT) END, \
+    a.operation, a.appointment_guid, a.linked_request_id, a.cancel_reason \
     FROM journal_attempts a WHERE a.request_id < ?1 AND a.request_id >= ?3 \
     AND NOT EXISTS (SELECT 1 FROM journal j WHERE j.request_id = a.request_id) \
     ON CONFLICT (request_id) DO NOTHING";
@@ -112,7 +143,15 @@ pub(super) const KEYS: &str = "SELECT j.request_id, j.key_seal, a.fingerprint, j
 pub(super) const COLUMNS: &str = "request_id, time_us, integrator, lpu, backend, slot, \
     direction_guid, key_hash, key_seal, outcome, appointment_guid, appointment_number, status, \
     message_code, mis_status, total_us, mis_us, trace_id, resolved_us, resolved_booked, \
-    resolved_guid, resolved_number, resolved_note, resolved_via, reason";
+    resolved_guid, resolved_number, resolved_note, resolved_via, reason, \
+    COALESCE(operation, 'book'), appointment_source, appointment_created, cancel_reason, \
+    cancelled_us, cancelled_by, linked_request_id";
+
+/// The booking that made an appointment (the MIS's answer, or an operator's resolution).
+/// Both conditions are served by a partial index of their own.
+pub(super) const BY_APPOINTMENT: &str = " FROM journal WHERE operation IS NULL AND \
+    ((appointment_guid = ?1 AND outcome = 'booked') OR \
+    (resolved_guid = ?1 AND resolved_booked = TRUE)) ORDER BY time_us LIMIT 1";
 
 /// How long the writer waits for a lock another connection holds: past it the commit fails and
 /// is retried, while bookings whose attempt waits are refused at their own bound.
@@ -240,17 +279,21 @@ fn commit(conn: &mut Connection, batch: &[&Item]) -> rusqlite::Result<()> {
     {
         let mut insert = tx.prepare_cached(INSERT)?;
         let mut attempt = tx.prepare_cached(INSERT_ATTEMPT)?;
+        let mut cancelled = tx.prepare_cached(MARK_CANCELLED)?;
         // Every text column formatted on the stack: the writer allocates nothing per record
         // (but a keyed outcome's replay, a few dozen bytes of JSON).
-        let mut ids = [[0u8; 36]; 5];
+        let mut ids = [[0u8; 36]; 6];
         let mut keys = [[0u8; 64]; 3];
         for item in batch {
-            let [rid, lpu, slot, dir, appt] = &mut ids;
+            let [rid, lpu, slot, dir, appt, linked] = &mut ids;
             let [hash, seal, fp] = &mut keys;
             match item {
-                Item::Attempt(a) => {
-                    insert_attempt(&mut attempt, a, rid, lpu, slot, dir, hash, seal, fp)?
-                }
+                Item::Attempt(a) => insert_attempt(
+                    &mut attempt,
+                    a,
+                    [rid, lpu, slot, dir, appt, linked],
+                    [hash, seal, fp],
+                )?,
                 Item::Outcome(e) => {
                     let key_outcome = e
                         .key_outcome
@@ -280,7 +323,23 @@ fn commit(conn: &mut Connection, batch: &[&Item]) -> rusqlite::Result<()> {
                             .as_ref()
                             .and_then(|t| std::str::from_utf8(t).ok()),
                         key_outcome,
+                        e.operation.column(),
+                        e.made.as_ref().map(|m| m.0.as_str()),
+                        e.made.as_ref().map(|m| m.1.as_str()),
+                        e.cancel.as_ref().map(|c| c.reason),
+                        e.cancel
+                            .as_ref()
+                            .map(|c| &*c.booking.hyphenated().encode_lower(linked)),
                     ])?;
+                    if let (Kind::Cancelled, Some(c)) = (e.outcome, &e.cancel) {
+                        cancelled.execute(params![
+                            e.time_us + e.total_us,
+                            c.reason,
+                            &*e.integrator,
+                            &*e.request_id.hyphenated().encode_lower(rid),
+                            &*c.booking.hyphenated().encode_lower(linked),
+                        ])?;
+                    }
                 }
             }
         }
@@ -288,18 +347,15 @@ fn commit(conn: &mut Connection, batch: &[&Item]) -> rusqlite::Result<()> {
     tx.commit()
 }
 
-#[allow(clippy::too_many_arguments)]
+/// `ids` and `keys`: the stack buffers its text columns are formatted into.
 fn insert_attempt(
     stmt: &mut rusqlite::CachedStatement<'_>,
     a: &Attempt,
-    rid: &mut [u8; 36],
-    lpu: &mut [u8; 36],
-    slot: &mut [u8; 36],
-    dir: &mut [u8; 36],
-    hash: &mut [u8; 64],
-    seal: &mut [u8; 64],
-    fp: &mut [u8; 64],
+    ids: [&mut [u8; 36]; 6],
+    keys: [&mut [u8; 64]; 3],
 ) -> rusqlite::Result<()> {
+    let [rid, lpu, slot, dir, appt, linked] = ids;
+    let [hash, seal, fp] = keys;
     stmt.execute(params![
         &*a.request_id.hyphenated().encode_lower(rid),
         a.time_us,
@@ -311,6 +367,14 @@ fn insert_attempt(
         a.key.as_ref().map(|k| hex32_into(&k.hash, hash)),
         a.key.as_ref().map(|k| hex32_into(&k.seal, seal)),
         a.fingerprint.as_ref().map(|f| hex32_into(f, fp)),
+        a.cancel.as_ref().map(|_| Operation::Cancel.as_str()),
+        a.cancel
+            .as_ref()
+            .map(|c| &*c.appointment.hyphenated().encode_lower(appt)),
+        a.cancel
+            .as_ref()
+            .map(|c| &*c.booking.hyphenated().encode_lower(linked)),
+        a.cancel.as_ref().map(|c| c.reason),
     ])?;
     Ok(())
 }
@@ -346,7 +410,10 @@ pub fn start(
 ) -> rusqlite::Result<(String, u64, Vec<KeyRow>)> {
     let mut conn = open(path)?;
     let secret = meta_secret(&mut conn)?;
-    let orphans = conn.execute(ORPHANS, params![orphans_before, ORPHAN_REASON, ""])? as u64;
+    let orphans = conn.execute(
+        ORPHANS,
+        params![orphans_before, ORPHAN_REASON, "", ORPHAN_CANCEL_REASON],
+    )? as u64;
     let keys = keyed_rows(&conn, keys_since_us)?;
     Ok((secret, orphans, keys))
 }
@@ -424,10 +491,24 @@ pub fn get(path: &Path, request_id: &str) -> rusqlite::Result<Option<Row>> {
     .optional()
 }
 
-/// Records `r` on an open `unknown` record; false if there is none such.
-pub fn resolve(path: &Path, request_id: &str, r: &Resolution) -> rusqlite::Result<bool> {
+/// The booking that made the appointment `guid` (lowercase hyphenated).
+pub fn by_appointment(path: &Path, guid: &str) -> rusqlite::Result<Option<Row>> {
     let conn = open_existing(path)?;
-    let n = conn.execute(
+    conn.query_row(&format!("SELECT {COLUMNS}{BY_APPOINTMENT}"), [guid], row)
+        .optional()
+}
+
+/// Records `r` on an open `unknown` record; false if there is none such. A cancellation the
+/// clinic confirmed marks its booking cancelled in the same transaction.
+pub fn resolve(
+    path: &Path,
+    request_id: &str,
+    r: &Resolution,
+    cancels: Option<&super::Cancels>,
+) -> rusqlite::Result<bool> {
+    let mut conn = open_existing(path)?;
+    let tx = conn.transaction()?;
+    let n = tx.execute(
         "UPDATE journal SET resolved_us = ?1, resolved_booked = ?2, resolved_guid = ?3, \
          resolved_number = ?4, resolved_note = ?5, resolved_via = ?6 \
          WHERE request_id = ?7 AND outcome = 'unknown' AND resolved_us IS NULL",
@@ -441,6 +522,15 @@ pub fn resolve(path: &Path, request_id: &str, r: &Resolution) -> rusqlite::Resul
             request_id
         ],
     )?;
+    if n == 1
+        && let Some(c) = cancels
+    {
+        tx.execute(
+            MARK_CANCELLED,
+            params![r.time_us, c.reason, c.by, request_id, c.booking],
+        )?;
+    }
+    tx.commit()?;
     Ok(n == 1)
 }
 
@@ -527,5 +617,12 @@ fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
         trace_id: r.get(17)?,
         resolution,
         reason: r.get(24)?,
+        operation: r.get(25)?,
+        appointment_source: r.get(26)?,
+        appointment_created: r.get(27)?,
+        cancel_reason: r.get(28)?,
+        cancelled_us: r.get(29)?,
+        cancelled_by: r.get(30)?,
+        linked_request_id: r.get(31)?,
     })
 }

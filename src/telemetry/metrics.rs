@@ -230,14 +230,22 @@ impl Metrics {
             backend: labels.backend.cloned(),
             class: labels.class,
             code: labels.code.cloned(),
+            operation: labels.operation,
             requests: self.requests.bind(&[
                 KeyValue::new("integrator", integrator),
                 by_backend[0].clone(),
                 KeyValue::new("status_class", labels.class),
                 KeyValue::new("code", labels.code.cloned().unwrap_or("ok".into())),
+                KeyValue::new("operation", labels.operation),
             ]),
-            duration: self.duration.bind(&by_backend),
-            mis_duration: self.mis_duration.bind(&by_backend),
+            duration: self.duration.bind(&[
+                by_backend[0].clone(),
+                KeyValue::new("operation", labels.operation),
+            ]),
+            mis_duration: self.mis_duration.bind(&[
+                by_backend[0].clone(),
+                KeyValue::new("operation", labels.operation),
+            ]),
         }
     }
 
@@ -251,11 +259,13 @@ impl Metrics {
 }
 
 /// The labels of one answered request: the integrator (`unauthenticated` without one), the
-/// backend (`none`), the status class and the message code (`ok`).
+/// backend (`none`), the operation (`book`, `lookup`, `cancel`), the status class and the
+/// message code (`ok`).
 #[derive(Debug, Clone, Copy)]
 pub struct RequestLabels<'a> {
     pub integrator: Option<&'a Arc<str>>,
     pub backend: Option<&'a Arc<str>>,
+    pub operation: &'static str,
     pub class: &'static str,
     pub code: Option<&'a Cow<'static, str>>,
 }
@@ -272,6 +282,7 @@ impl PartialEq for RequestLabels<'_> {
         }
         same(self.integrator, other.integrator)
             && same(self.backend, other.backend)
+            && self.operation == other.operation
             && self.class == other.class
             && self.code == other.code
     }
@@ -282,6 +293,7 @@ impl PartialEq for RequestLabels<'_> {
 struct Bound {
     integrator: Option<Arc<str>>,
     backend: Option<Arc<str>>,
+    operation: &'static str,
     class: &'static str,
     code: Option<Cow<'static, str>>,
     requests: BoundCounter<u64>,
@@ -294,6 +306,7 @@ impl Bound {
         RequestLabels {
             integrator: self.integrator.as_ref(),
             backend: self.backend.as_ref(),
+            operation: self.operation,
             class: self.class,
             code: self.code.as_ref(),
         }
@@ -364,6 +377,7 @@ mod tests {
         let labels = |integrator, class, code| RequestLabels {
             integrator,
             backend: Some(&backend),
+            operation: "book",
             class,
             code,
         };
@@ -377,6 +391,7 @@ mod tests {
             RequestLabels {
                 integrator: None,
                 backend: None,
+                operation: "book",
                 class: "4xx",
                 code: Some(&code),
             },
@@ -401,30 +416,37 @@ mod tests {
         let requests =
             |labels: &str| sample(&text, &format!("mis_gateway_requests_total{{{labels}}}"));
         assert_eq!(
-            requests(r#"backend="mis-b",code="ok",integrator="portal",status_class="2xx""#),
+            requests(
+                r#"backend="mis-b",code="ok",integrator="portal",operation="book",status_class="2xx""#
+            ),
             Some(3.0)
         );
         assert_eq!(
-            requests(r#"backend="mis-b",code="94000",integrator="portal",status_class="4xx""#),
+            requests(
+                r#"backend="mis-b",code="94000",integrator="portal",operation="book",status_class="4xx""#
+            ),
             Some(1.0)
         );
         assert_eq!(
             requests(
-                r#"backend="none",code="94000",integrator="unauthenticated",status_class="4xx""#
+                r#"backend="none",code="94000",integrator="unauthenticated",operation="book",status_class="4xx""#
             ),
             Some(1.0)
         );
         for i in [0, BOUND_PER_THREAD - 1, BOUND_PER_THREAD + 4] {
             assert_eq!(
                 requests(&format!(
-                    r#"backend="mis-b",code="ok",integrator="login-{i}",status_class="2xx""#
+                    r#"backend="mis-b",code="ok",integrator="login-{i}",operation="book",status_class="2xx""#
                 )),
                 Some(2.0),
                 "login-{i}"
             );
         }
         let duration = |what: &str, backend: &str| {
-            sample(&text, &format!("{what}_count{{backend=\"{backend}\"}}"))
+            sample(
+                &text,
+                &format!("{what}_count{{backend=\"{backend}\",operation=\"book\"}}"),
+            )
         };
         let total = 3.0 + 1.0 + 2.0 * (BOUND_PER_THREAD + 5) as f64;
         assert_eq!(

@@ -13,7 +13,11 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 use uuid::Uuid;
 
+use crate::booking::appointment::APPOINTMENT_PREFIX;
 use crate::booking::pipeline::APPOINTMENTS_PATH;
+
+/// The route of one appointment, as spans name it.
+const APPOINTMENT_ROUTE: &str = "/dir/appointments/{guid}";
 use crate::error::RequestId;
 use crate::policy::idempotency;
 use crate::telemetry::TRACEPARENT;
@@ -42,6 +46,8 @@ pub(crate) struct Record {
     pub(crate) key: Option<idempotency::Slot>,
     /// The appointment's number (moved from the answer's fields, not copied).
     pub(crate) number: Option<String>,
+    /// `book`, `lookup` or `cancel`: a metrics label and an access-log field.
+    pub(crate) operation: &'static str,
 }
 
 /// The request id and, when tracing gave one, this request's own `traceparent` (its server
@@ -63,11 +69,13 @@ impl Ids {
 /// The server span of one request, named by route (never by raw path), child of the
 /// integrator's `traceparent` when it sent one.
 pub(crate) fn server_span<B>(req: &Request<B>, request_id: &str) -> tracing::Span {
-    let routed = req.uri().path() == APPOINTMENTS_PATH;
-    let name = if routed {
-        "POST /dir/appointments"
-    } else {
-        "HTTP"
+    let path = req.uri().path();
+    let one = path.starts_with(APPOINTMENT_PREFIX);
+    let (name, route) = match req.method().as_str() {
+        "POST" if path == APPOINTMENTS_PATH => ("POST /dir/appointments", APPOINTMENTS_PATH),
+        "GET" if one => ("GET /dir/appointments/{guid}", APPOINTMENT_ROUTE),
+        "DELETE" if one => ("DELETE /dir/appointments/{guid}", APPOINTMENT_ROUTE),
+        _ => ("HTTP", ""),
     };
     let span = tracing::info_span!(
         "request",
@@ -75,7 +83,7 @@ pub(crate) fn server_span<B>(req: &Request<B>, request_id: &str) -> tracing::Spa
         otel.kind = "server",
         otel.status_code = tracing::field::Empty,
         http.request.method = %req.method(),
-        http.route = if routed { APPOINTMENTS_PATH } else { "" },
+        http.route = route,
         http.response.status_code = tracing::field::Empty,
         request_id,
         integrator = tracing::field::Empty,
@@ -124,6 +132,8 @@ pub(crate) fn parent_context(headers: &HeaderMap) -> opentelemetry::Context {
 pub(crate) fn record(rec: &Record, status: StatusCode, took: Duration) {
     let outcome = match (status.as_u16(), rec.replayed) {
         (_, true) => "replayed",
+        (200..=299, _) if rec.operation == "cancel" => "cancelled",
+        (200..=299, _) if rec.operation == "lookup" => "found",
         (200..=299, _) => "booked",
         (_, false) if rec.unknown => "outcome_unknown",
         (400..=499, _) if rec.mis_status.is_some() => "rejected_by_mis",
@@ -140,6 +150,7 @@ pub(crate) fn record(rec: &Record, status: StatusCode, took: Duration) {
         crate::telemetry::metrics::RequestLabels {
             integrator: rec.integrator.as_ref(),
             backend: rec.backend.as_ref(),
+            operation: rec.operation,
             class: crate::telemetry::metrics::status_class(status.as_u16()),
             code: rec.code.as_ref(),
         },
@@ -196,6 +207,7 @@ pub(crate) fn log_access(ids: &Ids, rec: &Record, resp: &Response<Full<Bytes>>, 
                 $lvl,
                 request_id,
                 trace_id,
+                operation = rec.operation,
                 client = rec.client.map(tracing::field::display),
                 integrator = rec.integrator.as_deref(),
                 lpu = rec.lpu.map(tracing::field::display),

@@ -82,11 +82,26 @@ impl Head {
     }
 }
 
-/// The part of every request to one MIS that does not change: request line, `Host` and media
+/// The part of every booking to one MIS that does not change: request line, `Host` and media
 /// types. Built once per pool.
 pub fn request_prefix(target: &str, host: Option<&str>) -> Vec<u8> {
+    let mut p = request_line("POST", target, host);
+    p.extend_from_slice(b"content-type: application/json\r\naccept: application/json\r\n");
+    p
+}
+
+/// The start of a request without a body (a cancellation's `DELETE`): request line, `Host`,
+/// `Accept`.
+pub fn bodyless_prefix(method: &str, target: &str, host: Option<&str>) -> Vec<u8> {
+    let mut p = request_line(method, target, host);
+    p.extend_from_slice(b"accept: application/json\r\n");
+    p
+}
+
+fn request_line(method: &str, target: &str, host: Option<&str>) -> Vec<u8> {
     let mut p = Vec::with_capacity(128);
-    p.extend_from_slice(b"POST ");
+    p.extend_from_slice(method.as_bytes());
+    p.push(b' ');
     p.extend_from_slice(target.as_bytes());
     p.extend_from_slice(b" HTTP/1.1\r\n");
     if let Some(host) = host {
@@ -94,7 +109,6 @@ pub fn request_prefix(target: &str, host: Option<&str>) -> Vec<u8> {
         p.extend_from_slice(host.as_bytes());
         p.extend_from_slice(b"\r\n");
     }
-    p.extend_from_slice(b"content-type: application/json\r\naccept: application/json\r\n");
     p
 }
 

@@ -28,7 +28,7 @@ use crate::config::{Backend, On5xx};
 use crate::error::GatewayError;
 use crate::policy::guard::Guard;
 use crate::upstream::h1::BodyError;
-use crate::upstream::pool::{Outgoing, Pool, SendError};
+use crate::upstream::pool::{Outgoing, Pool, SendError, Target};
 
 /// A MIS answer read in full, within the backend's size cap.
 #[derive(Debug)]
@@ -145,15 +145,59 @@ impl Upstream {
         traceparent: Option<&HeaderValue>,
         tracestate: Option<&HeaderValue>,
     ) -> Result<MisAnswer, GatewayError> {
+        self.call(body, None, request_id, traceparent, tracestate)
+            .await
+    }
+
+    /// Sends `DELETE {url}/dir/appointments/{guid}?reason={reason}` and reads the whole
+    /// answer, on the same connections and terms as a booking.
+    pub async fn cancel(
+        &self,
+        guid: &uuid::Uuid,
+        reason: &str,
+        request_id: &HeaderValue,
+        traceparent: Option<&HeaderValue>,
+        tracestate: Option<&HeaderValue>,
+    ) -> Result<MisAnswer, GatewayError> {
+        let base = &self.backend.appointments_uri;
+        let uri = format!(
+            "{}://{}{}/{}?reason={reason}",
+            base.scheme_str().unwrap_or("http"),
+            base.authority().map_or("", |a| a.as_str()),
+            base.path().trim_end_matches('/'),
+            guid.hyphenated()
+        );
+        let uri = http::Uri::try_from(uri).map_err(|_| GatewayError::Internal)?;
+        let target = Target::bodyless(http::Method::DELETE, uri);
+        self.call(
+            &Bytes::new(),
+            Some(&target),
+            request_id,
+            traceparent,
+            tracestate,
+        )
+        .await
+    }
+
+    /// One request to the MIS (the booking `POST`, or `target`) under its client span.
+    async fn call(
+        &self,
+        body: &Bytes,
+        target: Option<&Target>,
+        request_id: &HeaderValue,
+        traceparent: Option<&HeaderValue>,
+        tracestate: Option<&HeaderValue>,
+    ) -> Result<MisAnswer, GatewayError> {
         let b = &self.backend;
-        let uri = &b.appointments_uri;
+        let uri = target.map_or(&b.appointments_uri, |t| &t.uri);
+        let method = target.map_or("POST", |t| t.method.as_str());
         let span = if crate::telemetry::exporting() {
             tracing::info_span!(
                 "mis",
-                otel.name = "POST",
+                otel.name = method,
                 otel.kind = "client",
                 otel.status_code = tracing::field::Empty,
-                http.request.method = "POST",
+                http.request.method = method,
                 server.address = uri.host().unwrap_or_default(),
                 server.port = uri.port_u16().unwrap_or(if uri.scheme_str() == Some("https") { 443 } else { 80 }),
                 url.full = %uri,
@@ -175,10 +219,10 @@ impl Upstream {
         // Without an exporter the span is none: no `Instrumented` around the attempt, whose
         // future would otherwise be copied into the wrapper and then into this one's state.
         let result = if span.is_none() {
-            self.attempt(body, request_id, traceparent, tracestate)
+            self.attempt(body, target, request_id, traceparent, tracestate)
                 .await
         } else {
-            self.attempt(body, request_id, traceparent, tracestate)
+            self.attempt(body, target, request_id, traceparent, tracestate)
                 .instrument(span.clone())
                 .await
         };
@@ -202,6 +246,7 @@ impl Upstream {
     async fn attempt(
         &self,
         body: &Bytes,
+        target: Option<&Target>,
         request_id: &HeaderValue,
         traceparent: Option<&HeaderValue>,
         tracestate: Option<&HeaderValue>,
@@ -223,13 +268,13 @@ impl Upstream {
         };
         let started = tokio::time::Instant::now();
         match self
-            .exchange(body, request_id, traceparent, tracestate, started)
+            .exchange(body, target, request_id, traceparent, tracestate, started)
             .await
         {
             Err(GatewayError::MisUnreachable) if started.elapsed() < b.connect_timeout / 2 => {
                 tracing::debug!(backend = %b.name, "connection refused; one retry on a fresh connection");
                 let again = tokio::time::Instant::now();
-                self.exchange(body, request_id, traceparent, tracestate, again)
+                self.exchange(body, target, request_id, traceparent, tracestate, again)
                     .await
             }
             other => other,
@@ -240,6 +285,7 @@ impl Upstream {
     async fn exchange(
         &self,
         body: &Bytes,
+        target: Option<&Target>,
         request_id: &HeaderValue,
         traceparent: Option<&HeaderValue>,
         tracestate: Option<&HeaderValue>,
@@ -248,6 +294,7 @@ impl Upstream {
         let b = &self.backend;
         let out = Outgoing {
             body,
+            target,
             authorization: &b.authorization,
             request_id,
             traceparent,

@@ -45,9 +45,36 @@ pub enum SendError {
     Sent(std::io::Error),
 }
 
-/// One booking's request, as every connection kind needs it.
+/// A request other than the pool's booking `POST`: a cancellation's `DELETE` of one
+/// appointment.
+pub struct Target {
+    /// Absolute (for HTTP/2).
+    pub uri: Uri,
+    pub method: Method,
+    /// Its HTTP/1.1 start (see `h1::bodyless_prefix`).
+    pub h1_prefix: Vec<u8>,
+}
+
+impl Target {
+    /// `method` of `uri` (absolute), without a body.
+    pub fn bodyless(method: Method, uri: Uri) -> Target {
+        let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
+        let h1_prefix =
+            h1::bodyless_prefix(method.as_str(), target, uri.authority().map(|a| a.as_str()));
+        Target {
+            uri,
+            method,
+            h1_prefix,
+        }
+    }
+}
+
+/// One request, as every connection kind needs it.
 pub struct Outgoing<'a> {
+    /// A booking's body (empty for a request without one).
     pub body: &'a Bytes,
+    /// `None`: the booking `POST` the pool is made for.
+    pub target: Option<&'a Target>,
     pub authorization: &'a HeaderValue,
     pub request_id: &'a HeaderValue,
     pub traceparent: Option<&'a HeaderValue>,
@@ -228,7 +255,8 @@ impl Pool {
                 n += 1;
             }
         }
-        conn.send(&self.h1_prefix, &fields[..n], out.body).await?;
+        let prefix = out.target.map_or(&self.h1_prefix[..], |t| &t.h1_prefix[..]);
+        conn.send(prefix, &fields[..n], out.body).await?;
         conn.read_head().await.map_err(Failure::Sent)
     }
 
@@ -285,13 +313,23 @@ impl Pool {
     /// The request as hyper's HTTP/2 client takes it.
     fn h2_request(&self, out: &Outgoing<'_>) -> Request<Body> {
         let mut req = Request::new(Full::new(out.body.clone()));
-        *req.method_mut() = Method::POST;
-        *req.uri_mut() = self.uri.clone();
-        let headers = req.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        let headers = match out.target {
+            Some(t) => {
+                *req.method_mut() = t.method.clone();
+                *req.uri_mut() = t.uri.clone();
+                req.headers_mut()
+            }
+            None => {
+                *req.method_mut() = Method::POST;
+                *req.uri_mut() = self.uri.clone();
+                let headers = req.headers_mut();
+                headers.insert(
+                    header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                headers
+            }
+        };
         headers.insert(header::ACCEPT, HeaderValue::from_static("application/json"));
         headers.insert(header::AUTHORIZATION, out.authorization.clone());
         headers.insert(X_REQUEST_ID, out.request_id.clone());

@@ -16,7 +16,7 @@ pub struct DemoProcess {
     pub url: String,
     /// Its standard output, held open: the demo prints more after its curl, and a closed pipe
     /// would end it.
-    _stdout: Lines<BufReader<ChildStdout>>,
+    stdout: Lines<BufReader<ChildStdout>>,
     _dir: tempfile::TempDir,
 }
 
@@ -70,7 +70,7 @@ impl DemoProcess {
             child,
             printed,
             url,
-            _stdout: lines,
+            stdout: lines,
             _dir: dir,
         }
     }
@@ -83,6 +83,37 @@ impl DemoProcess {
             .find_map(|w| w.strip_prefix('@'))
             .expect("the curl names its body file");
         std::fs::read_to_string(file).unwrap()
+    }
+
+    /// The next printed line that contains `needle` (30 s at most).
+    pub async fn line_with(&mut self, needle: &str) -> String {
+        tokio::time::timeout(Duration::from_secs(30), async {
+            while let Some(line) = self.stdout.next_line().await.unwrap() {
+                if line.contains(needle) {
+                    return line;
+                }
+            }
+            panic!("the demo printed no line with {needle}");
+        })
+        .await
+        .expect("the demo prints it")
+    }
+
+    /// Sends `method` to `url` as the demo's integrator; the answer's status and body.
+    pub async fn call(&self, method: http::Method, url: &str) -> (http::StatusCode, bytes::Bytes) {
+        use http_body_util::BodyExt;
+        let client =
+            hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
+                .build_http::<http_body_util::Full<bytes::Bytes>>();
+        let req = http::Request::builder()
+            .method(method)
+            .uri(url)
+            .header("authorization", super::basic("portal", "portal-demo"))
+            .body(http_body_util::Full::default())
+            .unwrap();
+        let r = client.request(req).await.unwrap();
+        let status = r.status();
+        (status, r.into_body().collect().await.unwrap().to_bytes())
     }
 
     /// Posts the printed curl's booking once; the answer's status and body.
