@@ -79,12 +79,23 @@ impl App {
             source.map(|(path, secrets)| Arc::new(Reloader::new(path, live.clone(), secrets)));
         let draining = Arc::new(AtomicBool::new(false));
         let gateway = Arc::new(Gateway::from_parts(live.clone(), parts));
+        let audit = Arc::new(crate::console::audit::AuditLog::new(
+            gateway.journal.clone(),
+        ));
+        let console = Arc::new(crate::console::Console::new(
+            live.clone(),
+            gateway.journal.clone(),
+            reloader.clone(),
+            audit.clone(),
+        ));
         App {
             admin: Arc::new(Admin {
                 live: live.clone(),
                 reloader: reloader.clone(),
                 draining: draining.clone(),
                 journal: gateway.journal.clone(),
+                console,
+                audit,
             }),
             gateway,
             live,
@@ -136,6 +147,8 @@ impl App {
             .journal
             .clone()
             .map(|j| tokio::spawn(j.maintain()));
+        // The console's charts: the counters once a minute.
+        let history = tokio::spawn(self.admin.console.history.clone().run());
         let config = self.live.load().config.clone();
         let limits = ConnLimits {
             header_read_timeout: config.server.header_read_timeout,
@@ -180,6 +193,7 @@ impl App {
         if let Some(m) = maintain {
             m.abort();
         }
+        history.abort();
         // Records of the drained bookings reach the database before `run` returns.
         if let Some(j) = &self.gateway.journal {
             j.flush().await;

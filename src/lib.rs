@@ -10,6 +10,7 @@
 //! - [`telemetry`]: traces, metrics, the access log and its writer.
 //! - [`journal`]: the gateway's memory: one record per booking (no patient data) in SQLite or
 //!   PostgreSQL, queried and reconciled through the admin listener.
+//! - [`console`]: the operators' console on the admin listener: sessions, pages, the audit.
 //! - [`wire`]: the strict JSON reader and writer.
 //! - [`config`], [`live`]: routes.toml validated into a `Config`; the live generation.
 //! - [`error`]: the one table of statuses and `Message_code`s.
@@ -18,6 +19,7 @@
 pub mod app;
 pub mod booking;
 pub mod config;
+pub mod console;
 pub mod demo;
 pub mod edge;
 pub mod error;

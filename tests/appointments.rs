@@ -14,10 +14,10 @@ use bytes::Bytes;
 use http::{Method, Request, StatusCode, header};
 use http_body_util::Full;
 use serde_json::{Value, json};
-use support::journal::{ADMIN_TOKEN_ENV, admin};
+use support::journal::{ADMIN_TOKEN_ENV, admin, read_request};
 use support::postgres::Postgres;
 use support::*;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
 
 /// Clinics of these tests, each routed to a backend that cancels one way.
@@ -43,32 +43,11 @@ impl ResetOnCancel {
                 let counted = counted.clone();
                 tokio::spawn(async move {
                     let mut buf = Vec::new();
-                    let mut chunk = [0u8; 8192];
                     loop {
-                        let end = loop {
-                            if let Some(i) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                                break i + 4;
-                            }
-                            match stream.read(&mut chunk).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                            }
+                        let Some((head, body)) = read_request(&mut stream, &mut buf).await else {
+                            return;
                         };
-                        let head = String::from_utf8_lossy(&buf[..end]).to_ascii_lowercase();
-                        let len: usize = head
-                            .lines()
-                            .find_map(|l| l.strip_prefix("content-length:"))
-                            .and_then(|v| v.trim().parse().ok())
-                            .unwrap_or(0);
-                        while buf.len() < end + len {
-                            match stream.read(&mut chunk).await {
-                                Ok(0) | Err(_) => return,
-                                Ok(n) => buf.extend_from_slice(&chunk[..n]),
-                            }
-                        }
-                        let body: Value =
-                            serde_json::from_slice(&buf[end..end + len]).unwrap_or_default();
-                        buf.drain(..end + len);
+                        let body: Value = serde_json::from_slice(&body).unwrap_or_default();
                         if head.starts_with("delete ") {
                             counted.fetch_add(1, Ordering::SeqCst);
                             let _ = stream.set_zero_linger();
@@ -158,6 +137,11 @@ async fn setup(journal: Option<&str>) -> Setup {
         refuses,
         no_cancel,
     }
+}
+
+/// A `[journal]` body: SQLite in `dir`.
+fn sqlite_in(dir: &std::path::Path) -> String {
+    format!("path = \"{}\"", dir.join("journal.db").display())
 }
 
 fn booking_into(lpu: &str) -> String {
@@ -307,22 +291,14 @@ async fn an_appointment_is_looked_up_cancelled_once_and_its_slot_books_again(s: 
 #[tokio::test]
 async fn an_appointment_is_looked_up_and_cancelled_once_through_the_sqlite_journal() {
     let dir = tempfile::tempdir().unwrap();
-    let s = setup(Some(&format!(
-        "path = \"{}\"",
-        dir.path().join("journal.db").display()
-    )))
-    .await;
+    let s = setup(Some(&sqlite_in(dir.path()))).await;
     an_appointment_is_looked_up_cancelled_once_and_its_slot_books_again(&s).await;
 }
 
 #[tokio::test]
 async fn another_integrators_clinic_and_unknown_guids_are_404_and_reach_no_mis() {
     let dir = tempfile::tempdir().unwrap();
-    let s = setup(Some(&format!(
-        "path = \"{}\"",
-        dir.path().join("journal.db").display()
-    )))
-    .await;
+    let s = setup(Some(&sqlite_in(dir.path()))).await;
     let gw = &s.gw;
     // Booked by the portal into a clinic the call centre may not book into.
     let (booked, _) = book(gw, &booking_into(OTHER_LPU)).await;
@@ -426,22 +402,14 @@ async fn a_lost_cancel_answer_is_unknown_and_resolvable(s: &Setup) {
 #[tokio::test]
 async fn a_lost_cancel_answer_is_unknown_and_resolvable_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
-    let s = setup(Some(&format!(
-        "path = \"{}\"",
-        dir.path().join("journal.db").display()
-    )))
-    .await;
+    let s = setup(Some(&sqlite_in(dir.path()))).await;
     a_lost_cancel_answer_is_unknown_and_resolvable(&s).await;
 }
 
 #[tokio::test]
 async fn a_mis_refusal_passes_through_and_a_backend_without_cancel_is_501() {
     let dir = tempfile::tempdir().unwrap();
-    let s = setup(Some(&format!(
-        "path = \"{}\"",
-        dir.path().join("journal.db").display()
-    )))
-    .await;
+    let s = setup(Some(&sqlite_in(dir.path()))).await;
     let gw = &s.gw;
     let (booked, _) = book(gw, &booking_into(LPU_REFUSES)).await;
     let guid = booked["guid"].as_str().unwrap();
@@ -477,16 +445,9 @@ async fn a_mis_refusal_passes_through_and_a_backend_without_cancel_is_501() {
 #[tokio::test]
 async fn a_second_cancel_while_the_first_is_at_the_mis_waits_its_turn() {
     let dir = tempfile::tempdir().unwrap();
-    let slow = MockMis::spawn({
-        let book = echo_mis();
-        Arc::new(move |r: &Received| {
-            if r.method == Method::DELETE {
-                Reply::exception(200, "Cancelled", "2000").after(std::time::Duration::from_secs(2))
-            } else {
-                book(r)
-            }
-        })
-    })
+    let slow = MockMis::spawn(cancelling_mis(
+        cancelled_reply().after(std::time::Duration::from_secs(2)),
+    ))
     .await;
     let mut toml = config_toml(
         &[BackendSpec::new("mis-slow", slow.url())],

@@ -837,3 +837,53 @@ fn a_diff_shows_a_table_added_whole_key_by_key() {
         ]
     );
 }
+
+#[test]
+fn operators_need_a_login_a_strong_hash_and_a_known_role() {
+    let base = config_toml(
+        &[BackendSpec::new("mis-a", "http://127.0.0.1:9".into())],
+        &[(SEED_LPU, "mis-a")],
+    );
+    let problems = config_problems(&format!(
+        "{base}\n[[operators]]\nlogin = \"duty\"\npassword_hash = \"plain\"\nrole = \"admin\"\n\n[[operators]]\nlogin = \"duty\"\npassword_hash = \"{PORTAL_HASH}\"\nrole = \"viewer\"\n"
+    ));
+    let at: Vec<&str> = problems.iter().map(|p| p.location.as_str()).collect();
+    for want in [
+        "operators[0].password_hash",
+        "operators[0].role",
+        "operators[1].login",
+    ] {
+        assert!(at.contains(&want), "{want} in {at:?}");
+    }
+    let ok = parse_config(&format!(
+        "{base}\n[[operators]]\nlogin = \"duty\"\npassword_hash = \"{PORTAL_HASH}\"\nrole = \"operator\"\n"
+    ));
+    assert_eq!(
+        ok.operators["duty"].role,
+        mis_gateway::config::Role::Operator
+    );
+    // Passwords and session cookies in clear on a wider network: said.
+    let wide = parse_config(
+        &format!(
+            "{base}\n[[operators]]\nlogin = \"duty\"\npassword_hash = \"{PORTAL_HASH}\"\nrole = \"viewer\"\n"
+        )
+        .replacen(
+            "[admin]\nlisten = \"127.0.0.1:0\"",
+            "[admin]\nlisten = \"0.0.0.0:0\"",
+            1,
+        ),
+    );
+    assert!(
+        wide.warnings
+            .iter()
+            .any(|w| w.contains("operators are configured")),
+        "{:?}",
+        wide.warnings
+    );
+    let bad_trace = config_problems(&base.replacen(
+        "[admin]\nlisten = \"127.0.0.1:0\"",
+        "[admin]\nlisten = \"127.0.0.1:0\"\ntrace_url = \"javascript:alert(1)\"",
+        1,
+    ));
+    assert!(bad_trace.iter().any(|p| p.location == "admin.trace_url"));
+}

@@ -499,6 +499,122 @@ async fn m1_an_attempt_at_the_mis_when_killed_becomes_unknown_at_restart_and_its
     assert_eq!(mis.count(), 1);
 }
 
+/// A cancellation held at the MIS when the gateway is killed: its write-ahead attempt becomes an
+/// `unknown` cancel record at the restart (its booking still booked as far as the hub knows),
+/// and an operator's `cancelled: true` then marks the booking cancelled.
+#[tokio::test]
+async fn m1_a_cancel_at_the_mis_when_killed_becomes_unknown_at_restart() {
+    let mis = MockMis::spawn(cancelling_mis(
+        cancelled_reply().after(Duration::from_secs(30)),
+    ))
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let toml = node_toml(&mis, "");
+    let mut node = Node::start(dir.path(), &toml, Stdio::null()).await;
+    let booked = exchange(
+        &node.http,
+        keyed_at(node.booking_url(), &fresh_booking(), "m1-cancel"),
+        REQUEST_TIMEOUT,
+    )
+    .await
+    .expect("booked");
+    assert_eq!(booked.status, StatusCode::OK);
+    let booking_id = Answer::of(&booked, Duration::ZERO).request_id;
+    let guid = Answer::of(&booked, Duration::ZERO).guid.expect("a guid");
+    let appointment_url = format!("http://{}/dir/appointments/{guid}", node.api);
+    let cancel = |url: &str, method: http::Method| {
+        Request::builder()
+            .method(method)
+            .uri(url)
+            .header(header::AUTHORIZATION, basic(PORTAL.0, PORTAL.1))
+            .body(Full::default())
+            .unwrap()
+    };
+    let first = {
+        let (http, req) = (
+            node.http.clone(),
+            cancel(&appointment_url, http::Method::DELETE),
+        );
+        tokio::spawn(async move {
+            exchange(&http, req, REQUEST_TIMEOUT)
+                .await
+                .map(|r| r.status)
+        })
+    };
+    assert!(
+        eventually(Duration::from_secs(10), || async { mis.count() == 2 }).await,
+        "the cancel reached the MIS"
+    );
+    node.kill().await;
+    assert_eq!(
+        first.await.unwrap(),
+        None,
+        "the killed gateway answered nothing"
+    );
+
+    let node = Node::start(dir.path(), &toml, Stdio::null()).await;
+    let appointment_url = format!("http://{}/dir/appointments/{guid}", node.api);
+    let mut cancels = Vec::new();
+    let listed = eventually(Duration::from_secs(15), || async {
+        node.records().await.is_some_and(|r| {
+            r.iter()
+                .any(|x| x["operation"] == "cancel" && x["outcome"] == "unknown")
+        })
+    })
+    .await;
+    assert!(
+        listed,
+        "the cancel's attempt became a record at the restart"
+    );
+    for r in node.records().await.unwrap() {
+        if r["operation"] == "cancel" {
+            cancels.push(r);
+        }
+    }
+    assert_eq!(cancels.len(), 1, "{cancels:#?}");
+    let rec = &cancels[0];
+    assert_eq!(rec["outcome"], "unknown");
+    assert_eq!(rec["messageCode"], "95022");
+    assert_eq!(
+        rec["reason"],
+        "the gateway stopped while the cancellation was at the MIS"
+    );
+    assert_eq!(rec["bookingRequestId"], booking_id.as_str());
+    assert_eq!(rec["cancelReason"], "patient_decline");
+    let looked = exchange(
+        &node.http,
+        cancel(&appointment_url, http::Method::GET),
+        REQUEST_TIMEOUT,
+    )
+    .await
+    .unwrap();
+    let looked: Value = serde_json::from_slice(&looked.body).unwrap();
+    assert_eq!(looked["status"], "booked", "nothing says it was cancelled");
+
+    let resolve = Request::post(format!(
+        "http://{}/admin/journal/{}/resolve",
+        node.admin,
+        rec["requestId"].as_str().unwrap()
+    ))
+    .header(header::AUTHORIZATION, format!("Bearer {}", admin_token()))
+    .body(Full::new(Bytes::from_static(br#"{"cancelled": true}"#)))
+    .unwrap();
+    let resolved = exchange(&node.http, resolve, REQUEST_TIMEOUT)
+        .await
+        .unwrap();
+    assert_eq!(resolved.status, StatusCode::OK, "{}", resolved.text());
+    let looked = exchange(
+        &node.http,
+        cancel(&appointment_url, http::Method::GET),
+        REQUEST_TIMEOUT,
+    )
+    .await
+    .unwrap();
+    let looked: Value = serde_json::from_slice(&looked.body).unwrap();
+    assert_eq!(looked["status"], "cancelled", "{looked}");
+    assert_eq!(mis.count(), 2, "the cancel was not sent again");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Helpers
 

@@ -271,17 +271,7 @@ async fn the_cancel_request_the_page_shows_is_what_a_mis_receives() {
         .find(|(info, _)| info == "http cancel-request")
         .map(|(_, text)| http(&text))
         .expect("the page shows the cancel request");
-    let mis = MockMis::spawn({
-        let book = echo_mis();
-        std::sync::Arc::new(move |r: &Received| {
-            if r.method == http::Method::DELETE {
-                Reply::exception(200, "Cancelled", "2000")
-            } else {
-                book(r)
-            }
-        })
-    })
-    .await;
+    let mis = MockMis::spawn(cancelling_mis(cancelled_reply())).await;
     let dir = tempfile::tempdir().unwrap();
     let mut toml = config_toml(
         &[BackendSpec::new("mis-a", mis.url())],

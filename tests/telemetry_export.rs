@@ -119,4 +119,88 @@ async fn a_booking_is_one_trace_across_gateway_and_mis_and_is_counted() {
         assert!(m.contains(needle), "missing {needle} in\n{m}");
     }
     tracestate_needs_its_traceparent(&gw, &mis).await;
+    a_cancel_is_one_trace_too(&receiver, &t).await;
+}
+
+/// A cancellation: a server span named by its route, a client `DELETE` span as its child, and
+/// the `cancel` operation on the metrics.
+async fn a_cancel_is_one_trace_too(receiver: &OtlpReceiver, t: &std::sync::Arc<Telemetry>) {
+    const CANCEL_TRACE: &str = "5bf92f3577b34da6a3ce929d0e0e4737";
+    let mis = MockMis::spawn(cancelling_mis(cancelled_reply())).await;
+    let dir = tempfile::tempdir().unwrap();
+    let mut toml = config_toml(
+        &[BackendSpec::new("mis-c", mis.url())],
+        &[(SEED_LPU, "mis-c")],
+    );
+    toml.push_str(&format!(
+        "\n[journal]\npath = \"{}\"\n",
+        dir.path().join("journal.db").display()
+    ));
+    let gw = TestGateway::start(&toml).await;
+    let booked = gw.book(&fresh_booking(), PORTAL).await;
+    let guid = booked.json()["guid"].as_str().unwrap().to_owned();
+    let req = http::Request::delete(gw.url(&format!("/dir/appointments/{guid}")))
+        .header(http::header::AUTHORIZATION, basic(PORTAL.0, PORTAL.1))
+        .header("traceparent", format!("00-{CANCEL_TRACE}-{PARENT_ID}-01"))
+        .body(http_body_util::Full::default())
+        .unwrap();
+    let r = gw.send(req).await;
+    assert_eq!(r.status, http::StatusCode::OK, "{}", r.text());
+    let flushed = {
+        let t = t.clone();
+        tokio::task::spawn_blocking(move || t.flush())
+    };
+    flushed.await.unwrap();
+    let both = eventually(Duration::from_secs(10), || async {
+        receiver
+            .spans()
+            .iter()
+            .filter(|s| s.trace_id == CANCEL_TRACE)
+            .count()
+            >= 2
+    })
+    .await;
+    assert!(both, "spans exported: {:#?}", receiver.spans());
+    let spans: Vec<_> = receiver
+        .spans()
+        .into_iter()
+        .filter(|s| s.trace_id == CANCEL_TRACE)
+        .collect();
+    let server = spans.iter().find(|s| s.kind == 2).expect("a server span");
+    assert_eq!(server.name, "DELETE /dir/appointments/{guid}");
+    for (k, v) in [
+        ("http.request.method", "DELETE"),
+        ("http.route", "/dir/appointments/{guid}"),
+        ("http.response.status_code", "200"),
+        ("integrator", "portal"),
+        ("backend", "mis-c"),
+        ("appointment", guid.as_str()),
+        ("outcome", "cancelled"),
+    ] {
+        assert_eq!(
+            server.attributes.get(k).map(String::as_str),
+            Some(v),
+            "{k} in {:?}",
+            server.attributes
+        );
+    }
+    let client = spans.iter().find(|s| s.kind == 3).expect("a client span");
+    assert_eq!(client.name, "DELETE");
+    assert_eq!(client.parent_span_id, server.span_id);
+    assert_eq!(client.attributes["http.request.method"], "DELETE");
+    let sent = mis
+        .received()
+        .into_iter()
+        .find(|r| r.method == Method::DELETE)
+        .unwrap();
+    assert!(
+        sent.headers["traceparent"]
+            .to_str()
+            .unwrap()
+            .contains(&client.span_id),
+        "the MIS's parent is the client span"
+    );
+    let m = gw.admin(Method::GET, "/metrics").await.text();
+    let needle = r#"mis_gateway_requests_total{backend="mis-c",code="ok",integrator="portal",operation="cancel",status_class="2xx"} 1"#;
+    assert!(m.contains(needle), "missing {needle} in\n{m}");
 }

@@ -61,6 +61,7 @@ impl Diff {
             "admin",
             "idempotency",
             "integrators",
+            "operators",
             "backends",
             "routes",
         ];
@@ -69,6 +70,7 @@ impl Diff {
             let (o, n) = (old_file.get(section), new_file.get(section));
             match section {
                 "integrators" => d.integrators(old, new, o, n),
+                "operators" => d.operators(o, n),
                 "backends" => d.backends(o, n),
                 "routes" => d.routes(old, new),
                 _ => d.value(section, o, n),
@@ -167,6 +169,20 @@ impl Diff {
         }
         for login in o.keys().filter(|l| !n.contains_key(*l)) {
             self.push(format!("integrator removed: {login}"));
+        }
+    }
+
+    /// Console operators: added, removed, their role; a new hash says only "changed".
+    fn operators(&mut self, o: Option<&toml::Value>, n: Option<&toml::Value>) {
+        let (o, n) = (by_key(o, "login"), by_key(n, "login"));
+        for (login, entry) in &n {
+            match o.get(login) {
+                None => self.push(format!("operator added: {login}")),
+                Some(before) => self.entry(&format!("operator \"{login}\""), before, entry, &[]),
+            }
+        }
+        for login in o.keys().filter(|l| !n.contains_key(*l)) {
+            self.push(format!("operator removed: {login}"));
         }
     }
 

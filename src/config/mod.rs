@@ -101,6 +101,8 @@ pub struct Config {
     pub journal: Option<JournalSettings>,
     /// By login.
     pub integrators: HashMap<Arc<str>, Arc<Integrator>>,
+    /// The console's people (`[[operators]]`), by login.
+    pub operators: HashMap<Arc<str>, Arc<Operator>>,
     pub backends: Vec<Arc<Backend>>,
     /// `lpuToGuid` → index into `backends`.
     pub routes: HashMap<Uuid, usize>,
@@ -160,6 +162,35 @@ pub struct AdminSettings {
     pub listen: SocketAddr,
     /// When set, admin requests other than health checks need `Authorization: Bearer <token>`.
     pub token: Option<String>,
+    /// A trace's page in the hub's tracing UI, `{traceId}` replaced (the console links to it).
+    pub trace_url: Option<String>,
+}
+
+/// What an operator may do in the console.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    /// Sees every page.
+    Viewer,
+    /// Also resolves unknown records and reloads the configuration.
+    Operator,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Operator => "operator",
+        }
+    }
+}
+
+/// A person of the hub who signs in to the console.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Operator {
+    pub login: Arc<str>,
+    /// The Argon2id PHC string.
+    pub password_hash: Arc<str>,
+    pub role: Role,
 }
 
 /// An integrator's request budget: a token bucket.
@@ -474,12 +505,13 @@ impl Validator<'_> {
         let idempotency = table.remove("idempotency");
         let journal = table.remove("journal");
         let integrators = table.remove("integrators");
+        let operators = table.remove("operators");
         let backends = table.remove("backends");
         let routes = table.remove("routes");
         for key in table.keys() {
             self.problem(
                 key.clone(),
-                "unknown section (expected server, admin, idempotency, journal, integrators, backends, routes)",
+                "unknown section (expected server, admin, idempotency, journal, integrators, operators, backends, routes)",
             );
         }
         let server = self.server(server);
@@ -487,6 +519,10 @@ impl Validator<'_> {
         let idempotency = self.idempotency(idempotency);
         let journal = self.journal(journal, self.from_file);
         let integrators = self.integrators(integrators);
+        let operators = self.operators(operators);
+        if !operators.is_empty() && !admin.listen.ip().is_loopback() {
+            self.warnings.push("operators are configured and admin.listen is not a loopback address: the console's passwords and session cookies cross the network unencrypted; keep the admin listener on loopback behind a TLS-terminating proxy".into());
+        }
         let (backends, declared) = self.backends(backends);
         let routes = self.routes(routes, &backends, &declared);
         for b in &backends {
@@ -511,6 +547,7 @@ impl Validator<'_> {
             idempotency,
             journal,
             integrators,
+            operators,
             backends,
             routes,
             sha256,
@@ -791,6 +828,7 @@ impl Validator<'_> {
         struct Raw {
             listen: Option<String>,
             token_env: Option<String>,
+            trace_url: Option<String>,
         }
         let raw: Raw = match v {
             Some(v) => self.typed("admin", v).unwrap_or_default(),
@@ -811,7 +849,64 @@ impl Validator<'_> {
         if !listen.ip().is_loopback() && raw.token_env.is_none() {
             self.warnings.push("admin.listen is not a loopback address and no admin.token_env is set: anyone who reaches it can read the config view and trigger reloads".into());
         }
-        AdminSettings { listen, token }
+        let trace_url = raw.trace_url.filter(|u| {
+            let ok = (u.starts_with("https://") || u.starts_with("http://"))
+                && u.contains("{traceId}")
+                && !u
+                    .chars()
+                    .any(|c| c.is_control() || c.is_whitespace() || matches!(c, '"' | '<' | '>'));
+            if !ok {
+                self.problem(
+                    "admin.trace_url",
+                    "must be an http(s) URL containing {traceId}, without spaces or quotes",
+                );
+            }
+            ok
+        });
+        AdminSettings {
+            listen,
+            token,
+            trace_url,
+        }
+    }
+
+    fn operators(&mut self, v: Option<toml::Value>) -> HashMap<Arc<str>, Arc<Operator>> {
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct Raw {
+            login: String,
+            password_hash: String,
+            role: String,
+        }
+        let mut out = HashMap::new();
+        for (i, item) in self.array("operators", v).into_iter().enumerate() {
+            let loc = format!("operators[{i}]");
+            let Some(raw) = self.typed::<Raw>(&loc, item) else {
+                continue;
+            };
+            self.check_login(&loc, &raw.login);
+            if let Err(reason) = check_argon2id(&raw.password_hash) {
+                self.problem(format!("{loc}.password_hash"), reason);
+            }
+            let role = match raw.role.as_str() {
+                "viewer" => Role::Viewer,
+                "operator" => Role::Operator,
+                _ => {
+                    self.problem(format!("{loc}.role"), "must be \"viewer\" or \"operator\"");
+                    Role::Viewer
+                }
+            };
+            let login: Arc<str> = raw.login.into();
+            let operator = Arc::new(Operator {
+                login: login.clone(),
+                password_hash: raw.password_hash.into(),
+                role,
+            });
+            if out.insert(login, operator).is_some() {
+                self.problem(format!("{loc}.login"), "duplicates an earlier operator");
+            }
+        }
+        out
     }
 
     /// A Basic login (RFC 7617): non-empty, no ':' and no control characters.

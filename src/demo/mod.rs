@@ -104,13 +104,17 @@ pub async fn start(config_path: &Path) -> Result<Demo, String> {
 }
 
 impl Demo {
-    /// The command that books the seed's example through the running demo.
-    pub fn curl(&self) -> String {
-        let addr = self
-            .api
+    /// Where the demo's gateway listens.
+    fn addr(&self) -> String {
+        self.api
             .local_addr()
             .map(|a| a.to_string())
-            .unwrap_or_default();
+            .unwrap_or_default()
+    }
+
+    /// The command that books the seed's example through the running demo.
+    pub fn curl(&self) -> String {
+        let addr = self.addr();
         format!(
             "curl -sS -u {DEMO_LOGIN}:{DEMO_PASSWORD} -H 'Content-Type: application/json' \\\n     --data-binary @{} http://{addr}/dir/appointments",
             self.booking_file.display()
@@ -119,11 +123,7 @@ impl Demo {
 
     /// The commands that look up and cancel a booking by the guid it answered (`GUID`).
     pub fn appointment_curls(&self) -> String {
-        let addr = self
-            .api
-            .local_addr()
-            .map(|a| a.to_string())
-            .unwrap_or_default();
+        let addr = self.addr();
         format!(
             "curl -sS -u {DEMO_LOGIN}:{DEMO_PASSWORD} http://{addr}/dir/appointments/GUID\n\
              curl -sS -u {DEMO_LOGIN}:{DEMO_PASSWORD} -X DELETE 'http://{addr}/dir/appointments/GUID?reason=patient_decline'"

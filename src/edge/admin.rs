@@ -31,27 +31,133 @@ pub struct Admin {
     pub draining: Arc<AtomicBool>,
     /// The booking journal behind `/admin/journal` (none when `[journal]` is not configured).
     pub journal: Option<Arc<crate::journal::Journal>>,
+    /// The operators' console under `/console/`.
+    pub console: Arc<crate::console::Console>,
+    /// Where operator actions are kept: the console's, and the admin token's (`token`).
+    pub audit: Arc<crate::console::audit::AuditLog>,
 }
 
 impl Handler for Admin {
     async fn call(
         self: Arc<Self>,
         req: Request<Incoming>,
-        _peer: std::net::SocketAddr,
+        peer: std::net::SocketAddr,
     ) -> Response<Full<Bytes>> {
+        let path = req.uri().path();
+        // The console has its own sign-in and sessions; the admin token does not open it.
+        if path == "/console" || path.starts_with("/console/") {
+            return self.console.handle(req, peer.ip(), false).await;
+        }
         // The journal's routes read a query and a body; everything else needs neither.
-        if req.uri().path().starts_with(crate::journal::admin::PREFIX) {
+        if path.starts_with(crate::journal::admin::PREFIX) {
             if !self.authorized(req.headers()) {
                 return unauthorized();
             }
-            return crate::journal::admin::handle(self.journal.as_ref(), &self.live, req).await;
+            let resolve = (req.method() == Method::POST && path.ends_with("/resolve")).then(|| {
+                path.trim_start_matches(crate::journal::admin::PREFIX)
+                    .trim_matches('/')
+                    .trim_end_matches("/resolve")
+                    .to_owned()
+            });
+            let resp = crate::journal::admin::handle(self.journal.as_ref(), &self.live, req).await;
+            if let Some(target) = resolve {
+                self.audit_token("resolve", Some(&target), peer, &resp)
+                    .await;
+            }
+            return resp;
         }
-        self.route(req.method(), req.uri().path(), req.headers())
-            .await
+        if path == "/admin/audit" {
+            if !self.authorized(req.headers()) {
+                return unauthorized();
+            }
+            return self.audit_view(req.uri().query()).await;
+        }
+        let reload = req.method() == Method::POST && path == "/admin/reload";
+        let resp = self
+            .route(req.method(), req.uri().path(), req.headers())
+            .await;
+        if reload {
+            self.audit_token("reload", None, peer, &resp).await;
+        }
+        resp
     }
 }
 
 impl Admin {
+    /// An action through the admin API (the token), as the audit keeps it.
+    async fn audit_token(
+        &self,
+        action: &'static str,
+        target: Option<&str>,
+        peer: std::net::SocketAddr,
+        resp: &Response<Full<Bytes>>,
+    ) {
+        let status = resp.status();
+        self.audit
+            .record(crate::console::audit::Action {
+                who: "token",
+                via: "admin-api",
+                action,
+                target,
+                address: Some(peer.ip()),
+                outcome: if status.is_success() { "ok" } else { "failed" },
+                detail: Some(format!("HTTP {}", status.as_u16())),
+            })
+            .await;
+    }
+
+    /// `GET /admin/audit?limit=&before=`: operator actions, newest first.
+    async fn audit_view(&self, query: Option<&str>) -> Response<Full<Bytes>> {
+        let (mut limit, mut before) = (100u32, None);
+        for pair in query
+            .unwrap_or_default()
+            .split('&')
+            .filter(|p| !p.is_empty())
+        {
+            match pair.split_once('=').unwrap_or((pair, "")) {
+                ("limit", v) => match v.parse().ok().filter(|n| (1..=1000).contains(n)) {
+                    Some(n) => limit = n,
+                    None => {
+                        return json_response(
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            json!({"error": "must be a whole number from 1 to 1000", "field": "limit"}),
+                        );
+                    }
+                },
+                ("before", v) if uuid::Uuid::try_parse(v).is_ok() => before = Some(v.to_owned()),
+                ("before", _) => {
+                    return json_response(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        json!({"error": "must be the id of an entry", "field": "before"}),
+                    );
+                }
+                _ => {
+                    return json_response(
+                        StatusCode::UNPROCESSABLE_ENTITY,
+                        json!({"error": "unknown parameter (expected limit, before)", "field": "query"}),
+                    );
+                }
+            }
+        }
+        match self.audit.list(before.as_deref(), limit + 1).await {
+            Ok(mut entries) => {
+                let next = (entries.len() > limit as usize).then(|| {
+                    entries.truncate(limit as usize);
+                    entries.last().map(|e| e.id.clone())
+                });
+                let list: Vec<_> = entries.iter().map(|e| e.to_json()).collect();
+                json_response(
+                    StatusCode::OK,
+                    json!({"entries": list, "next": next.flatten()}),
+                )
+            }
+            Err(e) => json_response(
+                StatusCode::SERVICE_UNAVAILABLE,
+                json!({"error": format!("the journal database is unavailable: {e}")}),
+            ),
+        }
+    }
+
     pub async fn route(
         &self,
         method: &Method,

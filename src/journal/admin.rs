@@ -136,6 +136,29 @@ pub fn parse_filter(query: &str) -> Result<Filter, (&'static str, &'static str)>
                 f.operation =
                     Some(Operation::parse(&v).ok_or(("operation", "must be book or cancel"))?)
             }
+            "status" => {
+                f.status = Some(
+                    v.parse()
+                        .ok()
+                        .filter(|n| (100..=599).contains(n))
+                        .ok_or(("status", "must be an HTTP status from 100 to 599"))?,
+                )
+            }
+            "code" => {
+                f.code = Some(
+                    Some(v)
+                        .filter(|c| {
+                            !c.is_empty()
+                                && c.len() <= 16
+                                && c.bytes()
+                                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+                        })
+                        .ok_or((
+                            "code",
+                            "must be a Message_code of 1 to 16 letters and digits",
+                        ))?,
+                )
+            }
             "unresolved" => {
                 f.unresolved = match v.as_str() {
                     "true" => true,
@@ -167,7 +190,7 @@ pub fn parse_filter(query: &str) -> Result<Filter, (&'static str, &'static str)>
             _ => {
                 return Err((
                     "query",
-                    "unknown parameter (expected outcome, operation, unresolved, backend, integrator, since, until, limit, cursor)",
+                    "unknown parameter (expected outcome, operation, status, code, unresolved, backend, integrator, since, until, limit, cursor)",
                 ));
             }
         }
@@ -301,15 +324,36 @@ fn note_of(
 ) -> Result<Option<String>, (&'static str, &'static str)> {
     match obj.get("note") {
         None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s))
-            if !s.is_empty()
-                && s.chars().count() <= MAX_NOTE
-                && !s.chars().any(char::is_control) =>
-        {
-            Ok(Some(s.clone()))
-        }
+        Some(Value::String(s)) => check_note(s).map(Some).map_err(|r| ("note", r)),
         Some(_) => Err(("note", "must be technical text of 1 to 500 characters")),
     }
+}
+
+/// A resolution's note: technical text an operator types (a ticket reference, who was
+/// called). The journal keeps no patient data, so what looks like a phone, polis or document
+/// number (six digits or more in a row, spaces and brackets between them ignored, so a date or
+/// a ticket number passes) or an e-mail address is refused rather than kept.
+pub fn check_note(s: &str) -> Result<String, &'static str> {
+    if s.is_empty() || s.chars().count() > MAX_NOTE || s.chars().any(char::is_control) {
+        return Err("must be technical text of 1 to 500 characters");
+    }
+    let mut run = 0;
+    for c in s.chars() {
+        if c.is_ascii_digit() {
+            run += 1;
+            if run >= 6 {
+                return Err(
+                    "must not hold what looks like a phone, polis or document number (six digits or more): notes are technical, never patient data",
+                );
+            }
+        } else if !matches!(c, ' ' | '(' | ')' | '+') {
+            run = 0;
+        }
+    }
+    if s.contains('@') {
+        return Err("must not hold an e-mail address: notes are technical, never patient data");
+    }
+    Ok(s.to_owned())
 }
 
 pub fn valid_number(n: &str) -> bool {
@@ -424,6 +468,17 @@ mod tests {
             "number"
         );
         assert_eq!(field(r#"{"booked": false, "note": ""}"#), "note");
+        for looks_personal in [
+            r#"{"booked": false, "note": "called +7 (999) 000 11 22"}"#,
+            r#"{"booked": false, "note": "polis 9876543210123456"}"#,
+            r#"{"booked": false, "note": "mail ivanov@example.ru"}"#,
+        ] {
+            assert_eq!(field(looks_personal), "note", "{looks_personal}");
+        }
+        assert!(
+            parse_resolution(br#"{"booked": false, "note": "ticket INC-4411, 2026-12-07"}"#)
+                .is_ok()
+        );
         assert_eq!(field("[1]"), "body");
         let ok = parse_resolution(
             br#"{"booked": true, "guid": "0e8a4f3c-5d6b-4a7e-8f90-1a2b3c4d5e6f", "number": 42}"#,

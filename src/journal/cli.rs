@@ -52,6 +52,14 @@ pub enum Command {
     },
     /// Print one record as JSON.
     Show { request_id: String },
+    /// Operator actions (sign-ins, resolutions, reloads), newest first.
+    Audit {
+        #[arg(long, default_value_t = 50)]
+        limit: u32,
+        /// Print JSON lines instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
     /// Record what the clinic said about an `unknown` booking or cancellation.
     Resolve {
         request_id: String,
@@ -148,6 +156,34 @@ pub async fn run(args: Args, out: &mut dyn std::io::Write) -> Result<(), String>
             }
             if !page["next"].is_null() {
                 w(out, "(more: narrow the range or raise --limit)")?;
+            }
+        }
+        Command::Audit { limit, json } => {
+            let page = api.get(&format!("/admin/audit?limit={limit}")).await?;
+            if !json {
+                w(
+                    out,
+                    "TIME                              WHO              VIA         ACTION          OUTCOME  FROM             TARGET",
+                )?;
+            }
+            for e in page["entries"].as_array().into_iter().flatten() {
+                if json {
+                    w(out, &e.to_string())?;
+                    continue;
+                }
+                w(
+                    out,
+                    &format!(
+                        "{:<33} {:<16} {:<11} {:<15} {:<8} {:<16} {}",
+                        s(&e["time"]),
+                        s(&e["who"]),
+                        s(&e["via"]),
+                        s(&e["action"]),
+                        s(&e["outcome"]),
+                        s(&e["address"]),
+                        s(&e["target"]),
+                    ),
+                )?;
             }
         }
         Command::Show { request_id } => {

@@ -29,7 +29,8 @@ use uuid::Uuid;
 use crate::config::{JournalSettings, JournalStore, OnJournalError};
 use crate::policy::idempotency::{Outcome, Store};
 pub use record::{
-    Attempt, CancelOf, Entry, Filter, Item, KeyRef, Kind, KnownKey, Operation, Resolution, Row,
+    Attempt, AuditEntry, CancelOf, Entry, Filter, Item, KeyRef, Kind, KnownKey, Operation,
+    Resolution, Row,
 };
 
 /// Records in memory (queued or waiting for a retry) at most: past it new attempts wait, then
@@ -565,6 +566,58 @@ impl Journal {
             Db::Postgres { .. } => {
                 let g = &guid;
                 self.pg_query(|c| async move { postgres::by_appointment(&c, g).await })
+                    .await
+            }
+        }
+    }
+
+    /// Records a technical identifier names (see `sqlite::SEARCH`), newest first.
+    pub async fn search(&self, term: &str) -> Result<Vec<Row>, String> {
+        let term = term.to_owned();
+        match &self.db {
+            Db::Sqlite(path) => {
+                let path = path.clone();
+                blocking(move || sqlite::search(&path, &term)).await
+            }
+            Db::Postgres { .. } => {
+                let t = &term;
+                self.pg_query(|c| async move { postgres::search(&c, t).await })
+                    .await
+            }
+        }
+    }
+
+    /// Keeps one operator action.
+    pub async fn audit(&self, entry: AuditEntry) -> Result<(), String> {
+        match &self.db {
+            Db::Sqlite(path) => {
+                let path = path.clone();
+                blocking(move || sqlite::audit(&path, &entry)).await
+            }
+            Db::Postgres { .. } => {
+                let e = &entry;
+                self.pg_query(|c| async move { postgres::audit(&c, e).await })
+                    .await
+            }
+        }
+    }
+
+    /// Operator actions, newest first, older than the entry `before` (an id) when given.
+    pub async fn audit_list(
+        &self,
+        before: Option<&str>,
+        limit: u32,
+    ) -> Result<Vec<AuditEntry>, String> {
+        // '~' sorts after every hyphenated UUID: no cursor, everything.
+        let before = before.unwrap_or("~").to_owned();
+        match &self.db {
+            Db::Sqlite(path) => {
+                let path = path.clone();
+                blocking(move || sqlite::audit_list(&path, &before, limit)).await
+            }
+            Db::Postgres { .. } => {
+                let b = &before;
+                self.pg_query(|c| async move { postgres::audit_list(&c, b, limit).await })
                     .await
             }
         }

@@ -83,6 +83,22 @@ CREATE INDEX journal_by_appointment ON journal (appointment_guid)
 CREATE INDEX journal_by_resolved_guid ON journal (resolved_guid)
     WHERE resolved_guid IS NOT NULL;
 "#,
+    r#"
+CREATE TABLE audit (
+    id TEXT PRIMARY KEY NOT NULL,
+    time_us BIGINT NOT NULL,
+    who TEXT NOT NULL,
+    via TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT,
+    address TEXT,
+    outcome TEXT NOT NULL,
+    detail TEXT
+);
+CREATE INDEX journal_by_slot ON journal (slot) WHERE slot IS NOT NULL;
+CREATE INDEX journal_by_direction ON journal (direction_guid) WHERE direction_guid IS NOT NULL;
+CREATE INDEX journal_by_trace ON journal (trace_id) WHERE trace_id IS NOT NULL;
+"#,
 ];
 
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
@@ -530,6 +546,60 @@ pub async fn get(client: &Client, request_id: &str) -> Result<Option<Row>, tokio
         .map(row))
 }
 
+pub async fn search(client: &Client, term: &str) -> Result<Vec<Row>, tokio_postgres::Error> {
+    let sql = format!(
+        "SELECT {}{}",
+        super::sqlite::COLUMNS,
+        numbered(super::sqlite::SEARCH)
+    );
+    Ok(client
+        .query(&sql, &[&term])
+        .await?
+        .iter()
+        .map(row)
+        .collect())
+}
+
+pub async fn audit(client: &Client, e: &super::AuditEntry) -> Result<(), tokio_postgres::Error> {
+    client
+        .execute(
+            &numbered(super::sqlite::AUDIT_INSERT),
+            &[
+                &e.id, &e.time_us, &e.who, &e.via, &e.action, &e.target, &e.address, &e.outcome,
+                &e.detail,
+            ],
+        )
+        .await?;
+    Ok(())
+}
+
+pub async fn audit_list(
+    client: &Client,
+    before: &str,
+    limit: u32,
+) -> Result<Vec<super::AuditEntry>, tokio_postgres::Error> {
+    let rows = client
+        .query(
+            &numbered(super::sqlite::AUDIT_LIST),
+            &[&before, &i64::from(limit)],
+        )
+        .await?;
+    Ok(rows
+        .iter()
+        .map(|r| super::AuditEntry {
+            id: r.get(0),
+            time_us: r.get(1),
+            who: r.get(2),
+            via: r.get(3),
+            action: r.get(4),
+            target: r.get(5),
+            address: r.get(6),
+            outcome: r.get(7),
+            detail: r.get(8),
+        })
+        .collect())
+}
+
 /// The booking that made the appointment `guid` (lowercase hyphenated).
 pub async fn by_appointment(
     client: &Client,
@@ -635,6 +705,9 @@ pub async fn prune(
             "DELETE FROM journal_attempts WHERE request_id < $1",
             &[&before_id],
         )
+        .await?;
+    client
+        .execute("DELETE FROM audit WHERE id < $1", &[&before_id])
         .await?;
     Ok(n)
 }

@@ -335,11 +335,53 @@ impl Row {
     }
 }
 
+/// One operator action, as the audit keeps it: who (an operator's login, or `token` for the
+/// admin token), through what, from where, what was done to what, and how it ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditEntry {
+    /// A UUIDv7: its order is the time order.
+    pub id: String,
+    pub time_us: i64,
+    pub who: String,
+    /// `console` or `admin-api`.
+    pub via: String,
+    /// `sign-in`, `sign-in-failed`, `sign-out`, `resolve`, `reload`.
+    pub action: String,
+    /// What it acted on (a record's request id).
+    pub target: Option<String>,
+    /// The client's address.
+    pub address: Option<String>,
+    /// `ok`, `refused` or `failed`.
+    pub outcome: String,
+    /// Technical text only (the resolution's answer, the reload's result).
+    pub detail: Option<String>,
+}
+
+impl AuditEntry {
+    pub fn to_json(&self) -> Value {
+        json!({
+            "id": self.id,
+            "time": rfc3339(self.time_us),
+            "who": self.who,
+            "via": self.via,
+            "action": self.action,
+            "target": self.target,
+            "address": self.address,
+            "outcome": self.outcome,
+            "detail": self.detail,
+        })
+    }
+}
+
 /// What a listing asks for; newest first.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Filter {
     pub outcome: Option<Kind>,
     pub operation: Option<Operation>,
+    /// The status the client got.
+    pub status: Option<u16>,
+    /// The `Message_code` the client got.
+    pub code: Option<String>,
     /// Only `unknown` records nobody resolved yet.
     pub unresolved: bool,
     pub backend: Option<String>,
@@ -386,6 +428,12 @@ impl Filter {
         }
         if self.unresolved {
             sql.push_str(" AND outcome = 'unknown' AND resolved_us IS NULL");
+        }
+        if let Some(st) = self.status {
+            bind(&mut sql, " AND status = ?", Param::Int(i64::from(st)));
+        }
+        if let Some(c) = &self.code {
+            bind(&mut sql, " AND message_code = ?", Param::Text(c.clone()));
         }
         if let Some(b) = &self.backend {
             bind(&mut sql, " AND backend = ?", Param::Text(b.clone()));

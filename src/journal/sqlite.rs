@@ -84,6 +84,22 @@ CREATE INDEX journal_by_appointment ON journal (appointment_guid)
 CREATE INDEX journal_by_resolved_guid ON journal (resolved_guid)
     WHERE resolved_guid IS NOT NULL;
 "#,
+    r#"
+CREATE TABLE audit (
+    id TEXT PRIMARY KEY NOT NULL,
+    time_us INTEGER NOT NULL,
+    who TEXT NOT NULL,
+    via TEXT NOT NULL,
+    action TEXT NOT NULL,
+    target TEXT,
+    address TEXT,
+    outcome TEXT NOT NULL,
+    detail TEXT
+);
+CREATE INDEX journal_by_slot ON journal (slot) WHERE slot IS NOT NULL;
+CREATE INDEX journal_by_direction ON journal (direction_guid) WHERE direction_guid IS NOT NULL;
+CREATE INDEX journal_by_trace ON journal (trace_id) WHERE trace_id IS NOT NULL;
+"#,
 ];
 
 pub(super) const INSERT: &str = "INSERT INTO journal (request_id, time_us, integrator, lpu, \
@@ -146,6 +162,17 @@ pub(super) const COLUMNS: &str = "request_id, time_us, integrator, lpu, backend,
     resolved_guid, resolved_number, resolved_note, resolved_via, reason, \
     COALESCE(operation, 'book'), appointment_source, appointment_created, cancel_reason, \
     cancelled_us, cancelled_by, linked_request_id";
+
+pub(super) const AUDIT_INSERT: &str = "INSERT INTO audit (id, time_us, who, via, action, \
+    target, address, outcome, detail) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)";
+/// Newest first, below a cursor (an id; `~` sorts after every UUID).
+pub(super) const AUDIT_LIST: &str = "SELECT id, time_us, who, via, action, target, address, \
+    outcome, detail FROM audit WHERE id < ?1 ORDER BY id DESC LIMIT ?2";
+/// Records a technical identifier names: a request id, a slot, a referral, an appointment
+/// (booked or resolved) or a trace; each condition has an index of its own.
+pub(super) const SEARCH: &str = " FROM journal WHERE request_id = ?1 OR slot = ?1 OR \
+    direction_guid = ?1 OR appointment_guid = ?1 OR resolved_guid = ?1 OR trace_id = ?1 \
+    ORDER BY time_us DESC LIMIT 200";
 
 /// The booking that made an appointment (the MIS's answer, or an operator's resolution).
 /// Both conditions are served by a partial index of their own.
@@ -498,6 +525,47 @@ pub fn by_appointment(path: &Path, guid: &str) -> rusqlite::Result<Option<Row>> 
         .optional()
 }
 
+pub fn search(path: &Path, term: &str) -> rusqlite::Result<Vec<Row>> {
+    let conn = open_existing(path)?;
+    let mut stmt = conn.prepare(&format!("SELECT {COLUMNS}{SEARCH}"))?;
+    let rows = stmt.query_map([term], row)?;
+    rows.collect()
+}
+
+pub fn audit(path: &Path, e: &super::AuditEntry) -> rusqlite::Result<()> {
+    let conn = open_existing(path)?;
+    conn.execute(
+        AUDIT_INSERT,
+        params![
+            e.id, e.time_us, e.who, e.via, e.action, e.target, e.address, e.outcome, e.detail
+        ],
+    )?;
+    Ok(())
+}
+
+pub fn audit_list(
+    path: &Path,
+    before: &str,
+    limit: u32,
+) -> rusqlite::Result<Vec<super::AuditEntry>> {
+    let conn = open_existing(path)?;
+    let mut stmt = conn.prepare(AUDIT_LIST)?;
+    let rows = stmt.query_map(params![before, limit], |r| {
+        Ok(super::AuditEntry {
+            id: r.get(0)?,
+            time_us: r.get(1)?,
+            who: r.get(2)?,
+            via: r.get(3)?,
+            action: r.get(4)?,
+            target: r.get(5)?,
+            address: r.get(6)?,
+            outcome: r.get(7)?,
+            detail: r.get(8)?,
+        })
+    })?;
+    rows.collect()
+}
+
 /// Records `r` on an open `unknown` record; false if there is none such. A cancellation the
 /// clinic confirmed marks its booking cancelled in the same transaction.
 pub fn resolve(
@@ -578,6 +646,7 @@ pub fn prune(path: &Path, before_us: i64, before_id: &str) -> rusqlite::Result<u
         "DELETE FROM journal_attempts WHERE request_id < ?1",
         [before_id],
     )?;
+    conn.execute("DELETE FROM audit WHERE id < ?1", [before_id])?;
     Ok(n)
 }
 

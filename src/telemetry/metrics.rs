@@ -249,6 +249,62 @@ impl Metrics {
         }
     }
 
+    /// The request counters and latency histograms as they stand, summed the way the console
+    /// charts them (no Prometheus needed to read its own).
+    pub fn totals(&self) -> Totals {
+        let mut t = Totals::default();
+        #[allow(deprecated)]
+        for family in self.registry.gather() {
+            let name = family.get_name();
+            for m in family.get_metric() {
+                let label = |k: &str| {
+                    m.get_label()
+                        .iter()
+                        .find(|l| l.get_name() == k)
+                        .map(|l| l.get_value().to_owned())
+                        .unwrap_or_default()
+                };
+                match name {
+                    "mis_gateway_requests_total" => {
+                        let n = m.get_counter().get_value() as u64;
+                        let (backend, class, code) =
+                            (label("backend"), label("status_class"), label("code"));
+                        let b = t.backends.entry(backend).or_default();
+                        if label("operation") == "book" && class == "2xx" {
+                            b.booked += n;
+                        }
+                        if class == "5xx" {
+                            b.failed += n;
+                            *b.failures_by_code.entry(code.clone()).or_default() += n;
+                        }
+                        let i = t.integrators.entry(label("integrator")).or_default();
+                        i.requests += n;
+                        if class == "4xx" {
+                            i.refused += n;
+                        }
+                        if code == "94290" || code == "94291" {
+                            i.limited += n;
+                        }
+                    }
+                    "mis_gateway_request_duration_seconds" if label("operation") == "book" => {
+                        let h = m.get_histogram();
+                        let b = t.backends.entry(label("backend")).or_default();
+                        let buckets = h.get_bucket();
+                        if b.latency.len() < buckets.len() {
+                            b.latency = buckets.iter().map(|k| (k.get_upper_bound(), 0)).collect();
+                        }
+                        for (slot, k) in b.latency.iter_mut().zip(buckets) {
+                            slot.1 += k.get_cumulative_count();
+                        }
+                        b.latency_count += h.get_sample_count();
+                    }
+                    _ => {}
+                }
+            }
+        }
+        t
+    }
+
     /// Everything in Prometheus text exposition format.
     pub fn render(&self) -> String {
         use prometheus::Encoder;
@@ -256,6 +312,34 @@ impl Metrics {
         let _ = prometheus::TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()
     }
+}
+
+/// Cumulative request counts, as [`Metrics::totals`] reads them.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Totals {
+    pub backends: std::collections::BTreeMap<String, BackendTotals>,
+    pub integrators: std::collections::BTreeMap<String, IntegratorTotals>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct BackendTotals {
+    /// Bookings answered 2xx.
+    pub booked: u64,
+    /// Answers 5xx (any operation), and by `Message_code`.
+    pub failed: u64,
+    pub failures_by_code: std::collections::BTreeMap<String, u64>,
+    /// Bookings' gateway time: (bucket upper bound in seconds, cumulative count).
+    pub latency: Vec<(f64, u64)>,
+    pub latency_count: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct IntegratorTotals {
+    pub requests: u64,
+    /// Answers 4xx.
+    pub refused: u64,
+    /// 429 (`94290`, `94291`).
+    pub limited: u64,
 }
 
 /// The labels of one answered request: the integrator (`unauthenticated` without one), the

@@ -29,6 +29,7 @@ pub mod otlp;
 pub mod pki;
 pub mod postgres;
 pub mod redis;
+pub mod webdriver;
 
 pub use mis_gateway::demo::mock_mis::{MockMis, Received, Reply, Script, clinic};
 
@@ -416,6 +417,23 @@ pub fn echo_mis() -> Script {
         });
         Reply::json(200, answer.to_string())
     })
+}
+
+/// A MIS that books every POST (as [`echo_mis`]) and answers every DELETE with `cancel`.
+pub fn cancelling_mis(cancel: Reply) -> Script {
+    let book = echo_mis();
+    Arc::new(move |r: &Received| {
+        if r.method == http::Method::DELETE {
+            cancel.clone()
+        } else {
+            book(r)
+        }
+    })
+}
+
+/// This MIS family's answer to a cancellation made.
+pub fn cancelled_reply() -> Reply {
+    Reply::exception(200, "Cancelled", "2000")
 }
 
 /// The seed's booking into a fresh random slot.

@@ -366,7 +366,7 @@ pub fn hash_password(password: &str) -> Result<String, String> {
 /// A PHC string with the default Argon2id parameters, a random salt and a random output: an
 /// unknown login is verified against it at full cost and always fails. Made without running
 /// Argon2, so start-up neither waits for a hash nor touches its 19 MiB.
-fn dummy_hash() -> String {
+pub(crate) fn dummy_hash() -> String {
     use base64::engine::general_purpose::STANDARD_NO_PAD as B64;
     let (mut salt, mut output) = ([0u8; 16], [0u8; 32]);
     getrandom::fill(&mut salt).expect("the OS random source is available");
