@@ -131,11 +131,22 @@ impl App {
             crate::edge::notify::ready(self.live.load().number);
         }
         let (stop_admin, admin_stopped) = tokio::sync::oneshot::channel::<()>();
+        // `[admin.tls]` read per connection: a reload rotates its certificate.
+        let live = self.live.clone();
+        let admin_tls: server::TlsSource = Arc::new(move || {
+            live.load()
+                .config
+                .admin
+                .tls
+                .as_ref()
+                .map(|t| t.config.clone())
+        });
         let admin_task = admin.map(|listener| {
-            tokio::spawn(server::serve(
+            tokio::spawn(server::serve_tls(
                 listener,
                 self.admin.clone(),
                 ConnLimits::default(),
+                Some(admin_tls),
                 async move {
                     let _ = admin_stopped.await;
                 },

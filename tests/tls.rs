@@ -8,7 +8,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use http::{Method, Request, StatusCode, Version, header};
 use http_body_util::{BodyExt, Full};
-use support::pki::Pki;
+use support::pki::{Pki, tls_routes};
 use support::*;
 
 fn client(
@@ -323,4 +323,88 @@ async fn a_silent_tls_session_is_closed_and_over_the_cap_tls_gets_a_plain_close(
         String::from_utf8_lossy(&got)
     );
     gw.shutdown().await;
+}
+
+/// `[admin.tls]`: the admin listener, and so the console, speaks HTTPS only; the session
+/// cookie is `Secure` there.
+#[tokio::test]
+async fn the_console_over_admin_tls_signs_in_with_a_secure_cookie() {
+    let pki = Pki::new("admin-ca");
+    let dir = tempfile::tempdir().unwrap();
+    let mis = MockMis::spawn(echo_mis()).await;
+    let path = tls_routes(&pki, dir.path(), mis.url(), "");
+    let hash = mis_gateway::policy::auth::hash_password("duty-password-1").unwrap();
+    let toml = std::fs::read_to_string(&path).unwrap().replacen(
+        "[admin]\nlisten = \"127.0.0.1:0\"\n",
+        &format!(
+            "[admin]\nlisten = \"127.0.0.1:0\"\n\n[admin.tls]\ncert = \"server.crt\"\nkey = \"server.key\"\n\n[[operators]]\nlogin = \"duty\"\npassword_hash = \"{hash}\"\nrole = \"viewer\"\n"
+        ),
+        1,
+    );
+    std::fs::write(&path, toml).unwrap();
+    let gw = TestGateway::start_file(&path).await;
+    let https = client(&pki, false);
+    let base = format!("https://localhost:{}", gw.admin_addr.port());
+
+    let login = https
+        .request(
+            Request::get(format!("{base}/console/login"))
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await
+        .expect("the console over https");
+    assert_eq!(login.status(), StatusCode::OK);
+    let page = String::from_utf8(
+        login
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
+    let form = page
+        .split("name=\"form\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the sign-in form's token");
+    let signed = https
+        .request(
+            Request::post(format!("{base}/console/login"))
+                .header(header::CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(Full::new(Bytes::from(format!(
+                    "form={form}&login=duty&password=duty-password-1"
+                ))))
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(signed.status(), StatusCode::SEE_OTHER);
+    let cookie = signed.headers()[header::SET_COOKIE].to_str().unwrap();
+    for flag in ["HttpOnly", "SameSite=Strict", "Secure", "Path=/console"] {
+        assert!(cookie.contains(flag), "{flag} in {cookie}");
+    }
+    // Plain HTTP to the admin port gets no console.
+    let plain = gw
+        .try_send(
+            Request::get(format!("http://{}/healthz", gw.admin_addr))
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await;
+    assert!(
+        plain.is_none_or(|r| r.status != StatusCode::OK),
+        "the admin port speaks TLS only"
+    );
+    let health = https
+        .request(
+            Request::get(format!("{base}/healthz"))
+                .body(Full::default())
+                .unwrap(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(health.status(), StatusCode::OK);
 }

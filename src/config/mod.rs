@@ -164,6 +164,8 @@ pub struct AdminSettings {
     pub token: Option<String>,
     /// A trace's page in the hub's tracing UI, `{traceId}` replaced (the console links to it).
     pub trace_url: Option<String>,
+    /// `[admin.tls]`: the admin listener (and so the console) serves HTTPS.
+    pub tls: Option<ServerTls>,
 }
 
 /// What an operator may do in the console.
@@ -520,8 +522,8 @@ impl Validator<'_> {
         let journal = self.journal(journal, self.from_file);
         let integrators = self.integrators(integrators);
         let operators = self.operators(operators);
-        if !operators.is_empty() && !admin.listen.ip().is_loopback() {
-            self.warnings.push("operators are configured and admin.listen is not a loopback address: the console's passwords and session cookies cross the network unencrypted; keep the admin listener on loopback behind a TLS-terminating proxy".into());
+        if !operators.is_empty() && !admin.listen.ip().is_loopback() && admin.tls.is_none() {
+            self.warnings.push("operators are configured and admin.listen is not a loopback address, without [admin.tls]: the console's passwords and session cookies cross the network unencrypted".into());
         }
         let (backends, declared) = self.backends(backends);
         let routes = self.routes(routes, &backends, &declared);
@@ -655,7 +657,10 @@ impl Validator<'_> {
             auth_failures_per_login: raw.auth_failures_per_login.unwrap_or(10).max(1),
             auth_guesses_per_login: raw.auth_guesses_per_login.unwrap_or(30).max(1),
             proxies: self.proxies(&raw),
-            tls: raw.tls.as_ref().and_then(|t| self.server_tls(t)),
+            tls: raw
+                .tls
+                .as_ref()
+                .and_then(|t| self.listener_tls("server.tls", t)),
         }
     }
 
@@ -747,9 +752,11 @@ impl Validator<'_> {
         self.secrets.env(name)
     }
 
-    fn server_tls(&mut self, t: &raw::Tls) -> Option<ServerTls> {
-        let cert = self.pem("server.tls.cert", &t.cert);
-        let key = self.pem("server.tls.key", &t.key);
+    /// `[server.tls]` or `[admin.tls]` (`loc`): a certificate and its key, read now (a reload
+    /// reads them again).
+    fn listener_tls(&mut self, loc: &str, t: &raw::Tls) -> Option<ServerTls> {
+        let cert = self.pem(&format!("{loc}.cert"), &t.cert);
+        let key = self.pem(&format!("{loc}.key"), &t.key);
         let (cert, key) = (cert?, key?);
         match tls::server(&cert, &key) {
             Ok(config) => {
@@ -762,7 +769,7 @@ impl Validator<'_> {
                 })
             }
             Err(e) => {
-                self.problem("server.tls", e);
+                self.problem(loc, e);
                 None
             }
         }
@@ -829,6 +836,7 @@ impl Validator<'_> {
             listen: Option<String>,
             token_env: Option<String>,
             trace_url: Option<String>,
+            tls: Option<raw::Tls>,
         }
         let raw: Raw = match v {
             Some(v) => self.typed("admin", v).unwrap_or_default(),
@@ -863,10 +871,15 @@ impl Validator<'_> {
             }
             ok
         });
+        let tls = raw
+            .tls
+            .as_ref()
+            .and_then(|t| self.listener_tls("admin.tls", t));
         AdminSettings {
             listen,
             token,
             trace_url,
+            tls,
         }
     }
 

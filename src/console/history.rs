@@ -1,5 +1,5 @@
-//! The last hour of the gateway's own counters, for the overview's charts: a snapshot of
-//! [`Totals`] every minute (61 kept); a chart's points are the differences between
+//! The last hour of the gateway's own counters, for the overview's charts: a snapshot of the
+//! metrics' `Totals` every minute (61 kept); a chart's points are the differences between
 //! neighbours, the last one the minute so far. Nothing on the booking path: the counters are the
 //! metrics' own, read once a minute.
 

@@ -46,7 +46,9 @@ impl Handler for Admin {
         let path = req.uri().path();
         // The console has its own sign-in and sessions; the admin token does not open it.
         if path == "/console" || path.starts_with("/console/") {
-            return self.console.handle(req, peer.ip(), false).await;
+            // Over TLS the session cookie is `Secure`.
+            let secure = self.live.load().config.admin.tls.is_some();
+            return self.console.handle(req, peer.ip(), secure).await;
         }
         // The journal's routes read a query and a body; everything else needs neither.
         if path.starts_with(crate::journal::admin::PREFIX) {
