@@ -483,9 +483,11 @@ async fn demo(path: PathBuf, workers: Threads) -> ExitCode {
     }
     let _ = std::io::stdout().flush();
     workers.apply(&mut demo.app);
+    let booking_file = demo.booking_file.clone();
     demo.app
         .run(demo.api, Some(demo.admin), shutdown_signal(), true)
         .await;
+    let _ = std::fs::remove_file(booking_file);
     ExitCode::SUCCESS
 }
 

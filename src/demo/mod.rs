@@ -91,8 +91,18 @@ pub async fn start(config_path: &Path) -> Result<Demo, String> {
             config.admin.listen
         )
     })?;
-    let booking_file = std::env::temp_dir().join("mis-gateway-demo-booking.json");
-    std::fs::write(&booking_file, SEED_BOOKING)
+    // A file of this process's own, made new (never one already there: a shared, predictable
+    // name let two demos overwrite each other's, and followed whatever stood at that path).
+    let booking_file = std::env::temp_dir().join(format!(
+        "mis-gateway-demo-booking-{}.json",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_file(&booking_file);
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&booking_file)
+        .and_then(|mut f| std::io::Write::write_all(&mut f, SEED_BOOKING.as_bytes()))
         .map_err(|e| format!("cannot write {}: {e}", booking_file.display()))?;
     Ok(Demo {
         app,

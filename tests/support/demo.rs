@@ -27,14 +27,27 @@ impl DemoProcess {
         let shipped =
             std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/routes.toml")).unwrap();
         let mut config = shipped;
-        for fixed in [
+        // Four distinct free ports: all bound at once, then released (one bound and released
+        // after another may come back the same).
+        let held: Vec<std::net::TcpListener> = (0..4)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let ports: Vec<String> = held
+            .iter()
+            .map(|l| l.local_addr().unwrap().to_string())
+            .collect();
+        drop(held);
+        for (fixed, port) in [
             "127.0.0.1:8080",
             "127.0.0.1:9090",
             "127.0.0.1:9101",
             "127.0.0.1:9102",
-        ] {
+        ]
+        .into_iter()
+        .zip(&ports)
+        {
             assert!(config.contains(fixed), "{fixed}");
-            config = config.replace(fixed, &super::closed_port().await.to_string());
+            config = config.replace(fixed, port);
         }
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("routes.toml");
@@ -48,7 +61,9 @@ impl DemoProcess {
             .env_remove("MIS_NORTH_PASSWORD")
             .env_remove("MIS_CENTRAL_PASSWORD")
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.path().join("demo.log")).unwrap(),
+            ))
             .kill_on_drop(true)
             .spawn()
             .unwrap();
@@ -62,7 +77,10 @@ impl DemoProcess {
                     return line[at..].trim().to_owned();
                 }
             }
-            panic!("the demo ended without printing a curl:\n{printed}");
+            panic!(
+                "the demo ended without printing a curl:\n{printed}\n{}",
+                std::fs::read_to_string(dir.path().join("demo.log")).unwrap_or_default()
+            );
         })
         .await
         .expect("the demo prints its curl");
