@@ -51,6 +51,8 @@ const QUERY_WAIT: Duration = Duration::from_secs(1);
 /// How often the unresolved-`unknown` gauges are read from the database.
 const SUMMARY_EVERY: Duration = Duration::from_secs(10);
 const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+/// How often the writer brings the search keys up to date (see [`Sink::index`]).
+const INDEX_EVERY: Duration = Duration::from_secs(1);
 /// How often an idle writer looks at its file.
 const CHECK_EVERY: Duration = Duration::from_secs(1);
 /// A shared (PostgreSQL) journal's attempt older than this with no outcome is an orphan: no
@@ -80,6 +82,12 @@ pub trait Sink: Send {
     fn write(&mut self, batch: &[&Item]) -> Result<(), WriteError>;
     /// Called between batches and at least every second when the writer is idle.
     fn check(&mut self) -> Result<(), WriteError> {
+        Ok(())
+    }
+    /// Brings the search keys of records written since the last call up to date, a bounded
+    /// chunk at a time (called about once a second, between batches): kept off the records'
+    /// own commit, whose fsync every booking waits for.
+    fn index(&mut self) -> Result<(), WriteError> {
         Ok(())
     }
 }
@@ -1007,6 +1015,7 @@ fn write_loop(rx: crossbeam_channel::Receiver<Msg>, mut sink: Box<dyn Sink>, hea
     let mut retry_at: Option<Instant> = None;
     let mut backoff = Duration::from_millis(100);
     let mut failing_since: Option<Instant> = None;
+    let mut last_index = Instant::now();
     let mut closed = false;
     let take = |m: Msg, pending: &mut VecDeque<Job>, flushes: &mut Vec<_>| match m {
         Msg::Job(j) => pending.push_back(*j),
@@ -1053,6 +1062,14 @@ fn write_loop(rx: crossbeam_channel::Receiver<Msg>, mut sink: Box<dyn Sink>, hea
             // Idle: a deleted file is found within a second, not at the next booking.
             if sink.check() == Err(WriteError::Replaced) {
                 replaced(&health);
+            }
+        }
+        if retry_at.is_none() && last_index.elapsed() >= INDEX_EVERY {
+            last_index = Instant::now();
+            if let Err(WriteError::Failed(why)) = sink.index()
+                && throttle(&LAST_INDEX_WARN)
+            {
+                tracing::warn!(error = %why, "journal: the search keys could not be brought up to date; retried");
             }
         }
         let waiting = retry_at.is_some_and(|t| Instant::now() < t) && !closed;
@@ -1148,6 +1165,7 @@ fn write_loop(rx: crossbeam_channel::Receiver<Msg>, mut sink: Box<dyn Sink>, hea
 static LAST_ROOM_WARN: Mutex<Option<Instant>> = Mutex::new(None);
 static LAST_WRITE_WARN: Mutex<Option<Instant>> = Mutex::new(None);
 static LAST_START_WARN: Mutex<Option<Instant>> = Mutex::new(None);
+static LAST_INDEX_WARN: Mutex<Option<Instant>> = Mutex::new(None);
 
 /// Whether a throttled warning may be logged now (at most every 10 s): a failing journal must
 /// not flood the log.
