@@ -265,6 +265,17 @@ async fn an_appointment_is_looked_up_cancelled_once_and_its_slot_books_again(s: 
     assert_eq!(r["bookingRequestId"], booking_id.as_str());
     assert_eq!(r["appointment"]["guid"], guid.as_str());
     assert_eq!(r["backend"], "mis-clinic");
+    // The second cancel's record (answered from the journal: nothing to wait for) follows
+    // within moments.
+    let both = eventually(std::time::Duration::from_secs(10), || async {
+        admin(gw, Method::GET, "/admin/journal?operation=cancel", None)
+            .await
+            .json()["records"]
+            .as_array()
+            .is_some_and(|r| r.len() == 2)
+    })
+    .await;
+    assert!(both, "both cancels are recorded");
     let listed = admin(gw, Method::GET, "/admin/journal?operation=cancel", None)
         .await
         .json();
@@ -404,6 +415,28 @@ async fn a_lost_cancel_answer_is_unknown_and_resolvable_on_sqlite() {
     let dir = tempfile::tempdir().unwrap();
     let s = setup(Some(&sqlite_in(dir.path()))).await;
     a_lost_cancel_answer_is_unknown_and_resolvable(&s).await;
+    the_admin_tokens_resolution_is_in_the_audit(&s).await;
+}
+
+/// The audit is kept in the journal's database: the admin token's resolutions are there as
+/// `token`, with the record they resolved.
+async fn the_admin_tokens_resolution_is_in_the_audit(s: &Setup) {
+    let audit = admin(&s.gw, Method::GET, "/admin/audit?limit=50", None).await;
+    assert_eq!(audit.status, StatusCode::OK, "{}", audit.text());
+    let entries = audit.json()["entries"].as_array().unwrap().clone();
+    let resolves: Vec<&Value> = entries
+        .iter()
+        .filter(|e| e["action"] == "resolve" && e["who"] == "token")
+        .collect();
+    // One refused (a booking's answer to a cancellation), one done.
+    assert_eq!(resolves.len(), 2, "{entries:#?}");
+    assert!(resolves.iter().any(|e| e["outcome"] == "ok"));
+    assert!(resolves.iter().any(|e| e["outcome"] == "failed"));
+    assert!(
+        resolves
+            .iter()
+            .all(|e| e["via"] == "admin-api" && e["target"].is_string())
+    );
 }
 
 #[tokio::test]
@@ -417,7 +450,18 @@ async fn a_mis_refusal_passes_through_and_a_backend_without_cancel_is_501() {
     assert_eq!(r.status, StatusCode::BAD_REQUEST, "{}", r.text());
     assert_eq!(r.code(), "4050");
     assert_eq!(r.json()["Message"], "The visit already took place");
-    let rejected = journal_record(gw, r.headers["x-request-id"].to_str().unwrap()).await;
+    // A rejection's record is not waited for by its answer (only booked, unknown and
+    // cancelled ones are): it follows within moments.
+    let id = r.headers["x-request-id"].to_str().unwrap().to_owned();
+    let written = eventually(std::time::Duration::from_secs(10), || async {
+        admin(gw, Method::GET, &format!("/admin/journal/{id}"), None)
+            .await
+            .status
+            == StatusCode::OK
+    })
+    .await;
+    assert!(written, "the rejection's record");
+    let rejected = journal_record(gw, &id).await;
     assert_eq!(rejected["outcome"], "rejected");
     assert_eq!(rejected["misStatus"], 400);
     let r = call(gw, Method::DELETE, guid, "?reason=error_in_slot", PORTAL).await;
@@ -503,4 +547,5 @@ async fn an_appointment_is_looked_up_cancelled_and_resolved_through_a_postgres_j
     .await;
     an_appointment_is_looked_up_cancelled_once_and_its_slot_books_again(&s).await;
     a_lost_cancel_answer_is_unknown_and_resolvable(&s).await;
+    the_admin_tokens_resolution_is_in_the_audit(&s).await;
 }
