@@ -549,3 +549,35 @@ async fn an_appointment_is_looked_up_cancelled_and_resolved_through_a_postgres_j
     a_lost_cancel_answer_is_unknown_and_resolvable(&s).await;
     the_admin_tokens_resolution_is_in_the_audit(&s).await;
 }
+
+#[tokio::test]
+async fn a_cancel_whose_backend_left_the_configuration_is_502_and_reaches_no_mis() {
+    let dir = tempfile::tempdir().unwrap();
+    let clinic = clinic_mis("MIS_OLD_PASSWORD", "Europe/Moscow").await;
+    let toml = |name: &str| {
+        let mut t = config_toml(&[BackendSpec::new(name, clinic.url())], &[(SEED_LPU, name)]);
+        t.push_str(&format!("\n[journal]\n{}\n", sqlite_in(dir.path())));
+        t
+    };
+    let path = dir.path().join("routes.toml");
+    std::fs::write(&path, toml("mis-old")).unwrap();
+    let gw = TestGateway::start_file(&path).await;
+    let (booked, _) = book(&gw, &booking_into(SEED_LPU)).await;
+    let guid = booked["guid"].as_str().unwrap();
+
+    // The clinic's backend is renamed: the journal's record names one that is gone.
+    rename_save(&path, &toml("mis-new"));
+    let reloaded = eventually(std::time::Duration::from_secs(10), || async {
+        gw.live.load().number == 2
+    })
+    .await;
+    assert!(reloaded, "the renamed backend is live");
+    let r = call(&gw, Method::DELETE, guid, "", PORTAL).await;
+    assert_eq!(r.status, StatusCode::BAD_GATEWAY, "{}", r.text());
+    assert_eq!(r.code(), "95025");
+    assert!(deletes(&clinic).is_empty(), "nothing was sent");
+    // The appointment is still known and still booked.
+    let found = call(&gw, Method::GET, guid, "", PORTAL).await;
+    assert_eq!(found.status, StatusCode::OK);
+    assert_eq!(found.json()["status"], "booked");
+}
