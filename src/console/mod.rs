@@ -40,6 +40,8 @@ use session::{Session, Sessions};
 
 /// A form body's cap: a note of 500 characters escaped, and the rest.
 const MAX_FORM: usize = 16 * 1024;
+/// Sign-ins waiting for the console's Argon2 thread at most; past it, 503.
+const SIGN_IN_QUEUE: usize = 16;
 /// Records a listing page shows.
 const PAGE: u32 = 50;
 
@@ -57,6 +59,8 @@ pub struct Console {
     /// Keys the sign-in form's token (the form has no session yet).
     form_key: [u8; 32],
     dummy_hash: Arc<str>,
+    /// Verifies sign-in passwords (see `sign_in`).
+    hasher: crate::policy::auth::hasher::Hasher,
 }
 
 /// A signed-in operator and what the live configuration lets them do.
@@ -127,6 +131,7 @@ impl Console {
             throttle: Throttle::default(),
             form_key,
             dummy_hash: crate::policy::auth::dummy_hash().into(),
+            hasher: crate::policy::auth::hasher::Hasher::new(1, SIGN_IN_QUEUE),
         }
     }
 
@@ -416,12 +421,27 @@ impl Console {
         let hash = operator
             .as_ref()
             .map_or_else(|| self.dummy_hash.clone(), |o| o.password_hash.clone());
-        // Argon2 off the admin runtime's thread, at full cost for an unknown login too.
-        let verified = tokio::task::spawn_blocking(move || {
-            crate::policy::auth::hasher::verify_with(&mut Vec::new(), password.as_bytes(), &hash)
-        })
-        .await
-        .unwrap_or(false);
+        // Argon2 on the console's own fixed pool (one thread, its memory reused, a bounded queue
+        // taken per address), at full cost for an unknown login too: sign-in attempts cannot
+        // start an Argon2 run (and its 19 MiB) each.
+        let source = crate::policy::auth::hasher::Source {
+            addr: Some(asked.peer),
+            standing: attempt.standing,
+        };
+        let verified = match self
+            .hasher
+            .verify(source, password.into_bytes(), hash)
+            .await
+        {
+            Ok(v) => v,
+            Err(crate::policy::auth::hasher::Busy) => {
+                self.throttle.settle(attempt, Settle::Busy);
+                return self.login_form(
+                    Some("Sign-ins are busy: try again in a moment."),
+                    StatusCode::SERVICE_UNAVAILABLE,
+                );
+            }
+        };
         match (verified, operator) {
             (true, Some(op)) => {
                 self.throttle.settle(attempt, Settle::Success);
